@@ -1,0 +1,252 @@
+//! `orly`: the command line. Flag parsing and output only; the work lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orly::cli::{self, gen_events::GenSpec};
+use orly::event::Filter;
+use orly::store::{FjallStore, Order};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "orly",
+    version,
+    about = "Nostr event store kept in step with relays by NIP-77 negentropy sync"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct DataDir {
+    /// Store directory [env: ORLY_DATA_DIR; default: ~/.local/share/ORLY]
+    #[arg(long, env = "ORLY_DATA_DIR", hide_env = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn open(&self) -> anyhow::Result<FjallStore> {
+        let dir = self.data_dir.clone().unwrap_or_else(cli::default_data_dir);
+        Ok(FjallStore::open(&dir)?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Import JSONL events (verifying every one); bad lines are reported and skipped.
+    Import {
+        /// Input file, or `-` for stdin.
+        #[arg(default_value = "-")]
+        file: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Export stored events as JSONL to stdout.
+    Export {
+        /// NIP-01 filter as JSON, e.g. '{"kinds":[1]}'.
+        #[arg(long, default_value = "{}")]
+        filter: String,
+        /// Oldest first (default: newest first).
+        #[arg(long)]
+        ascending: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Counts by kind, first/last created_at, size on disk.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Also check every index entry against the events (slow on big stores).
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Generate valid signed events as JSONL (deterministic for a seed).
+    Gen {
+        /// Number of events.
+        #[arg(long)]
+        count: u64,
+        /// PRNG seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Number of distinct authors.
+        #[arg(long, default_value_t = 50)]
+        authors: u64,
+        /// Comma-separated kinds to draw from.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,3,7")]
+        kinds: Vec<u16>,
+        /// Spread of created_at, in days, below --until.
+        #[arg(long, default_value_t = 30)]
+        span_days: u64,
+        /// Newest created_at (unix seconds); fixed so output never depends on the clock.
+        #[arg(long, default_value_t = 1_760_000_000)]
+        until: u64,
+        /// Index of the first event of the sequence (to generate a slice of it).
+        #[arg(long, default_value_t = 0)]
+        skip: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    orly::init_crypto();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Import { file, data } => {
+            let store = data.open()?;
+            let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {
+                Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
+            } else {
+                let f =
+                    std::fs::File::open(&file).with_context(|| format!("cannot open {file}"))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+            };
+            let pb = cli::progress_bar(None, "{spinner} {pos} lines {per_sec}");
+            let mut stderr = std::io::stderr();
+            let started = std::time::Instant::now();
+            let s = cli::import::import(&store, reader, &mut stderr, &pb)?;
+            pb.finish_and_clear();
+            store.flush()?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "imported {} lines in {secs:.2}s: accepted {}, replaced {}, duplicate {}, superseded {}, deleted {}, ephemeral {}, rejected {}",
+                s.lines,
+                s.accepted,
+                s.replaced,
+                s.duplicate,
+                s.superseded,
+                s.deleted,
+                s.ephemeral,
+                s.rejected
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export {
+            filter,
+            ascending,
+            data,
+        } => {
+            let f = Filter::from_json(&filter)?;
+            let store = data.open()?;
+            let order = if ascending {
+                Order::OldestFirst
+            } else {
+                Order::NewestFirst
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let mut io_err = None;
+            store.query_blocking(&f, order, |ev| match writeln!(out, "{}", ev.to_json()) {
+                Ok(()) => true,
+                Err(e) => {
+                    io_err = Some(e);
+                    false
+                }
+            })?;
+            match io_err.map_or_else(|| out.flush(), Err) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                r => r.map(|()| ExitCode::SUCCESS).context("writing stdout"),
+            }
+        }
+        Cmd::Stats { json, check, data } => {
+            let store = data.open()?;
+            let st = store.stats()?;
+            let report = if check {
+                Some(store.check_integrity()?)
+            } else {
+                None
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "stats": st, "integrity": report })
+                );
+            } else {
+                println!("events: {}", st.events);
+                println!(
+                    "first created_at: {}",
+                    st.first_created_at.map_or("-".into(), |t| t.to_string())
+                );
+                println!(
+                    "last created_at: {}",
+                    st.last_created_at.map_or("-".into(), |t| t.to_string())
+                );
+                println!("disk: {:.1} MiB", st.disk_bytes as f64 / 1048576.0);
+                for (k, n) in &st.by_kind {
+                    println!("kind {k}: {n}");
+                }
+                if let Some(r) = &report {
+                    println!(
+                        "integrity: {} events, {} index entries, {} problems",
+                        r.events,
+                        r.index_entries,
+                        r.problems.len()
+                    );
+                    for p in &r.problems {
+                        println!("  {p}");
+                    }
+                }
+            }
+            let broken = report.is_some_and(|r| !r.problems.is_empty());
+            Ok(if broken {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Gen {
+            count,
+            seed,
+            authors,
+            kinds,
+            span_days,
+            until,
+            skip,
+        } => {
+            anyhow::ensure!(!kinds.is_empty(), "--kinds needs at least one kind");
+            anyhow::ensure!(authors > 0, "--authors must be at least 1");
+            anyhow::ensure!(
+                span_days * 86_400 < until,
+                "--span-days reaches before 1970"
+            );
+            let spec = GenSpec {
+                count,
+                seed,
+                authors,
+                kinds,
+                span_days,
+                until,
+            };
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let end = skip.saturating_add(count);
+            let mut at = skip;
+            while at < end {
+                let next = (at + 50_000).min(end);
+                for ev in cli::gen_events::generate(&spec, at..next) {
+                    if let Err(e) = writeln!(out, "{}", ev.to_json()) {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        return Err(e.into());
+                    }
+                }
+                at = next;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The `orly` command line: one submodule per command. Binaries stay thin; this module parses
+//! flags and calls the domain modules.
+
+pub mod gen_events;
+pub mod import;
+pub mod lines;
+
+use std::path::PathBuf;
+
+/// `--data-dir`, else `$ORLY_DATA_DIR` (clap reads it), else `~/.local/share/ORLY`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/ORLY"),
+        None => PathBuf::from(".orly-data"),
+    }
+}
+
+/// A progress bar on a terminal, nothing otherwise (scripts and CI get clean output).
+pub fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = match len {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        pb.set_style(style);
+    }
+    pb
+}

@@ -1,0 +1,153 @@
+//! The NIP-01 event: strict parsing, canonical serialization, id and BIP-340 signature checks,
+//! kind classes and filters.
+//!
+//! This module owns what an event *is*. It knows nothing of storage or the network: every other
+//! module hands it bytes and gets back a verified [`Event`] or an [`EventError`] saying why not.
+
+mod canonical;
+mod filter;
+mod hexbytes;
+mod kind;
+mod parse;
+mod sign;
+
+pub use canonical::canonical_json;
+pub use filter::{Filter, FilterError};
+pub use hexbytes::{decode_hex32, decode_hex64};
+pub use kind::KindClass;
+pub use sign::{Keys, sign_event};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// Largest event accepted from anywhere, in bytes of JSON (the relay and importer cap lines too).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// A 32-byte event id: sha256 of the canonical serialization.
+pub type EventId = [u8; 32];
+/// A 32-byte x-only public key.
+pub type PubKey = [u8; 32];
+
+/// A NIP-01 event whose fields have been parsed strictly.
+///
+/// Constructing one does not prove it is authentic: call [`Event::verify`] (or use
+/// [`Event::from_json_verified`]) on anything that came from outside.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "parse::RawEvent")]
+pub struct Event {
+    /// sha256 of the canonical serialization.
+    pub id: EventId,
+    /// Author's x-only public key.
+    pub pubkey: PubKey,
+    /// Unix seconds, as claimed by the author.
+    pub created_at: u64,
+    /// Event kind, 0..=65535.
+    pub kind: u16,
+    /// Tags: arrays of strings, the first being the tag name.
+    pub tags: Vec<Vec<String>>,
+    /// Arbitrary content.
+    pub content: String,
+    /// BIP-340 signature over the id.
+    pub sig: [u8; 64],
+}
+
+/// Why an event was refused. The `Display` text is a NIP-01 `OK`/`CLOSED` style reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Not valid JSON, or not the NIP-01 shape.
+    #[error("invalid: malformed event: {0}")]
+    Malformed(String),
+    /// The event is larger than [`MAX_EVENT_BYTES`].
+    #[error("invalid: event too large ({0} bytes, max {MAX_EVENT_BYTES})")]
+    TooLarge(usize),
+    /// The id is not the sha256 of the canonical serialization.
+    #[error("invalid: event id does not match its content")]
+    BadId,
+    /// The pubkey is not a valid x-only point.
+    #[error("invalid: bad public key")]
+    BadPubkey,
+    /// The signature does not verify.
+    #[error("invalid: bad signature")]
+    BadSignature,
+}
+
+impl Event {
+    /// Parses an event from JSON without checking id or signature.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EventError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge(bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))
+    }
+
+    /// Parses and fully verifies (id and signature) an event from JSON.
+    pub fn from_json_verified(bytes: &[u8]) -> Result<Self, EventError> {
+        let ev = Self::from_json(bytes)?;
+        ev.verify()?;
+        Ok(ev)
+    }
+
+    /// Builds an event from a `serde_json::Value` (e.g. the third element of an `EVENT` message).
+    pub fn from_value(v: serde_json::Value) -> Result<Self, EventError> {
+        serde_json::from_value(v).map_err(|e| EventError::Malformed(e.to_string()))
+    }
+
+    /// The standard JSON form (valid JSON, as sent on the wire and exported).
+    pub fn to_json(&self) -> String {
+        // Serializing our own struct of strings and integers cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// sha256 of the canonical serialization: what `id` must be.
+    pub fn compute_id(&self) -> EventId {
+        let mut h = Sha256::new();
+        canonical::write_canonical(
+            &mut h,
+            &self.pubkey,
+            self.created_at,
+            self.kind,
+            &self.tags,
+            &self.content,
+        );
+        h.finalize().into()
+    }
+
+    /// Checks that the id matches the content and that the signature verifies.
+    pub fn verify(&self) -> Result<(), EventError> {
+        if self.compute_id() != self.id {
+            return Err(EventError::BadId);
+        }
+        self.verify_signature()
+    }
+
+    /// Checks the BIP-340 signature over the (claimed) id only.
+    pub fn verify_signature(&self) -> Result<(), EventError> {
+        let pk = secp256k1::XOnlyPublicKey::from_byte_array(self.pubkey)
+            .map_err(|_| EventError::BadPubkey)?;
+        let sig = secp256k1::schnorr::Signature::from_byte_array(self.sig);
+        secp256k1::schnorr::verify(&sig, &self.id, &pk).map_err(|_| EventError::BadSignature)
+    }
+
+    /// The kind class, which decides storage semantics.
+    pub fn class(&self) -> KindClass {
+        KindClass::of(self.kind)
+    }
+
+    /// Values of the first element of tags named `name`, in order.
+    pub fn tag_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tags
+            .iter()
+            .filter(move |t| t.first().map(String::as_str) == Some(name))
+            .filter_map(|t| t.get(1).map(String::as_str))
+    }
+
+    /// The `d` tag value of an addressable event ("" when absent, as NIP-01 says).
+    pub fn d_tag(&self) -> &str {
+        self.tag_values("d").next().unwrap_or("")
+    }
+
+    /// Lowercase hex of the id.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+}

@@ -1,0 +1,521 @@
+//! The embedded engine: one fjall database, keyspaces as laid out in `keys.rs`, one writer at a
+//! time (reads are concurrent), every ingest group committed as one atomic batch.
+
+use super::keys::{self, INDEX_SLOTS, SLOTS, Slot};
+use super::overlay::Overlay;
+use super::{EventStream, NegItem, Order, SaveOutcome, Store, StoreError};
+use crate::event::{Event, EventId, Filter, KindClass, decode_hex32};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The fjall-backed store. Cheap to clone (shared inside).
+#[derive(Clone)]
+pub struct FjallStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: fjall::Database,
+    ks: Vec<fjall::Keyspace>,
+    path: PathBuf,
+    writer: Mutex<()>,
+}
+
+/// Counts for `orly stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StoreStats {
+    /// Stored events.
+    pub events: u64,
+    /// Events per kind.
+    pub by_kind: BTreeMap<u16, u64>,
+    /// Oldest `created_at`.
+    pub first_created_at: Option<u64>,
+    /// Newest `created_at`.
+    pub last_created_at: Option<u64>,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// What `check_integrity` found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IntegrityReport {
+    /// Events checked.
+    pub events: u64,
+    /// Index entries checked.
+    pub index_entries: u64,
+    /// Problems, each naming the keyspace and id.
+    pub problems: Vec<String>,
+}
+
+impl FjallStore {
+    /// Opens (creating if needed) the store in `dir`. Fails if another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Engine(format!("cannot create {}: {e}", dir.display())))?;
+        let db = fjall::Database::builder(dir).open().map_err(|e| {
+            StoreError::Engine(format!("cannot open store at {}: {e}", dir.display()))
+        })?;
+        let mut ks = Vec::with_capacity(SLOTS.len());
+        for (slot, name) in SLOTS {
+            debug_assert_eq!(slot as usize, ks.len());
+            ks.push(db.keyspace(name, fjall::KeyspaceCreateOptions::default)?);
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                ks,
+                path: dir.to_path_buf(),
+                writer: Mutex::new(()),
+            }),
+        })
+    }
+
+    fn ks(&self, slot: Slot) -> &fjall::Keyspace {
+        &self.inner.ks[slot as usize]
+    }
+
+    /// Stores verified events in one atomic batch (the blocking core of [`Store::save`]).
+    pub fn save_blocking(&self, events: &[Event]) -> Result<Vec<SaveOutcome>, StoreError> {
+        // One writer: the read-check-write of replaceable heads must not interleave.
+        let _guard = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Engine("writer lock poisoned".into()))?;
+        let mut ov = Overlay::new(&self.inner.db, &self.inner.ks);
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            out.push(ingest_one(&mut ov, ev)?);
+        }
+        ov.batch.commit()?;
+        Ok(out)
+    }
+
+    /// Reads one stored event.
+    pub fn get_blocking(&self, id: &EventId) -> Result<Option<Event>, StoreError> {
+        self.ks(Slot::Events)
+            .get(id)?
+            .map(|v| decode_event(&v))
+            .transpose()
+    }
+
+    /// (created_at, id) of matching events, ascending; `limit` is ignored.
+    pub fn neg_items_blocking(&self, filter: &Filter) -> Result<Vec<NegItem>, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
+        if filter.is_time_range_only() {
+            let mut v = Vec::new();
+            for g in self.ks(Slot::ByTime).range(time_range(filter)) {
+                let k = g.key()?;
+                if let Some(item) = keys::split_suffix(&k) {
+                    v.push(item);
+                }
+            }
+            return Ok(v);
+        }
+        let mut items = Vec::new();
+        for (t, id) in self.candidates(filter)? {
+            if let Some(ev) = self.get_blocking(&id)?
+                && filter.matches(&ev)
+            {
+                items.push((t, id));
+            }
+        }
+        Ok(items)
+    }
+
+    /// Candidate (created_at, id) pairs from the most selective index, ascending, de-duplicated.
+    /// Candidates still have to be checked against the filter.
+    fn candidates(&self, f: &Filter) -> Result<Vec<NegItem>, StoreError> {
+        let mut v: Vec<NegItem> = Vec::new();
+        if let Some(ids) = &f.ids {
+            for id in ids {
+                if let Some(bytes) = self.ks(Slot::Events).get(id)? {
+                    let ev = decode_event(&bytes)?;
+                    v.push((ev.created_at, ev.id));
+                }
+            }
+        } else {
+            let (slot, prefixes): (Slot, Vec<Vec<u8>>) = match (&f.authors, &f.kinds) {
+                (Some(a), Some(k)) if a.len() * k.len() <= 10_000 => (
+                    Slot::ByAuthorKind,
+                    a.iter()
+                        .flat_map(|p| k.iter().map(move |k| keys::author_kind_prefix(p, *k)))
+                        .collect(),
+                ),
+                (Some(a), _) => (Slot::ByAuthor, a.iter().map(|p| p.to_vec()).collect()),
+                (None, Some(k)) => (
+                    Slot::ByKind,
+                    k.iter().map(|k| keys::kind_prefix(*k)).collect(),
+                ),
+                (None, None) => match f.tags.iter().next() {
+                    Some((name, vals)) => (
+                        Slot::ByTag,
+                        vals.iter()
+                            .map(|val| keys::tag_prefix(*name as u8, val))
+                            .collect(),
+                    ),
+                    None => (Slot::ByTime, vec![Vec::new()]),
+                },
+            };
+            let (lo, hi) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
+            for p in prefixes {
+                let mut start = p.clone();
+                start.extend_from_slice(&lo.to_be_bytes());
+                let mut end = p.clone();
+                end.extend_from_slice(&hi.to_be_bytes());
+                end.extend_from_slice(&[0xff; 32]);
+                for g in self.ks(slot).range(start..=end) {
+                    let k = g.key()?;
+                    if let Some(item) = keys::split_suffix(&k) {
+                        v.push(item);
+                    }
+                }
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Matching events in `order`, calling `emit` for each until it returns false or `limit` is
+    /// reached. Streams straight from the time index when the filter is a time range.
+    pub fn query_blocking(
+        &self,
+        filter: &Filter,
+        order: Order,
+        mut emit: impl FnMut(Event) -> bool,
+    ) -> Result<(), StoreError> {
+        if filter.matches_nothing() || filter.limit == Some(0) {
+            return Ok(());
+        }
+        let limit = filter.limit.unwrap_or(u64::MAX);
+        let mut sent = 0u64;
+        let mut visit = |id: &EventId| -> Result<bool, StoreError> {
+            if let Some(ev) = self.get_blocking(id)?
+                && filter.matches(&ev)
+            {
+                sent += 1;
+                if !emit(ev) {
+                    return Ok(false);
+                }
+            }
+            Ok(sent < limit)
+        };
+        if filter.is_time_range_only() {
+            let range = self.ks(Slot::ByTime).range(time_range(filter));
+            let iter: Box<dyn Iterator<Item = fjall::Guard>> = match order {
+                Order::OldestFirst => Box::new(range),
+                Order::NewestFirst => Box::new(range.rev()),
+            };
+            for g in iter {
+                let k = g.key()?;
+                if let Some((_, id)) = keys::split_suffix(&k)
+                    && !visit(&id)?
+                {
+                    break;
+                }
+            }
+            return Ok(());
+        }
+        let mut cands = self.candidates(filter)?;
+        if order == Order::NewestFirst {
+            cands.reverse();
+        }
+        for (_, id) in cands {
+            if !visit(&id)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `ids` a sync should not fetch (stored, superseded or deleted here).
+    pub fn known_blocking(&self, ids: &[EventId]) -> Result<Vec<bool>, StoreError> {
+        ids.iter()
+            .map(|id| {
+                Ok(self.ks(Slot::Events).contains_key(id)?
+                    || self.ks(Slot::Superseded).contains_key(id)?
+                    || self.ks(Slot::Tombstones).contains_key(id)?)
+            })
+            .collect()
+    }
+
+    /// Counts by kind, time bounds and disk usage.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut s = StoreStats::default();
+        for g in self.ks(Slot::ByKind).iter() {
+            let k = g.key()?;
+            if k.len() >= 2 {
+                *s.by_kind
+                    .entry(u16::from_be_bytes([k[0], k[1]]))
+                    .or_default() += 1;
+                s.events += 1;
+            }
+        }
+        let bound = |g: Option<fjall::Guard>| -> Result<Option<u64>, StoreError> {
+            Ok(match g {
+                Some(g) => keys::split_suffix(&g.key()?).map(|(t, _)| t),
+                None => None,
+            })
+        };
+        s.first_created_at = bound(self.ks(Slot::ByTime).first_key_value())?;
+        s.last_created_at = bound(self.ks(Slot::ByTime).last_key_value())?;
+        s.disk_bytes = dir_size(&self.inner.path);
+        Ok(s)
+    }
+
+    /// Checks every index entry against the events and every event against its index entries.
+    pub fn check_integrity(&self) -> Result<IntegrityReport, StoreError> {
+        let mut r = IntegrityReport::default();
+        for slot in INDEX_SLOTS {
+            for g in self.ks(slot).iter() {
+                let k = g.key()?;
+                r.index_entries += 1;
+                match keys::split_suffix(&k) {
+                    Some((_, id)) if self.ks(Slot::Events).contains_key(id)? => {}
+                    _ => r.problems.push(format!(
+                        "{slot:?}: entry without its event: {}",
+                        hex::encode(&k)
+                    )),
+                }
+            }
+        }
+        for g in self.ks(Slot::Events).iter() {
+            let (k, v) = g.into_inner()?;
+            r.events += 1;
+            let ev = match decode_event(&v) {
+                Ok(ev) if ev.id[..] == k[..] => ev,
+                _ => {
+                    r.problems
+                        .push(format!("event {} does not decode", hex::encode(&k)));
+                    continue;
+                }
+            };
+            for (slot, key) in keys::index_keys(&ev) {
+                if !self.ks(slot).contains_key(&key)? {
+                    r.problems
+                        .push(format!("{slot:?}: missing entry for {}", ev.id_hex()));
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Forces the journal to disk (used at clean shutdown and by tests).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+}
+
+fn time_range(f: &Filter) -> std::ops::RangeInclusive<Vec<u8>> {
+    let lo = keys::time_key(f.since.unwrap_or(0), &[0; 32]);
+    let hi = keys::time_key(f.until.unwrap_or(u64::MAX), &[0xff; 32]);
+    lo..=hi
+}
+
+fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
+    Event::from_json(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Applies NIP-01 storage rules for one verified event inside the batch.
+fn ingest_one(ov: &mut Overlay<'_>, ev: &Event) -> Result<SaveOutcome, StoreError> {
+    let class = ev.class();
+    if class == KindClass::Ephemeral {
+        return Ok(SaveOutcome::Ephemeral);
+    }
+    if ov.contains(Slot::Events, &ev.id)? {
+        return Ok(SaveOutcome::Duplicate);
+    }
+    if let Some(deleter) = ov.get(Slot::Tombstones, &ev.id)?
+        && deleter[..] == ev.pubkey[..]
+    {
+        return Ok(SaveOutcome::Deleted);
+    }
+    let mut outcome = SaveOutcome::Accepted;
+    if let Some(head) = keys::head_key(ev) {
+        if class == KindClass::Addressable
+            && let Some(t) = ov.get(Slot::AddrTombstones, &head)?
+            && ev.created_at <= be_u64(&t)
+        {
+            return Ok(SaveOutcome::Deleted);
+        }
+        if let Some(cur) = ov.get(Slot::Heads, &head)? {
+            let (cur_t, cur_id) =
+                keys::split_suffix(&cur).ok_or_else(|| StoreError::Corrupt("head".into()))?;
+            // Newest wins; on a tie the lowest id wins.
+            if (cur_t, std::cmp::Reverse(cur_id)) >= (ev.created_at, std::cmp::Reverse(ev.id)) {
+                ov.insert(Slot::Superseded, ev.id.to_vec(), Vec::new());
+                return Ok(SaveOutcome::Superseded);
+            }
+            remove_event(ov, &cur_id)?;
+            ov.insert(Slot::Superseded, cur_id.to_vec(), Vec::new());
+            outcome = SaveOutcome::Replaced;
+        }
+        ov.insert(Slot::Heads, head, keys::time_key(ev.created_at, &ev.id));
+    }
+    if class == KindClass::Deletion {
+        apply_deletion(ov, ev)?;
+    }
+    ov.insert(Slot::Events, ev.id.to_vec(), ev.to_json().into_bytes());
+    for (slot, key) in keys::index_keys(ev) {
+        ov.insert(slot, key, Vec::new());
+    }
+    Ok(outcome)
+}
+
+/// NIP-09: `e` tags delete the author's own events; `a` tags delete addressable versions up to
+/// the deletion's time. Tombstones keep them from coming back through a later sync.
+fn apply_deletion(ov: &mut Overlay<'_>, del: &Event) -> Result<(), StoreError> {
+    for t in &del.tags {
+        match (t.first().map(String::as_str), t.get(1)) {
+            (Some("e"), Some(v)) => {
+                let Ok(target) = decode_hex32(v) else {
+                    continue;
+                };
+                if let Some(bytes) = ov.get(Slot::Events, &target)? {
+                    let ev = decode_event(&bytes)?;
+                    if ev.pubkey != del.pubkey || ev.kind == 5 {
+                        continue;
+                    }
+                    remove_event(ov, &target)?;
+                    if let Some(h) = keys::head_key(&ev) {
+                        ov.remove(Slot::Heads, h);
+                    }
+                }
+                ov.insert(Slot::Tombstones, target.to_vec(), del.pubkey.to_vec());
+            }
+            (Some("a"), Some(v)) => {
+                let mut parts = v.splitn(3, ':');
+                let (Some(kind), Some(pk), d) =
+                    (parts.next(), parts.next(), parts.next().unwrap_or(""))
+                else {
+                    continue;
+                };
+                let (Ok(kind), Ok(pk)) = (kind.parse::<u16>(), decode_hex32(pk)) else {
+                    continue;
+                };
+                if pk != del.pubkey || KindClass::of(kind) != KindClass::Addressable {
+                    continue;
+                }
+                let addr = keys::address_key(&pk, kind, d);
+                if let Some(cur) = ov.get(Slot::Heads, &addr)?
+                    && let Some((t, id)) = keys::split_suffix(&cur)
+                    && t <= del.created_at
+                {
+                    remove_event(ov, &id)?;
+                    ov.remove(Slot::Heads, addr.clone());
+                    ov.insert(Slot::Tombstones, id.to_vec(), del.pubkey.to_vec());
+                }
+                let prev = ov
+                    .get(Slot::AddrTombstones, &addr)?
+                    .map(|b| be_u64(&b))
+                    .unwrap_or(0);
+                ov.insert(
+                    Slot::AddrTombstones,
+                    addr,
+                    prev.max(del.created_at).to_be_bytes().to_vec(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn remove_event(ov: &mut Overlay<'_>, id: &EventId) -> Result<(), StoreError> {
+    let Some(bytes) = ov.get(Slot::Events, id)? else {
+        return Ok(());
+    };
+    let ev = decode_event(&bytes)?;
+    for (slot, key) in keys::index_keys(&ev) {
+        ov.remove(slot, key);
+    }
+    ov.remove(Slot::Events, id.to_vec());
+    Ok(())
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    b.get(..8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl Store for FjallStore {
+    async fn save(&self, events: Vec<Event>) -> Result<Vec<SaveOutcome>, StoreError> {
+        let s = self.clone();
+        blocking(move || s.save_blocking(&events)).await
+    }
+
+    fn query(&self, filter: Filter, order: Order) -> EventStream {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let s = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let res = s.query_blocking(&filter, order, |ev| tx.blocking_send(Ok(ev)).is_ok());
+            if let Err(e) = res {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+
+    async fn get_by_ids(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError> {
+        let s = self.clone();
+        blocking(move || {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(ev) = s.get_blocking(id)? {
+                    out.push(ev);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError> {
+        let s = self.clone();
+        blocking(move || s.neg_items_blocking(&filter)).await
+    }
+
+    async fn count(&self, mut filter: Filter) -> Result<u64, StoreError> {
+        filter.limit = None;
+        let s = self.clone();
+        blocking(move || Ok(s.neg_items_blocking(&filter)?.len() as u64)).await
+    }
+
+    async fn known(&self, ids: Vec<EventId>) -> Result<Vec<bool>, StoreError> {
+        let s = self.clone();
+        blocking(move || s.known_blocking(&ids)).await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Engine(format!("store task failed: {e}")))?
+}

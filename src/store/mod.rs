@@ -1,0 +1,113 @@
+//! Event storage: the [`Store`] trait every mode writes through, the embedded fjall engine, and
+//! (in `remote`) the same trait over the `orly-db` gRPC service.
+//!
+//! The store owns the storage semantics of NIP-01 (replaceable, addressable, ephemeral, deletion)
+//! and the (created_at, id) order that negentropy needs. It assumes events were verified by the
+//! caller: every entry point that takes events from outside verifies them first.
+
+mod fjall_store;
+mod keys;
+mod overlay;
+
+pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
+
+use crate::event::{Event, EventId, Filter};
+use futures_util::stream::BoxStream;
+
+/// What happened to one event handed to [`Store::save`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SaveOutcome {
+    /// Stored; nothing was replaced.
+    Accepted,
+    /// Stored, and an older version of this replaceable or addressable event was removed.
+    Replaced,
+    /// Already stored; ignored.
+    Duplicate,
+    /// A newer version of this replaceable/addressable event is stored; not stored.
+    Superseded,
+    /// Deleted earlier by its author (kind 5); not stored.
+    Deleted,
+    /// Ephemeral kind; never stored.
+    Ephemeral,
+}
+
+impl SaveOutcome {
+    /// Is the event in the store after this save (newly or already)?
+    pub fn is_stored(self) -> bool {
+        matches!(self, Self::Accepted | Self::Replaced | Self::Duplicate)
+    }
+
+    /// The NIP-01 `OK` pair (accepted?, message) for this outcome.
+    pub fn ok_reply(self) -> (bool, &'static str) {
+        match self {
+            Self::Accepted | Self::Replaced => (true, ""),
+            Self::Duplicate => (true, "duplicate: already have this event"),
+            Self::Superseded => (false, "duplicate: a newer version is stored"),
+            Self::Deleted => (false, "blocked: deleted by its author"),
+            Self::Ephemeral => (true, ""),
+        }
+    }
+}
+
+/// Result order of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Newest `created_at` first (NIP-01's order for `REQ`).
+    #[default]
+    NewestFirst,
+    /// Oldest first.
+    OldestFirst,
+}
+
+/// A storage failure. The message is safe to show to an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed (I/O, corruption, lock held by another process).
+    #[error("store: {0}")]
+    Engine(String),
+    /// A stored value could not be decoded.
+    #[error("store: corrupt record: {0}")]
+    Corrupt(String),
+    /// The store cannot be reached (remote store down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The request was refused (e.g. invalid event handed to a remote store).
+    #[error("store refused: {0}")]
+    Refused(String),
+}
+
+/// A stream of stored events.
+pub type EventStream = BoxStream<'static, Result<Event, StoreError>>;
+
+/// One negentropy item: (created_at, id).
+pub type NegItem = (u64, EventId);
+
+/// The storage operations every mode needs. Implemented by [`FjallStore`] (embedded) and the
+/// gRPC client of `orly-db`.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores verified events in one atomic batch, returning one outcome per event in order.
+    async fn save(&self, events: Vec<Event>) -> Result<Vec<SaveOutcome>, StoreError>;
+    /// Events matching `filter` (its `limit` honoured), in `order`.
+    fn query(&self, filter: Filter, order: Order) -> EventStream;
+    /// The stored events among `ids` (missing ones are left out).
+    async fn get_by_ids(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError>;
+    /// (created_at, id) of every event matching `filter`, sorted ascending: the negentropy set.
+    async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError>;
+    /// How many events match `filter` (ignoring `limit`).
+    async fn count(&self, filter: Filter) -> Result<u64, StoreError>;
+    /// For each id: should a sync skip fetching it? True when it is stored already, or was
+    /// superseded or deleted here — so a repeated sync converges to zero work.
+    async fn known(&self, ids: Vec<EventId>) -> Result<Vec<bool>, StoreError>;
+    /// Ok when the store can serve requests.
+    async fn ready(&self) -> Result<(), StoreError>;
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests;

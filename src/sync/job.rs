@@ -1,0 +1,511 @@
+//! The reconciliation and transfer loop. One WebSocket carries the negentropy session and the
+//! transfers at once: ids learned in a round are fetched (`REQ`, several in flight) and uploaded
+//! (`EVENT`, windowed by `OK`) while later rounds continue.
+
+use super::progress::{Direction, Progress, SyncError};
+use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_WINDOW};
+use crate::event::{Event, Filter};
+use crate::negentropy::{Id, Negentropy, NegentropyStorageVector, seal};
+use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
+use crate::store::Store;
+use serde_json::json;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// What to sync.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    /// ws:// or wss:// relay URL.
+    pub peer_url: String,
+    /// Which events (NIP-01 filter; `limit` is ignored).
+    pub filter: Filter,
+    /// Only events at or after this time (combined with the filter's own `since`).
+    pub since: Option<u64>,
+    /// Which way events move.
+    pub direction: Direction,
+    /// Negentropy frame size limit in bytes (0 = none, else ≥ 4096).
+    pub frame_size_limit: u64,
+    /// Most events to move (fetched + sent); None = no cap.
+    pub max_events: Option<u64>,
+    /// Connection options.
+    pub peer: PeerOptions,
+}
+
+/// A sync job over a store.
+pub struct SyncJob {
+    store: Arc<dyn Store>,
+    req: SyncRequest,
+}
+
+struct NegSession {
+    sub: String,
+    neg: Negentropy<'static, NegentropyStorageVector>,
+    range: (u64, u64),
+}
+
+struct State {
+    conn: RelayConn,
+    p: Progress,
+    ranges: Vec<(u64, u64)>,
+    session: Option<NegSession>,
+    sessions_opened: u64,
+    need_q: VecDeque<[u8; 32]>,
+    have_q: VecDeque<[u8; 32]>,
+    seen: HashSet<[u8; 32]>,
+    fetches: HashMap<String, HashSet<[u8; 32]>>,
+    fetch_seq: u64,
+    uploads: HashSet<String>,
+    to_save: Vec<Event>,
+    challenge: Option<String>,
+    auth_pending: Option<String>,
+    last_refusal: Option<String>,
+    moved: u64,
+}
+
+const NOW_SLACK: u64 = 366 * 86_400;
+
+impl SyncJob {
+    /// A job over `store`.
+    pub fn new(store: Arc<dyn Store>, req: SyncRequest) -> Result<Self, SyncError> {
+        crate::peer::validate_url(&req.peer_url).map_err(|e| SyncError::Invalid(e.to_string()))?;
+        if req.frame_size_limit != 0 && req.frame_size_limit < 4096 {
+            return Err(SyncError::Invalid(
+                "frame size limit must be 0 (none) or at least 4096".into(),
+            ));
+        }
+        Ok(Self { store, req })
+    }
+
+    /// Runs to the end, calling `on_progress` after every round and transfer batch. The returned
+    /// progress (or the error) is final; everything stored before a failure stays stored.
+    pub async fn run(
+        self,
+        mut on_progress: impl FnMut(&Progress) + Send,
+    ) -> Result<Progress, SyncError> {
+        let conn = RelayConn::connect(&self.req.peer_url, &self.req.peer)
+            .await
+            .map_err(SyncError::Connect)?;
+        let mut filter = self.req.filter.clone();
+        filter.limit = None;
+        if let Some(s) = self.req.since {
+            filter.since = Some(filter.since.map_or(s, |f| f.max(s)));
+        }
+        let lo = filter.since.unwrap_or(0);
+        let hi = filter.until.unwrap_or(u64::MAX);
+        let mut st = State {
+            conn,
+            p: Progress {
+                peer_url: self.req.peer_url.clone(),
+                ..Default::default()
+            },
+            ranges: vec![(lo, hi)],
+            session: None,
+            sessions_opened: 0,
+            need_q: VecDeque::new(),
+            have_q: VecDeque::new(),
+            seen: HashSet::new(),
+            fetches: HashMap::new(),
+            fetch_seq: 0,
+            uploads: HashSet::new(),
+            to_save: Vec::new(),
+            challenge: None,
+            auth_pending: None,
+            last_refusal: None,
+            moved: 0,
+        };
+        let res = self.drive(&mut st, &filter, &mut on_progress).await;
+        // Keep what arrived even when the job fails part way.
+        let flushed = self.flush(&mut st).await;
+        st.p.bytes_sent = st.conn.bytes.sent.load(Ordering::Relaxed);
+        st.p.bytes_received = st.conn.bytes.received.load(Ordering::Relaxed);
+        let res = res.and(flushed);
+        match &res {
+            Ok(()) => st.p.complete = true,
+            Err(e) => st.p.error = Some(e.to_string()),
+        }
+        on_progress(&st.p);
+        st.conn.close().await;
+        res.map(|()| st.p)
+    }
+
+    async fn drive(
+        &self,
+        st: &mut State,
+        filter: &Filter,
+        on_progress: &mut (impl FnMut(&Progress) + Send),
+    ) -> Result<(), SyncError> {
+        let timeout = self.req.peer.reply_timeout;
+        loop {
+            if st.session.is_none()
+                && let Some(range) = st.ranges.pop()
+            {
+                self.open_session(st, filter, range).await?;
+            }
+            self.pump(st).await?;
+            let idle = st.session.is_none()
+                && st.ranges.is_empty()
+                && st.need_q.is_empty()
+                && st.have_q.is_empty()
+                && st.fetches.is_empty()
+                && st.uploads.is_empty();
+            if idle {
+                return Ok(());
+            }
+            let msg = match tokio::time::timeout(timeout, st.conn.recv()).await {
+                Err(_) => {
+                    let what = if st.session.is_some() {
+                        "no NEG-MSG reply"
+                    } else {
+                        "no reply to transfers"
+                    };
+                    return Err(SyncError::Timeout(format!(
+                        "{what} within {}s",
+                        timeout.as_secs()
+                    )));
+                }
+                Ok(None) => {
+                    return Err(SyncError::Incomplete("relay closed the connection".into()));
+                }
+                Ok(Some(Err(m))) => return Err(SyncError::Incomplete(m.to_string())),
+                Ok(Some(Ok(m))) => m,
+            };
+            self.handle(st, msg, on_progress).await?;
+        }
+    }
+
+    async fn open_session(
+        &self,
+        st: &mut State,
+        filter: &Filter,
+        range: (u64, u64),
+    ) -> Result<(), SyncError> {
+        let mut f = filter.clone();
+        if range.0 > 0 {
+            f.since = Some(range.0);
+        }
+        if range.1 < u64::MAX {
+            f.until = Some(range.1);
+        }
+        let items = self.store.neg_items(f.clone()).await?;
+        let storage = seal(items)?;
+        let mut neg = Negentropy::owned(storage, self.req.frame_size_limit)
+            .map_err(|e| SyncError::Invalid(format!("negentropy: {e:?}")))?;
+        let init = neg
+            .initiate()
+            .map_err(|e| SyncError::Invalid(format!("negentropy: {e:?}")))?;
+        st.sessions_opened += 1;
+        let sub = format!("orly-neg-{}", st.sessions_opened);
+        send(
+            st,
+            json!(["NEG-OPEN", sub, f.to_value(), hex::encode(init)]),
+        )
+        .await?;
+        st.session = Some(NegSession { sub, neg, range });
+        Ok(())
+    }
+
+    async fn pump(&self, st: &mut State) -> Result<(), SyncError> {
+        let cap = self.req.max_events.unwrap_or(u64::MAX);
+        while st.fetches.len() < FETCH_IN_FLIGHT && !st.need_q.is_empty() && st.moved < cap {
+            let n = FETCH_BATCH
+                .min(st.need_q.len())
+                .min((cap - st.moved) as usize);
+            let ids: HashSet<[u8; 32]> = st.need_q.drain(..n).collect();
+            st.moved += ids.len() as u64;
+            st.fetch_seq += 1;
+            let sub = format!("orly-req-{}", st.fetch_seq);
+            let hexes: Vec<String> = ids.iter().map(hex::encode).collect();
+            send(st, json!(["REQ", sub, {"ids": hexes}])).await?;
+            st.fetches.insert(sub, ids);
+        }
+        while st.uploads.len() < UPLOAD_WINDOW && !st.have_q.is_empty() && st.moved < cap {
+            let room = (UPLOAD_WINDOW - st.uploads.len()).min((cap - st.moved) as usize);
+            let n = room.min(st.have_q.len());
+            let ids: Vec<[u8; 32]> = st.have_q.drain(..n).collect();
+            for ev in self.store.get_by_ids(ids).await? {
+                st.moved += 1;
+                st.uploads.insert(ev.id_hex());
+                let v =
+                    serde_json::to_value(&ev).map_err(|e| SyncError::Incomplete(e.to_string()))?;
+                send(st, json!(["EVENT", v])).await?;
+            }
+        }
+        if st.moved >= cap
+            && (!st.need_q.is_empty() || !st.have_q.is_empty())
+            && st.fetches.is_empty()
+            && st.uploads.is_empty()
+        {
+            return Err(SyncError::Refused(format!(
+                "limit: at most {cap} events may move in one sync"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        st: &mut State,
+        msg: RelayMsg,
+        on_progress: &mut (impl FnMut(&Progress) + Send),
+    ) -> Result<(), SyncError> {
+        match msg {
+            RelayMsg::NegMsg { sub, hex } => {
+                let Some(sess) = st.session.as_mut().filter(|s| s.sub == sub) else {
+                    return Ok(());
+                };
+                let bytes = hex::decode(&hex)
+                    .map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
+                let (mut have, mut need) = (Vec::new(), Vec::new());
+                let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sess.neg.reconcile_with_ids(&bytes, &mut have, &mut need)
+                }))
+                .map_err(|_| {
+                    SyncError::Incomplete("bad negentropy message (decoder failed)".into())
+                })?
+                .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e:?}")))?;
+                st.p.round += 1;
+                self.learn(st, have, need).await?;
+                match next {
+                    Some(m) => send(st, json!(["NEG-MSG", sub, hex::encode(m)])).await?,
+                    None => {
+                        send(st, json!(["NEG-CLOSE", sub])).await?;
+                        st.session = None;
+                    }
+                }
+                on_progress(&st.p);
+            }
+            RelayMsg::NegErr { sub, reason, max } => {
+                let Some(sess) = st.session.take_if(|s| s.sub == sub) else {
+                    return Ok(());
+                };
+                if is_size_refusal(&reason, max) {
+                    let (lo, hi) = sess.range;
+                    let hi_eff = hi.min(now() + NOW_SLACK).max(lo);
+                    if lo >= hi_eff {
+                        return Err(SyncError::Refused(format!(
+                            "{reason} (cannot split a one-second range)"
+                        )));
+                    }
+                    let mid = lo + (hi_eff - lo) / 2;
+                    // Newer half first, older half popped last.
+                    st.ranges.push((lo, mid));
+                    st.ranges.push((mid + 1, hi));
+                    st.p.splits += 1;
+                } else if reason.starts_with("auth-required") {
+                    self.authenticate(st, &reason).await?;
+                    st.ranges.push(sess.range);
+                } else {
+                    return Err(SyncError::Refused(reason));
+                }
+            }
+            RelayMsg::Closed { sub, message } => {
+                if let Some(sess) = st.session.take_if(|s| s.sub == sub) {
+                    if message.starts_with("auth-required") {
+                        self.authenticate(st, &message).await?;
+                        st.ranges.push(sess.range);
+                    } else {
+                        return Err(SyncError::Refused(message));
+                    }
+                } else if let Some(ids) = st.fetches.remove(&sub) {
+                    if message.starts_with("auth-required") {
+                        self.authenticate(st, &message).await?;
+                        st.moved -= ids.len() as u64;
+                        st.need_q.extend(ids);
+                    } else {
+                        return Err(SyncError::Refused(message));
+                    }
+                }
+            }
+            RelayMsg::Notice { message } => {
+                if st.session.is_some() {
+                    return Err(SyncError::Refused(message));
+                }
+                tracing::info!(relay = %st.conn.url(), "NOTICE: {message}");
+            }
+            RelayMsg::Auth { challenge } => {
+                st.challenge = Some(challenge.clone());
+                if let Some(keys) = &self.req.peer.auth_keys {
+                    st.auth_pending = Some(
+                        st.conn
+                            .authenticate(keys, &challenge)
+                            .await
+                            .map_err(disconnected)?,
+                    );
+                }
+            }
+            RelayMsg::Event { sub, event } => {
+                let ev = Event::from_value(event).and_then(|e| e.verify().map(|()| e));
+                match ev {
+                    Ok(ev)
+                        if st
+                            .fetches
+                            .get_mut(&sub)
+                            .is_some_and(|ids| ids.remove(&ev.id)) =>
+                    {
+                        st.to_save.push(ev)
+                    }
+                    _ => st.p.dropped += 1,
+                }
+                if st.to_save.len() >= 500 {
+                    self.flush(st).await?;
+                }
+            }
+            RelayMsg::Eose { sub } => {
+                if let Some(missing) = st.fetches.remove(&sub) {
+                    // Ids the relay did not deliver free their place under the cap.
+                    st.moved -= missing.len() as u64;
+                    self.flush(st).await?;
+                    on_progress(&st.p);
+                    let _ = st.conn.send(json!(["CLOSE", sub])).await;
+                }
+            }
+            RelayMsg::Ok {
+                id,
+                accepted,
+                message,
+            } => {
+                if st.auth_pending.as_deref() == Some(id.as_str()) {
+                    st.auth_pending = None;
+                    if !accepted {
+                        return Err(SyncError::Auth(format!(
+                            "relay refused our AUTH: {message}"
+                        )));
+                    }
+                } else if st.uploads.remove(&id) {
+                    if accepted {
+                        st.p.sent += 1;
+                    } else if message.starts_with("auth-required")
+                        && self.req.peer.auth_keys.is_some()
+                    {
+                        self.authenticate(st, &message).await?;
+                        if let Ok(raw) = crate::event::decode_hex32(&id) {
+                            st.moved -= 1;
+                            st.have_q.push_back(raw);
+                        }
+                    } else {
+                        st.p.rejected += 1;
+                        st.last_refusal = Some(message);
+                    }
+                    if st.uploads.is_empty()
+                        || (st.p.sent + st.p.rejected).is_multiple_of(UPLOAD_WINDOW as u64)
+                    {
+                        on_progress(&st.p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues newly learned differences (each id once), skipping ids the store already knows
+    /// as superseded or deleted so repeated syncs converge to zero work.
+    async fn learn(&self, st: &mut State, have: Vec<Id>, need: Vec<Id>) -> Result<(), SyncError> {
+        let dir = self.req.direction;
+        for id in have {
+            let id = *id.as_bytes();
+            if st.seen.insert(id) {
+                st.p.have += 1;
+                if dir.uploads() {
+                    st.have_q.push_back(id);
+                }
+            }
+        }
+        let fresh: Vec<[u8; 32]> = need
+            .into_iter()
+            .map(|i| *i.as_bytes())
+            .filter(|id| st.seen.insert(*id))
+            .collect();
+        st.p.need += fresh.len() as u64;
+        if dir.fetches() && !fresh.is_empty() {
+            let known = self.store.known(fresh.clone()).await?;
+            for (id, k) in fresh.into_iter().zip(known) {
+                if k {
+                    st.p.skipped += 1;
+                } else {
+                    st.need_q.push_back(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&self, st: &mut State, reason: &str) -> Result<(), SyncError> {
+        let Some(keys) = &self.req.peer.auth_keys else {
+            return Err(SyncError::Auth(format!(
+                "{reason} (no key: use --auth-key-file or ORLY_SYNC_AUTH_KEY)"
+            )));
+        };
+        if st.auth_pending.is_some() {
+            return Ok(());
+        }
+        let Some(challenge) = st.challenge.clone() else {
+            return Err(SyncError::Auth(format!(
+                "{reason} (relay sent no AUTH challenge)"
+            )));
+        };
+        st.auth_pending = Some(
+            st.conn
+                .authenticate(keys, &challenge)
+                .await
+                .map_err(disconnected)?,
+        );
+        Ok(())
+    }
+
+    async fn flush(&self, st: &mut State) -> Result<(), SyncError> {
+        if st.to_save.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut st.to_save);
+        let outcomes = self.store.save(batch).await?;
+        st.p.fetched += outcomes.iter().filter(|o| o.is_stored()).count() as u64;
+        st.p.skipped += outcomes.iter().filter(|o| !o.is_stored()).count() as u64;
+        Ok(())
+    }
+}
+
+async fn send(st: &State, v: serde_json::Value) -> Result<(), SyncError> {
+    st.conn.send(v).await.map_err(disconnected)
+}
+
+fn disconnected(e: PeerError) -> SyncError {
+    SyncError::Incomplete(e.to_string())
+}
+
+/// `blocked:` refusals about size (a 4th element with the maximum, or words saying so) are split;
+/// other refusals end the job.
+fn is_size_refusal(reason: &str, max: Option<u64>) -> bool {
+    let r = reason.to_ascii_lowercase();
+    r.starts_with("blocked:")
+        && (max.is_some()
+            || [
+                "too many",
+                "too big",
+                "too large",
+                "maximum",
+                "max ",
+                "limit",
+                "size",
+            ]
+            .iter()
+            .any(|w| r.contains(w)))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn size_refusals() {
+        assert!(super::is_size_refusal("blocked: too many records", None));
+        assert!(super::is_size_refusal("blocked: query", Some(1000)));
+        assert!(!super::is_size_refusal("blocked: you are banned", None));
+        assert!(!super::is_size_refusal("error: too many", None));
+    }
+}

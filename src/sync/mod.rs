@@ -1,0 +1,18 @@
+//! One sync job, used by every mode (direct CLI, the gRPC service): reconcile a filter's item
+//! set with a relay over NIP-77 and move the differences, reporting progress as it goes.
+
+mod job;
+mod progress;
+
+pub use job::{SyncJob, SyncRequest};
+pub use progress::{Direction, Progress, SyncError};
+
+/// Default negentropy frame size limit in (binary) bytes: 60 000, as strfry, which keeps
+/// hex-encoded frames under the common 131 072-byte WebSocket cap.
+pub const DEFAULT_FRAME_SIZE_LIMIT: u64 = 60_000;
+/// Ids per `REQ` when fetching.
+pub const FETCH_BATCH: usize = 50;
+/// `REQ`s in flight at once.
+pub const FETCH_IN_FLIGHT: usize = 8;
+/// `EVENT`s in flight at once, counted by `OK`.
+pub const UPLOAD_WINDOW: usize = 100;
