@@ -34,8 +34,26 @@ impl DataDir {
     }
 }
 
+const SYNC_HELP: &str = "\
+Direct mode (no --server) opens the store in --data-dir itself. Client mode (--server HOST:PORT)
+asks an orly-sync-negentropy service to run the sync on its store and streams the progress; it
+touches no local files. In client mode --ca/--cert/--key/--token-file are for the service
+(mTLS and the admin token); in direct mode --ca adds a private CA for a wss:// relay.
+
+Exit codes:
+  0  the sync completed
+  1  local failure (store, I/O)
+  2  usage error (bad flag, filter or URL)
+  3  refused by the relay or by the sync service's policy or limits
+  4  authentication failed (NIP-42 AUTH, or the service's certificate/token checks)
+  5  timed out (connect, first reply or idle)
+  6  incomplete (disconnected, protocol error, service unreachable or not ready, cancelled)";
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Sync events with a relay over NIP-77 negentropy (direct or client mode).
+    #[command(after_help = SYNC_HELP)]
+    Sync(Box<SyncArgs>),
     /// Import JSONL events (verifying every one); bad lines are reported and skipped.
     Import {
         /// Input file, or `-` for stdin.
@@ -92,6 +110,50 @@ enum Cmd {
     },
 }
 
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// Relay URL (ws:// or wss://).
+    url: String,
+    /// NIP-01 filter as JSON (limit is ignored).
+    #[arg(long, default_value = "{}")]
+    filter: String,
+    /// Direction: down (fetch), up (upload), both, or none (report differences only).
+    #[arg(long = "dir", default_value = "down")]
+    dir: String,
+    /// Only events created at or after this unix time.
+    #[arg(long)]
+    since: Option<u64>,
+    /// Negentropy frame size limit in bytes (0 = none; else at least 4096).
+    #[arg(long, default_value_t = orly::sync::DEFAULT_FRAME_SIZE_LIMIT)]
+    frame_size_limit: u64,
+    /// Seconds to wait for the relay: connect, first reply and idle.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// One JSON progress line per update on stdout (for cron and CI).
+    #[arg(long)]
+    json: bool,
+    /// File with the hex secret key for NIP-42 AUTH [env: ORLY_SYNC_AUTH_KEY holds the hex key itself]
+    #[arg(long)]
+    auth_key_file: Option<PathBuf>,
+    /// Run on an orly-sync-negentropy service at HOST:PORT (client mode).
+    #[arg(long)]
+    server: Option<String>,
+    /// CA certificate (PEM): the service's CA in client mode, a private relay CA in direct mode.
+    #[arg(long, env = "ORLY_SYNC_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the service (client mode).
+    #[arg(long, env = "ORLY_SYNC_CERT")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert (client mode).
+    #[arg(long, env = "ORLY_SYNC_KEY")]
+    key: Option<PathBuf>,
+    /// File holding the admin token for the service (client mode).
+    #[arg(long, env = "ORLY_SYNC_TOKEN")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataDir,
+}
+
 fn main() -> ExitCode {
     orly::init_crypto();
     let cli = Cli::parse();
@@ -106,6 +168,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
+        Cmd::Sync(a) => sync(*a),
         Cmd::Import { file, data } => {
             let store = data.open()?;
             let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {
@@ -249,4 +312,57 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
+    use orly::cli::sync::{self as s, Display, Mode, ServiceTarget};
+    let auth_keys = match (&a.auth_key_file, std::env::var("ORLY_SYNC_AUTH_KEY")) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            Some(
+                orly::event::Keys::from_hex(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?,
+            )
+        }
+        (None, Ok(hex)) if !hex.trim().is_empty() => Some(
+            orly::event::Keys::from_hex(&hex)
+                .map_err(|e| anyhow::anyhow!("ORLY_SYNC_AUTH_KEY: {e}"))?,
+        ),
+        _ => None,
+    };
+    let client_mode = a.server.is_some();
+    let relay_ca = if client_mode { None } else { a.ca.clone() };
+    let req = match s::build_request(
+        &a.url,
+        &a.filter,
+        &a.dir,
+        a.since,
+        a.frame_size_limit,
+        a.timeout,
+        relay_ca,
+        auth_keys,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(orly::sync::exit::USAGE));
+        }
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let display = Display::new(a.json);
+    let code = rt.block_on(async {
+        let mode = match a.server {
+            Some(addr) => Mode::Client(ServiceTarget {
+                addr,
+                ca: a.ca,
+                cert: a.cert,
+                key: a.key,
+                token_file: a.token_file,
+            }),
+            None => Mode::Direct(std::sync::Arc::new(a.data.open()?)),
+        };
+        anyhow::Ok(s::run(mode, req, &display).await)
+    })?;
+    Ok(ExitCode::from(code))
 }

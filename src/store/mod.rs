@@ -8,8 +8,10 @@
 mod fjall_store;
 mod keys;
 mod overlay;
+mod remote;
 
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
+pub use remote::RemoteStore;
 
 use crate::event::{Event, EventId, Filter};
 use futures_util::stream::BoxStream;

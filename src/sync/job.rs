@@ -122,7 +122,10 @@ impl SyncJob {
         let res = res.and(flushed);
         match &res {
             Ok(()) => st.p.complete = true,
-            Err(e) => st.p.error = Some(e.to_string()),
+            Err(e) => {
+                st.p.error = Some(e.to_string());
+                st.p.error_kind = Some(e.kind().to_string());
+            }
         }
         on_progress(&st.p);
         st.conn.close().await;

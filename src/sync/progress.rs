@@ -82,6 +82,9 @@ pub struct Progress {
     /// Set on the final message of a failed sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `error`: its class (see `SyncError::kind`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
 }
 
 /// Why a sync ended without completing.
@@ -111,17 +114,22 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// The class of failure, as carried in `SyncProgress.error_kind` so client mode exits with
+    /// the same code as direct mode.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid",
+            Self::Refused(_) => "refused",
+            Self::Auth(_) => "auth",
+            Self::Timeout(_) | Self::Connect(PeerError::ConnectTimeout(_)) => "timeout",
+            Self::Connect(_) | Self::Incomplete(_) => "incomplete",
+            Self::Store(_) => "store",
+        }
+    }
+
     /// The documented exit code of `orly sync` for this failure.
     pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::Invalid(_) => exit::USAGE,
-            Self::Refused(_) => exit::REFUSED,
-            Self::Auth(_) => exit::AUTH,
-            Self::Timeout(_) => exit::TIMEOUT,
-            Self::Connect(PeerError::ConnectTimeout(_)) => exit::TIMEOUT,
-            Self::Connect(_) | Self::Incomplete(_) => exit::INCOMPLETE,
-            Self::Store(_) => exit::FAILURE,
-        }
+        exit::for_kind(self.kind())
     }
 }
 
@@ -139,6 +147,18 @@ pub mod exit {
     pub const AUTH: u8 = 4;
     /// Connect, reply or idle timeout.
     pub const TIMEOUT: u8 = 5;
-    /// Stopped part way: disconnect, protocol error, unreachable peer or service.
+    /// Stopped part way: disconnect, protocol error, unreachable peer or service, cancelled.
     pub const INCOMPLETE: u8 = 6;
+
+    /// The exit code for an error class (see `SyncError::kind`).
+    pub fn for_kind(kind: &str) -> u8 {
+        match kind {
+            "invalid" => USAGE,
+            "refused" => REFUSED,
+            "auth" => AUTH,
+            "timeout" => TIMEOUT,
+            "store" => FAILURE,
+            _ => INCOMPLETE,
+        }
+    }
 }

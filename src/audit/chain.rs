@@ -1,0 +1,409 @@
+//! [`AuditChain`]: the writer side of the audit log — resume, append, checkpoint, rotate, head.
+//!
+//! Failure policy (fail closed, never fork):
+//! - A record counts only once its line is written *and* fsynced; until then `append` returns
+//!   `Err` and the caller must refuse the request.
+//! - A failed `write` is undone by truncating the segment back to its length before the write, so
+//!   the next record still links to the last good one. If that truncation fails too, or if an
+//!   fsync fails (after which the kernel may have dropped the dirty pages, so the on-disk state is
+//!   unknown), the chain is *poisoned*: every later call returns [`AuditError::Poisoned`] until
+//!   the chain is reopened, and [`AuditChain::open`] re-reads the tail and refuses a torn one.
+//! - A failed checkpoint or `HEAD.json` update after a durable record returns `Err` too (the
+//!   request is refused although its record exists — the log over-reports, never under-reports)
+//!   but does not poison: the chain in memory still matches the disk, and the next call retries.
+
+use std::fs::TryLockError;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use ed25519_dalek::SigningKey;
+
+use super::files::{LOCK_FILE, list_segments, read_head, segment_name, sync_dir, write_head};
+use super::keys::sign;
+use super::record::{
+    AuditEvent, AuditRecord, Head, checkpoint_message, head_message, line_hash, now_rfc3339,
+};
+use super::resume::{TailError, check_head, find_tail};
+use super::{AuditEntry, AuditError, AuditOptions};
+
+/// Where a record landed: its seq and the hash of its line (what the next record's `prev` holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecordRef {
+    /// The record's seq.
+    pub seq: u64,
+    /// Hex SHA-256 of the record's line.
+    pub hash: String,
+}
+
+/// The append-only, hash-chained, signed audit log in one directory. Thread-safe; appends are
+/// serialised by an internal mutex and each one is durable before it returns.
+pub struct AuditChain {
+    dir: PathBuf,
+    key: Option<SigningKey>,
+    opts: AuditOptions,
+    state: Mutex<ChainState>,
+    /// Held for the chain's lifetime: two writers on one directory would fork the chain.
+    _lock: File,
+}
+
+impl std::fmt::Debug for AuditChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key, only whether there is one.
+        f.debug_struct("AuditChain")
+            .field("dir", &self.dir)
+            .field("signing", &self.key.is_some())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+struct ChainState {
+    next_seq: u64,
+    last_hash: String,
+    /// Segment index of the last record; 0 while the chain is empty.
+    last_file: u64,
+    last_was_checkpoint: bool,
+    /// Non-checkpoint records since the last checkpoint.
+    since_checkpoint: u64,
+    /// Segment the next line goes to; opened (or created) lazily.
+    file_index: u64,
+    file: Option<File>,
+    file_len: u64,
+    poisoned: Option<String>,
+    /// Test-only fault injection for the next line write.
+    #[cfg(test)]
+    fault: Option<Fault>,
+}
+
+/// An I/O failure to simulate; root ignores permissions, so tests cannot provoke these for real.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fault {
+    /// Half the line reaches the file, then the write fails (ENOSPC mid-record).
+    PartialWrite,
+    /// The line is written but fsync fails.
+    Fsync,
+}
+
+impl ChainState {
+    fn rotate(&mut self) {
+        self.file = None;
+        self.file_index += 1;
+        self.file_len = 0;
+    }
+
+    fn last_ref(&self) -> AuditRecordRef {
+        AuditRecordRef {
+            seq: self.next_seq - 1,
+            hash: self.last_hash.clone(),
+        }
+    }
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
+    let path = path.to_path_buf();
+    move |source| AuditError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Takes the directory's advisory `LOCK` (released when the file is closed, also on a crash).
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(AuditError::InUse(dir.to_path_buf())),
+        Err(TryLockError::Error(source)) => Err(io_err("lock", &path)(source)),
+    }
+}
+
+impl AuditChain {
+    /// Opens (creating `dir` if needed) and resumes the chain after the last record on disk.
+    ///
+    /// Refuses with [`AuditError::BrokenTail`] when the last segment has an incomplete or invalid
+    /// line or a broken link, when `HEAD.json` is missing although records exist, names a record
+    /// beyond the end of the log or disagrees with it, or — when a key is given — is unsigned or
+    /// not signed by it. It only checks the last segment; [`super::verify`] checks everything.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        signing_key: Option<SigningKey>,
+        opts: AuditOptions,
+    ) -> Result<Self, AuditError> {
+        if opts.max_file_bytes == 0 {
+            return Err(AuditError::Options("max_file_bytes must be > 0".into()));
+        }
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let lock = lock_dir(&dir)?;
+        let segments = list_segments(&dir).map_err(io_err("list directory", &dir))?;
+        let broken = |reason: String| AuditError::BrokenTail {
+            dir: dir.clone(),
+            reason,
+        };
+
+        let head = read_head(&dir).map_err(&broken)?;
+        let (tail, file_index, file_len) = find_tail(&segments, head.as_ref().map(|h| h.seq))
+            .map_err(|e| match e {
+                TailError::Io(e) => e,
+                TailError::Broken(reason) => broken(reason),
+            })?;
+        check_head(head.as_ref(), signing_key.as_ref(), &tail).map_err(broken)?;
+
+        let chain = Self {
+            state: Mutex::new(ChainState {
+                next_seq: tail.last_seq + 1,
+                last_hash: tail.last_hash,
+                last_file: tail.last_file,
+                last_was_checkpoint: tail.last_was_checkpoint,
+                since_checkpoint: tail.since_checkpoint,
+                file_index,
+                file: None,
+                file_len,
+                poisoned: None,
+                #[cfg(test)]
+                fault: None,
+            }),
+            dir,
+            key: signing_key,
+            opts,
+            _lock: lock,
+        };
+        {
+            let mut st = chain.usable_state()?;
+            // A crash between the record that filled the segment and its rotation checkpoint.
+            chain.seal_if_due(&mut st)?;
+            // Also creates HEAD.json for a new directory, and catches up a head that lags.
+            chain.store_head(&st)?;
+        }
+        Ok(chain)
+    }
+
+    /// Appends one record; returns only once it is written and fsynced (and `HEAD.json` updated).
+    ///
+    /// On `Err` the caller must refuse the request it was auditing. The error says why (e.g. "No
+    /// space left on device", "Permission denied").
+    pub fn append(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
+        let mut st = self.usable_state()?;
+        let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
+        let written = self.write_record(&mut st, &record)?;
+        self.seal_if_due(&mut st)?;
+        self.store_head(&st)?;
+        Ok(written)
+    }
+
+    /// Writes a checkpoint now (at clean shutdown), unless the last record already is one.
+    /// Returns the last record (the checkpoint).
+    pub fn checkpoint(&self) -> Result<AuditRecordRef, AuditError> {
+        let mut st = self.usable_state()?;
+        if !st.last_was_checkpoint {
+            self.write_checkpoint(&mut st)?;
+            if st.file_len >= self.opts.max_file_bytes {
+                st.rotate();
+            }
+        }
+        self.store_head(&st)?;
+        Ok(st.last_ref())
+    }
+
+    /// The last record written (seq 0 and [`super::ZERO_HASH`] for an empty chain).
+    pub fn last_record(&self) -> Result<AuditRecordRef, AuditError> {
+        Ok(self.usable_state()?.last_ref())
+    }
+
+    /// The audit directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether checkpoints and the head are signed.
+    pub fn is_signing(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn usable_state(&self) -> Result<MutexGuard<'_, ChainState>, AuditError> {
+        let st = self.state.lock().map_err(|_| {
+            AuditError::Poisoned("a thread panicked while holding the audit lock".into())
+        })?;
+        match &st.poisoned {
+            Some(why) => Err(AuditError::Poisoned(why.clone())),
+            None => Ok(st),
+        }
+    }
+
+    fn seal_if_due(&self, st: &mut ChainState) -> Result<(), AuditError> {
+        let full = st.file_len >= self.opts.max_file_bytes;
+        let due =
+            self.opts.checkpoint_every > 0 && st.since_checkpoint >= self.opts.checkpoint_every;
+        if (full || due) && !st.last_was_checkpoint {
+            self.write_checkpoint(st)?;
+        }
+        if full {
+            st.rotate();
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&self, st: &mut ChainState) -> Result<AuditRecordRef, AuditError> {
+        let covered = st.next_seq - 1;
+        let sig = self
+            .key
+            .as_ref()
+            .map(|key| sign(key, &checkpoint_message(covered, &st.last_hash)));
+        let record = AuditRecord::checkpoint(now_rfc3339(), st.next_seq, st.last_hash.clone(), sig);
+        self.write_record(st, &record)
+    }
+
+    fn write_record(
+        &self,
+        st: &mut ChainState,
+        record: &AuditRecord,
+    ) -> Result<AuditRecordRef, AuditError> {
+        let mut line = serde_json::to_vec(record)?;
+        let hash = line_hash(&line);
+        line.push(b'\n');
+        self.write_line(st, &line)?;
+        st.next_seq += 1;
+        st.last_hash.clone_from(&hash);
+        st.last_file = st.file_index;
+        st.last_was_checkpoint = record.event == AuditEvent::Checkpoint;
+        st.since_checkpoint = if st.last_was_checkpoint {
+            0
+        } else {
+            st.since_checkpoint + 1
+        };
+        Ok(AuditRecordRef {
+            seq: record.seq,
+            hash,
+        })
+    }
+
+    /// Writes and fsyncs one line, leaving no partial line behind (or poisoning the chain).
+    fn write_line(&self, st: &mut ChainState, line: &[u8]) -> Result<(), AuditError> {
+        let path = self.dir.join(segment_name(st.file_index));
+        let mut file = match st.file.take() {
+            Some(file) => file,
+            None => {
+                let (file, len) = self.open_segment(&path)?;
+                st.file_len = len;
+                file
+            }
+        };
+        #[cfg(test)]
+        let fault = st.fault.take();
+        #[cfg(not(test))]
+        let fault: Option<()> = None;
+        if let Err(source) = write_all_or_fault(&mut file, line, fault) {
+            // A partial line would break every later record; cut it off before giving up.
+            match file.set_len(st.file_len).and_then(|()| file.sync_data()) {
+                Ok(()) => st.file = Some(file),
+                Err(undo) => {
+                    st.poisoned = Some(format!(
+                        "a write to {} failed ({source}) and the partial line could not be \
+                         removed ({undo})",
+                        path.display()
+                    ));
+                }
+            }
+            return Err(io_err("append to", &path)(source));
+        }
+        if let Err(source) = sync_or_fault(&file, fault) {
+            st.poisoned = Some(format!("fsync of {} failed: {source}", path.display()));
+            return Err(io_err("fsync", &path)(source));
+        }
+        st.file_len += line.len() as u64;
+        st.file = Some(file);
+        Ok(())
+    }
+
+    fn open_segment(&self, path: &Path) -> Result<(File, u64), AuditError> {
+        match fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_file() => {
+                return Err(io_err("open", path)(io::Error::other("not a regular file")));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("inspect", path)(e)),
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err("open", path))?;
+        let len = file.metadata().map_err(io_err("inspect", path))?.len();
+        if len == 0 {
+            // New (or still empty) segment: make its directory entry durable before using it.
+            sync_dir(&self.dir)?;
+        }
+        Ok((file, len))
+    }
+
+    /// Arms a simulated failure for the next line written.
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self, fault: Fault) {
+        if let Ok(mut st) = self.state.lock() {
+            st.fault = Some(fault);
+        }
+    }
+
+    /// Re-signs `HEAD.json` for the last record.
+    ///
+    /// Trade-off: this costs a second fsynced write, a rename and a directory fsync per record,
+    /// roughly tripling the I/O of an append. We pay it because the hash chain alone cannot show
+    /// that records were cut off the end (what remains is a valid chain) and checkpoints only
+    /// vouch up to the last one. Limits: whoever kept an older signed `HEAD.json` can truncate
+    /// back to it and restore it (rollback to an earlier valid state is not detectable locally;
+    /// shipping heads off-host is the fix); without a key anyone can rewrite the head, so it only
+    /// catches careless truncation; a crash between the record's fsync and the rename leaves the
+    /// head behind, which `verify` reports as a lag, not an error.
+    fn store_head(&self, st: &ChainState) -> Result<(), AuditError> {
+        let last = st.last_ref();
+        let head = Head {
+            version: 1,
+            sig: self
+                .key
+                .as_ref()
+                .map(|key| sign(key, &head_message(last.seq, &last.hash))),
+            seq: last.seq,
+            hash: last.hash,
+            file: (st.last_file > 0).then(|| segment_name(st.last_file)),
+        };
+        write_head(&self.dir, &head)
+    }
+}
+
+#[cfg(not(test))]
+fn write_all_or_fault(file: &mut File, line: &[u8], _: Option<()>) -> io::Result<()> {
+    file.write_all(line)
+}
+
+#[cfg(not(test))]
+fn sync_or_fault(file: &File, _: Option<()>) -> io::Result<()> {
+    file.sync_data()
+}
+
+#[cfg(test)]
+fn write_all_or_fault(file: &mut File, line: &[u8], fault: Option<Fault>) -> io::Result<()> {
+    if let Some(Fault::PartialWrite) = fault {
+        file.write_all(&line[..line.len() / 2])?;
+        return Err(io::Error::other("injected: no space left on device"));
+    }
+    file.write_all(line)
+}
+
+#[cfg(test)]
+fn sync_or_fault(file: &File, fault: Option<Fault>) -> io::Result<()> {
+    if let Some(Fault::Fsync) = fault {
+        return Err(io::Error::other("injected: fsync failed"));
+    }
+    file.sync_data()
+}

@@ -1,0 +1,28 @@
+//! Admin authentication for the sync gateway (DESIGN.md §7): who the caller is (mTLS identity),
+//! whether its bearer token is genuine and bound to that certificate, the key material both
+//! need, and the development/test PKI behind `orly certs init`.
+//!
+//! Owns: certificate identity extraction, JWT minting and verification, token key sets, PEM
+//! key handling, development PKI files and in-memory test PKI.
+//! Must not touch: TLS sockets and rustls configuration (the gateway owns those), policy
+//! decisions, rate limits, audit records. This module only answers "who" and "is this token
+//! valid for them"; it never decides what an admin may do.
+
+pub mod certs;
+pub mod identity;
+pub mod keys;
+mod pem;
+pub mod signing_key;
+mod strict_json;
+pub mod testpki;
+pub mod token;
+
+pub use certs::{AdminCertPaths, CertError, DevPki, init_dev_pki};
+pub use identity::{
+    AdminIdentity, IdentityError, IdentitySource, cert_fingerprint_hex, cert_thumbprint_b64url,
+};
+pub use keys::{KeyAlg, KeyError, KeySet, VerificationKey};
+pub use pem::PemError;
+pub use signing_key::{PemKeyPair, TokenSigningKey, generate_ed25519_pem_pair};
+pub use testpki::{IssuedCert, LeafOptions, LeafValidity, TestCrl, TestPki, cert_signed_by};
+pub use token::{MintRequest, TokenError, TokenVerifier, VerifiedToken, inspect, mint};

@@ -1,0 +1,58 @@
+//! `orly-db`: owns the fjall store and serves it over gRPC (`orlydb.v1.DatabaseService`), so the
+//! relay and the sync service can share it.
+
+use clap::Parser;
+use orly::config;
+use orly::store::FjallStore;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "orly-db",
+    version,
+    about = "Serves the orly fjall store over gRPC"
+)]
+struct Args {
+    /// Store directory [env: ORLY_DATA_DIR; default: ~/.local/share/ORLY]
+    #[arg(long, env = "ORLY_DATA_DIR", hide_env = true)]
+    data_dir: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, env = "ORLY_DB_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    orly::init_crypto();
+    config::init_logging();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orly-db: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(a: Args) -> anyhow::Result<()> {
+    let listen =
+        config::parse_listen("ORLY_DB_LISTEN/--listen", &a.listen).map_err(anyhow::Error::msg)?;
+    if !config::is_loopback(&listen) {
+        tracing::warn!(
+            "orly-db has no authentication: listening on {listen}, a non-loopback address; keep it on a private network"
+        );
+    }
+    let dir = a.data_dir.unwrap_or_else(orly::cli::default_data_dir);
+    tracing::info!(data_dir = %dir.display(), %listen, "starting orly-db");
+    let store = FjallStore::open(&dir)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    config::announce("orly-db", listener.local_addr()?);
+    orly::service::serve_db(listener, Arc::new(store.clone()), config::shutdown_signal()).await?;
+    store.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! `orly sync`: direct mode (open the store, run the [`SyncJob`] here) and client mode (ask an
+//! `orly-sync-negentropy` service to run it and stream its progress). Same flags, same progress
+//! display, same `--json` lines, same exit codes.
+
+use crate::event::Filter;
+use crate::peer::PeerOptions;
+use crate::proto::orlysync::negentropy::v1 as pb;
+use crate::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
+use crate::store::Store;
+use crate::sync::{Direction, Progress, SyncJob, SyncRequest, exit};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the sync runs.
+pub enum Mode {
+    /// This process opens the store.
+    Direct(Arc<dyn Store>),
+    /// A sync service runs it.
+    Client(ServiceTarget),
+}
+
+/// How to reach the sync service.
+#[derive(Clone, Default)]
+pub struct ServiceTarget {
+    /// HOST:PORT.
+    pub addr: String,
+    /// CA bundle that signed the service's certificate (enables TLS).
+    pub ca: Option<PathBuf>,
+    /// Our client certificate and key (mTLS).
+    pub cert: Option<PathBuf>,
+    /// Private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// File holding the admin token (sent as `authorization: Bearer`).
+    pub token_file: Option<PathBuf>,
+}
+
+/// How progress is shown.
+pub struct Display {
+    json: bool,
+    bar: indicatif::ProgressBar,
+}
+
+impl Display {
+    /// `--json` lines on stdout, else a progress line on a terminal (nothing when piped).
+    pub fn new(json: bool) -> Self {
+        let bar = if json {
+            indicatif::ProgressBar::hidden()
+        } else {
+            super::progress_bar(None, "{spinner} {msg} [{elapsed}]")
+        };
+        Self { json, bar }
+    }
+
+    /// Shows one update.
+    pub fn show(&self, p: &Progress) {
+        if self.json {
+            println!("{}", serde_json::to_string(p).unwrap_or_default());
+        } else {
+            self.bar.set_message(format!(
+                "round {} · have {} · need {} · fetched {} · sent {}",
+                p.round, p.have, p.need, p.fetched, p.sent
+            ));
+            self.bar.tick();
+        }
+    }
+
+    /// Shows the result and returns the exit code.
+    pub fn finish(&self, p: &Progress) -> u8 {
+        self.bar.finish_and_clear();
+        let code = match &p.error {
+            None => exit::SUCCESS,
+            Some(_) => exit::for_kind(p.error_kind.as_deref().unwrap_or("incomplete")),
+        };
+        if !self.json {
+            eprintln!(
+                "{}: {} rounds, have {}, need {}, fetched {}, sent {}, skipped {}, dropped {}, refused uploads {}, {} B up / {} B down",
+                if p.complete {
+                    "sync complete"
+                } else {
+                    "sync failed"
+                },
+                p.round,
+                p.have,
+                p.need,
+                p.fetched,
+                p.sent,
+                p.skipped,
+                p.dropped,
+                p.rejected,
+                p.bytes_sent,
+                p.bytes_received
+            );
+            if let Some(e) = &p.error {
+                eprintln!("error: {e}");
+            }
+        }
+        code
+    }
+}
+
+/// Runs a sync in `mode`; returns the exit code.
+pub async fn run(mode: Mode, req: SyncRequest, display: &Display) -> u8 {
+    match mode {
+        Mode::Direct(store) => direct(store, req, display).await,
+        Mode::Client(target) => client(&target, req, display).await,
+    }
+}
+
+async fn direct(store: Arc<dyn Store>, req: SyncRequest, display: &Display) -> u8 {
+    let url = req.peer_url.clone();
+    let job = match SyncJob::new(store, req) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let mut last = Progress {
+        peer_url: url,
+        ..Default::default()
+    };
+    let res = job
+        .run(|p| {
+            if !p.complete && p.error.is_none() {
+                display.show(p);
+            }
+            last = p.clone();
+        })
+        .await;
+    if display.json {
+        display.show(&last);
+    }
+    let code = display.finish(&last);
+    if let Err(e) = res {
+        e.exit_code()
+    } else {
+        code
+    }
+}
+
+fn fail(display: &Display, peer: &str, kind: &str, msg: String) -> u8 {
+    let p = Progress {
+        peer_url: peer.to_string(),
+        error: Some(msg),
+        error_kind: Some(kind.into()),
+        ..Default::default()
+    };
+    if display.json {
+        display.show(&p);
+    }
+    display.finish(&p)
+}
+
+/// Connects to the sync service (TLS when `--ca` is given).
+pub async fn connect_service(t: &ServiceTarget) -> Result<tonic::transport::Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let scheme = if t.ca.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{}", t.addr))
+        .map_err(|e| {
+            format!(
+                "Failed to connect to sync service at {}: bad address: {e}",
+                t.addr
+            )
+        })?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    if let Some(ca) = &t.ca {
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let host = t
+            .addr
+            .rsplit_once(':')
+            .map_or(t.addr.as_str(), |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?))
+            .domain_name(host);
+        match (&t.cert, &t.key) {
+            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+            (None, None) => {}
+            _ => return Err("--cert and --key go together".into()),
+        }
+        ep = ep.tls_config(tls).map_err(|e| format!("TLS setup: {e}"))?;
+    }
+    ep.connect()
+        .await
+        .map_err(|e| format!("Failed to connect to sync service at {}: {e}", t.addr))
+}
+
+/// The request message for a sync.
+pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
+    pb::SyncPeerRequest {
+        peer_url: req.peer_url.clone(),
+        filter: Some((&req.filter).into()),
+        since: req.since.map_or(0, |s| s.min(i64::MAX as u64) as i64),
+        direction: match req.direction {
+            Direction::Down => pb::Direction::Down,
+            Direction::Up => pb::Direction::Up,
+            Direction::Both => pb::Direction::Both,
+            Direction::None => pb::Direction::None,
+        } as i32,
+        dry_run: false,
+        frame_size_limit: req.frame_size_limit,
+        timeout_seconds: req.peer.reply_timeout.as_secs().min(u32::MAX as u64) as u32,
+    }
+}
+
+async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
+    let peer = req.peer_url.clone();
+    let channel = match connect_service(t).await {
+        Ok(c) => c,
+        Err(e) => return fail(display, &peer, "incomplete", e),
+    };
+    let mut msg = tonic::Request::new(request_message(&req));
+    if let Some(f) = &t.token_file {
+        match std::fs::read_to_string(f) {
+            Ok(tok) => match format!("Bearer {}", tok.trim()).parse() {
+                Ok(v) => {
+                    msg.metadata_mut().insert("authorization", v);
+                }
+                Err(_) => {
+                    return fail(
+                        display,
+                        &peer,
+                        "invalid",
+                        format!("token in {} is not valid text", f.display()),
+                    );
+                }
+            },
+            Err(e) => {
+                return fail(
+                    display,
+                    &peer,
+                    "invalid",
+                    format!("cannot read token file {}: {e}", f.display()),
+                );
+            }
+        }
+    }
+    let mut client = NegentropyServiceClient::new(channel);
+    let mut stream = match client.sync_with_peer(msg).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => return fail(display, &peer, status_kind(&s), status_message(t, &s)),
+    };
+    let mut last = Progress {
+        peer_url: peer.clone(),
+        ..Default::default()
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => {
+                last = from_pb(&m);
+                if !m.complete && m.error.is_empty() {
+                    display.show(&last);
+                }
+            }
+            Ok(None) => break,
+            Err(s) => {
+                last.error = Some(status_message(t, &s));
+                last.error_kind = Some(status_kind(&s).into());
+                break;
+            }
+        }
+    }
+    if !last.complete && last.error.is_none() {
+        last.error = Some(format!(
+            "sync service at {} ended the stream without a result",
+            t.addr
+        ));
+        last.error_kind = Some("incomplete".into());
+    }
+    if display.json {
+        display.show(&last);
+    }
+    display.finish(&last)
+}
+
+fn status_kind(s: &tonic::Status) -> &'static str {
+    use tonic::Code;
+    match s.code() {
+        Code::InvalidArgument => "invalid",
+        Code::PermissionDenied | Code::ResourceExhausted => "refused",
+        Code::Unauthenticated => "auth",
+        Code::DeadlineExceeded => "timeout",
+        _ => "incomplete",
+    }
+}
+
+fn status_message(t: &ServiceTarget, s: &tonic::Status) -> String {
+    use tonic::Code;
+    let mut m = match s.code() {
+        Code::Unavailable if s.message().contains("not ready") => {
+            format!("sync service not ready at {}: {}", t.addr, s.message())
+        }
+        Code::Unavailable => format!(
+            "Failed to connect to sync service at {}: {}",
+            t.addr,
+            s.message()
+        ),
+        Code::Unknown | Code::Cancelled if t.ca.is_some() => format!(
+            "sync service at {} closed the call ({}): check the client certificate and CA",
+            t.addr,
+            s.message()
+        ),
+        code => format!("sync service at {}: {code:?}: {}", t.addr, s.message()),
+    };
+    if let Some(wait) = retry_after(s) {
+        m.push_str(&format!(" (retry after {:.1}s)", wait.as_secs_f64()));
+    }
+    m
+}
+
+/// `google.rpc.RetryInfo` from the status details, if the service sent one.
+pub fn retry_after(s: &tonic::Status) -> Option<Duration> {
+    use tonic_types::StatusExt;
+    s.get_details_retry_info().and_then(|r| r.retry_delay)
+}
+
+fn from_pb(p: &pb::SyncProgress) -> Progress {
+    let n = |v: i64| v.max(0) as u64;
+    let nz = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Progress {
+        peer_url: p.peer_url.clone(),
+        round: n(p.round),
+        have: n(p.have_count),
+        need: n(p.need_count),
+        fetched: n(p.fetched_count),
+        sent: n(p.sent_count),
+        skipped: n(p.skipped_count),
+        dropped: n(p.dropped_count),
+        rejected: n(p.rejected_count),
+        splits: 0,
+        bytes_sent: n(p.bytes_sent),
+        bytes_received: n(p.bytes_received),
+        complete: p.complete,
+        error: nz(&p.error),
+        error_kind: nz(&p.error_kind).or_else(|| nz(&p.error).map(|_| "incomplete".into())),
+    }
+}
+
+/// Builds the request from CLI values.
+#[allow(clippy::too_many_arguments)]
+pub fn build_request(
+    url: &str,
+    filter: &str,
+    dir: &str,
+    since: Option<u64>,
+    frame_size_limit: u64,
+    timeout_secs: u64,
+    ca: Option<PathBuf>,
+    auth_keys: Option<crate::event::Keys>,
+) -> Result<SyncRequest, String> {
+    let filter = Filter::from_json(filter).map_err(|e| format!("--filter: {e}"))?;
+    let direction = Direction::parse(dir)
+        .ok_or_else(|| format!("--dir: {dir:?} is not down, up, both or none"))?;
+    crate::peer::validate_url(url).map_err(|e| e.to_string())?;
+    if frame_size_limit != 0 && frame_size_limit < 4096 {
+        return Err("--frame-size-limit: 0 (none) or at least 4096".into());
+    }
+    let peer = PeerOptions {
+        reply_timeout: Duration::from_secs(timeout_secs.max(1)),
+        connect_timeout: Duration::from_secs(timeout_secs.clamp(1, 30)),
+        ca_file: ca,
+        auth_keys,
+        ..PeerOptions::default()
+    };
+    Ok(SyncRequest {
+        peer_url: url.into(),
+        filter,
+        since,
+        direction,
+        frame_size_limit,
+        max_events: None,
+        peer,
+    })
+}

@@ -1,0 +1,114 @@
+//! Typed configuration shared by the binaries: where the store is (`ORLY_DB_TYPE`,
+//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`) and how to open it. Validated once, at start-up.
+
+use crate::store::{FjallStore, Store, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Which store a service uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded fjall store in this directory (`ORLY_DB_TYPE=fjall`, the default).
+    Fjall(PathBuf),
+    /// The `orly-db` service at this address (`ORLY_DB_TYPE=grpc`, `ORLY_GRPC_SERVER`).
+    Grpc(String),
+}
+
+impl StoreConfig {
+    /// From `ORLY_DB_TYPE`, `ORLY_DATA_DIR` (or `data_dir`) and `ORLY_GRPC_SERVER`.
+    pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, String> {
+        let kind = std::env::var("ORLY_DB_TYPE").unwrap_or_else(|_| "fjall".into());
+        match kind.as_str() {
+            "fjall" | "" => Ok(Self::Fjall(
+                data_dir
+                    .or_else(|| std::env::var_os("ORLY_DATA_DIR").map(PathBuf::from))
+                    .unwrap_or_else(crate::cli::default_data_dir),
+            )),
+            "grpc" => match std::env::var("ORLY_GRPC_SERVER") {
+                Ok(addr) if !addr.trim().is_empty() => Ok(Self::Grpc(addr.trim().to_string())),
+                _ => Err(
+                    "ORLY_DB_TYPE=grpc needs ORLY_GRPC_SERVER=HOST:PORT (the orly-db address)"
+                        .into(),
+                ),
+            },
+            other => Err(format!("ORLY_DB_TYPE must be fjall or grpc, not {other:?}")),
+        }
+    }
+
+    /// Opens the store.
+    pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        match self {
+            Self::Fjall(dir) => Ok(Arc::new(FjallStore::open(dir)?)),
+            Self::Grpc(addr) => Ok(Arc::new(crate::store::RemoteStore::connect(addr).await?)),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fjall(d) => write!(f, "fjall at {}", d.display()),
+            Self::Grpc(a) => write!(f, "orly-db at {a}"),
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {},
+                    _ = i.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// True for 127.0.0.0/8 and ::1.
+pub fn is_loopback(addr: &std::net::SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Parses a listen address (HOST:PORT), naming the variable or flag it came from on error.
+pub fn parse_listen(what: &str, value: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("{what}: {value:?} is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{what}: {value:?} resolves to no address"))
+}
+
+/// Prints the bound address on stdout as the first line, so scripts and tests that start a
+/// service on port 0 learn where it listens.
+pub fn announce(name: &str, addr: std::net::SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{name} listening on {addr}");
+    let _ = out.flush();
+}

@@ -1,0 +1,432 @@
+//! One client connection: parse each frame, check limits and auth, answer. Every refusal is a
+//! protocol message (`OK false`, `CLOSED`, `NEG-ERR`, `NOTICE`); nothing a client sends can end
+//! the relay.
+
+use super::neg::{self, NegSessions};
+use super::server::Shared;
+use crate::event::{Event, Filter};
+use crate::store::{Order, SaveOutcome};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Conn {
+    shared: Arc<Shared>,
+    out: mpsc::Sender<Message>,
+    subs: HashMap<String, Vec<Filter>>,
+    negs: NegSessions,
+    challenge: String,
+    authed: Option<[u8; 32]>,
+}
+
+pub(super) async fn run<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, addr: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (out, mut out_rx) = mpsc::channel::<Message>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = out_rx.recv().await {
+            if sink.send(m).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut live = shared.live.subscribe();
+    let idle = shared.cfg.neg_idle_timeout;
+    let mut c = Conn {
+        shared,
+        out,
+        subs: HashMap::new(),
+        negs: NegSessions::default(),
+        challenge: hex::encode(rand::random::<[u8; 16]>()),
+        authed: None,
+    };
+    c.send(json!(["AUTH", c.challenge])).await;
+    let mut tick = tokio::time::interval(
+        idle.min(std::time::Duration::from_secs(5))
+            .max(std::time::Duration::from_millis(50)),
+    );
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(t))) => c.handle(t.as_str()).await,
+                Some(Ok(Message::Binary(_))) => c.notice("invalid: binary messages are not supported").await,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(%addr, "connection error: {e}");
+                    break;
+                }
+            },
+            ev = live.recv() => match ev {
+                Ok(ev) => c.push_live(&ev).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    c.notice(&format!("error: {n} live events were dropped (client too slow)")).await;
+                }
+                Err(_) => break,
+            },
+            _ = tick.tick() => {
+                for sub in c.negs.expire(idle) {
+                    c.send(json!(["NEG-ERR", sub, "closed: session idle for too long"])).await;
+                }
+            }
+        }
+    }
+    drop(c);
+    let _ = writer.await;
+}
+
+impl Conn {
+    async fn send(&self, v: Value) {
+        let _ = self.out.send(Message::Text(v.to_string().into())).await;
+    }
+
+    async fn notice(&self, msg: &str) {
+        self.send(json!(["NOTICE", msg])).await;
+    }
+
+    async fn handle(&mut self, text: &str) {
+        let v: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return self
+                    .notice(&format!("invalid: message is not JSON: {e}"))
+                    .await;
+            }
+        };
+        let Some(arr) = v.as_array() else {
+            return self.notice("invalid: message must be a JSON array").await;
+        };
+        let s = |i: usize| arr.get(i).and_then(Value::as_str);
+        match s(0) {
+            Some("EVENT") => self.on_event(arr.get(1), text.len()).await,
+            Some("REQ") => self.on_req(s(1), &arr[2.min(arr.len())..]).await,
+            Some("CLOSE") => {
+                if let Some(sub) = s(1) {
+                    self.subs.remove(sub);
+                }
+            }
+            Some("AUTH") => self.on_auth(arr.get(1)).await,
+            Some("NEG-OPEN") => self.on_neg_open(s(1), arr.get(2), s(3)).await,
+            Some("NEG-MSG") => self.on_neg_msg(s(1), s(2)).await,
+            Some("NEG-CLOSE") => {
+                if let Some(sub) = s(1) {
+                    self.negs.close(sub);
+                }
+            }
+            Some(other) => {
+                self.notice(&format!("invalid: unknown message type {other:?}"))
+                    .await
+            }
+            None => {
+                self.notice("invalid: first element must be the message type")
+                    .await
+            }
+        }
+    }
+
+    fn auth_ok(&self, required: bool) -> bool {
+        if !required {
+            return true;
+        }
+        match &self.authed {
+            Some(pk) => {
+                self.shared.cfg.auth_pubkeys.is_empty() || self.shared.cfg.auth_pubkeys.contains(pk)
+            }
+            None => false,
+        }
+    }
+
+    fn auth_reason(&self) -> &'static str {
+        if self.authed.is_some() {
+            "restricted: this pubkey is not allowed"
+        } else {
+            "auth-required: authenticate with NIP-42 first"
+        }
+    }
+
+    async fn on_event(&mut self, raw: Option<&Value>, len: usize) {
+        let Some(raw) = raw else {
+            return self.notice("invalid: EVENT without an event").await;
+        };
+        let id = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let reply = |ok: bool, msg: String| json!(["OK", id, ok, msg]);
+        if len > self.shared.cfg.max_event_bytes + 64 {
+            let m = format!(
+                "invalid: event too large (max {} bytes)",
+                self.shared.cfg.max_event_bytes
+            );
+            return self.send(reply(false, m)).await;
+        }
+        let ev = match Event::from_value(raw.clone()).and_then(|e| e.verify().map(|()| e)) {
+            Ok(ev) => ev,
+            Err(e) => return self.send(reply(false, e.to_string())).await,
+        };
+        if ev.kind == 22242 {
+            return self
+                .send(reply(
+                    false,
+                    "invalid: AUTH events go in an AUTH message".into(),
+                ))
+                .await;
+        }
+        if !self.auth_ok(self.shared.cfg.auth_write) {
+            return self.send(reply(false, self.auth_reason().into())).await;
+        }
+        let ev = Arc::new(ev);
+        match self.shared.store.save(vec![(*ev).clone()]).await {
+            Ok(outcomes) => {
+                let o = outcomes.first().copied().unwrap_or(SaveOutcome::Duplicate);
+                let (ok, msg) = o.ok_reply();
+                if matches!(
+                    o,
+                    SaveOutcome::Accepted | SaveOutcome::Replaced | SaveOutcome::Ephemeral
+                ) {
+                    let _ = self.shared.live.send(ev);
+                }
+                self.send(reply(ok, msg.into())).await;
+            }
+            Err(e) => {
+                tracing::error!("store failed: {e}");
+                self.send(reply(false, "error: could not store the event".into()))
+                    .await;
+            }
+        }
+    }
+
+    async fn on_req(&mut self, sub: Option<&str>, raw_filters: &[Value]) {
+        let Some(sub) = sub.filter(|s| !s.is_empty() && s.len() <= 64) else {
+            return self
+                .notice("invalid: REQ needs a subscription id of 1 to 64 characters")
+                .await;
+        };
+        let cfg = &self.shared.cfg;
+        if raw_filters.is_empty() || raw_filters.len() > cfg.max_filters {
+            let m = format!("invalid: a REQ takes 1 to {} filters", cfg.max_filters);
+            return self.send(json!(["CLOSED", sub, m])).await;
+        }
+        if !self.subs.contains_key(sub) && self.subs.len() >= cfg.max_subscriptions {
+            let m = format!(
+                "blocked: at most {} open subscriptions",
+                cfg.max_subscriptions
+            );
+            return self.send(json!(["CLOSED", sub, m])).await;
+        }
+        if !self.auth_ok(cfg.auth_read) {
+            return self.send(json!(["CLOSED", sub, self.auth_reason()])).await;
+        }
+        let mut filters = Vec::with_capacity(raw_filters.len());
+        for f in raw_filters {
+            match Filter::from_value(f) {
+                Ok(f) => filters.push(f),
+                Err(e) => {
+                    return self
+                        .send(json!(["CLOSED", sub, format!("invalid: {}", e.0)]))
+                        .await;
+                }
+            }
+        }
+        let max_limit = cfg.max_limit;
+        let mut sent = HashSet::new();
+        for f in &filters {
+            let mut q = f.clone();
+            q.limit = Some(f.limit.unwrap_or(max_limit).min(max_limit));
+            let mut stream = self.shared.store.query(q, Order::NewestFirst);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => {
+                        if sent.insert(ev.id) {
+                            self.send(json!(["EVENT", sub, ev])).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("query failed: {e}");
+                        return self
+                            .send(json!(["CLOSED", sub, "error: query failed"]))
+                            .await;
+                    }
+                }
+            }
+        }
+        self.send(json!(["EOSE", sub])).await;
+        self.subs.insert(sub.to_string(), filters);
+    }
+
+    async fn push_live(&self, ev: &Event) {
+        for (sub, filters) in &self.subs {
+            if filters.iter().any(|f| f.matches(ev)) {
+                self.send(json!(["EVENT", sub, ev])).await;
+            }
+        }
+    }
+
+    async fn on_auth(&mut self, raw: Option<&Value>) {
+        let Some(raw) = raw else {
+            return self.notice("invalid: AUTH without an event").await;
+        };
+        let id = raw
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let res = Event::from_value(raw.clone())
+            .and_then(|e| e.verify().map(|()| e))
+            .map_err(|e| e.to_string())
+            .and_then(|ev| self.check_auth_event(&ev).map(|()| ev));
+        match res {
+            Ok(ev) => {
+                self.authed = Some(ev.pubkey);
+                self.send(json!(["OK", id, true, ""])).await;
+            }
+            Err(reason) => self.send(json!(["OK", id, false, reason])).await,
+        }
+    }
+
+    fn check_auth_event(&self, ev: &Event) -> Result<(), String> {
+        if ev.kind != 22242 {
+            return Err("invalid: AUTH event must be kind 22242".into());
+        }
+        if ev.tag_values("challenge").next() != Some(self.challenge.as_str()) {
+            return Err("invalid: wrong AUTH challenge".into());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if ev.created_at.abs_diff(now) > 600 {
+            return Err("invalid: AUTH event created_at is more than 10 minutes off".into());
+        }
+        if let Some(url) = &self.shared.cfg.public_url {
+            let host = |u: &str| {
+                url::Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            };
+            let tag = ev.tag_values("relay").next().unwrap_or("");
+            if host(tag).is_none() || host(tag) != host(url) {
+                return Err("invalid: AUTH relay tag does not name this relay".into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_neg_open(&mut self, sub: Option<&str>, filter: Option<&Value>, msg: Option<&str>) {
+        let (Some(sub), Some(filter), Some(msg)) = (sub, filter, msg) else {
+            return self
+                .notice("invalid: NEG-OPEN needs a subscription id, a filter and a message")
+                .await;
+        };
+        let cfg = &self.shared.cfg;
+        if sub.is_empty() || sub.len() > 64 {
+            return self
+                .notice("invalid: subscription id must be 1 to 64 characters")
+                .await;
+        }
+        if !self.auth_ok(cfg.auth_sync) {
+            return self.send(json!(["NEG-ERR", sub, self.auth_reason()])).await;
+        }
+        // Re-opening an id replaces its session (NIP-77).
+        self.negs.close(sub);
+        if self.negs.len() >= cfg.max_neg_sessions {
+            let m = format!(
+                "closed: at most {} open sessions per connection",
+                cfg.max_neg_sessions
+            );
+            return self.send(json!(["NEG-ERR", sub, m])).await;
+        }
+        let mut filter = match Filter::from_value(filter) {
+            Ok(f) => f,
+            Err(e) => {
+                return self
+                    .send(json!(["NEG-ERR", sub, format!("invalid: {}", e.0)]))
+                    .await;
+            }
+        };
+        filter.limit = None;
+        let Ok(bytes) = hex::decode(msg) else {
+            return self
+                .send(json!(["NEG-ERR", sub, "invalid: message is not hex"]))
+                .await;
+        };
+        let max = cfg.max_neg_records;
+        let frame_limit = cfg.effective_neg_frame_limit();
+        let items = match self.shared.store.neg_items(filter).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!("neg items failed: {e}");
+                return self
+                    .send(json!(["NEG-ERR", sub, "error: store failed"]))
+                    .await;
+            }
+        };
+        if items.len() > max {
+            let m = format!("blocked: this query matches too many records (max {max})");
+            return self.send(json!(["NEG-ERR", sub, m, max])).await;
+        }
+        let session = crate::negentropy::seal(items)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                crate::negentropy::Negentropy::owned(s, frame_limit).map_err(|e| format!("{e:?}"))
+            });
+        match session {
+            Ok(s) => self.reconcile(sub, s, bytes).await,
+            Err(e) => {
+                self.send(json!(["NEG-ERR", sub, format!("error: {e}")]))
+                    .await
+            }
+        }
+    }
+
+    async fn on_neg_msg(&mut self, sub: Option<&str>, msg: Option<&str>) {
+        let (Some(sub), Some(msg)) = (sub, msg) else {
+            return self
+                .notice("invalid: NEG-MSG needs a subscription id and a message")
+                .await;
+        };
+        let Some(session) = self.negs.take(sub) else {
+            return self
+                .send(json!([
+                    "NEG-ERR",
+                    sub,
+                    "closed: no open session with this id"
+                ]))
+                .await;
+        };
+        let Ok(bytes) = hex::decode(msg) else {
+            return self
+                .send(json!(["NEG-ERR", sub, "invalid: message is not hex"]))
+                .await;
+        };
+        self.reconcile(sub, session, bytes).await;
+    }
+
+    async fn reconcile(&mut self, sub: &str, session: neg::Session, bytes: Vec<u8>) {
+        match neg::reconcile(session, bytes).await {
+            Ok((session, out)) => {
+                self.negs.put(sub.to_string(), session);
+                self.send(json!(["NEG-MSG", sub, hex::encode(out)])).await;
+            }
+            Err(e) => {
+                debug_assert!(!self.negs.contains(sub));
+                self.send(json!([
+                    "NEG-ERR",
+                    sub,
+                    format!("invalid: bad negentropy message: {e}")
+                ]))
+                .await;
+            }
+        }
+    }
+}

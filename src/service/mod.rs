@@ -1,0 +1,74 @@
+//! gRPC handlers: `NegentropyService` (sync jobs) and `DatabaseService` (the store), plus the
+//! standard health and reflection services. Security is not here: the gateway wraps these.
+
+mod db;
+pub mod gate;
+mod server;
+mod sync;
+
+pub use db::{DbService, store_status};
+pub use gate::{Admission, CallInfo, OpenGate, SyncGate};
+pub use server::{serve_db, serve_sync_plain};
+pub use sync::{SyncDefaults, SyncService};
+
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// gRPC health service name of the sync service.
+pub const SYNC_SERVICE_NAME: &str = "orlysync.negentropy.v1.NegentropyService";
+/// gRPC health service name of the store service.
+pub const DB_SERVICE_NAME: &str = "orlydb.v1.DatabaseService";
+
+/// The reflection service over every proto of this crate (what `grpcurl` uses).
+pub fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+/// Keeps the health status of `service` in step with the store's readiness: SERVING when the
+/// store answers, NOT_SERVING otherwise. Runs until the process ends.
+pub fn watch_store_health(
+    reporter: tonic_health::server::HealthReporter,
+    store: Arc<dyn Store>,
+    services: &'static [&'static str],
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ok = store.ready().await.is_ok();
+            if last != Some(ok) {
+                for s in services {
+                    let status = if ok {
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    reporter.set_service_status(*s, status).await;
+                }
+                reporter
+                    .set_service_status(
+                        "",
+                        if ok {
+                            tonic_health::ServingStatus::Serving
+                        } else {
+                            tonic_health::ServingStatus::NotServing
+                        },
+                    )
+                    .await;
+                if !ok {
+                    tracing::warn!("store not ready: health is NOT_SERVING");
+                }
+                last = Some(ok);
+            }
+            tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })).await;
+        }
+    })
+}

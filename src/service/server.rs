@@ -1,0 +1,50 @@
+//! Assembling the plain (loopback) gRPC servers on an already bound listener. The secured
+//! variant of the sync service lives in `gateway::stack`, over the same handlers.
+
+use super::{DB_SERVICE_NAME, DbService, SYNC_SERVICE_NAME, SyncDefaults, SyncGate, SyncService};
+use crate::store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Serves `DatabaseService` (+ health, reflection) over `store` until `shutdown` resolves.
+pub async fn serve_db(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let watcher = super::watch_store_health(reporter, store.clone(), &[DB_SERVICE_NAME]);
+    let res = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(super::reflection().expect("the embedded descriptor set is valid"))
+        .add_service(DbService::new(store))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    watcher.abort();
+    res
+}
+
+/// Serves `NegentropyService` (+ health, reflection) without transport security, for
+/// loopback use, until `shutdown` resolves.
+pub async fn serve_sync_plain(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    gate: Arc<dyn SyncGate>,
+    defaults: SyncDefaults,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let watcher = super::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
+    let res = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(super::reflection().expect("the embedded descriptor set is valid"))
+        .add_service(SyncService::new(store, gate, defaults).into_server())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    watcher.abort();
+    res
+}

@@ -1,0 +1,350 @@
+//! `orlysync.negentropy.v1.NegentropyService`: runs a [`SyncJob`] per `SyncWithPeer` call and
+//! streams its real progress. Many calls run at once over one store; a caller that goes away
+//! cancels its job, and `CancelSync` stops one by id. What a cancelled job stored stays stored.
+
+use super::gate::{Admission, CallInfo, SyncGate};
+use crate::event::Filter;
+use crate::peer::PeerOptions;
+use crate::proto::orlysync::negentropy::v1 as pb;
+use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
+    NegentropyService, NegentropyServiceServer,
+};
+use crate::store::Store;
+use crate::sync::{DEFAULT_FRAME_SIZE_LIMIT, Direction, Progress, SyncJob, SyncRequest};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Finished syncs remembered for `GetSyncStatus`/`ListSyncs`.
+const KEEP_FINISHED: usize = 200;
+
+/// Defaults applied to every sync the service runs.
+#[derive(Debug, Clone, Default)]
+pub struct SyncDefaults {
+    /// Connection options (CA file, NIP-42 key, timeouts).
+    pub peer: PeerOptions,
+}
+
+struct Entry {
+    status: pb::SyncStatus,
+    cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    finished_at: Option<Instant>,
+}
+
+/// The NegentropyService implementation.
+pub struct SyncService {
+    store: Arc<dyn Store>,
+    gate: Arc<dyn SyncGate>,
+    defaults: SyncDefaults,
+    syncs: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+impl SyncService {
+    /// A service over `store`, admitting calls through `gate`.
+    pub fn new(store: Arc<dyn Store>, gate: Arc<dyn SyncGate>, defaults: SyncDefaults) -> Self {
+        Self {
+            store,
+            gate,
+            defaults,
+            syncs: Arc::default(),
+        }
+    }
+
+    /// Wraps it as a tonic service.
+    pub fn into_server(self) -> NegentropyServiceServer<Self> {
+        NegentropyServiceServer::new(self)
+    }
+
+    /// Turns a request into a validated [`SyncRequest`]; INVALID_ARGUMENT names the field.
+    pub fn validate(&self, r: &pb::SyncPeerRequest) -> Result<SyncRequest, Status> {
+        if r.peer_url.trim().is_empty() {
+            return Err(Status::invalid_argument("peer_url: required"));
+        }
+        crate::peer::validate_url(&r.peer_url)
+            .map_err(|e| Status::invalid_argument(format!("peer_url: {e}")))?;
+        let filter = match &r.filter {
+            Some(f) => Filter::try_from(f).map_err(Status::invalid_argument)?,
+            None => Filter::default(),
+        };
+        let since = match r.since {
+            0 => None,
+            s if s < 0 => return Err(Status::invalid_argument("since: must not be negative")),
+            s => Some(s as u64),
+        };
+        let mut direction = match pb::Direction::try_from(r.direction) {
+            Ok(pb::Direction::Unspecified | pb::Direction::Down) => Direction::Down,
+            Ok(pb::Direction::Up) => Direction::Up,
+            Ok(pb::Direction::Both) => Direction::Both,
+            Ok(pb::Direction::None) => Direction::None,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "direction: unknown value {}",
+                    r.direction
+                )));
+            }
+        };
+        if r.dry_run {
+            direction = Direction::None;
+        }
+        let frame_size_limit = match r.frame_size_limit {
+            0 => DEFAULT_FRAME_SIZE_LIMIT,
+            n if n < 4096 => {
+                return Err(Status::invalid_argument(
+                    "frame_size_limit: 0 (default) or at least 4096",
+                ));
+            }
+            n => n,
+        };
+        let mut peer = self.defaults.peer.clone();
+        if r.timeout_seconds > 0 {
+            peer.reply_timeout = Duration::from_secs(u64::from(r.timeout_seconds.min(3600)));
+        }
+        Ok(SyncRequest {
+            peer_url: r.peer_url.clone(),
+            filter,
+            since,
+            direction,
+            frame_size_limit,
+            max_events: None,
+            peer,
+        })
+    }
+}
+
+fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
+    let n = |v: u64| v.min(i64::MAX as u64) as i64;
+    pb::SyncProgress {
+        peer_url: p.peer_url.clone(),
+        round: n(p.round),
+        have_count: n(p.have),
+        need_count: n(p.need),
+        fetched_count: n(p.fetched),
+        sent_count: n(p.sent),
+        complete: p.complete,
+        error: p.error.clone().unwrap_or_default(),
+        sync_id: sync_id.to_string(),
+        skipped_count: n(p.skipped),
+        dropped_count: n(p.dropped),
+        rejected_count: n(p.rejected),
+        bytes_sent: n(p.bytes_sent),
+        bytes_received: n(p.bytes_received),
+        error_kind: p.error_kind.clone().unwrap_or_default(),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+type Syncs = Arc<Mutex<HashMap<String, Entry>>>;
+
+fn update(syncs: &Syncs, id: &str, f: impl FnOnce(&mut Entry)) {
+    if let Ok(mut m) = syncs.lock()
+        && let Some(e) = m.get_mut(id)
+    {
+        f(e);
+    }
+}
+
+fn forget_old(m: &mut HashMap<String, Entry>) {
+    let mut done: Vec<(Instant, String)> = m
+        .iter()
+        .filter_map(|(k, e)| e.finished_at.map(|t| (t, k.clone())))
+        .collect();
+    if done.len() > KEEP_FINISHED {
+        done.sort();
+        for (_, k) in done.iter().take(done.len() - KEEP_FINISHED) {
+            m.remove(k);
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl NegentropyService for SyncService {
+    type SyncWithPeerStream = ReceiverStream<Result<pb::SyncProgress, Status>>;
+
+    async fn sync_with_peer(
+        &self,
+        request: Request<pb::SyncPeerRequest>,
+    ) -> Result<Response<Self::SyncWithPeerStream>, Status> {
+        let call = CallInfo::from_request(&request);
+        let body = request.into_inner();
+        let req = match self.validate(&body) {
+            Ok(r) => r,
+            Err(s) => return Err(self.gate.refuse_invalid(&call, &body, s).await),
+        };
+        if let Err(e) = self.store.ready().await {
+            return Err(Status::unavailable(format!("sync service not ready: {e}")));
+        }
+        let admission: Admission = self.gate.admit(&call, &req).await?;
+        let mut req = req;
+        req.max_events = admission.max_events;
+        let job = SyncJob::new(self.store.clone(), req.clone())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+
+        let sync_id = hex::encode(rand::random::<[u8; 12]>());
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SyncProgress, Status>>(64);
+        let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
+        {
+            let mut m = self
+                .syncs
+                .lock()
+                .map_err(|_| Status::internal("registry poisoned"))?;
+            forget_old(&mut m);
+            m.insert(
+                sync_id.clone(),
+                Entry {
+                    status: pb::SyncStatus {
+                        sync_id: sync_id.clone(),
+                        running: true,
+                        progress: Some(pb::SyncProgress {
+                            peer_url: req.peer_url.clone(),
+                            sync_id: sync_id.clone(),
+                            ..Default::default()
+                        }),
+                        admin: admission.admin.clone(),
+                        direction: req.direction.as_str().into(),
+                        started_at: unix_now(),
+                    },
+                    cancel: Some(cancel_tx),
+                    finished_at: None,
+                },
+            );
+        }
+        let syncs = self.syncs.clone();
+        let gate = self.gate.clone();
+        let id = sync_id.clone();
+        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %req.peer_url, direction = req.direction.as_str());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let started = Instant::now();
+                let progress_tx = tx.clone();
+                let (s2, id2) = (syncs.clone(), id.clone());
+                let run = job.run(move |p: &Progress| {
+                    let msg = to_pb(p, &id2);
+                    update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
+                    // A slow reader misses intermediate updates, never the final one (sent below).
+                    if !p.complete && p.error.is_none() {
+                        let _ = progress_tx.try_send(Ok(msg));
+                    }
+                });
+                let result = tokio::select! {
+                    r = run => r.map_err(|e| (e.to_string(), e.kind())),
+                    _ = tx.closed() => Err(("cancelled: the caller went away".to_string(), "cancelled")),
+                    _ = cancel_rx => Err(("cancelled by CancelSync".to_string(), "cancelled")),
+                };
+                let mut last = match &result {
+                    Ok(p) => p.clone(),
+                    Err((e, kind)) => {
+                        // The job future may have been dropped: rebuild the final message from the last update.
+                        let mut p = Progress {
+                            peer_url: job_peer(&syncs, &id),
+                            ..Default::default()
+                        };
+                        if let Ok(m) = syncs.lock()
+                            && let Some(pp) = m.get(&id).and_then(|e| e.status.progress.clone())
+                        {
+                            p = from_pb(&pp);
+                        }
+                        p.complete = false;
+                        p.error = Some(e.clone());
+                        p.error_kind = Some(kind.to_string());
+                        p
+                    }
+                };
+                if result.is_ok() {
+                    last.complete = true;
+                }
+                let msg = to_pb(&last, &id);
+                update(&syncs, &id, |e| {
+                    e.status.running = false;
+                    e.status.progress = Some(msg.clone());
+                    e.cancel = None;
+                    e.finished_at = Some(Instant::now());
+                });
+                gate.finished(&admission, &req, &last, started.elapsed())
+                    .await;
+                let _ = tx.send(Ok(msg)).await;
+            },
+            span,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_sync_status(
+        &self,
+        request: Request<pb::GetSyncStatusRequest>,
+    ) -> Result<Response<pb::SyncStatus>, Status> {
+        let id = request.into_inner().sync_id;
+        let m = self
+            .syncs
+            .lock()
+            .map_err(|_| Status::internal("registry poisoned"))?;
+        m.get(&id)
+            .map(|e| Response::new(e.status.clone()))
+            .ok_or_else(|| Status::not_found(format!("sync_id: no sync {id:?}")))
+    }
+
+    async fn list_syncs(
+        &self,
+        _request: Request<pb::ListSyncsRequest>,
+    ) -> Result<Response<pb::ListSyncsResponse>, Status> {
+        let m = self
+            .syncs
+            .lock()
+            .map_err(|_| Status::internal("registry poisoned"))?;
+        let mut syncs: Vec<pb::SyncStatus> = m.values().map(|e| e.status.clone()).collect();
+        syncs.sort_by_key(|s| std::cmp::Reverse(s.started_at));
+        Ok(Response::new(pb::ListSyncsResponse { syncs }))
+    }
+
+    async fn cancel_sync(
+        &self,
+        request: Request<pb::CancelSyncRequest>,
+    ) -> Result<Response<pb::CancelSyncResponse>, Status> {
+        let id = request.into_inner().sync_id;
+        let cancel = {
+            let mut m = self
+                .syncs
+                .lock()
+                .map_err(|_| Status::internal("registry poisoned"))?;
+            m.get_mut(&id).and_then(|e| e.cancel.take())
+        };
+        let cancelled = cancel.is_some_and(|c| c.send(()).is_ok());
+        Ok(Response::new(pb::CancelSyncResponse { cancelled }))
+    }
+}
+
+fn job_peer(syncs: &Syncs, id: &str) -> String {
+    syncs
+        .lock()
+        .ok()
+        .and_then(|m| {
+            m.get(id)
+                .and_then(|e| e.status.progress.as_ref().map(|p| p.peer_url.clone()))
+        })
+        .unwrap_or_default()
+}
+
+fn from_pb(p: &pb::SyncProgress) -> Progress {
+    let n = |v: i64| v.max(0) as u64;
+    Progress {
+        peer_url: p.peer_url.clone(),
+        round: n(p.round),
+        have: n(p.have_count),
+        need: n(p.need_count),
+        fetched: n(p.fetched_count),
+        sent: n(p.sent_count),
+        skipped: n(p.skipped_count),
+        dropped: n(p.dropped_count),
+        rejected: n(p.rejected_count),
+        bytes_sent: n(p.bytes_sent),
+        bytes_received: n(p.bytes_received),
+        ..Default::default()
+    }
+}
