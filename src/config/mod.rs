@@ -55,8 +55,11 @@ impl std::fmt::Display for StoreConfig {
 
 /// Logs to stderr; `RUST_LOG` overrides the default level (info).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn",
+        )
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,200 @@
+//! Shared test harness: real binaries on 127.0.0.1 port 0, real stores in temp dirs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub use orly::event::{Event, Keys, sign_event};
+
+/// A running child process, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub addr: String,
+    pub name: &'static str,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits (up to 10 s) for exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        self.child.wait().expect("wait")
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "orly" => PathBuf::from(env!("CARGO_BIN_EXE_orly")),
+        "orly-relay" => PathBuf::from(env!("CARGO_BIN_EXE_orly-relay")),
+        "orly-db" => PathBuf::from(env!("CARGO_BIN_EXE_orly-db")),
+        "orly-sync-negentropy" => PathBuf::from(env!("CARGO_BIN_EXE_orly-sync-negentropy")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// Starts a service binary that announces "NAME listening on ADDR" on stdout, on port 0.
+pub fn spawn_service(name: &'static str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd.env_remove("ORLY_DATA_DIR")
+        .env_remove("ORLY_DB_TYPE")
+        .env_remove("ORLY_GRPC_SERVER");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read announce line");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|_| line.contains("listening on"))
+        .unwrap_or_else(|| panic!("{name} did not announce its address: {line:?}"))
+        .to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    Proc { child, addr, name }
+}
+
+/// `orly-relay` on port 0 over a fjall store in `dir`.
+pub fn relay(dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    spawn_service("orly-relay", &args, &[])
+}
+
+/// Runs `orly` with args; returns (exit code, stdout, stderr).
+pub fn orly(args: &[&str]) -> (i32, String, String) {
+    orly_env(args, &[])
+}
+
+pub fn orly_env(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(bin("orly"));
+    cmd.args(args)
+        .env_remove("ORLY_DATA_DIR")
+        .env_remove("ORLY_SYNC_AUTH_KEY");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run orly");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Writes events as JSONL.
+pub fn write_jsonl(path: &Path, events: &[Event]) {
+    let mut s = String::new();
+    for e in events {
+        s.push_str(&e.to_json());
+        s.push('\n');
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+/// Imports events into the store in `dir` with `orly import`.
+pub fn import(dir: &Path, events: &[Event]) {
+    let f = dir.with_extension("import.jsonl");
+    write_jsonl(&f, events);
+    let (code, _, err) = orly(&[
+        "import",
+        f.to_str().unwrap(),
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "import failed: {err}");
+    let _ = std::fs::remove_file(f);
+}
+
+/// Ids of every event in the store in `dir` (via `orly export`), sorted.
+pub fn ids(dir: &Path) -> Vec<String> {
+    ids_matching(dir, "{}")
+}
+
+pub fn ids_matching(dir: &Path, filter: &str) -> Vec<String> {
+    let (code, out, err) = orly(&[
+        "export",
+        "--filter",
+        filter,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "export failed: {err}");
+    let mut v: Vec<String> = out
+        .lines()
+        .map(|l| {
+            Event::from_json(l.as_bytes())
+                .expect("exported event parses")
+                .id_hex()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Regular (kind 1) events by `n_authors` authors, distinct content per `tag`.
+pub fn notes(tag: &str, n: usize, base_time: u64) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let k = Keys::from_seed(tag.as_bytes(), (i % 5) as u64);
+            let kind = if i % 4 == 0 { 7 } else { 1 };
+            let tags = vec![vec![
+                "t".to_string(),
+                if i % 3 == 0 {
+                    "rust".into()
+                } else {
+                    "nostr".into()
+                },
+            ]];
+            sign_event(
+                &k,
+                base_time + i as u64,
+                kind,
+                tags,
+                &format!("{tag} note {i}"),
+            )
+        })
+        .collect()
+}
+
+/// Sorted ids of `events`.
+pub fn ids_of(events: &[Event]) -> Vec<String> {
+    let mut v: Vec<String> = events.iter().map(|e| e.id_hex()).collect();
+    v.sort();
+    v
+}
