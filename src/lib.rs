@@ -19,6 +19,7 @@ pub mod relay;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 
 /// Installs the one rustls crypto provider (ring) for the process. Several dependencies enable
 /// different providers; without an explicit choice rustls panics at the first TLS config.

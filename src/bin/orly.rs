@@ -84,6 +84,15 @@ enum Cmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Admin tokens for the sync service.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Development certificates and keys.
+    #[command(subcommand)]
+    Certs(CertsCmd),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Generate valid signed events as JSONL (deterministic for a seed).
     Gen {
         /// Number of events.
@@ -107,6 +116,69 @@ enum Cmd {
         /// Index of the first event of the sequence (to generate a slice of it).
         #[arg(long, default_value_t = 0)]
         skip: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Mint an admin token (JWT, EdDSA/ES256), bound to the admin's certificate with --cert.
+    Mint {
+        /// Admin name (the policy's `name`), the token's `sub`.
+        #[arg(long)]
+        admin: String,
+        /// Lifetime, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Signing key (PKCS#8 PEM, Ed25519 or P-256), e.g. token.key from `orly certs init`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The admin's client certificate (PEM): binds the token to it (cnf x5t#S256). The
+        /// service requires bound tokens.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Write the token to this file (mode 0600) instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a token's header and claims WITHOUT verifying it (never prints the signature).
+    Inspect {
+        /// Token file, or `-` for stdin.
+        #[arg(default_value = "-")]
+        file: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Make a development PKI: CA, server cert, admin certs, token and audit keys, starter policy.
+    Init {
+        /// Output directory.
+        dir: PathBuf,
+        /// Admin to create a certificate for (repeatable).
+        #[arg(long = "admin", required = true)]
+        admins: Vec<String>,
+        /// Extra DNS name or IP for the server certificate (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Validity of the certificates in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the audit chain: reports the first broken record (edit, deletion, reordering,
+    /// truncation, forged checkpoint). Exit 0 intact, 1 broken.
+    Verify {
+        /// Audit directory.
+        dir: PathBuf,
+        /// Audit public key (audit.pub): checkpoint and head signatures must verify with it.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
     },
 }
 
@@ -169,6 +241,49 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Sync(a) => sync(*a),
+        Cmd::Token(t) => token(t),
+        Cmd::Certs(CertsCmd::Init {
+            dir,
+            admins,
+            hosts,
+            days,
+            force,
+        }) => {
+            let pki = orly::auth::init_dev_pki(&dir, &admins, &hosts, days, force)?;
+            let policy = orly::policy::starter_policy(&admins)?;
+            let policy_path = dir.join("policy.toml");
+            if policy_path.exists() && !force {
+                anyhow::bail!("{} exists (use --force)", policy_path.display());
+            }
+            std::fs::write(&policy_path, policy)?;
+            println!("wrote a development PKI to {}:", pki.dir.display());
+            println!(
+                "  ca.pem ca.key server.pem server.key token.key token.pub audit.key audit.pub policy.toml"
+            );
+            for a in &admins {
+                println!("  {a}.pem {a}.key");
+            }
+            println!(
+                "service: ORLY_TLS_CERT=server.pem ORLY_TLS_KEY=server.key ORLY_TLS_CLIENT_CA=ca.pem ORLY_POLICY=policy.toml ORLY_TOKEN_KEYS=token.pub ORLY_AUDIT_KEY=audit.key"
+            );
+            println!(
+                "client:  orly token mint --admin NAME --key token.key --cert NAME.pem --out NAME.token"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit(AuditCmd::Verify { dir, pubkey }) => {
+            let key = match &pubkey {
+                Some(p) => Some(orly::audit::load_verifying_key(p)?),
+                None => None,
+            };
+            let report = orly::audit::verify(&dir, key.as_ref());
+            println!("{report}");
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Cmd::Import { file, data } => {
             let store = data.open()?;
             let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {
@@ -365,4 +480,91 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
         anyhow::Ok(s::run(mode, req, &display).await)
     })?;
     Ok(ExitCode::from(code))
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--ttl {s:?}: expected e.g. 30m, 24h, 7d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" | "" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("--ttl {s:?}: unit must be s, m, h or d"),
+    };
+    anyhow::ensure!(
+        secs > 0 && secs <= 366 * 86_400,
+        "--ttl must be between 1s and 366d"
+    );
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCmd::Mint {
+            admin,
+            ttl,
+            key,
+            cert,
+            out,
+        } => {
+            let signing = orly::auth::TokenSigningKey::from_file(&key)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let der = match &cert {
+                Some(p) => {
+                    use rustls_pki_types::{CertificateDer, pem::PemObject};
+                    Some(
+                        CertificateDer::from_pem_file(p)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+                            .to_vec(),
+                    )
+                }
+                None => {
+                    eprintln!(
+                        "warning: no --cert: the token is not bound to a certificate and the sync service will refuse it"
+                    );
+                    None
+                }
+            };
+            let req = orly::auth::MintRequest {
+                issuer: orly::gateway::TOKEN_ISSUER,
+                audience: orly::gateway::TOKEN_AUDIENCE,
+                admin: &admin,
+                ttl: parse_ttl(&ttl)?,
+                cert_der: der.as_deref(),
+                now: std::time::SystemTime::now(),
+            };
+            let tok = orly::auth::mint(&signing, &req)?;
+            match out {
+                Some(p) => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&p)?;
+                    writeln!(f, "{tok}")?;
+                    eprintln!("wrote token for {admin} to {}", p.display());
+                }
+                None => println!("{tok}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCmd::Inspect { file } => {
+            let text = if file == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
+            };
+            let v = orly::auth::inspect(text.trim())?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -241,7 +241,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     let mut client = NegentropyServiceClient::new(channel);
     let mut stream = match client.sync_with_peer(msg).await {
         Ok(r) => r.into_inner(),
-        Err(s) => return fail(display, &peer, status_kind(&s), status_message(t, &s)),
+        Err(s) => return fail(display, &peer, status_kind(t, &s), status_message(t, &s)),
     };
     let mut last = Progress {
         peer_url: peer.clone(),
@@ -258,7 +258,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
             Ok(None) => break,
             Err(s) => {
                 last.error = Some(status_message(t, &s));
-                last.error_kind = Some(status_kind(&s).into());
+                last.error_kind = Some(status_kind(t, &s).into());
                 break;
             }
         }
@@ -276,9 +276,11 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     display.finish(&last)
 }
 
-fn status_kind(s: &tonic::Status) -> &'static str {
+fn status_kind(t: &ServiceTarget, s: &tonic::Status) -> &'static str {
     use tonic::Code;
     match s.code() {
+        // Under TLS 1.3 a refused client certificate surfaces as a failed first call.
+        Code::Unknown | Code::Cancelled if t.ca.is_some() => "auth",
         Code::InvalidArgument => "invalid",
         Code::PermissionDenied | Code::ResourceExhausted => "refused",
         Code::Unauthenticated => "auth",

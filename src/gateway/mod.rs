@@ -1,23 +1,24 @@
 //! The security stack in front of the sync service (DESIGN.md §7): thin tower layers over the
-//! domain modules `auth`, `policy` and `audit`, composed in `stack.rs`.
+//! domain modules `auth`, `policy` and `audit`, one concern per file, composed in `stack.rs`.
+//! This module adapts; it decides nothing the domain modules don't.
 
+mod admin_limit;
+mod audit;
+mod audit_layer;
+mod check;
 mod config;
+mod gate;
+mod identity;
+mod ip_limit;
+mod refusal;
+mod stack;
+pub mod telemetry;
+mod tls;
+mod token;
 
+pub use audit::AuditLog;
 pub use config::{SecurityArgs, SecurityConfig};
-
-use crate::service::SyncDefaults;
-use crate::store::Store;
-use std::future::Future;
-use std::sync::Arc;
-use tokio::net::TcpListener;
-
-/// Serves the sync service behind the full security stack.
-pub async fn serve(
-    _listener: TcpListener,
-    _store: Arc<dyn Store>,
-    _sec: SecurityConfig,
-    _defaults: SyncDefaults,
-    _shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()> {
-    anyhow::bail!("the secured service is not built yet")
-}
+pub use refusal::Refusal;
+pub use stack::serve;
+pub use tls::{ConnInfo, TlsFiles};
+pub use token::{TOKEN_AUDIENCE, TOKEN_ISSUER};

@@ -46,6 +46,8 @@ pub struct Admission {
     pub admin: String,
     /// Cap on events moved by this sync.
     pub max_events: Option<u64>,
+    /// The peer URL as checked (normalized) by the gate; the sync uses exactly this.
+    pub peer_url: Option<String>,
     /// The call's context, for the completion record.
     pub call: CallInfo,
     /// Held for the sync's lifetime.
@@ -83,6 +85,7 @@ impl SyncGate for OpenGate {
         Ok(Admission {
             admin: call.admin.clone().unwrap_or_else(|| "anonymous".into()),
             max_events: None,
+            peer_url: None,
             call: call.clone(),
             hold: None,
         })

@@ -184,6 +184,9 @@ impl NegentropyService for SyncService {
         let admission: Admission = self.gate.admit(&call, &req).await?;
         let mut req = req;
         req.max_events = admission.max_events;
+        if let Some(url) = &admission.peer_url {
+            req.peer_url = url.clone();
+        }
         let job = SyncJob::new(self.store.clone(), req.clone())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
 

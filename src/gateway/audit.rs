@@ -1,0 +1,70 @@
+//! The audit object of the gateway: appends to the [`AuditChain`] off the async threads and
+//! fails closed. Every layer and the sync gate record through it.
+
+use crate::audit::{AuditChain, AuditEntry};
+use crate::service::CallInfo;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared handle to the audit chain.
+#[derive(Clone)]
+pub struct AuditLog {
+    chain: Arc<AuditChain>,
+}
+
+impl AuditLog {
+    /// Wraps an open chain.
+    pub fn new(chain: AuditChain) -> Self {
+        Self {
+            chain: Arc::new(chain),
+        }
+    }
+
+    /// Appends `entry`, filled with the call's context. `Err` means the record is not durable:
+    /// the caller must refuse the request (fail closed).
+    pub async fn record(
+        &self,
+        call: &CallInfo,
+        rpc: &str,
+        entry: AuditEntry,
+    ) -> Result<(), String> {
+        let mut e = entry.rpc(rpc);
+        if let Some(a) = &call.admin {
+            e = e.admin(a.clone());
+        }
+        if let Some(f) = &call.cert_fingerprint {
+            e = e.cert_fingerprint(f.clone());
+        }
+        if let Some(j) = &call.token_jti {
+            e = e.token_jti(j.clone());
+        }
+        if let Some(s) = call.source {
+            e = e.source(s.to_string());
+        }
+        if let Some(t) = &call.trace_id {
+            e = e.trace_id(t.clone());
+        }
+        let chain = self.chain.clone();
+        let started = Instant::now();
+        let res = tokio::task::spawn_blocking(move || chain.append(e))
+            .await
+            .map_err(|e| format!("audit writer failed: {e}"))?
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        super::telemetry::record_audit_latency(started.elapsed());
+        if let Err(e) = &res {
+            tracing::error!("audit record not written, refusing: {e}");
+        }
+        res
+    }
+
+    /// Writes a checkpoint (clean shutdown).
+    pub async fn checkpoint(&self) {
+        let chain = self.chain.clone();
+        match tokio::task::spawn_blocking(move || chain.checkpoint()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!("audit checkpoint failed: {e}"),
+            Err(e) => tracing::error!("audit checkpoint task failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The body-level decision for `SyncWithPeer`, where the request message is visible: the admin's
+//! policy (peer URL, direction, filter scope, event cap), concurrency caps, and the audit records
+//! of the decision and of the finished sync — through the same policy and audit objects as the
+//! layers.
+
+use super::audit::AuditLog;
+use super::audit_layer::SYNC_PATH;
+use super::refusal::Refusal;
+use crate::audit::{AuditEntry, SyncCounts};
+use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView};
+use crate::proto::orlysync::negentropy::v1 as pb;
+use crate::service::{Admission, CallInfo, SyncGate};
+use crate::sync::{Direction, Progress, SyncRequest};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tonic::{Code, Status};
+
+/// Policy, concurrency and audit for syncs.
+pub struct SecureGate {
+    policy: PolicyHandle,
+    audit: AuditLog,
+    total: Arc<Semaphore>,
+    per_admin: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+}
+
+impl SecureGate {
+    /// A gate over `policy`, recording to `audit`.
+    pub fn new(policy: PolicyHandle, audit: AuditLog) -> Self {
+        let total = policy.current().service().max_concurrent_total.get() as usize;
+        Self {
+            policy,
+            audit,
+            total: Arc::new(Semaphore::new(total)),
+            per_admin: Mutex::default(),
+        }
+    }
+
+    fn admin_semaphore(&self, admin: &str, max: u32) -> Result<Arc<Semaphore>, Status> {
+        let mut m = self
+            .per_admin
+            .lock()
+            .map_err(|_| Status::internal("gate poisoned"))?;
+        let e = m
+            .entry(admin.to_string())
+            .or_insert_with(|| (max, Arc::new(Semaphore::new(max as usize))));
+        if e.0 != max {
+            // A new cap applies to new syncs; running ones keep their permits on the old one.
+            *e = (max, Arc::new(Semaphore::new(max as usize)));
+        }
+        Ok(e.1.clone())
+    }
+
+    async fn deny(&self, call: &CallInfo, req: Option<&SyncRequest>, r: Refusal) -> Status {
+        super::telemetry::count_refusal(&r);
+        let mut e = AuditEntry::decision(false, r.reason.clone());
+        if let Some(req) = req {
+            e = with_request(e, req);
+        }
+        match self.audit.record(call, SYNC_PATH, e).await {
+            Ok(()) => r.to_status(),
+            Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
+        }
+    }
+}
+
+fn with_request(e: AuditEntry, req: &SyncRequest) -> AuditEntry {
+    e.peer(req.peer_url.clone())
+        .direction(req.direction.as_str())
+        .filter(req.filter.to_value())
+}
+
+fn pdir(d: Direction) -> PDir {
+    match d {
+        Direction::Down => PDir::Down,
+        Direction::Up => PDir::Up,
+        Direction::Both => PDir::Both,
+        Direction::None => PDir::None,
+    }
+}
+
+#[tonic::async_trait]
+impl SyncGate for SecureGate {
+    async fn admit(&self, call: &CallInfo, req: &SyncRequest) -> Result<Admission, Status> {
+        let Some(admin) = call.admin.clone() else {
+            return Err(self
+                .deny(
+                    call,
+                    Some(req),
+                    Refusal::new(Code::Unauthenticated, "no authenticated admin"),
+                )
+                .await);
+        };
+        let policy = self.policy.current();
+        let a = match policy.admin_by_name(&admin).into_result() {
+            Ok(a) => a,
+            Err(d) => {
+                return Err(self
+                    .deny(
+                        call,
+                        Some(req),
+                        Refusal::new(Code::PermissionDenied, d.message),
+                    )
+                    .await);
+            }
+        };
+        let kinds: Option<Vec<u16>> = req
+            .filter
+            .kinds
+            .as_ref()
+            .map(|k| k.iter().copied().collect());
+        let authors: Option<Vec<[u8; 32]>> = req
+            .filter
+            .authors
+            .as_ref()
+            .map(|a| a.iter().copied().collect());
+        let view = SyncRequestView {
+            peer_url: &req.peer_url,
+            direction: pdir(req.direction),
+            kinds: kinds.as_deref(),
+            authors: authors.as_deref(),
+            requested_max_events: None,
+        };
+        let grant = match policy.authorize_sync(a, &view) {
+            Ok(g) => g,
+            Err(d) => {
+                return Err(self
+                    .deny(
+                        call,
+                        Some(req),
+                        Refusal::new(Code::PermissionDenied, format!("policy: {d}")),
+                    )
+                    .await);
+            }
+        };
+        let busy = |what: &str| {
+            Refusal::exhausted(
+                format!("too many concurrent syncs ({what})"),
+                Duration::from_secs(5),
+            )
+        };
+        let Ok(total) = self.total.clone().try_acquire_owned() else {
+            return Err(self.deny(call, Some(req), busy("service limit")).await);
+        };
+        let sem = self.admin_semaphore(&admin, a.limits().max_concurrent.get())?;
+        let Ok(mine) = sem.try_acquire_owned() else {
+            return Err(self
+                .deny(call, Some(req), busy(&format!("limit of admin {admin}")))
+                .await);
+        };
+        let allow = with_request(AuditEntry::decision(true, "allowed by policy"), req);
+        if let Err(e) = self.audit.record(call, SYNC_PATH, allow).await {
+            return Err(Status::unavailable(format!(
+                "refused: audit log unavailable ({e})"
+            )));
+        }
+        Ok(Admission {
+            admin,
+            max_events: Some(grant.max_events),
+            peer_url: Some(grant.peer_url.as_str().to_string()),
+            call: call.clone(),
+            hold: Some(Box::new((total, mine))),
+        })
+    }
+
+    async fn refuse_invalid(
+        &self,
+        call: &CallInfo,
+        req: &pb::SyncPeerRequest,
+        status: Status,
+    ) -> Status {
+        let r = Refusal::new(
+            status.code(),
+            format!("invalid request: {}", status.message()),
+        );
+        let e = AuditEntry::decision(false, r.reason.clone())
+            .peer(req.peer_url.chars().take(512).collect::<String>());
+        match self.audit.record(call, SYNC_PATH, e).await {
+            Ok(()) => status,
+            Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
+        }
+    }
+
+    async fn finished(&self, adm: &Admission, req: &SyncRequest, last: &Progress, took: Duration) {
+        let counts = SyncCounts {
+            have: last.have,
+            need: last.need,
+            fetched: last.fetched,
+            sent: last.sent,
+        };
+        let mut e = with_request(AuditEntry::sync_finished(), req)
+            .counts(counts)
+            .duration_ms(took.as_millis() as u64);
+        if let Some(err) = &last.error {
+            e = e.error(err.clone());
+        }
+        if let Err(err) = self.audit.record(&adm.call, SYNC_PATH, e).await {
+            tracing::error!("sync finished but its audit record could not be written: {err}");
+        }
+    }
+}

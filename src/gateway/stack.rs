@@ -1,0 +1,99 @@
+//! The security stack, in the order of DESIGN.md §7:
+//! accept → per-IP limit → TLS 1.3 with client certificate → identity → token → per-admin rate
+//! → (policy + concurrency + audit of SyncWithPeer in the gate, where the body is visible)
+//! → audit of other calls → handler.
+
+use super::admin_limit::AdminRateLimit;
+use super::audit::AuditLog;
+use super::audit_layer::AuditAllowed;
+use super::check::CheckLayer;
+use super::config::SecurityConfig;
+use super::gate::SecureGate;
+use super::identity::IdentityCheck;
+use super::ip_limit::IpLimiter;
+use super::telemetry::TraceContext;
+use super::tls::{ReloadableTls, TlsFiles, incoming};
+use super::token::TokenCheck;
+use crate::audit::{AuditChain, AuditOptions, load_signing_key};
+use crate::policy::{PolicyHandle, spawn_watcher};
+use crate::service::{SYNC_SERVICE_NAME, SyncDefaults, SyncService};
+use crate::store::Store;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often certificate, key, policy and token-key files are checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
+
+/// Serves the sync service behind the full security stack until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    sec: SecurityConfig,
+    defaults: SyncDefaults,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let policy = PolicyHandle::load(sec.policy.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policy_watch = spawn_watcher(policy.clone(), RELOAD_POLL);
+    let key = match &sec.audit_key {
+        Some(p) => Some(load_signing_key(p).map_err(|e| anyhow::anyhow!("ORLY_AUDIT_KEY: {e}"))?),
+        None => {
+            tracing::warn!("ORLY_AUDIT_KEY not set: audit checkpoints are unsigned");
+            None
+        }
+    };
+    let chain = AuditChain::open(&sec.audit_dir, key, AuditOptions::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let audit = AuditLog::new(chain);
+    let tls = ReloadableTls::new(TlsFiles {
+        cert: sec.tls_cert.clone(),
+        key: sec.tls_key.clone(),
+        client_ca: sec.tls_client_ca.clone(),
+        crl: sec.tls_crl.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
+    let tls_watch = tls.spawn_watcher(RELOAD_POLL);
+    let tokens =
+        TokenCheck::new(sec.token_keys.clone(), policy.clone()).map_err(anyhow::Error::msg)?;
+    let ip = IpLimiter::new(policy.clone());
+
+    let layers = tower::ServiceBuilder::new()
+        .layer(CheckLayer::new(TraceContext, audit.clone()))
+        .layer(CheckLayer::new(ip.clone(), audit.clone()))
+        .layer(CheckLayer::new(
+            IdentityCheck {
+                policy: policy.clone(),
+            },
+            audit.clone(),
+        ))
+        .layer(CheckLayer::new(tokens, audit.clone()))
+        .layer(CheckLayer::new(
+            AdminRateLimit::new(policy.clone()),
+            audit.clone(),
+        ))
+        .layer(CheckLayer::new(
+            AuditAllowed {
+                audit: audit.clone(),
+            },
+            audit.clone(),
+        ))
+        .into_inner();
+
+    let gate = Arc::new(SecureGate::new(policy.clone(), audit.clone()));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let health_watch =
+        crate::service::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
+    let res = tonic::transport::Server::builder()
+        .layer(layers)
+        .add_service(health)
+        .add_service(crate::service::reflection()?)
+        .add_service(SyncService::new(store, gate, defaults).into_server())
+        .serve_with_incoming_shutdown(incoming(listener, tls, ip, audit.clone()), shutdown)
+        .await;
+    audit.checkpoint().await;
+    for t in [policy_watch, tls_watch, health_watch] {
+        t.abort();
+    }
+    Ok(res?)
+}

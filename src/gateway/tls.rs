@@ -1,0 +1,315 @@
+//! Transport: accept → per-IP limit → TLS 1.3 handshake requiring a client certificate signed by
+//! the configured CA (and not revoked by the CRL). The certificate, key, CA and CRL are reloaded
+//! on SIGHUP and when the files change; live connections keep the config they started with.
+
+use super::audit::AuditLog;
+use super::ip_limit::IpLimiter;
+use crate::audit::AuditEntry;
+use crate::service::CallInfo;
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+/// TLS handshakes taking longer than this are dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Files the TLS config is built from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server key (PEM).
+    pub key: PathBuf,
+    /// Client CA bundle (PEM).
+    pub client_ca: PathBuf,
+    /// Optional CRL (PEM or DER).
+    pub crl: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()];
+        v.extend(self.crl.clone());
+        v
+    }
+
+    /// Builds the server config: TLS 1.3 only, client certificate required, h2 ALPN.
+    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let read =
+            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&read(&self.cert)?)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", self.cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate", self.cert.display()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&read(&self.key)?)
+            .map_err(|e| format!("{}: {e}", self.key.display()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&read(&self.client_ca)?) {
+            let c = c.map_err(|e| format!("{}: {e}", self.client_ca.display()))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("{}: {e}", self.client_ca.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{}: no CA certificate", self.client_ca.display()));
+        }
+        let mut crls = Vec::new();
+        if let Some(p) = &self.crl {
+            let bytes = read(p)?;
+            if bytes.starts_with(b"-----") {
+                for c in CertificateRevocationListDer::pem_slice_iter(&bytes) {
+                    crls.push(c.map_err(|e| format!("{}: {e}", p.display()))?);
+                }
+            } else {
+                crls.push(CertificateRevocationListDer::from(bytes));
+            }
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .with_crls(crls)
+            .build()
+            .map_err(|e| format!("client verifier: {e}"))?;
+        let mut cfg =
+            rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)
+                .map_err(|e| format!("server certificate/key: {e}"))?;
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// The current TLS config, swapped on reload.
+#[derive(Clone)]
+pub struct ReloadableTls {
+    files: TlsFiles,
+    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+}
+
+impl ReloadableTls {
+    /// Loads the files once; start-up fails if they are unusable.
+    pub fn new(files: TlsFiles) -> Result<Self, String> {
+        let cfg = files.load()?;
+        Ok(Self {
+            files,
+            current: Arc::new(RwLock::new(cfg)),
+        })
+    }
+
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Rebuilds from the files; on error keeps the old config and says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let cfg = self.files.load()?;
+        match self.current.write() {
+            Ok(mut g) => *g = cfg,
+            Err(p) => *p.into_inner() = cfg,
+        }
+        tracing::info!("TLS certificates reloaded");
+        Ok(())
+    }
+
+    /// Reloads on SIGHUP and when any file's length or mtime changes (polled).
+    pub fn spawn_watcher(&self, poll: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let stamp = |paths: &[PathBuf]| -> Vec<Option<(u64, std::time::SystemTime)>> {
+                paths
+                    .iter()
+                    .map(|p| {
+                        std::fs::metadata(p)
+                            .ok()
+                            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+                    })
+                    .collect()
+            };
+            let paths = me.files.paths();
+            let mut last = stamp(&paths);
+            #[cfg(unix)]
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let hup_fired = async {
+                    match hup.as_mut() {
+                        Some(s) => {
+                            s.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hup_fired = std::future::pending::<()>();
+                let forced = tokio::select! {
+                    _ = tokio::time::sleep(poll) => false,
+                    _ = hup_fired => true,
+                };
+                let now = stamp(&paths);
+                if forced || now != last {
+                    last = now;
+                    if let Err(e) = me.reload() {
+                        tracing::warn!("TLS reload failed, keeping the previous certificates: {e}");
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// What the transport knows about a connection; tonic puts it in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// The verified client certificate (leaf, DER).
+    pub client_cert: Option<Arc<Vec<u8>>>,
+}
+
+/// A TLS connection handed to tonic.
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: ConnInfo,
+}
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts connections, applies the per-IP limit, runs handshakes concurrently and yields the
+/// verified connections. Refused connections and failed handshakes are audited.
+pub fn incoming(
+    listener: TcpListener,
+    tls: ReloadableTls,
+    ip_limit: IpLimiter,
+    audit: AuditLog,
+) -> impl futures_util::Stream<Item = Result<TlsConn, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                break;
+            }
+            let call = CallInfo {
+                source: Some(remote),
+                ..Default::default()
+            };
+            if let Err(refusal) = ip_limit.check_ip(remote.ip()) {
+                super::telemetry::count_refusal(&refusal);
+                let _ = audit
+                    .record(
+                        &call,
+                        "connect",
+                        AuditEntry::decision(false, refusal.reason),
+                    )
+                    .await;
+                drop(tcp);
+                continue;
+            }
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+            let (tx, audit) = (tx.clone(), audit.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| Arc::new(c.as_ref().to_vec()));
+                        let info = ConnInfo {
+                            remote,
+                            client_cert: cert,
+                        };
+                        let _ = tx
+                            .send(Ok(TlsConn {
+                                inner: stream,
+                                info,
+                            }))
+                            .await;
+                    }
+                    Ok(Err(e)) => {
+                        let reason = format!("tls handshake failed: {e}");
+                        super::telemetry::count_auth_failure("tls");
+                        let _ = audit
+                            .record(&call, "connect", AuditEntry::decision(false, reason))
+                            .await;
+                    }
+                    Err(_) => {
+                        let _ = audit
+                            .record(
+                                &call,
+                                "connect",
+                                AuditEntry::decision(false, "tls handshake timed out"),
+                            )
+                            .await;
+                    }
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

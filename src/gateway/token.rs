@@ -1,0 +1,134 @@
+//! Per-admin tokens: `authorization: Bearer <JWT>`, verified against the key set, bound to the
+//! connection's client certificate, issued to the admin the certificate names, not revoked.
+
+use super::check::{Check, is_health};
+use super::refusal::Refusal;
+use super::tls::ConnInfo;
+use crate::auth::{KeySet, TokenVerifier};
+use crate::policy::PolicyHandle;
+use crate::service::CallInfo;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use tonic::Code;
+
+/// `iss` of orly admin tokens.
+pub const TOKEN_ISSUER: &str = "orly";
+/// `aud` of orly admin tokens: the sync service.
+pub const TOKEN_AUDIENCE: &str = "orly-sync-negentropy";
+
+/// Verifies tokens; the key set reloads when its file changes.
+#[derive(Clone)]
+pub struct TokenCheck {
+    verifier: Arc<RwLock<Arc<TokenVerifier>>>,
+    policy: PolicyHandle,
+}
+
+impl TokenCheck {
+    /// Loads the key set (one PEM public key or a JWKS file) and watches it.
+    pub fn new(keys: PathBuf, policy: PolicyHandle) -> Result<Self, String> {
+        let load = |p: &PathBuf| -> Result<Arc<TokenVerifier>, String> {
+            let ks = KeySet::from_file(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Ok(Arc::new(TokenVerifier::new(
+                ks,
+                TOKEN_ISSUER,
+                TOKEN_AUDIENCE,
+            )))
+        };
+        let me = Self {
+            verifier: Arc::new(RwLock::new(load(&keys)?)),
+            policy,
+        };
+        let cell = me.verifier.clone();
+        tokio::spawn(async move {
+            let stamp = |p: &PathBuf| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
+            };
+            let mut last = stamp(&keys);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let now = stamp(&keys);
+                if now != last {
+                    last = now;
+                    match load(&keys) {
+                        Ok(v) => {
+                            if let Ok(mut g) = cell.write() {
+                                *g = v;
+                            }
+                            tracing::info!("token keys reloaded");
+                        }
+                        Err(e) => tracing::warn!(
+                            "token keys reload failed, keeping the previous keys: {e}"
+                        ),
+                    }
+                }
+            }
+        });
+        Ok(me)
+    }
+}
+
+impl Check for TokenCheck {
+    fn check<'a>(
+        &'a self,
+        parts: &'a mut http::request::Parts,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>> {
+        Box::pin(async move {
+            if is_health(parts.uri.path()) {
+                return Ok(());
+            }
+            let deny = |why: String| {
+                super::telemetry::count_auth_failure("token");
+                Refusal::new(Code::Unauthenticated, why)
+            };
+            let token = parts
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| deny("token required: send authorization: Bearer <token>".into()))?;
+            let cert = parts
+                .extensions
+                .get::<ConnInfo>()
+                .and_then(|c| c.client_cert.clone());
+            let verifier = match self.verifier.read() {
+                Ok(g) => g.clone(),
+                Err(p) => p.into_inner().clone(),
+            };
+            let v = verifier
+                .verify(
+                    token,
+                    cert.as_deref().map(Vec::as_slice),
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| deny(format!("token refused: {e}")))?;
+            let call = parts.extensions.get_mut::<CallInfo>();
+            let admin = call
+                .as_ref()
+                .and_then(|c| c.admin.clone())
+                .unwrap_or_default();
+            if let Some(call) = call {
+                call.token_jti = Some(v.jti.clone());
+            }
+            // `sub` is the admin's policy name or one of its certificate identities.
+            let policy = self.policy.current();
+            let by_name = policy.admin_by_name(&v.admin).into_result().ok();
+            let sub_admin =
+                by_name.or_else(|| policy.admin_for_identity(&v.admin).into_result().ok());
+            if sub_admin.map(|a| a.name()) != Some(admin.as_str()) {
+                return Err(deny(format!(
+                    "token refused: issued to {:?}, not to this certificate's admin",
+                    v.admin
+                )));
+            }
+            policy
+                .check_token_id(&v.jti)
+                .map_err(|d| deny(format!("token refused: {d}")))?;
+            Ok(())
+        })
+    }
+}

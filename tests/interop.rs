@@ -1,0 +1,654 @@
+//! Interop with NIP-77 code nobody here wrote (rust-nostr 0.44):
+//!
+//! 1. `orly sync` (the real CLI, direct mode) against a `nostr-relay-builder` `LocalRelay` running
+//!    in this process over a `MemoryDatabase` that stores events;
+//! 2. `nostr-sdk`'s `Client::sync` against the real `orly-relay` binary.
+//!
+//! Every case checks the exact id sets on both sides afterwards, and that a second sync moves
+//! nothing. Everything listens on 127.0.0.1 port 0 and every wait is bounded.
+//!
+//! Events cross between the two type systems as NIP-01 JSON only.
+
+mod common;
+use common::*;
+
+use nostr_relay_builder::builder::RateLimit;
+use nostr_relay_builder::{LocalRelay, RelayBuilder};
+use nostr_sdk::prelude::{
+    Client, Filter as NFilter, JsonUtil, Kind, MemoryDatabase, MemoryDatabaseOptions,
+    NostrDatabase, Reconciliation, SyncDirection, SyncOptions,
+};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+/// Longest any single sync (CLI run or `Client::sync`) may take here.
+const SYNC_LIMIT: Duration = Duration::from_secs(90);
+
+type Ids = BTreeSet<String>;
+
+fn set(events: &[Event]) -> Ids {
+    events.iter().map(|e| e.id_hex()).collect()
+}
+
+fn union(parts: &[&Ids]) -> Ids {
+    parts.iter().flat_map(|s| s.iter().cloned()).collect()
+}
+
+fn store_ids(dir: &Path) -> Ids {
+    ids(dir).into_iter().collect()
+}
+
+fn to_nostr(e: &Event) -> nostr_sdk::Event {
+    nostr_sdk::Event::from_json(e.to_json()).expect("orly event JSON parses as a nostr event")
+}
+
+fn of_kind(events: &[Event], kind: u16) -> Vec<Event> {
+    events.iter().filter(|e| e.kind == kind).cloned().collect()
+}
+
+fn memory_db() -> Arc<MemoryDatabase> {
+    // Pitfall 5: `MemoryDatabase::new()` keeps no events.
+    Arc::new(MemoryDatabase::with_opts(MemoryDatabaseOptions {
+        events: true,
+        max_events: None,
+    }))
+}
+
+async fn fill(db: &MemoryDatabase, events: &[Event]) {
+    for e in events {
+        let st = db.save_event(&to_nostr(e)).await.expect("save_event");
+        assert!(
+            st.is_success(),
+            "MemoryDatabase refused {}: {st:?}",
+            e.id_hex()
+        );
+    }
+}
+
+async fn db_ids(db: &MemoryDatabase) -> Ids {
+    db.negentropy_items(NFilter::new())
+        .await
+        .expect("negentropy_items")
+        .into_iter()
+        .map(|(id, _)| id.to_hex())
+        .collect()
+}
+
+/// The three sets every case uses: shared by both sides, only on the relay, only on the client.
+struct Sets {
+    shared: Vec<Event>,
+    remote: Vec<Event>,
+    local: Vec<Event>,
+}
+
+impl Sets {
+    fn new(tag: &str, shared: usize, remote: usize, local: usize) -> Self {
+        Self {
+            shared: notes(&format!("{tag}-shared"), shared, 1_700_000_000),
+            remote: notes(&format!("{tag}-remote"), remote, 1_700_100_000),
+            local: notes(&format!("{tag}-local"), local, 1_700_200_000),
+        }
+    }
+    fn remote_side(&self) -> Vec<Event> {
+        [self.shared.clone(), self.remote.clone()].concat()
+    }
+    fn local_side(&self) -> Vec<Event> {
+        [self.shared.clone(), self.local.clone()].concat()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A nostr-relay-builder LocalRelay on 127.0.0.1:0.
+//
+// `RelayBuilder::port(0)` would bind an ephemeral port but `LocalRelay::url()` would then report
+// port 0, and without a port the builder picks a random one by probing (bind, drop, rebind: racy).
+// So we bind the listener ourselves, do the RFC 6455 handshake, and hand the upgraded stream to
+// `LocalRelay::take_connection` (the path its hyper example uses).
+// ---------------------------------------------------------------------------------------------
+
+struct TestRelay {
+    relay: LocalRelay,
+    db: Arc<MemoryDatabase>,
+    url: String,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.relay.shutdown();
+    }
+}
+
+/// A rate limit that never bites (the builder's default is 60 EVENTs per minute per connection).
+fn no_rate_limit() -> RateLimit {
+    RateLimit {
+        max_reqs: 500,
+        notes_per_minute: 1_000_000,
+    }
+}
+
+async fn ws_handshake(tcp: &mut TcpStream) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let mut head = Vec::with_capacity(512);
+    let mut b = [0u8; 1];
+    // Byte by byte so nothing after the header (there should be nothing) is swallowed.
+    while !head.ends_with(b"\r\n\r\n") {
+        if tcp.read(&mut b).await? == 0 {
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "closed during handshake",
+            ));
+        }
+        head.push(b[0]);
+        if head.len() > 16 * 1024 {
+            return Err(Error::new(ErrorKind::InvalidData, "header too large"));
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let key = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("sec-websocket-key"))
+        .map(|(_, v)| v.trim().to_string())
+        .ok_or_else(|| Error::new(ErrorKind::InvalidData, "not a WebSocket upgrade"))?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    tcp.write_all(resp.as_bytes()).await
+}
+
+async fn local_relay(events: &[Event], rate: RateLimit) -> TestRelay {
+    let db = memory_db();
+    fill(&db, events).await;
+    let relay = LocalRelay::new(
+        RelayBuilder::default()
+            .database(db.clone())
+            .rate_limit(rate),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let r = relay.clone();
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, peer)) = listener.accept().await else {
+                continue;
+            };
+            let r = r.clone();
+            tokio::spawn(async move {
+                match timeout(Duration::from_secs(10), ws_handshake(&mut tcp)).await {
+                    Ok(Ok(())) => {
+                        if let Err(e) = r.take_connection(tcp, peer).await {
+                            eprintln!("LocalRelay connection from {peer} ended: {e}");
+                        }
+                    }
+                    Ok(Err(e)) => eprintln!("handshake with {peer} failed: {e}"),
+                    Err(_) => eprintln!("handshake with {peer} timed out"),
+                }
+            });
+        }
+    });
+    TestRelay {
+        relay,
+        db,
+        url: format!("ws://{addr}"),
+        accept,
+    }
+}
+
+/// Runs `orly` without blocking the runtime (the LocalRelay lives in it), killed if it overruns.
+async fn orly_async(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(bin("orly"));
+    cmd.args(args)
+        .env_remove("ORLY_DATA_DIR")
+        .env_remove("ORLY_SYNC_AUTH_KEY")
+        .env_remove("ORLY_SYNC_CA")
+        .env_remove("ORLY_SYNC_CERT")
+        .env_remove("ORLY_SYNC_KEY")
+        .env_remove("ORLY_SYNC_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn orly");
+    let out = timeout(SYNC_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("orly {args:?} did not finish within {SYNC_LIMIT:?}"))
+        .expect("wait for orly");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `orly sync URL --dir DIR --json` over the store in `store`; returns (exit code, final JSON
+/// line, stderr, wall time).
+async fn orly_sync(
+    url: &str,
+    store: &Path,
+    dir: &str,
+    filter: &str,
+) -> (i32, Value, String, Duration) {
+    let t0 = Instant::now();
+    let (code, out, err) = orly_async(&[
+        "sync",
+        url,
+        "--dir",
+        dir,
+        "--filter",
+        filter,
+        "--json",
+        "--timeout",
+        "20",
+        "--data-dir",
+        store.to_str().unwrap(),
+    ])
+    .await;
+    let took = t0.elapsed();
+    let last = out
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("orly sync printed nothing (exit {code}); stderr: {err}"));
+    let last: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("final line is not JSON ({e}): {last:?}; stderr: {err}"));
+    (code, last, err, took)
+}
+
+fn n(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no numeric {field:?} in {v}"))
+}
+
+/// One `orly sync --dir DIR` against a LocalRelay holding A = shared + remote, with a fresh
+/// local store holding B = shared + local, then a second run that must move nothing.
+async fn orly_vs_local_relay(dir: &str, filter: &str, kind: Option<u16>) {
+    orly::init_crypto();
+    let tag = format!("lr-{dir}-{}", kind.map_or("all".into(), |k| k.to_string()));
+    let s = Sets::new(&tag, 40, 130, 110);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("local");
+    import(&store, &s.local_side());
+    let relay = local_relay(&s.remote_side(), no_rate_limit()).await;
+
+    // What the filter selects of each difference (the shared part is never moved).
+    let pick = |ev: &[Event]| match kind {
+        Some(k) => of_kind(ev, k),
+        None => ev.to_vec(),
+    };
+    let (remote_moving, local_moving) = (set(&pick(&s.remote)), set(&pick(&s.local)));
+    let fetches = matches!(dir, "down" | "both");
+    let uploads = matches!(dir, "up" | "both");
+
+    let (code, last, err, took) = orly_sync(&relay.url, &store, dir, filter).await;
+    assert_eq!(code, 0, "orly sync --dir {dir} failed: {last} / {err}");
+    assert_eq!(last["complete"], true, "{last}");
+    assert_eq!(n(&last, "need"), remote_moving.len() as u64, "{last}");
+    assert_eq!(n(&last, "have"), local_moving.len() as u64, "{last}");
+    let want_fetched = if fetches { remote_moving.len() } else { 0 };
+    let want_sent = if uploads { local_moving.len() } else { 0 };
+    assert_eq!(n(&last, "fetched"), want_fetched as u64, "{last}");
+    assert_eq!(n(&last, "sent"), want_sent as u64, "{last}");
+    assert_eq!(
+        (
+            n(&last, "dropped"),
+            n(&last, "rejected"),
+            n(&last, "skipped")
+        ),
+        (0, 0, 0),
+        "{last}"
+    );
+    println!(
+        "orly sync --dir {dir} --filter {filter} vs LocalRelay: {took:?}, {} rounds, fetched {}, sent {}, {} B up / {} B down",
+        n(&last, "round"),
+        n(&last, "fetched"),
+        n(&last, "sent"),
+        n(&last, "bytes_sent"),
+        n(&last, "bytes_received"),
+    );
+
+    let a = set(&s.remote_side());
+    let b = set(&s.local_side());
+    let want_local = if fetches {
+        union(&[&b, &remote_moving])
+    } else {
+        b.clone()
+    };
+    let want_relay = if uploads {
+        union(&[&a, &local_moving])
+    } else {
+        a.clone()
+    };
+    assert_eq!(
+        db_ids(&relay.db).await,
+        want_relay,
+        "LocalRelay's set after --dir {dir}"
+    );
+    assert_eq!(
+        store_ids(&store),
+        want_local,
+        "orly's set after --dir {dir}"
+    );
+
+    // Second run: nothing moves; what is still different is only what the direction leaves.
+    let (code, last, err, took) = orly_sync(&relay.url, &store, dir, filter).await;
+    assert_eq!(
+        code, 0,
+        "second orly sync --dir {dir} failed: {last} / {err}"
+    );
+    assert_eq!(last["complete"], true, "{last}");
+    assert_eq!((n(&last, "fetched"), n(&last, "sent")), (0, 0), "{last}");
+    let left_need = if fetches { 0 } else { remote_moving.len() };
+    let left_have = if uploads { 0 } else { local_moving.len() };
+    assert_eq!(n(&last, "need"), left_need as u64, "{last}");
+    assert_eq!(n(&last, "have"), left_have as u64, "{last}");
+    assert_eq!(db_ids(&relay.db).await, want_relay);
+    assert_eq!(store_ids(&store), want_local);
+    println!("  second run: {took:?}, {} rounds", n(&last, "round"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_down_against_nostr_relay_builder() {
+    orly_vs_local_relay("down", "{}", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_up_against_nostr_relay_builder() {
+    orly_vs_local_relay("up", "{}", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_both_against_nostr_relay_builder() {
+    orly_vs_local_relay("both", "{}", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_both_with_kinds_filter_against_nostr_relay_builder() {
+    orly_vs_local_relay("both", r#"{"kinds":[7]}"#, Some(7)).await;
+}
+
+/// Replaceable (kind 0) and addressable (kind 30000) versions on opposite sides: each side ends
+/// with only the newest version, and a second run finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_both_converges_replaceables_with_nostr_relay_builder() {
+    orly::init_crypto();
+    let k = Keys::from_seed(b"interop-replaceable", 0);
+    let d = vec![vec!["d".to_string(), "list".to_string()]];
+    let meta_old = sign_event(&k, 1_700_000_100, 0, vec![], r#"{"name":"old"}"#);
+    let meta_new = sign_event(&k, 1_700_000_200, 0, vec![], r#"{"name":"new"}"#);
+    let addr_old = sign_event(&k, 1_700_000_100, 30000, d.clone(), "old");
+    let addr_new = sign_event(&k, 1_700_000_200, 30000, d, "new");
+    let plain = notes("lr-repl-shared", 10, 1_700_000_000);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("local");
+    // orly: newer metadata, older list. Relay: older metadata, newer list.
+    import(
+        &store,
+        &[plain.clone(), vec![meta_new.clone(), addr_old.clone()]].concat(),
+    );
+    let relay = local_relay(
+        &[plain.clone(), vec![meta_old.clone(), addr_new.clone()]].concat(),
+        no_rate_limit(),
+    )
+    .await;
+
+    let (code, last, err, _) = orly_sync(&relay.url, &store, "both", "{}").await;
+    assert_eq!(code, 0, "{last} / {err}");
+    assert_eq!(last["complete"], true, "{last}");
+    let want = union(&[&set(&plain), &set(&[meta_new, addr_new])]);
+    assert_eq!(
+        store_ids(&store),
+        want,
+        "orly keeps only the newest versions"
+    );
+    assert_eq!(
+        db_ids(&relay.db).await,
+        want,
+        "LocalRelay keeps only the newest versions"
+    );
+
+    let (code, last, err, _) = orly_sync(&relay.url, &store, "both", "{}").await;
+    assert_eq!(code, 0, "{last} / {err}");
+    assert_eq!(
+        (
+            n(&last, "have"),
+            n(&last, "need"),
+            n(&last, "fetched"),
+            n(&last, "sent")
+        ),
+        (0, 0, 0, 0),
+        "second run: {last}"
+    );
+}
+
+/// The builder's default rate limit (60 EVENTs a minute per connection) refuses part of a
+/// 100-event upload with `OK false "rate-limited: ..."`: orly must count exactly the refusals,
+/// and the relay must hold exactly what orly counted as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_up_counts_rate_limited_refusals_from_nostr_relay_builder() {
+    orly::init_crypto();
+    let s = Sets::new("lr-ratelimit", 5, 0, 100);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("local");
+    import(&store, &s.local_side());
+    let relay = local_relay(&s.remote_side(), RateLimit::default()).await;
+
+    let (code, last, err, _) = orly_sync(&relay.url, &store, "up", "{}").await;
+    println!("rate-limited upload: exit {code}, final {last}");
+    assert!(!err.contains("panicked"), "orly panicked: {err}");
+    let (sent, rejected) = (n(&last, "sent"), n(&last, "rejected"));
+    assert_eq!(n(&last, "have"), 100, "{last}");
+    assert_eq!(
+        sent + rejected,
+        100,
+        "every upload is answered and counted: {last}"
+    );
+    assert!(
+        rejected > 0,
+        "the default rate limit should refuse some: {last}"
+    );
+    let on_relay = db_ids(&relay.db).await;
+    assert_eq!(
+        on_relay.len() as u64,
+        5 + sent,
+        "relay holds the shared events plus exactly the accepted uploads"
+    );
+    assert!(set(&s.shared).is_subset(&on_relay));
+    assert!(on_relay.is_subset(&set(&s.local_side())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// nostr-sdk's Client::sync against the orly-relay binary.
+// ---------------------------------------------------------------------------------------------
+
+async fn sdk_client(url: &str, events: &[Event]) -> (Client, Arc<MemoryDatabase>) {
+    let db = memory_db();
+    fill(&db, events).await;
+    let client = Client::builder().database(db.clone()).build();
+    client.add_relay(url).await.expect("add_relay");
+    let out = client.try_connect(Duration::from_secs(10)).await;
+    assert!(
+        out.failed.is_empty() && !out.success.is_empty(),
+        "nostr-sdk could not connect to orly-relay at {url}: {:?}",
+        out.failed
+    );
+    (client, db)
+}
+
+async fn sdk_sync(
+    client: &Client,
+    filter: NFilter,
+    direction: SyncDirection,
+) -> (Reconciliation, Duration) {
+    let opts = SyncOptions::default()
+        .direction(direction)
+        .initial_timeout(Duration::from_secs(10));
+    let t0 = Instant::now();
+    let out = timeout(SYNC_LIMIT, client.sync(filter, &opts))
+        .await
+        .unwrap_or_else(|_| panic!("Client::sync {direction:?} did not finish"))
+        .expect("Client::sync");
+    let took = t0.elapsed();
+    assert!(
+        out.failed.is_empty(),
+        "Client::sync {direction:?} failed against orly-relay: {:?}",
+        out.failed
+    );
+    assert_eq!(out.success.len(), 1, "{out:?}");
+    assert!(
+        out.send_failures.values().all(|m| m.is_empty()),
+        "orly-relay refused uploads: {:?}",
+        out.send_failures
+    );
+    (out.val, took)
+}
+
+fn hexes<'a>(ids: impl IntoIterator<Item = &'a nostr_sdk::EventId>) -> Ids {
+    ids.into_iter().map(|i| i.to_hex()).collect()
+}
+
+/// orly-relay over a store holding A = shared + remote; an sdk client holding B = shared + local.
+async fn sdk_vs_orly_relay(direction: SyncDirection, kind: Option<u16>) {
+    orly::init_crypto();
+    let tag = format!(
+        "sdk-{direction:?}-{}",
+        kind.map_or("all".into(), |k| k.to_string())
+    );
+    let s = Sets::new(&tag, 40, 150, 120);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("relay");
+    import(&store, &s.remote_side());
+    let relay = relay(&store, &[]);
+    let url = format!("ws://{}", relay.addr);
+    let (client, db) = sdk_client(&url, &s.local_side()).await;
+
+    let filter = match kind {
+        Some(k) => NFilter::new().kind(Kind::from(k)),
+        None => NFilter::new(),
+    };
+    let pick = |ev: &[Event]| match kind {
+        Some(k) => of_kind(ev, k),
+        None => ev.to_vec(),
+    };
+    let (remote_moving, local_moving) = (set(&pick(&s.remote)), set(&pick(&s.local)));
+    let fetches = matches!(direction, SyncDirection::Down | SyncDirection::Both);
+    let uploads = matches!(direction, SyncDirection::Up | SyncDirection::Both);
+
+    let (rec, took) = sdk_sync(&client, filter.clone(), direction).await;
+    println!(
+        "nostr-sdk sync {direction:?} filter {} vs orly-relay: {took:?}, local {}, remote {}, sent {}, received {}",
+        filter.as_json(),
+        rec.local.len(),
+        rec.remote.len(),
+        rec.sent.len(),
+        rec.received.len()
+    );
+    assert_eq!(
+        hexes(&rec.remote),
+        remote_moving,
+        "ids orly-relay has and the client lacks"
+    );
+    assert_eq!(
+        hexes(&rec.local),
+        local_moving,
+        "ids the client has and orly-relay lacks"
+    );
+    let empty = Ids::new();
+    assert_eq!(
+        hexes(&rec.received),
+        if fetches {
+            remote_moving.clone()
+        } else {
+            empty.clone()
+        },
+        "received"
+    );
+    assert_eq!(
+        hexes(&rec.sent),
+        if uploads {
+            local_moving.clone()
+        } else {
+            empty.clone()
+        },
+        "sent (accepted by orly-relay)"
+    );
+    let a = set(&s.remote_side());
+    let b = set(&s.local_side());
+    let want_client = if fetches {
+        union(&[&b, &remote_moving])
+    } else {
+        b.clone()
+    };
+    let want_relay = if uploads {
+        union(&[&a, &local_moving])
+    } else {
+        a.clone()
+    };
+    assert_eq!(
+        db_ids(&db).await,
+        want_client,
+        "client database after {direction:?}"
+    );
+
+    // Second sync: nothing moves.
+    let (rec, took) = sdk_sync(&client, filter, direction).await;
+    println!("  second run: {took:?}");
+    assert!(
+        rec.sent.is_empty() && rec.received.is_empty(),
+        "second sync moved: {rec:?}"
+    );
+    assert_eq!(
+        hexes(&rec.remote),
+        if fetches {
+            empty.clone()
+        } else {
+            remote_moving.clone()
+        }
+    );
+    assert_eq!(
+        hexes(&rec.local),
+        if uploads {
+            empty.clone()
+        } else {
+            local_moving.clone()
+        }
+    );
+    assert_eq!(db_ids(&db).await, want_client);
+
+    let _ = timeout(Duration::from_secs(10), client.shutdown()).await;
+    let st = relay.terminate();
+    println!("  orly-relay stopped: {st:?}");
+    assert_eq!(
+        store_ids(&store),
+        want_relay,
+        "orly-relay's store after {direction:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_down_against_orly_relay() {
+    sdk_vs_orly_relay(SyncDirection::Down, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_up_against_orly_relay() {
+    sdk_vs_orly_relay(SyncDirection::Up, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_both_against_orly_relay() {
+    sdk_vs_orly_relay(SyncDirection::Both, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_both_with_kinds_filter_against_orly_relay() {
+    sdk_vs_orly_relay(SyncDirection::Both, Some(1)).await;
+}

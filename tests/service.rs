@@ -1,0 +1,1051 @@
+//! The gRPC sync service `orly-sync-negentropy`, client mode `orly sync --server`, and `orly-db`:
+//! real processes on 127.0.0.1 (port 0), real stores in temp dirs, every wait bounded.
+
+mod common;
+use common::*;
+
+use orly::proto::orlysync::common::v1 as cpb;
+use orly::proto::orlysync::negentropy::v1 as npb;
+use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+const T0: u64 = 1_700_000_000;
+/// Bound on any single CLI run.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+/// Bound on any single gRPC call.
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// Runs a future on the shared runtime, bounded by `CALL_LIMIT`.
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    rt().block_on(async {
+        tokio::time::timeout(CALL_LIMIT, f)
+            .await
+            .expect("gRPC call timed out")
+    })
+}
+
+async fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+}
+
+fn sync_client(addr: &str) -> NegentropyServiceClient<Channel> {
+    block(NegentropyServiceClient::connect(format!("http://{addr}")))
+        .unwrap_or_else(|e| panic!("connect to sync service at {addr}: {e}"))
+}
+
+fn list_syncs(c: &mut NegentropyServiceClient<Channel>) -> Vec<npb::SyncStatus> {
+    block(c.list_syncs(npb::ListSyncsRequest {}))
+        .expect("ListSyncs")
+        .into_inner()
+        .syncs
+}
+
+/// Polls `f` every 100 ms until it returns Some, or panics after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `orly` with `args`, optional extra env, optional cwd; killed (and the test failed) after
+/// `RUN_LIMIT`.
+fn run_orly(args: &[&str], envs: &[(&str, &str)], cwd: Option<&Path>) -> Out {
+    let mut cmd = Command::new(bin("orly"));
+    cmd.args(args)
+        .env_remove("ORLY_DATA_DIR")
+        .env_remove("ORLY_SYNC_AUTH_KEY")
+        .env_remove("ORLY_SYNC_CA")
+        .env_remove("ORLY_SYNC_CERT")
+        .env_remove("ORLY_SYNC_KEY")
+        .env_remove("ORLY_SYNC_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().expect("spawn orly");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("orly {args:?} did not finish within {RUN_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
+}
+
+/// The final `--json` line of a sync.
+fn last_json(out: &Out) -> serde_json::Value {
+    let line = out
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no --json output; stderr: {}", out.stderr));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad json line {line:?}: {e}"))
+}
+
+fn counters(v: &serde_json::Value) -> [u64; 4] {
+    ["have", "need", "fetched", "sent"].map(|k| {
+        v[k].as_u64()
+            .unwrap_or_else(|| panic!("{k} missing in {v}"))
+    })
+}
+
+fn is_empty_dir(d: &Path) -> bool {
+    std::fs::read_dir(d).unwrap().next().is_none()
+}
+
+fn sorted_union(a: &[String], b: &[String]) -> Vec<String> {
+    let s: BTreeSet<String> = a.iter().chain(b).cloned().collect();
+    s.into_iter().collect()
+}
+
+/// A JSONL file of `count` generated regular events (kinds 1 and 7, so none supersedes another),
+/// made once per test binary.
+fn big_jsonl(count: u64) -> PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let path = dir.join(format!("service-gen-{count}-{}.jsonl", std::process::id()));
+        let out = run_orly(
+            &[
+                "gen",
+                "--count",
+                &count.to_string(),
+                "--seed",
+                "77",
+                "--kinds",
+                "1,7",
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(out.code, 0, "gen failed: {}", out.stderr);
+        assert_eq!(out.stdout.lines().count() as u64, count);
+        std::fs::write(&path, out.stdout).unwrap();
+        path
+    })
+    .clone()
+}
+
+const BIG: u64 = 20_000;
+
+/// A store in `dir` holding the `BIG` generated events.
+fn big_store(dir: &Path) {
+    let f = big_jsonl(BIG);
+    let out = run_orly(
+        &[
+            "import",
+            f.to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "import failed: {}", out.stderr);
+}
+
+fn sync_service_fjall(dir: &Path) -> Proc {
+    spawn_service(
+        "orly-sync-negentropy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[("ORLY_DB_TYPE", "fjall")],
+    )
+}
+
+fn orly_db(dir: &Path) -> Proc {
+    spawn_service(
+        "orly-db",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    )
+}
+
+fn sync_service_grpc(db_addr: &str) -> Proc {
+    spawn_service(
+        "orly-sync-negentropy",
+        &["--listen", "127.0.0.1:0"],
+        &[("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", db_addr)],
+    )
+}
+
+/// `orly stats --check --json` on a closed store: (exit code, event count).
+fn stats_check(dir: &Path) -> (i32, u64, serde_json::Value) {
+    let out = run_orly(
+        &[
+            "stats",
+            "--check",
+            "--json",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("stats output {:?}: {e}; {}", out.stdout, out.stderr));
+    let n = v["stats"]["events"].as_u64().expect("stats.events");
+    (out.code, n, v)
+}
+
+fn valid_request(url: &str) -> npb::SyncPeerRequest {
+    npb::SyncPeerRequest {
+        peer_url: url.into(),
+        filter: None,
+        since: 0,
+        direction: npb::Direction::Down as i32,
+        dry_run: false,
+        frame_size_limit: 0,
+        timeout_seconds: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. the same sync, three ways
+
+/// The filter of the comparison sync, and the same condition in Rust.
+fn cmp_filter() -> String {
+    format!(r##"{{"kinds":[1],"#t":["nostr"],"since":{}}}"##, T0 + 1005)
+}
+
+fn cmp_matches(e: &Event) -> bool {
+    e.kind == 1
+        && e.created_at >= T0 + 1005
+        && e.tags
+            .iter()
+            .any(|t| t.len() >= 2 && t[0] == "t" && t[1] == "nostr")
+}
+
+struct CmpData {
+    shared: Vec<Event>,
+    only_local: Vec<Event>,
+    only_remote: Vec<Event>,
+}
+
+impl CmpData {
+    fn new() -> Self {
+        Self {
+            shared: notes("shared", 40, T0),
+            only_local: notes("local", 30, T0 + 1000),
+            only_remote: notes("remote", 36, T0 + 1000),
+        }
+    }
+    /// Fresh copies: (store dir, relay dir) under `root/name`.
+    fn fresh(&self, root: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let (l, r) = (
+            root.join(format!("{name}-local")),
+            root.join(format!("{name}-relay")),
+        );
+        import(&l, &[self.shared.clone(), self.only_local.clone()].concat());
+        import(
+            &r,
+            &[self.shared.clone(), self.only_remote.clone()].concat(),
+        );
+        (l, r)
+    }
+}
+
+struct Outcome {
+    json: serde_json::Value,
+    store: Vec<String>,
+    relay: Vec<String>,
+}
+
+#[test]
+fn same_sync_direct_client_fjall_client_orly_db_identical() {
+    orly::init_crypto();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = CmpData::new();
+    let filter = cmp_filter();
+
+    let up: Vec<Event> = d
+        .only_local
+        .iter()
+        .filter(|e| cmp_matches(e))
+        .cloned()
+        .collect();
+    let down: Vec<Event> = d
+        .only_remote
+        .iter()
+        .filter(|e| cmp_matches(e))
+        .cloned()
+        .collect();
+    assert!(
+        !up.is_empty() && up.len() < d.only_local.len(),
+        "filter must select some"
+    );
+    assert!(!down.is_empty() && down.len() < d.only_remote.len());
+    let want_store = sorted_union(
+        &ids_of(&[d.shared.clone(), d.only_local.clone()].concat()),
+        &ids_of(&down),
+    );
+    let want_relay = sorted_union(
+        &ids_of(&[d.shared.clone(), d.only_remote.clone()].concat()),
+        &ids_of(&up),
+    );
+    let want_counts = [
+        up.len() as u64,
+        down.len() as u64,
+        down.len() as u64,
+        up.len() as u64,
+    ];
+
+    // direct mode
+    let direct = {
+        let (local, remote) = d.fresh(tmp.path(), "direct");
+        let rl = relay(&remote, &[]);
+        let url = format!("ws://{}", rl.addr);
+        let out = run_orly(
+            &[
+                "sync",
+                &url,
+                "--dir",
+                "both",
+                "--filter",
+                &filter,
+                "--json",
+                "--data-dir",
+                local.to_str().unwrap(),
+            ],
+            &[],
+            None,
+        );
+        assert_eq!(out.code, 0, "direct sync failed: {}", out.stderr);
+        rl.terminate();
+        Outcome {
+            json: last_json(&out),
+            store: ids(&local),
+            relay: ids(&remote),
+        }
+    };
+
+    // client mode: runs with an empty HOME and an empty cwd and must create nothing in either
+    let client_run = |url: &str, server: &str| -> Out {
+        let home = tempfile::tempdir().unwrap();
+        let cwd = tempfile::tempdir().unwrap();
+        let out = run_orly(
+            &[
+                "sync", url, "--server", server, "--dir", "both", "--filter", &filter, "--json",
+            ],
+            &[("HOME", home.path().to_str().unwrap())],
+            Some(cwd.path()),
+        );
+        assert!(
+            is_empty_dir(home.path()),
+            "client mode created files under HOME"
+        );
+        assert!(
+            is_empty_dir(cwd.path()),
+            "client mode created files in its cwd"
+        );
+        out
+    };
+
+    // client mode, service over fjall
+    let via_fjall = {
+        let (local, remote) = d.fresh(tmp.path(), "fjall");
+        let rl = relay(&remote, &[]);
+        let svc = sync_service_fjall(&local);
+        let out = client_run(&format!("ws://{}", rl.addr), &svc.addr);
+        assert_eq!(out.code, 0, "client sync (fjall) failed: {}", out.stderr);
+        svc.terminate();
+        rl.terminate();
+        Outcome {
+            json: last_json(&out),
+            store: ids(&local),
+            relay: ids(&remote),
+        }
+    };
+
+    // client mode, service over orly-db
+    let via_db = {
+        let (local, remote) = d.fresh(tmp.path(), "grpc");
+        let rl = relay(&remote, &[]);
+        let db = orly_db(&local);
+        let svc = sync_service_grpc(&db.addr);
+        let out = client_run(&format!("ws://{}", rl.addr), &svc.addr);
+        assert_eq!(out.code, 0, "client sync (orly-db) failed: {}", out.stderr);
+        svc.terminate();
+        db.terminate();
+        rl.terminate();
+        Outcome {
+            json: last_json(&out),
+            store: ids(&local),
+            relay: ids(&remote),
+        }
+    };
+
+    for (name, o) in [
+        ("direct", &direct),
+        ("client/fjall", &via_fjall),
+        ("client/orly-db", &via_db),
+    ] {
+        assert_eq!(o.json["complete"], true, "{name}: {}", o.json);
+        assert!(o.json.get("error").is_none(), "{name}: {}", o.json);
+        assert_eq!(
+            counters(&o.json),
+            want_counts,
+            "{name} counters (have, need, fetched, sent): {}",
+            o.json
+        );
+        assert_eq!(o.store, want_store, "{name}: store end state");
+        assert_eq!(o.relay, want_relay, "{name}: relay end state");
+    }
+    assert_eq!(counters(&direct.json), counters(&via_fjall.json));
+    assert_eq!(counters(&direct.json), counters(&via_db.json));
+    eprintln!("same_sync_three_ways took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. five client-mode syncs at once
+
+#[test]
+fn five_concurrent_client_syncs_store_exactly_the_union() {
+    orly::init_crypto();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    // Each relay: its own 80 events plus 20 that every relay holds (concurrent fetches of the
+    // same ids must still store each once). The store starts with 5 of the common ones.
+    let common_events = notes("everyone", 20, T0 + 50_000);
+    let svc_dir = tmp.path().join("svc");
+    import(&svc_dir, &common_events[..5]);
+    let mut relays = Vec::new();
+    let mut want: Vec<String> = ids_of(&common_events);
+    for i in 0..5 {
+        let dir = tmp.path().join(format!("relay{i}"));
+        let own = notes(&format!("relay{i}"), 80, T0 + i as u64 * 10_000);
+        want.extend(ids_of(&own));
+        import(&dir, &[own, common_events.clone()].concat());
+        relays.push((dir.clone(), relay(&dir, &[])));
+    }
+    want.sort();
+    let distinct: BTreeSet<&String> = want.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        want.len(),
+        "test data must be distinct per relay"
+    );
+
+    let svc = sync_service_fjall(&svc_dir);
+    let handles: Vec<_> = relays
+        .iter()
+        .map(|(_, r)| {
+            let url = format!("ws://{}", r.addr);
+            let server = svc.addr.clone();
+            std::thread::spawn(move || {
+                run_orly(
+                    &["sync", &url, "--server", &server, "--dir", "down", "--json"],
+                    &[],
+                    None,
+                )
+            })
+        })
+        .collect();
+    let outs: Vec<Out> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (i, o) in outs.iter().enumerate() {
+        assert_eq!(o.code, 0, "sync {i} failed: {}\n{}", o.stderr, o.stdout);
+        let v = last_json(o);
+        assert_eq!(v["complete"], true, "sync {i}: {v}");
+        let [have, need, fetched, sent] = counters(&v);
+        assert_eq!((have, sent), (0, 0), "sync {i}: {v}");
+        assert!((80..=95).contains(&need), "sync {i}: need {need}: {v}");
+        assert_eq!(fetched, need, "sync {i}: {v}");
+    }
+    // The service saw five syncs, all finished.
+    let mut c = sync_client(&svc.addr);
+    let syncs = list_syncs(&mut c);
+    assert_eq!(syncs.len(), 5, "{syncs:?}");
+    assert!(
+        syncs
+            .iter()
+            .all(|s| !s.running && s.progress.as_ref().is_some_and(|p| p.complete))
+    );
+    drop(c);
+
+    svc.terminate();
+    let got = ids(&svc_dir);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "event count in the store after 5 concurrent syncs"
+    );
+    assert_eq!(got, want, "the store holds exactly the union");
+    let (code, n, v) = stats_check(&svc_dir);
+    assert_eq!(code, 0, "integrity check: {v}");
+    assert_eq!(n, want.len() as u64, "{v}");
+    eprintln!("five_concurrent took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. a client killed mid-sync
+
+#[test]
+fn killed_client_cancels_job_keeps_stored_events_and_next_call_completes() {
+    orly::init_crypto();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    big_store(&relay_dir);
+    let relay_ids = ids(&relay_dir);
+    assert_eq!(relay_ids.len() as u64, BIG);
+    let rl = relay(&relay_dir, &[]);
+    let url = format!("ws://{}", rl.addr);
+    let svc_dir = tmp.path().join("svc");
+    let svc = sync_service_fjall(&svc_dir);
+    eprintln!("killed_client: setup {:?}", started.elapsed());
+
+    let mut child = Command::new(bin("orly"))
+        .args([
+            "sync", &url, "--server", &svc.addr, "--dir", "down", "--json",
+        ])
+        .env_remove("ORLY_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Kill -9 at the first progress line that reports stored events, so there is something
+    // for the service to keep.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = 0;
+    let first = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a progress line with fetched > 0 within 60 s")
+            .unwrap();
+        lines += 1;
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["complete"], false,
+            "the sync finished before it could be killed: {v}"
+        );
+        if v["fetched"].as_u64().unwrap_or(0) > 0 {
+            break v;
+        }
+    };
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    let seen_fetched = first["fetched"].as_u64().unwrap();
+    eprintln!(
+        "killed_client: killed at progress line {lines} after {:?}: {first}",
+        started.elapsed()
+    );
+
+    let mut c = sync_client(&svc.addr);
+    let st = wait_for(
+        "the killed client's sync to stop",
+        Duration::from_secs(30),
+        || {
+            let s = list_syncs(&mut c);
+            assert_eq!(s.len(), 1, "{s:?}");
+            (!s[0].running).then(|| s[0].clone())
+        },
+    );
+    let p = st.progress.clone().expect("progress");
+    assert!(!p.complete, "the job must not have completed: {p:?}");
+    assert!(
+        p.error.contains("cancelled"),
+        "error mentions cancelled: {p:?}"
+    );
+    assert_eq!(p.error_kind, "cancelled", "{p:?}");
+    assert!(
+        (p.fetched_count as u64) >= seen_fetched && (p.fetched_count as u64) < BIG,
+        "the sync stopped part way, after what the client saw ({seen_fetched}): {p:?}"
+    );
+    drop(c);
+    svc.terminate();
+
+    // What it stored is valid and stays stored.
+    let (code, kept, v) = stats_check(&svc_dir);
+    assert_eq!(code, 0, "integrity after a killed client: {v}");
+    assert!(
+        kept >= p.fetched_count as u64,
+        "reported fetched {} but store holds {kept}",
+        p.fetched_count
+    );
+    assert!(kept < BIG, "{kept}");
+    let partial = ids(&svc_dir);
+    assert!(partial.iter().all(|id| relay_ids.binary_search(id).is_ok()));
+    eprintln!(
+        "killed_client: kept {kept} events, reported fetched {}",
+        p.fetched_count
+    );
+
+    // The service serves the next call, which brings the rest.
+    let svc = sync_service_fjall(&svc_dir);
+    let out = run_orly(
+        &[
+            "sync", &url, "--server", &svc.addr, "--dir", "down", "--json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "next sync: {}", out.stderr);
+    let v = last_json(&out);
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["need"].as_u64(), Some(BIG - kept), "{v}");
+    assert_eq!(v["fetched"].as_u64(), Some(BIG - kept), "{v}");
+    svc.terminate();
+    rl.terminate();
+    assert_eq!(ids(&svc_dir), relay_ids);
+    let (code, n, v) = stats_check(&svc_dir);
+    assert_eq!((code, n), (0, BIG), "{v}");
+    eprintln!("killed_client took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. CancelSync by id
+
+#[test]
+fn cancel_sync_by_id_stops_the_job() {
+    orly::init_crypto();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    big_store(&relay_dir);
+    let rl = relay(&relay_dir, &[]);
+    let url = format!("ws://{}", rl.addr);
+    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let mut c = sync_client(&svc.addr);
+
+    let mut stream = block(c.sync_with_peer(valid_request(&url)))
+        .expect("SyncWithPeer accepted")
+        .into_inner();
+    let first = block(stream.message())
+        .expect("first message")
+        .expect("stream has a first message");
+    assert!(!first.complete && first.error.is_empty(), "{first:?}");
+    let id = first.sync_id.clone();
+    assert!(
+        !id.is_empty(),
+        "first SyncProgress carries the sync id: {first:?}"
+    );
+    assert_eq!(first.peer_url, url);
+
+    let running = block(c.get_sync_status(npb::GetSyncStatusRequest {
+        sync_id: id.clone(),
+    }))
+    .expect("GetSyncStatus")
+    .into_inner();
+    assert_eq!(running.sync_id, id);
+    assert_eq!(running.direction, "down");
+
+    let r = block(c.cancel_sync(npb::CancelSyncRequest {
+        sync_id: id.clone(),
+    }))
+    .expect("CancelSync")
+    .into_inner();
+    assert!(r.cancelled, "CancelSync on a running sync");
+
+    // The stream ends, its last word an error mentioning "cancelled".
+    let mut last = first;
+    let end_error = loop {
+        match block(stream.message()) {
+            Ok(Some(m)) => {
+                assert_eq!(m.sync_id, id);
+                if !m.error.is_empty() {
+                    last = m;
+                    break last.error.clone();
+                }
+                assert!(
+                    !m.complete,
+                    "the sync completed instead of being cancelled: {m:?}"
+                );
+                last = m;
+            }
+            Ok(None) => panic!("stream ended without an error; last {last:?}"),
+            Err(s) => break s.message().to_string(),
+        }
+    };
+    assert!(
+        end_error.contains("cancelled"),
+        "stream error: {end_error:?}"
+    );
+    assert!(!last.complete);
+    // After the final message the stream is over.
+    assert!(matches!(block(stream.message()), Ok(None) | Err(_)));
+
+    let st = wait_for(
+        "GetSyncStatus running=false",
+        Duration::from_secs(10),
+        || {
+            let s = block(c.get_sync_status(npb::GetSyncStatusRequest {
+                sync_id: id.clone(),
+            }))
+            .expect("GetSyncStatus")
+            .into_inner();
+            (!s.running).then_some(s)
+        },
+    );
+    let p = st.progress.expect("progress");
+    assert!(p.error.contains("cancelled"), "{p:?}");
+    assert_eq!(p.error_kind, "cancelled");
+    assert!((p.fetched_count as u64) < BIG, "{p:?}");
+
+    // Cancelling again, or an unknown id: nothing to cancel.
+    let again = block(c.cancel_sync(npb::CancelSyncRequest {
+        sync_id: id.clone(),
+    }))
+    .unwrap()
+    .into_inner();
+    assert!(!again.cancelled);
+    let unknown = block(c.cancel_sync(npb::CancelSyncRequest {
+        sync_id: "nope".into(),
+    }))
+    .unwrap()
+    .into_inner();
+    assert!(!unknown.cancelled);
+    let nf = block(c.get_sync_status(npb::GetSyncStatusRequest {
+        sync_id: "nope".into(),
+    }))
+    .unwrap_err();
+    assert_eq!(nf.code(), tonic::Code::NotFound, "{nf:?}");
+    drop(rl);
+    eprintln!("cancel_sync took {:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. reflection and health
+
+fn reflection_services(addr: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    block(async {
+        let mut rc = ServerReflectionClient::new(channel(addr).await);
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut resp = rc
+            .server_reflection_info(tokio_stream::iter(vec![req]))
+            .await
+            .expect("reflection call")
+            .into_inner();
+        let m = resp
+            .message()
+            .await
+            .expect("reflection reply")
+            .expect("one reply");
+        match m.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+                v.sort();
+                v
+            }
+            other => panic!("unexpected reflection reply {other:?}"),
+        }
+    })
+}
+
+fn health(addr: &str, service: &str) -> Result<i32, tonic::Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    block(async {
+        let mut hc = HealthClient::new(channel(addr).await);
+        hc.check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+    })
+}
+
+const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+const SYNC_SVC: &str = "orlysync.negentropy.v1.NegentropyService";
+
+#[test]
+fn reflection_lists_services_and_health_is_serving() {
+    orly::init_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let names = reflection_services(&svc.addr);
+    assert!(names.iter().any(|n| n == SYNC_SVC), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "{names:?}"
+    );
+    wait_for("health SERVING", Duration::from_secs(15), || {
+        (health(&svc.addr, SYNC_SVC).ok() == Some(SERVING)).then_some(())
+    });
+    assert_eq!(health(&svc.addr, "").ok(), Some(SERVING));
+}
+
+/// grpcurl lists what reflection lists: it must not advertise a service the process does not
+/// serve (each process registers the whole descriptor set).
+#[test]
+fn reflection_lists_only_served_services() {
+    orly::init_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let names = reflection_services(&svc.addr);
+    assert!(
+        !names.iter().any(|n| n == "orlydb.v1.DatabaseService"),
+        "orly-sync-negentropy advertises DatabaseService, which it does not serve: {names:?}"
+    );
+    drop(svc);
+    let db = orly_db(&tmp.path().join("db"));
+    let names = reflection_services(&db.addr);
+    assert!(
+        names.iter().any(|n| n == "orlydb.v1.DatabaseService"),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n == SYNC_SVC),
+        "orly-db advertises NegentropyService, which it does not serve: {names:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. bad requests
+
+#[test]
+fn bad_requests_are_invalid_argument_naming_the_field_and_start_nothing() {
+    orly::init_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    import(&relay_dir, &notes("bad", 5, T0));
+    let rl = relay(&relay_dir, &[]);
+    let url = format!("ws://{}", rl.addr);
+    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let mut c = sync_client(&svc.addr);
+
+    let kinds = cpb::Filter {
+        kinds: vec![1, 70000],
+        ..Default::default()
+    };
+    let authors = cpb::Filter {
+        authors: vec![vec![1, 2, 3, 4, 5]],
+        ..Default::default()
+    };
+    let cases: Vec<(&str, npb::SyncPeerRequest, &str)> = vec![
+        (
+            "unknown direction",
+            npb::SyncPeerRequest {
+                direction: 99,
+                ..valid_request(&url)
+            },
+            "direction",
+        ),
+        (
+            "kind 70000",
+            npb::SyncPeerRequest {
+                filter: Some(kinds),
+                ..valid_request(&url)
+            },
+            "filter.kinds",
+        ),
+        (
+            "5-byte author",
+            npb::SyncPeerRequest {
+                filter: Some(authors),
+                ..valid_request(&url)
+            },
+            "filter.authors",
+        ),
+        ("http:// peer", valid_request("http://x"), "peer_url"),
+        ("empty peer", valid_request(""), "peer_url"),
+        (
+            "frame limit 100",
+            npb::SyncPeerRequest {
+                frame_size_limit: 100,
+                ..valid_request(&url)
+            },
+            "frame_size_limit",
+        ),
+    ];
+    for (what, req, field) in cases {
+        let err = block(c.sync_with_peer(req))
+            .err()
+            .unwrap_or_else(|| panic!("{what}: accepted"));
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
+        assert!(
+            err.message().contains(field),
+            "{what}: message {:?} names {field}",
+            err.message()
+        );
+        assert!(list_syncs(&mut c).is_empty(), "{what}: a sync was started");
+    }
+
+    // Client mode with a bad --dir: a usage error, nothing sent.
+    let out = run_orly(
+        &["sync", &url, "--server", &svc.addr, "--dir", "sideways"],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 2, "bad --dir: {}", out.stderr);
+    assert!(out.stderr.contains("--dir"), "{}", out.stderr);
+    assert!(list_syncs(&mut c).is_empty());
+
+    // A valid request still works afterwards.
+    let ok = run_orly(&["sync", &url, "--server", &svc.addr, "--json"], &[], None);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(last_json(&ok)["fetched"].as_u64(), Some(5));
+    assert_eq!(list_syncs(&mut c).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. not ready, and no service
+
+#[test]
+fn store_unreachable_not_serving_unavailable_and_cli_exit_6() {
+    orly::init_crypto();
+    // A port where nothing listens.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let svc = sync_service_grpc(&dead);
+    wait_for("health NOT_SERVING", Duration::from_secs(20), || {
+        (health(&svc.addr, SYNC_SVC).ok() == Some(NOT_SERVING)).then_some(())
+    });
+
+    let mut c = sync_client(&svc.addr);
+    let err = block(c.sync_with_peer(valid_request("ws://127.0.0.1:9")))
+        .err()
+        .expect("SyncWithPeer must fail while the store is unreachable");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("not ready"), "{err:?}");
+    assert!(list_syncs(&mut c).is_empty());
+
+    let out = run_orly(
+        &["sync", "ws://127.0.0.1:9", "--server", &svc.addr],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sync service not ready"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&svc.addr),
+        "names the address: {}",
+        out.stderr
+    );
+
+    let out = run_orly(
+        &["sync", "ws://127.0.0.1:9", "--server", "127.0.0.1:1"],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Failed to connect to sync service"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("127.0.0.1:1"), "{}", out.stderr);
+
+    // --json mode reports the same failure as a final line.
+    let out = run_orly(
+        &[
+            "sync",
+            "ws://127.0.0.1:9",
+            "--server",
+            "127.0.0.1:1",
+            "--json",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    let v = last_json(&out);
+    assert_eq!(v["complete"], false);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Failed to connect to sync service"),
+        "{v}"
+    );
+}
