@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod gateway;
+pub mod launcher;
 pub mod negentropy;
 pub mod peer;
 pub mod policy;

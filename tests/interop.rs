@@ -95,6 +95,24 @@ impl Sets {
             local: notes(&format!("{tag}-local"), local, 1_700_200_000),
         }
     }
+    /// `total` events over the same time span, every `every`-th one only on the relay and the
+    /// next one only on the client: differences scattered through the whole range, so the
+    /// reconciliation needs several rounds.
+    fn scattered(tag: &str, total: usize, every: usize) -> Self {
+        let mut s = Self {
+            shared: Vec::new(),
+            remote: Vec::new(),
+            local: Vec::new(),
+        };
+        for (i, e) in notes(tag, total, 1_690_000_000).into_iter().enumerate() {
+            match i % every {
+                0 => s.remote.push(e),
+                1 => s.local.push(e),
+                _ => s.shared.push(e),
+            }
+        }
+        s
+    }
     fn remote_side(&self) -> Vec<Event> {
         [self.shared.clone(), self.remote.clone()].concat()
     }
@@ -166,13 +184,13 @@ async fn ws_handshake(tcp: &mut TcpStream) -> std::io::Result<()> {
 }
 
 async fn local_relay(events: &[Event], rate: RateLimit) -> TestRelay {
+    local_relay_with(events, RelayBuilder::default().rate_limit(rate)).await
+}
+
+async fn local_relay_with(events: &[Event], builder: RelayBuilder) -> TestRelay {
     let db = memory_db();
     fill(&db, events).await;
-    let relay = LocalRelay::new(
-        RelayBuilder::default()
-            .database(db.clone())
-            .rate_limit(rate),
-    );
+    let relay = LocalRelay::new(builder.database(db.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().unwrap();
     let r = relay.clone();
@@ -204,7 +222,7 @@ async fn local_relay(events: &[Event], rate: RateLimit) -> TestRelay {
 }
 
 /// Runs `orly` without blocking the runtime (the LocalRelay lives in it), killed if it overruns.
-async fn orly_async(args: &[&str]) -> (i32, String, String) {
+async fn orly_async(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(bin("orly"));
     cmd.args(args)
         .env_remove("ORLY_DATA_DIR")
@@ -216,6 +234,9 @@ async fn orly_async(args: &[&str]) -> (i32, String, String) {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
     let child = cmd.spawn().expect("spawn orly");
     let out = timeout(SYNC_LIMIT, child.wait_with_output())
         .await
@@ -236,20 +257,33 @@ async fn orly_sync(
     dir: &str,
     filter: &str,
 ) -> (i32, Value, String, Duration) {
+    orly_sync_env(url, store, dir, filter, &[]).await
+}
+
+async fn orly_sync_env(
+    url: &str,
+    store: &Path,
+    dir: &str,
+    filter: &str,
+    envs: &[(&str, &str)],
+) -> (i32, Value, String, Duration) {
     let t0 = Instant::now();
-    let (code, out, err) = orly_async(&[
-        "sync",
-        url,
-        "--dir",
-        dir,
-        "--filter",
-        filter,
-        "--json",
-        "--timeout",
-        "20",
-        "--data-dir",
-        store.to_str().unwrap(),
-    ])
+    let (code, out, err) = orly_async(
+        &[
+            "sync",
+            url,
+            "--dir",
+            dir,
+            "--filter",
+            filter,
+            "--json",
+            "--timeout",
+            "20",
+            "--data-dir",
+            store.to_str().unwrap(),
+        ],
+        envs,
+    )
     .await;
     let took = t0.elapsed();
     let last = out
@@ -269,10 +303,13 @@ fn n(v: &Value, field: &str) -> u64 {
 
 /// One `orly sync --dir DIR` against a LocalRelay holding A = shared + remote, with a fresh
 /// local store holding B = shared + local, then a second run that must move nothing.
-async fn orly_vs_local_relay(dir: &str, filter: &str, kind: Option<u16>) {
-    orly::init_crypto();
+async fn orly_vs_local_relay(dir: &str, filter: &str, kind: Option<u16>) -> Value {
     let tag = format!("lr-{dir}-{}", kind.map_or("all".into(), |k| k.to_string()));
-    let s = Sets::new(&tag, 40, 130, 110);
+    orly_vs_local_relay_with(dir, filter, kind, Sets::new(&tag, 40, 130, 110)).await
+}
+
+async fn orly_vs_local_relay_with(dir: &str, filter: &str, kind: Option<u16>, s: Sets) -> Value {
+    orly::init_crypto();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("local");
     import(&store, &s.local_side());
@@ -287,7 +324,8 @@ async fn orly_vs_local_relay(dir: &str, filter: &str, kind: Option<u16>) {
     let fetches = matches!(dir, "down" | "both");
     let uploads = matches!(dir, "up" | "both");
 
-    let (code, last, err, took) = orly_sync(&relay.url, &store, dir, filter).await;
+    let (code, first, err, took) = orly_sync(&relay.url, &store, dir, filter).await;
+    let last = first.clone();
     assert_eq!(code, 0, "orly sync --dir {dir} failed: {last} / {err}");
     assert_eq!(last["complete"], true, "{last}");
     assert_eq!(n(&last, "need"), remote_moving.len() as u64, "{last}");
@@ -352,6 +390,7 @@ async fn orly_vs_local_relay(dir: &str, filter: &str, kind: Option<u16>) {
     assert_eq!(db_ids(&relay.db).await, want_relay);
     assert_eq!(store_ids(&store), want_local);
     println!("  second run: {took:?}, {} rounds", n(&last, "round"));
+    first
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -372,6 +411,20 @@ async fn orly_sync_both_against_nostr_relay_builder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orly_sync_both_with_kinds_filter_against_nostr_relay_builder() {
     orly_vs_local_relay("both", r#"{"kinds":[7]}"#, Some(7)).await;
+}
+
+/// 10 500 events, 500 differences each way spread through the whole time range: several
+/// negentropy rounds against the LocalRelay's 60 000-byte frame limit, transfers interleaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_both_multi_round_against_nostr_relay_builder() {
+    let first = orly_vs_local_relay_with(
+        "both",
+        "{}",
+        None,
+        Sets::scattered("lr-scattered", 10_500, 21),
+    )
+    .await;
+    assert!(n(&first, "round") >= 3, "expected several rounds: {first}");
 }
 
 /// Replaceable (kind 0) and addressable (kind 30000) versions on opposite sides: each side ends
@@ -465,6 +518,111 @@ async fn orly_sync_up_counts_rate_limited_refusals_from_nostr_relay_builder() {
     assert!(on_relay.is_subset(&set(&s.local_side())));
 }
 
+/// The relay's reason for refusing uploads must reach the user: issue 3 says "a refused one is
+/// reported", and `SyncJob` records it (`State::last_refusal`) but never reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_reports_the_relays_reason_for_refused_uploads() {
+    orly::init_crypto();
+    let s = Sets::new("lr-refusal-reason", 0, 0, 100);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("local");
+    import(&store, &s.local_side());
+    let relay = local_relay(&[], RateLimit::default()).await;
+    // Human mode (no --json): the summary goes to stderr.
+    let (code, out, err) = orly_async(
+        &[
+            "sync",
+            &relay.url,
+            "--dir",
+            "up",
+            "--timeout",
+            "20",
+            "--data-dir",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    println!("exit {code}\nstdout: {out}\nstderr: {err}");
+    assert!(err.contains("refused uploads"), "{err}");
+    assert!(
+        err.contains("rate-limited"),
+        "40 uploads were refused with OK false \"rate-limited: slow down\", but the reason is \
+         nowhere in orly's report:\n{err}"
+    );
+}
+
+/// NIP-42 against the builder's implementation: writes require AUTH. The relay answers each
+/// unauthenticated EVENT with a fresh `AUTH` challenge and `OK false "auth-required: ..."`, and
+/// keeps at most ~20 outstanding challenges. orly must authenticate and get every event in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_up_authenticates_to_nostr_relay_builder() {
+    use nostr_relay_builder::builder::{RelayBuilderNip42, RelayBuilderNip42Mode};
+    orly::init_crypto();
+    let s = Sets::new("lr-nip42-up", 10, 0, 150);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("local");
+    import(&store, &s.local_side());
+    let relay = local_relay_with(
+        &s.remote_side(),
+        RelayBuilder::default()
+            .rate_limit(no_rate_limit())
+            .nip42(RelayBuilderNip42 {
+                mode: RelayBuilderNip42Mode::Write,
+            }),
+    )
+    .await;
+    let key = "11".repeat(32);
+    let (code, last, err, took) = orly_sync_env(
+        &relay.url,
+        &store,
+        "up",
+        "{}",
+        &[("ORLY_SYNC_AUTH_KEY", key.as_str())],
+    )
+    .await;
+    println!("orly sync --dir up with NIP-42 (write) vs LocalRelay: exit {code}, {took:?}, {last}");
+    assert_eq!(code, 0, "{last} / {err}");
+    assert_eq!((n(&last, "sent"), n(&last, "rejected")), (150, 0), "{last}");
+    assert_eq!(db_ids(&relay.db).await, set(&s.local_side()));
+}
+
+/// NIP-42 for reads: the builder answers REQ with `AUTH` + `CLOSED "auth-required: ..."` (its
+/// NEG-OPEN is not gated). orly must authenticate and fetch everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_down_authenticates_to_nostr_relay_builder() {
+    use nostr_relay_builder::builder::{RelayBuilderNip42, RelayBuilderNip42Mode};
+    orly::init_crypto();
+    let s = Sets::new("lr-nip42-down", 10, 400, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("local");
+    import(&store, &s.local_side());
+    let relay = local_relay_with(
+        &s.remote_side(),
+        RelayBuilder::default()
+            .rate_limit(no_rate_limit())
+            .nip42(RelayBuilderNip42 {
+                mode: RelayBuilderNip42Mode::Read,
+            }),
+    )
+    .await;
+    let key = "22".repeat(32);
+    let (code, last, err, took) = orly_sync_env(
+        &relay.url,
+        &store,
+        "down",
+        "{}",
+        &[("ORLY_SYNC_AUTH_KEY", key.as_str())],
+    )
+    .await;
+    println!(
+        "orly sync --dir down with NIP-42 (read) vs LocalRelay: exit {code}, {took:?}, {last}"
+    );
+    assert_eq!(code, 0, "{last} / {err}");
+    assert_eq!(n(&last, "fetched"), 400, "{last}");
+    assert_eq!(store_ids(&store), set(&s.remote_side()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // nostr-sdk's Client::sync against the orly-relay binary.
 // ---------------------------------------------------------------------------------------------
@@ -517,12 +675,15 @@ fn hexes<'a>(ids: impl IntoIterator<Item = &'a nostr_sdk::EventId>) -> Ids {
 
 /// orly-relay over a store holding A = shared + remote; an sdk client holding B = shared + local.
 async fn sdk_vs_orly_relay(direction: SyncDirection, kind: Option<u16>) {
-    orly::init_crypto();
     let tag = format!(
         "sdk-{direction:?}-{}",
         kind.map_or("all".into(), |k| k.to_string())
     );
-    let s = Sets::new(&tag, 40, 150, 120);
+    sdk_vs_orly_relay_with(direction, kind, Sets::new(&tag, 40, 150, 120)).await
+}
+
+async fn sdk_vs_orly_relay_with(direction: SyncDirection, kind: Option<u16>, s: Sets) {
+    orly::init_crypto();
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("relay");
     import(&store, &s.remote_side());
@@ -651,4 +812,16 @@ async fn nostr_sdk_sync_both_against_orly_relay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nostr_sdk_sync_both_with_kinds_filter_against_orly_relay() {
     sdk_vs_orly_relay(SyncDirection::Both, Some(1)).await;
+}
+
+/// 10 500 events, 500 differences each way scattered through the range (several rounds from
+/// nostr-sdk's 60 000-byte frames; orly-relay answers with its own, larger limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nostr_sdk_sync_both_multi_round_against_orly_relay() {
+    sdk_vs_orly_relay_with(
+        SyncDirection::Both,
+        None,
+        Sets::scattered("sdk-scattered", 10_500, 21),
+    )
+    .await;
 }

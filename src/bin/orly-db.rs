@@ -26,7 +26,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    config::init_logging();
+    let _telemetry = orly::telemetry::init("orly-db");
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -53,13 +53,15 @@ impl std::fmt::Display for StoreConfig {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level (info).
+/// Log filter when `RUST_LOG` is not set: info, with chatty dependencies at warn.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
+
+/// Logs to stderr; `RUST_LOG` overrides the default level (info). Services use
+/// `telemetry::init`, which also sets up OpenTelemetry.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn",
-        )
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,7 +12,7 @@ mod identity;
 mod ip_limit;
 mod refusal;
 mod stack;
-pub mod telemetry;
+mod telemetry;
 mod tls;
 mod token;
 

@@ -85,6 +85,7 @@ pub async fn serve(
     let health_watch =
         crate::service::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
     let res = tonic::transport::Server::builder()
+        .trace_fn(crate::telemetry::grpc_span)
         .layer(layers)
         .add_service(health)
         .add_service(crate::service::reflection()?)

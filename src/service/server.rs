@@ -17,6 +17,7 @@ pub async fn serve_db(
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = super::watch_store_health(reporter, store.clone(), &[DB_SERVICE_NAME]);
     let res = tonic::transport::Server::builder()
+        .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(super::reflection().expect("the embedded descriptor set is valid"))
@@ -39,6 +40,7 @@ pub async fn serve_sync_plain(
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = super::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
     let res = tonic::transport::Server::builder()
+        .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(super::reflection().expect("the embedded descriptor set is valid"))

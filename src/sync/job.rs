@@ -53,7 +53,8 @@ struct State {
     need_q: VecDeque<[u8; 32]>,
     have_q: VecDeque<[u8; 32]>,
     seen: HashSet<[u8; 32]>,
-    fetches: HashMap<String, HashSet<[u8; 32]>>,
+    /// Outstanding `REQ`s: the ids asked for, and the batch's span (closed at `EOSE`).
+    fetches: HashMap<String, (HashSet<[u8; 32]>, tracing::Span)>,
     fetch_seq: u64,
     uploads: HashSet<String>,
     to_save: Vec<Event>,
@@ -219,13 +220,15 @@ impl SyncJob {
             st.fetch_seq += 1;
             let sub = format!("orly-req-{}", st.fetch_seq);
             let hexes: Vec<String> = ids.iter().map(hex::encode).collect();
+            let span = tracing::info_span!("fetch_batch", sub = %sub, ids = ids.len(), missing = tracing::field::Empty);
             send(st, json!(["REQ", sub, {"ids": hexes}])).await?;
-            st.fetches.insert(sub, ids);
+            st.fetches.insert(sub, (ids, span));
         }
         while st.uploads.len() < UPLOAD_WINDOW && !st.have_q.is_empty() && st.moved < cap {
             let room = (UPLOAD_WINDOW - st.uploads.len()).min((cap - st.moved) as usize);
             let n = room.min(st.have_q.len());
             let ids: Vec<[u8; 32]> = st.have_q.drain(..n).collect();
+            let _span = tracing::info_span!("upload_batch", events = ids.len());
             for ev in self.store.get_by_ids(ids).await? {
                 st.moved += 1;
                 st.uploads.insert(ev.id_hex());
@@ -260,8 +263,10 @@ impl SyncJob {
                 let bytes = hex::decode(&hex)
                     .map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
                 let (mut have, mut need) = (Vec::new(), Vec::new());
+                let round =
+                    tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
                 let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    sess.neg.reconcile_with_ids(&bytes, &mut have, &mut need)
+                    round.in_scope(|| sess.neg.reconcile_with_ids(&bytes, &mut have, &mut need))
                 }))
                 .map_err(|_| {
                     SyncError::Incomplete("bad negentropy message (decoder failed)".into())
@@ -310,7 +315,7 @@ impl SyncJob {
                     } else {
                         return Err(SyncError::Refused(message));
                     }
-                } else if let Some(ids) = st.fetches.remove(&sub) {
+                } else if let Some((ids, _span)) = st.fetches.remove(&sub) {
                     if message.starts_with("auth-required") {
                         self.authenticate(st, &message).await?;
                         st.moved -= ids.len() as u64;
@@ -344,7 +349,7 @@ impl SyncJob {
                         if st
                             .fetches
                             .get_mut(&sub)
-                            .is_some_and(|ids| ids.remove(&ev.id)) =>
+                            .is_some_and(|(ids, _)| ids.remove(&ev.id)) =>
                     {
                         st.to_save.push(ev)
                     }
@@ -355,7 +360,8 @@ impl SyncJob {
                 }
             }
             RelayMsg::Eose { sub } => {
-                if let Some(missing) = st.fetches.remove(&sub) {
+                if let Some((missing, span)) = st.fetches.remove(&sub) {
+                    span.record("missing", missing.len());
                     // Ids the relay did not deliver free their place under the cap.
                     st.moved -= missing.len() as u64;
                     self.flush(st).await?;

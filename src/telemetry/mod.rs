@@ -1,5 +1,132 @@
 //! OpenTelemetry: traces and metrics, exported over OTLP/gRPC only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set; nothing leaves the process otherwise.
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard `OTEL_*` variables apply); nothing leaves
+//! the process otherwise, and the instruments are no-ops.
+//!
+//! Spans: one per RPC (`grpc_span`, parent taken from the W3C `traceparent` metadata), one per
+//! sync job, children per negentropy round and per transfer batch (in `sync`).
+
+mod metrics;
+
+pub use metrics::{
+    count_auth_failure, count_events_moved, count_refusal, count_sync, record_audit_latency,
+};
+
+use opentelemetry::trace::TracerProvider as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Flushes and shuts the exporters down when dropped (end of `main`).
+pub struct TelemetryGuard {
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    metrics: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(t) = self.traces.take() {
+            let _ = t.shutdown();
+        }
+        if let Some(m) = self.metrics.take() {
+            let _ = m.shutdown();
+        }
+    }
+}
+
+/// Installs logging (stderr, `RUST_LOG`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
+/// OTLP trace and metric exporters. Call once at the start of a service's `main`, inside the
+/// tokio runtime.
+pub fn init(service: &'static str) -> TelemetryGuard {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG_FILTER));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.trim().is_empty());
+    let Some(endpoint) = endpoint else {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(fmt)
+            .try_init();
+        return TelemetryGuard {
+            traces: None,
+            metrics: None,
+        };
+    };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    let traces = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .map(|exp| {
+            opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exp)
+                .with_resource(resource.clone())
+                .build()
+        });
+    let metrics = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .build()
+        .map(|exp| {
+            opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                .with_periodic_exporter(exp)
+                .with_resource(resource)
+                .build()
+        });
+    let traces = match traces {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("{service}: OTLP trace exporter disabled: {e}");
+            None
+        }
+    };
+    let metrics = match metrics {
+        Ok(m) => {
+            opentelemetry::global::set_meter_provider(m.clone());
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!("{service}: OTLP metric exporter disabled: {e}");
+            None
+        }
+    };
+    let otel_layer = traces
+        .as_ref()
+        .map(|t| tracing_opentelemetry::layer().with_tracer(t.tracer(service)));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel_layer)
+        .try_init();
+    tracing::info!(%endpoint, "OpenTelemetry export enabled");
+    TelemetryGuard { traces, metrics }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// The span of one gRPC call, child of the caller's W3C trace context when it sent one. Use
+/// with `tonic::transport::Server::trace_fn`.
+pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc", otel.name = %req.uri().path(), rpc.system = "grpc");
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    let _ = span.set_parent(parent);
+    span
+}
 
 /// Extracts the trace id (32 hex) from a W3C `traceparent` header, if valid.
 pub fn trace_id_from_headers(h: &http::HeaderMap) -> Option<String> {
@@ -10,19 +137,4 @@ pub fn trace_id_from_headers(h: &http::HeaderMap) -> Option<String> {
         && trace.bytes().all(|b| b.is_ascii_hexdigit())
         && trace != "0".repeat(32);
     ok.then(|| trace.to_ascii_lowercase())
-}
-
-/// Counts a refusal by gRPC code.
-pub fn count_refusal(code: tonic::Code, _reason: &str) {
-    tracing::debug!(?code, "refused");
-}
-
-/// Counts an authentication failure by reason class.
-pub fn count_auth_failure(reason: &'static str) {
-    tracing::debug!(reason, "auth failure");
-}
-
-/// Records one audit write's latency.
-pub fn record_audit_latency(d: std::time::Duration) {
-    tracing::trace!(us = d.as_micros() as u64, "audit write");
 }
