@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const COUNT: &str = "200000";
+const COUNT: &str = "120000";
 
 /// Bytes actually allocated under `p` (the journal is preallocated, so its length says nothing).
 fn allocated(p: &Path) -> u64 {
@@ -160,7 +160,7 @@ fn kill_9_mid_import_leaves_a_consistent_prefix_and_reimport_converges() {
     );
 
     // Kill points, as bytes written under the store: just after the first commits, early, late.
-    for (round, threshold) in [(1, 6u64 << 20), (2, 20 << 20), (3, 40 << 20)] {
+    for (round, threshold) in [(1, 5u64 << 20), (2, 14 << 20), (3, 26 << 20)] {
         let when = format!("round {round} (killed at {} MiB)", threshold >> 20);
         let dir = tmp.path().join(format!("store{round}"));
         let mut child = Command::new(bin("orly"))

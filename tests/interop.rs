@@ -223,6 +223,14 @@ async fn local_relay_with(events: &[Event], builder: RelayBuilder) -> TestRelay 
 
 /// Runs `orly` without blocking the runtime (the LocalRelay lives in it), killed if it overruns.
 async fn orly_async(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    orly_async_within(SYNC_LIMIT, args, envs).await
+}
+
+async fn orly_async_within(
+    limit: Duration,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(bin("orly"));
     cmd.args(args)
         .env_remove("ORLY_DATA_DIR")
@@ -237,15 +245,35 @@ async fn orly_async(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, Strin
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("spawn orly");
-    let out = timeout(SYNC_LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("orly {args:?} did not finish within {SYNC_LIMIT:?}"))
-        .expect("wait for orly");
+    let mut child = cmd.spawn().expect("spawn orly");
+    // Drain both pipes concurrently so a timeout still shows what orly said.
+    let drain = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf).await;
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+    let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+    let status = match timeout(limit, child.wait()).await {
+        Ok(st) => st.expect("wait for orly"),
+        Err(_) => {
+            let _ = child.kill().await;
+            let (out, err) = (out.await.unwrap(), err.await.unwrap());
+            let tail: Vec<&str> = out.lines().rev().take(5).collect();
+            panic!(
+                "orly {args:?} did not finish within {limit:?}; {} stdout lines, last (newest first): {tail:#?}; stderr: {err}",
+                out.lines().count()
+            );
+        }
+    };
     (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        status.code().unwrap_or(-1),
+        out.await.unwrap(),
+        err.await.unwrap(),
     )
 }
 
@@ -257,7 +285,7 @@ async fn orly_sync(
     dir: &str,
     filter: &str,
 ) -> (i32, Value, String, Duration) {
-    orly_sync_env(url, store, dir, filter, &[]).await
+    orly_sync_env(url, store, dir, filter, &[], SYNC_LIMIT).await
 }
 
 async fn orly_sync_env(
@@ -266,9 +294,11 @@ async fn orly_sync_env(
     dir: &str,
     filter: &str,
     envs: &[(&str, &str)],
+    limit: Duration,
 ) -> (i32, Value, String, Duration) {
     let t0 = Instant::now();
-    let (code, out, err) = orly_async(
+    let (code, out, err) = orly_async_within(
+        limit,
         &[
             "sync",
             url,
@@ -552,14 +582,14 @@ async fn orly_sync_reports_the_relays_reason_for_refused_uploads() {
     );
 }
 
-/// NIP-42 against the builder's implementation: writes require AUTH. The relay answers each
+/// NIP-42 against the builder's implementation: writes require AUTH. The builder answers each
 /// unauthenticated EVENT with a fresh `AUTH` challenge and `OK false "auth-required: ..."`, and
-/// keeps at most ~20 outstanding challenges. orly must authenticate and get every event in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orly_sync_up_authenticates_to_nostr_relay_builder() {
+/// keeps at most ~21 outstanding challenges (NIP-42: a challenge is valid until the next one).
+/// orly must authenticate and get every event in.
+async fn orly_up_with_write_auth(tag: &str, uploads: usize) {
     use nostr_relay_builder::builder::{RelayBuilderNip42, RelayBuilderNip42Mode};
     orly::init_crypto();
-    let s = Sets::new("lr-nip42-up", 10, 0, 150);
+    let s = Sets::new(tag, 10, 0, uploads);
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("local");
     import(&store, &s.local_side());
@@ -579,12 +609,33 @@ async fn orly_sync_up_authenticates_to_nostr_relay_builder() {
         "up",
         "{}",
         &[("ORLY_SYNC_AUTH_KEY", key.as_str())],
+        Duration::from_secs(30),
     )
     .await;
-    println!("orly sync --dir up with NIP-42 (write) vs LocalRelay: exit {code}, {took:?}, {last}");
+    println!(
+        "orly sync --dir up ({uploads} uploads) with NIP-42 (write) vs LocalRelay: exit {code}, {took:?}, {last}"
+    );
     assert_eq!(code, 0, "{last} / {err}");
-    assert_eq!((n(&last, "sent"), n(&last, "rejected")), (150, 0), "{last}");
+    assert_eq!(
+        (n(&last, "sent"), n(&last, "rejected")),
+        (uploads as u64, 0),
+        "{last}"
+    );
     assert_eq!(db_ids(&relay.db).await, set(&s.local_side()));
+}
+
+/// Fewer uploads than the builder keeps challenges: passes even with eager re-sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_up_authenticates_to_nostr_relay_builder_small() {
+    orly_up_with_write_auth("lr-nip42-up-small", 15).await;
+}
+
+/// A full upload window (100 in flight) of auth-required refusals: every refusal brings a new
+/// challenge, so orly must authenticate once with the latest challenge, wait for its OK, and
+/// only then re-send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_sync_up_authenticates_to_nostr_relay_builder() {
+    orly_up_with_write_auth("lr-nip42-up", 150).await;
 }
 
 /// NIP-42 for reads: the builder answers REQ with `AUTH` + `CLOSED "auth-required: ..."` (its
@@ -613,6 +664,7 @@ async fn orly_sync_down_authenticates_to_nostr_relay_builder() {
         "down",
         "{}",
         &[("ORLY_SYNC_AUTH_KEY", key.as_str())],
+        SYNC_LIMIT,
     )
     .await;
     println!(

@@ -209,9 +209,13 @@ fn health(addr: SocketAddr, service: &str) -> Result<i32, String> {
         .unwrap();
     rt.block_on(async {
         let call = async {
-            let mut client = HealthClient::connect(format!("http://{addr}"))
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
                 .await
                 .map_err(|e| format!("connect {addr}: {e}"))?;
+            let mut client = HealthClient::new(channel);
             let r = client
                 .check(HealthCheckRequest {
                     service: service.to_string(),
@@ -373,4 +377,37 @@ fn bad_configuration_is_reported_whole_before_anything_starts() {
         "{err}"
     );
     assert!(started_pids(&l.stdout.snapshot()).is_empty());
+}
+
+#[test]
+fn the_sync_service_behind_mtls_is_probed_with_a_client_certificate() {
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let admins = ["alice".to_string(), "probe".to_string()];
+    let pki = orly::auth::init_dev_pki(pki_dir.path(), &admins, &[], 1, false).expect("dev pki");
+    // The probe's certificate is signed by the client CA but named in no policy: it can pass
+    // the TLS handshake and ask for health, nothing else.
+    let policy = pki_dir.path().join("policy.toml");
+    let starter = orly::policy::starter_policy(&admins[..1]).expect("policy");
+    std::fs::write(&policy, starter).expect("write policy");
+    let probe = &pki.admins[1];
+    let p = |x: &std::path::Path| x.display().to_string();
+    let mut l = Launcher::start(&[
+        ("ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED", "true".into()),
+        ("ORLY_TLS_CERT", p(&pki.server_cert)),
+        ("ORLY_TLS_KEY", p(&pki.server_key)),
+        ("ORLY_TLS_CLIENT_CA", p(&pki.ca_cert)),
+        ("ORLY_POLICY", p(&policy)),
+        ("ORLY_TOKEN_KEYS", p(&pki.token_pub)),
+        ("ORLY_AUDIT_DIR", p(&pki_dir.path().join("audit"))),
+        ("ORLY_LAUNCHER_HEALTH_CERT", p(&probe.cert)),
+        ("ORLY_LAUNCHER_HEALTH_KEY", p(&probe.key)),
+    ]);
+    let ready = l.ready();
+    assert_eq!(ready.len(), 3);
+    let (_, sync_addr, _) = ready[2];
+    assert!(
+        health(sync_addr, "orlysync.negentropy.v1.NegentropyService").is_err(),
+        "plaintext is refused: the service really is behind TLS"
+    );
+    assert!(l.terminate().success());
 }

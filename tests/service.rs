@@ -523,7 +523,9 @@ fn five_concurrent_client_syncs_store_exactly_the_union() {
         let v = last_json(o);
         assert_eq!(v["complete"], true, "sync {i}: {v}");
         let [have, need, fetched, sent] = counters(&v);
-        assert_eq!((have, sent), (0, 0), "sync {i}: {v}");
+        // `have` counts what other syncs stored meanwhile (the relay lacks it); down sends none.
+        assert!(have <= 4 * 80, "sync {i}: {v}");
+        assert_eq!(sent, 0, "sync {i}: {v}");
         assert!((80..=95).contains(&need), "sync {i}: need {need}: {v}");
         // An id another sync stored meanwhile is counted as skipped, not fetched.
         let skipped = v["skipped"].as_u64().expect("skipped");

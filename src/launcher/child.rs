@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How many of a child's last stderr lines are kept for error messages.
-const KEPT_STDERR_LINES: usize = 4;
+const KEPT_STDERR_LINES: usize = 3;
 /// Bound on waiting for a dead child's pipes to be read to the end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on running the `kill` command itself.
@@ -163,11 +163,12 @@ impl RunningChild {
         self.child.wait().await
     }
 
-    /// The child's last few stderr lines, joined, for error messages.
+    /// The child's last stderr lines that are not routine log lines (its fatal error, a
+    /// panic message), joined, for error messages.
     pub async fn last_words(&mut self) -> String {
         self.drain_output().await;
         let r = self.recent_stderr.lock().unwrap_or_else(|p| p.into_inner());
-        r.iter().cloned().collect::<Vec<_>>().join(" | ")
+        last_words(r.iter())
     }
 
     /// Lets the output forwarders finish (bounded), so a dead child's last lines are printed.
@@ -242,6 +243,47 @@ impl fmt::Display for StopOutcome {
     }
 }
 
+/// Picks what explains an exit from a child's last stderr lines: the ones that are not
+/// INFO/DEBUG/TRACE log lines (else the very last line), colours removed.
+fn last_words<'a>(lines: impl Iterator<Item = &'a String>) -> String {
+    let plain: Vec<String> = lines.map(|l| strip_ansi(l)).collect();
+    let routine = |l: &&String| {
+        [" INFO ", " DEBUG ", " TRACE "]
+            .iter()
+            .any(|m| l.contains(m))
+    };
+    let telling: Vec<&String> = plain.iter().filter(|l| !routine(l)).collect();
+    match (telling.is_empty(), plain.last()) {
+        (false, _) => telling
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        (true, Some(last)) => last.clone(),
+        (true, None) => String::new(),
+    }
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... final`), which the services' logs use for colour.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Parses "NAME listening on ADDR", the first stdout line of every orly service.
 pub fn parse_announce(name: ServiceName, line: &str) -> Option<SocketAddr> {
     line.trim()
@@ -308,5 +350,22 @@ mod tests {
             parse_announce(ServiceName::Relay, "orly-relay listening on soon"),
             None
         );
+    }
+
+    #[test]
+    fn last_words_skip_routine_log_lines_and_colours() {
+        let lines = [
+            "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m starting".to_string(),
+            "orly-relay: cannot listen on 127.0.0.1:7777: Address already in use".to_string(),
+        ];
+        assert_eq!(
+            last_words(lines.iter()),
+            "orly-relay: cannot listen on 127.0.0.1:7777: Address already in use"
+        );
+        assert_eq!(
+            last_words(lines[..1].iter()),
+            "2026-01-01T00:00:00Z  INFO starting"
+        );
+        assert_eq!(last_words([].iter()), "");
     }
 }

@@ -270,8 +270,10 @@ impl NegentropyService for SyncService {
                     e.cancel = None;
                     e.finished_at = Some(Instant::now());
                 });
-                gate.finished(&admission, &req, &last, started.elapsed())
-                    .await;
+                crate::telemetry::count_sync(last.error_kind.as_deref().unwrap_or("complete"));
+                crate::telemetry::count_events_moved("down", last.fetched);
+                crate::telemetry::count_events_moved("up", last.sent);
+                gate.finished(&admission, &req, &last, started.elapsed()).await;
                 let _ = tx.send(Ok(msg)).await;
             },
             span,
