@@ -155,8 +155,16 @@ fn service_log() -> Log {
     let (code, out) = run(&["certs", "init", pki.to_str().unwrap(), "--admin", "alice"]);
     assert_eq!(code, 0, "certs init: {out}");
     let (code, out) = run(&[
-        "token", "mint", "--admin", "alice", "--key", &p("token.key"), "--cert",
-        &p("alice.pem"), "--out", &p("alice.token"),
+        "token",
+        "mint",
+        "--admin",
+        "alice",
+        "--key",
+        &p("token.key"),
+        "--cert",
+        &p("alice.pem"),
+        "--out",
+        &p("alice.token"),
     ]);
     assert_eq!(code, 0, "token mint: {out}");
 
@@ -177,21 +185,43 @@ fn service_log() -> Log {
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let svc = spawn_service(
         "orly-sync-negentropy",
-        &["--listen", "127.0.0.1:0", "--data-dir", store.to_str().unwrap()],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            store.to_str().unwrap(),
+        ],
         &envs,
     );
     let url = format!("ws://{}", rl.addr);
-    let (ca, cert, key, token) = (p("ca.pem"), p("alice.pem"), p("alice.key"), p("alice.token"));
+    let (ca, cert, key, token) = (
+        p("ca.pem"),
+        p("alice.pem"),
+        p("alice.key"),
+        p("alice.token"),
+    );
     for dir in ["down", "none", "both"] {
         let (code, out) = run(&[
-            "sync", &url, "--server", &svc.addr, "--ca", &ca, "--cert", &cert, "--key", &key,
-            "--token-file", &token, "--dir", dir, "--json",
+            "sync",
+            &url,
+            "--server",
+            &svc.addr,
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--token-file",
+            &token,
+            "--dir",
+            dir,
+            "--json",
         ]);
         assert_eq!(code, 0, "client-mode sync --dir {dir}: {out}");
     }
     let (code, out) = run(&[
-        "sync", &url, "--server", &svc.addr, "--ca", &ca, "--cert", &cert, "--key", &key,
-        "--json",
+        "sync", &url, "--server", &svc.addr, "--ca", &ca, "--cert", &cert, "--key", &key, "--json",
     ]);
     assert_ne!(code, 0, "a sync without a token succeeded: {out}");
     let st = svc.terminate();
@@ -367,10 +397,18 @@ fn verify_detects_a_forged_checkpoint_in_the_middle_of_the_log() {
     let cps: Vec<usize> = all
         .iter()
         .enumerate()
-        .filter(|(_, l)| serde_json::from_str::<AuditRecord>(l).unwrap().checkpoint.is_some())
+        .filter(|(_, l)| {
+            serde_json::from_str::<AuditRecord>(l)
+                .unwrap()
+                .checkpoint
+                .is_some()
+        })
         .map(|(i, _)| i)
         .collect();
-    assert!(cps.len() >= 2, "expected checkpoints every 3 records: {all:#?}");
+    assert!(
+        cps.len() >= 2,
+        "expected checkpoints every 3 records: {all:#?}"
+    );
     let (code, out) = verify(&dir, Some(&pub_path));
     assert_eq!(code, 0, "intact: {out}");
 
@@ -395,5 +433,8 @@ fn verify_detects_a_forged_checkpoint_in_the_middle_of_the_log() {
     );
     // Documented limit: without the public key, a consistent re-chaining is not detectable.
     let (code, out) = verify(&copy, None);
-    assert_eq!(code, 0, "without --pubkey the re-chained log links up: {out}");
+    assert_eq!(
+        code, 0,
+        "without --pubkey the re-chained log links up: {out}"
+    );
 }

@@ -205,6 +205,7 @@ fn kill_9_mid_import_leaves_a_consistent_prefix_and_reimport_converges() {
             "{when}: the {count} surviving events are not the result of any prefix of the input"
         );
 
+        let t_reimport = Instant::now();
         let out = Command::new(bin("orly"))
             .args(["import", file.to_str().unwrap(), "--data-dir"])
             .arg(&dir)
@@ -213,6 +214,7 @@ fn kill_9_mid_import_leaves_a_consistent_prefix_and_reimport_converges() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{when}: re-import: {err}");
+        let t_reimport = t_reimport.elapsed();
         let s = summary(&err);
         assert_eq!(s["rejected"], 0, "{when}: {err}");
         assert_eq!(
@@ -234,7 +236,7 @@ fn kill_9_mid_import_leaves_a_consistent_prefix_and_reimport_converges() {
         }
         eprintln!(
             "{when}: killed after {killed_after:.1?} at line ~{} with {count} events stored; \
-             round took {:.1?}",
+             re-import {t_reimport:.1?}; round {:.1?}",
             prefix.unwrap(),
             started.elapsed()
         );

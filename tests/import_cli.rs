@@ -193,9 +193,23 @@ fn fixture(dir: &Path) -> (Vec<Value>, BTreeMap<String, Value>) {
 // ---------------------------------------------------------------------------------------------
 // The "done when" of the foundation issue: 100 000 events, 1% corrupt.
 
-/// Corruption number `i` of line `line` (`next` is another valid line, for a foreign sig).
-fn corrupt(i: usize, line: &[u8], next: &[u8]) -> Vec<u8> {
+/// Corruption number `i` of line `line` (`next` is another valid line, for a foreign sig), and
+/// a word the rejection reason must contain: each kind of damage is caught by the right check.
+fn corrupt(i: usize, line: &[u8], next: &[u8]) -> (Vec<u8>, &'static str) {
     let text = std::str::from_utf8(line).unwrap();
+    let why = match i {
+        500 | 501 => "too long",
+        _ => match i % 14 {
+            0 | 12 => "signature",
+            1 | 7 | 8 => "id does not match", // the pubkey is part of what the id hashes
+            _ => "malformed",
+        },
+    };
+    (damage(i, text, next), why)
+}
+
+fn damage(i: usize, text: &str, next: &[u8]) -> Vec<u8> {
+    let line = text.as_bytes();
     let v: Value = serde_json::from_str(text).unwrap();
     let edit = |f: &dyn Fn(&mut serde_json::Map<String, Value>)| {
         let mut v = v.clone();
@@ -296,9 +310,14 @@ fn hundred_thousand_events_with_one_percent_corrupt() {
     assert_eq!(bad.len(), 1000);
     let mut input = Vec::with_capacity(generated.len() + (11 << 20));
     let mut valid = Vec::with_capacity(lines.len());
+    let mut reasons = BTreeMap::new();
     for (n, line) in lines.iter().enumerate() {
         match bad.get(&n) {
-            Some(&i) => input.extend_from_slice(&corrupt(i, line, lines[(n + 1) % lines.len()])),
+            Some(&i) => {
+                let (bytes, why) = corrupt(i, line, lines[(n + 1) % lines.len()]);
+                input.extend_from_slice(&bytes);
+                reasons.insert(n as u64 + 1, why);
+            }
             None => {
                 input.extend_from_slice(line);
                 valid.push(serde_json::from_slice::<Value>(line).unwrap());
@@ -324,7 +343,7 @@ fn hundred_thousand_events_with_one_percent_corrupt() {
     let t_import = t1.elapsed();
     assert_eq!(code, 0, "{err}");
     let named = rejections(&err);
-    let expected_named: BTreeSet<u64> = bad.keys().map(|n| *n as u64 + 1).collect();
+    let expected_named: BTreeSet<u64> = reasons.keys().copied().collect();
     let missing: Vec<_> = expected_named
         .iter()
         .filter(|n| !named.contains_key(n))
@@ -336,6 +355,16 @@ fn hundred_thousand_events_with_one_percent_corrupt() {
     assert!(
         missing.is_empty() && extra.is_empty(),
         "bad lines not named: {missing:?}; good lines rejected: {extra:?}"
+    );
+    let wrong_check: Vec<_> = named
+        .iter()
+        .filter(|(n, reason)| !reason.contains(reasons[*n]))
+        .map(|(n, reason)| format!("line {n}: {reason} (expected {:?})", reasons[n]))
+        .collect();
+    assert!(
+        wrong_check.is_empty(),
+        "caught by the wrong check:\n{}",
+        wrong_check.join("\n")
     );
     let s = summary(&err);
     assert_eq!(s["lines"], 100_000);

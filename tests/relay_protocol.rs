@@ -50,7 +50,9 @@ impl Client {
     async fn recv_within(&mut self, d: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             match frame {
                 Some(Ok(Message::Text(t))) => {
                     let v: Value = serde_json::from_str(t.as_str())
@@ -197,13 +199,19 @@ async fn event_ok_duplicate_and_invalid() {
     let ok = c.ask(json!(["EVENT", ev_json(&e)])).await;
     assert_eq!(ok, json!(["OK", id, true, ""]));
     let dup = c.ask(json!(["EVENT", ev_json(&e)])).await;
-    assert_eq!((&dup[0], &dup[1], &dup[2]), (&json!("OK"), &json!(id), &json!(true)));
+    assert_eq!(
+        (&dup[0], &dup[1], &dup[2]),
+        (&json!("OK"), &json!(id), &json!(true))
+    );
     assert!(dup[3].as_str().unwrap().starts_with("duplicate:"), "{dup}");
 
     let mut bad_sig = sign_event(&keys(0), T0 + 1, 1, vec![], "forged");
     bad_sig.sig[3] ^= 1;
     let r = c.ask(json!(["EVENT", ev_json(&bad_sig)])).await;
-    assert_eq!((&r[0], &r[1], &r[2]), (&json!("OK"), &json!(bad_sig.id_hex()), &json!(false)));
+    assert_eq!(
+        (&r[0], &r[1], &r[2]),
+        (&json!("OK"), &json!(bad_sig.id_hex()), &json!(false))
+    );
     assert!(r[3].as_str().unwrap().starts_with("invalid:"), "{r}");
 
     let mut bad_id = sign_event(&keys(0), T0 + 2, 1, vec![], "original");
@@ -221,7 +229,15 @@ async fn event_ok_duplicate_and_invalid() {
 async fn req_stored_then_eose_then_live_and_close_stops_live() {
     let tmp = tempfile::tempdir().unwrap();
     let stored: Vec<Event> = (0..6)
-        .map(|i| sign_event(&keys(1), T0 + i, if i % 2 == 0 { 1 } else { 7 }, vec![], &format!("stored {i}")))
+        .map(|i| {
+            sign_event(
+                &keys(1),
+                T0 + i,
+                if i % 2 == 0 { 1 } else { 7 },
+                vec![],
+                &format!("stored {i}"),
+            )
+        })
         .collect();
     let relay = start(tmp.path(), &stored, &[]);
     let mut a = Client::connect(&relay.addr).await;
@@ -243,9 +259,14 @@ async fn req_stored_then_eose_then_live_and_close_stops_live() {
     // CLOSE s1, then open s2 (same filter): s2 sees new events, s1 sees nothing more.
     a.send(json!(["CLOSE", "s1"])).await;
     let after_close = sign_event(&keys(2), T0 + 102, 1, vec![], "after close");
-    assert_eq!(b.ask(json!(["EVENT", ev_json(&after_close)])).await[2], true);
+    assert_eq!(
+        b.ask(json!(["EVENT", ev_json(&after_close)])).await[2],
+        true
+    );
     // (An event for s1 arriving here fails inside `req` as unexpected.)
-    let got = a.req("s2", &[json!({"kinds": [1], "since": T0 + 102})]).await;
+    let got = a
+        .req("s2", &[json!({"kinds": [1], "since": T0 + 102})])
+        .await;
     assert_eq!(got, vec![after_close]);
     let mut seen_s1 = Vec::new();
     let last = sign_event(&keys(2), T0 + 103, 1, vec![], "last");
@@ -288,7 +309,11 @@ async fn filter_errors_and_subscription_limit_give_closed() {
     {
         let sub = format!("bad-{i}");
         let r = c.ask(json!(["REQ", sub, bad])).await;
-        assert_eq!((&r[0], &r[1]), (&json!("CLOSED"), &json!(sub)), "{bad}: {r}");
+        assert_eq!(
+            (&r[0], &r[1]),
+            (&json!("CLOSED"), &json!(sub)),
+            "{bad}: {r}"
+        );
         assert!(r[2].as_str().unwrap().starts_with("invalid:"), "{bad}: {r}");
     }
     let r = c.ask(json!(["REQ", "no-filter"])).await;
@@ -296,7 +321,11 @@ async fn filter_errors_and_subscription_limit_give_closed() {
 
     // 32 open subscriptions are fine; the 33rd is refused; closing one makes room.
     for i in 0..32 {
-        assert!(c.req(&format!("sub-{i}"), &[json!({"kinds": [1]})]).await.is_empty());
+        assert!(
+            c.req(&format!("sub-{i}"), &[json!({"kinds": [1]})])
+                .await
+                .is_empty()
+        );
     }
     let r = c.ask(json!(["REQ", "sub-32", {"kinds": [1]}])).await;
     assert_eq!((&r[0], &r[1]), (&json!("CLOSED"), &json!("sub-32")), "{r}");
@@ -315,10 +344,24 @@ async fn oversized_event_and_malformed_json_leave_the_connection_usable() {
 
     let huge = sign_event(&keys(3), T0, 1, vec![], &"x".repeat(300_000));
     let r = c.ask(json!(["EVENT", ev_json(&huge)])).await;
-    assert_eq!((&r[0], &r[1], &r[2]), (&json!("OK"), &json!(huge.id_hex()), &json!(false)), "{r}");
+    assert_eq!(
+        (&r[0], &r[1], &r[2]),
+        (&json!("OK"), &json!(huge.id_hex()), &json!(false)),
+        "{r}"
+    );
     assert!(!r[3].as_str().unwrap().is_empty());
 
-    for junk in ["{not json", "[\"EVENT\",", "", "null", "42", "{}", "[]", "[1,2]", "[\"WHAT\"]"] {
+    for junk in [
+        "{not json",
+        "[\"EVENT\",",
+        "",
+        "null",
+        "42",
+        "{}",
+        "[]",
+        "[1,2]",
+        "[\"WHAT\"]",
+    ] {
         c.send_raw(junk).await;
         let r = c.recv().await;
         assert_eq!(r[0], "NOTICE", "{junk:?}: {r}");
@@ -367,7 +410,11 @@ async fn neg_garbage_gets_neg_err_and_connection_stays_usable() {
     for (i, g) in garbage.iter().enumerate() {
         let sub = format!("g{i}");
         let r = c.ask(json!(["NEG-OPEN", sub, {}, g])).await;
-        assert_eq!((&r[0], &r[1]), (&json!("NEG-ERR"), &json!(sub)), "{g:?}: {r}");
+        assert_eq!(
+            (&r[0], &r[1]),
+            (&json!("NEG-ERR"), &json!(sub)),
+            "{g:?}: {r}"
+        );
         assert!(!r[2].as_str().unwrap_or("").is_empty(), "{r}");
     }
     // Wrong shapes of NEG-OPEN itself.
@@ -384,13 +431,20 @@ async fn neg_garbage_gets_neg_err_and_connection_stays_usable() {
     loop {
         assert_eq!(msg[0], "NEG-MSG", "{msg}");
         let bytes = hex::decode(msg[2].as_str().unwrap()).unwrap();
-        match neg.reconcile_with_ids(&bytes, &mut have, &mut need).unwrap() {
+        match neg
+            .reconcile_with_ids(&bytes, &mut have, &mut need)
+            .unwrap()
+        {
             Some(next) => msg = c.ask(json!(["NEG-MSG", "ok", hex::encode(next)])).await,
             None => break,
         }
     }
     let need: BTreeSet<String> = need.iter().map(|i| hex::encode(i.as_bytes())).collect();
-    let want: BTreeSet<String> = evs.iter().filter(|e| e.kind == 7).map(Event::id_hex).collect();
+    let want: BTreeSet<String> = evs
+        .iter()
+        .filter(|e| e.kind == 7)
+        .map(Event::id_hex)
+        .collect();
     assert!(!want.is_empty());
     assert_eq!(need, want);
     assert!(have.is_empty());
@@ -405,14 +459,20 @@ async fn neg_open_with_truncated_message_gets_neg_err() {
     let relay = start(tmp.path(), &notes("neg-truncated", 20, T0), &[]);
     let mut c = Client::connect(&relay.addr).await;
     let mut wrong = Vec::new();
-    for (i, g) in ["6181", "614f", "610000", "6100", "61000001abcd"].iter().enumerate() {
+    for (i, g) in ["6181", "614f", "610000", "6100", "61000001abcd"]
+        .iter()
+        .enumerate()
+    {
         let sub = format!("t{i}");
         let r = c.ask(json!(["NEG-OPEN", sub, {}, g])).await;
         if r[0] != "NEG-ERR" {
             wrong.push((g.to_string(), r));
         }
     }
-    assert!(wrong.is_empty(), "truncated messages answered as valid: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "truncated messages answered as valid: {wrong:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,10 +487,18 @@ async fn neg_session_limit_unknown_sub_and_close() {
 
     for i in 0..8 {
         let r = c.ask(json!(["NEG-OPEN", format!("n{i}"), {}, init])).await;
-        assert_eq!((&r[0], &r[1]), (&json!("NEG-MSG"), &json!(format!("n{i}"))), "{r}");
+        assert_eq!(
+            (&r[0], &r[1]),
+            (&json!("NEG-MSG"), &json!(format!("n{i}"))),
+            "{r}"
+        );
     }
     let r = c.ask(json!(["NEG-OPEN", "n8", {}, init])).await;
-    assert_eq!((&r[0], &r[1]), (&json!("NEG-ERR"), &json!("n8")), "ninth session: {r}");
+    assert_eq!(
+        (&r[0], &r[1]),
+        (&json!("NEG-ERR"), &json!("n8")),
+        "ninth session: {r}"
+    );
     // Re-opening an open id replaces that session: allowed at the limit.
     let r = c.ask(json!(["NEG-OPEN", "n3", {}, init])).await;
     assert_eq!(r[0], "NEG-MSG", "{r}");
@@ -441,7 +509,11 @@ async fn neg_session_limit_unknown_sub_and_close() {
     // NEG-CLOSE frees a place, and the closed id is gone.
     c.send(json!(["NEG-CLOSE", "n0"])).await;
     let r = c.ask(json!(["NEG-OPEN", "n8", {}, init])).await;
-    assert_eq!((&r[0], &r[1]), (&json!("NEG-MSG"), &json!("n8")), "after NEG-CLOSE: {r}");
+    assert_eq!(
+        (&r[0], &r[1]),
+        (&json!("NEG-MSG"), &json!("n8")),
+        "after NEG-CLOSE: {r}"
+    );
     let r = c.ask(json!(["NEG-MSG", "n0", init])).await;
     assert_eq!((&r[0], &r[1]), (&json!("NEG-ERR"), &json!("n0")), "{r}");
 
@@ -469,7 +541,9 @@ async fn neg_max_records_blocked_with_the_maximum() {
     assert!(r[2].as_str().unwrap().starts_with("blocked:"), "{r}");
     assert_eq!(r[3], 5, "the maximum as 4th element: {r}");
     // Within the maximum: served.
-    let r = c.ask(json!(["NEG-OPEN", "small", {"kinds": [7]}, init])).await;
+    let r = c
+        .ask(json!(["NEG-OPEN", "small", {"kinds": [7]}, init]))
+        .await;
     assert_eq!((&r[0], &r[1]), (&json!("NEG-MSG"), &json!("small")), "{r}");
     // A time range matching few enough is served too (how a client splits).
     let r = c
@@ -521,14 +595,24 @@ async fn random_garbage_never_kills_the_relay() {
         count
     });
     let words = [
-        "EVENT", "REQ", "CLOSE", "AUTH", "NEG-OPEN", "NEG-MSG", "NEG-CLOSE", "COUNT", "",
+        "EVENT",
+        "REQ",
+        "CLOSE",
+        "AUTH",
+        "NEG-OPEN",
+        "NEG-MSG",
+        "NEG-CLOSE",
+        "COUNT",
+        "",
     ];
     let rand_value = |rng: &mut rand::rngs::StdRng| -> Value {
         match rng.random_range(0..7) {
             0 => json!(rng.random::<i64>()),
             1 => json!(rng.random::<f64>()),
             2 => json!(hex::encode(rng.random::<[u8; 16]>())),
-            3 => json!({"kinds": [rng.random::<u32>()], "ids": [hex::encode(rng.random::<[u8; 32]>())]}),
+            3 => {
+                json!({"kinds": [rng.random::<u32>()], "ids": [hex::encode(rng.random::<[u8; 32]>())]})
+            }
             4 => json!({"id": hex::encode(rng.random::<[u8; 32]>()), "sig": 5}),
             5 => Value::Null,
             _ => json!([[], {}, "x"]),
@@ -574,7 +658,10 @@ async fn random_garbage_never_kills_the_relay() {
     assert_eq!(eose, Some(json!(["EOSE", "alive"])));
     let _ = sink.close().await;
     let replies = tokio::time::timeout(WAIT, reader).await.unwrap().unwrap();
-    assert!(replies > 100, "garbage should be answered with NOTICEs etc: {replies}");
+    assert!(
+        replies > 100,
+        "garbage should be answered with NOTICEs etc: {replies}"
+    );
 
     // The process is alive and a new connection is served normally.
     assert!(relay.child.try_wait().unwrap().is_none(), "relay exited");

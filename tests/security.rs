@@ -356,9 +356,8 @@ fn policy_toml_full(
 ) -> String {
     let q = |s: &str| format!("{s:?}");
     let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
-    let mut out = String::from(
-        "[service]\nper_ip_rate_per_minute = 100000\nper_ip_burst = 10000\n",
-    );
+    let mut out =
+        String::from("[service]\nper_ip_rate_per_minute = 100000\nper_ip_burst = 10000\n");
     out.push_str(&format!("max_concurrent_total = {max_concurrent_total}\n"));
     for a in admins {
         out.push_str(&format!(
@@ -1668,7 +1667,11 @@ async fn cert_reload() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert!(out.summary.contains("CertificateRevoked"), "{}", out.summary);
+    assert!(
+        out.summary.contains("CertificateRevoked"),
+        "{}",
+        out.summary
+    );
     one_refusal(&recs, "revoked", None, None).unwrap();
     assert!(alive(&mut svc));
 }
@@ -1703,7 +1706,13 @@ async fn total_cap_reload() {
     let reloads = fx.log_text().matches("policy reloaded").count();
     fx.write_policy(&policy_toml_full(&admins(), &[], &[], 1));
     assert!(
-        wait_log(&fx.log, "policy reloaded", reloads + 1, Duration::from_secs(10)).await,
+        wait_log(
+            &fx.log,
+            "policy reloaded",
+            reloads + 1,
+            Duration::from_secs(10)
+        )
+        .await,
         "policy not reloaded"
     );
     let mut ca = NegentropyServiceClient::new(ch_a.clone());
@@ -1757,11 +1766,20 @@ fn sighup_right_after_announce_does_not_kill_the_service() {
         let mut env = env.clone();
         for (k, v) in env.iter_mut() {
             if *k == "ORLY_AUDIT_DIR" {
-                *v = fx.root.join(format!("audit{attempt}")).display().to_string();
+                *v = fx
+                    .root
+                    .join(format!("audit{attempt}"))
+                    .display()
+                    .to_string();
             }
         }
         let mut p = spawn_logged(
-            &["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()],
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
             &env,
             &fx.log,
         );

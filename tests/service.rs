@@ -164,39 +164,42 @@ fn sorted_union(a: &[String], b: &[String]) -> Vec<String> {
     s.into_iter().collect()
 }
 
-/// A JSONL file of `count` generated regular events (kinds 1 and 7, so none supersedes another),
-/// made once per test binary.
-fn big_jsonl(count: u64) -> PathBuf {
-    static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let path = dir.join(format!("service-gen-{count}-{}.jsonl", std::process::id()));
-        let out = run_orly(
-            &[
-                "gen",
-                "--count",
-                &count.to_string(),
-                "--seed",
-                "77",
-                "--kinds",
-                "1,7",
-            ],
-            &[],
-            None,
-        );
-        assert_eq!(out.code, 0, "gen failed: {}", out.stderr);
-        assert_eq!(out.stdout.lines().count() as u64, count);
-        std::fs::write(&path, out.stdout).unwrap();
-        path
-    })
-    .clone()
+/// A JSONL file of `count` generated regular events (kinds 1 and 7, so none supersedes another)
+/// for `seed`, made once and kept in the target's tmp dir (written under a temporary name, then
+/// renamed, so concurrent test processes never see a partial file).
+fn gen_jsonl(count: u64, seed: u64) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("service-gen-{count}-seed{seed}.jsonl"));
+    if path.exists() {
+        return path;
+    }
+    let out = run_orly(
+        &[
+            "gen",
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--kinds",
+            "1,7",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "gen failed: {}", out.stderr);
+    assert_eq!(out.stdout.lines().count() as u64, count);
+    let part = dir.join(format!(
+        "service-gen-{count}-seed{seed}.{}.{:?}.part",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&part, out.stdout).unwrap();
+    std::fs::rename(&part, &path).unwrap();
+    path
 }
 
-const BIG: u64 = 20_000;
-
-/// A store in `dir` holding the `BIG` generated events.
-fn big_store(dir: &Path) {
-    let f = big_jsonl(BIG);
+/// Imports a JSONL file into the store in `dir`.
+fn import_file(dir: &Path, f: &Path) {
     let out = run_orly(
         &[
             "import",
@@ -208,6 +211,13 @@ fn big_store(dir: &Path) {
         None,
     );
     assert_eq!(out.code, 0, "import failed: {}", out.stderr);
+}
+
+const BIG: u64 = 20_000;
+
+/// A store in `dir` holding the `BIG` generated events.
+fn big_store(dir: &Path) {
+    import_file(dir, &gen_jsonl(BIG, 77));
 }
 
 fn sync_service_fjall(dir: &Path) -> Proc {
@@ -1055,5 +1065,64 @@ fn store_unreachable_not_serving_unavailable_and_cli_exit_6() {
             .unwrap_or("")
             .contains("Failed to connect to sync service"),
         "{v}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// flags mean the same in both modes
+
+/// `--frame-size-limit 0` means "no limit" (see `orly sync --help`). Direct mode honours it;
+/// client mode must too, so the same sync takes the same negentropy rounds either way.
+#[test]
+fn frame_size_limit_zero_means_no_limit_in_client_mode_too() {
+    orly::init_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_dir = tmp.path().join("relay");
+    big_store(&relay_dir);
+    // Local: 10 000 other events, so our own negentropy frames are far above 60 000 bytes.
+    let local_events = gen_jsonl(10_000, 5);
+    let (direct_dir, svc_dir) = (tmp.path().join("direct"), tmp.path().join("svc"));
+    import_file(&direct_dir, &local_events);
+    import_file(&svc_dir, &local_events);
+    let rl = relay(&relay_dir, &[]);
+    let url = format!("ws://{}", rl.addr);
+    let svc = sync_service_fjall(&svc_dir);
+    let run = |limit: &str, server: Option<&str>| -> serde_json::Value {
+        let mut args = vec![
+            "sync",
+            &url,
+            "--dir",
+            "none",
+            "--json",
+            "--frame-size-limit",
+            limit,
+        ];
+        match server {
+            Some(s) => args.extend(["--server", s]),
+            None => args.extend(["--data-dir", direct_dir.to_str().unwrap()]),
+        }
+        let out = run_orly(&args, &[], None);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+        last_json(&out)
+    };
+    let direct_none = run("0", None);
+    let direct_60k = run("60000", None);
+    let client_60k = run("60000", Some(&svc.addr));
+    let client_none = run("0", Some(&svc.addr));
+    for v in [&direct_none, &direct_60k, &client_60k, &client_none] {
+        assert_eq!(counters(v), [10_000, BIG, 0, 0], "{v}");
+    }
+    // Sanity: the limit matters for this data set.
+    assert!(
+        direct_60k["round"].as_u64() > direct_none["round"].as_u64(),
+        "direct: no limit {direct_none} vs 60000 {direct_60k}"
+    );
+    assert_eq!(
+        client_60k["round"], direct_60k["round"],
+        "limit 60000: {client_60k} vs {direct_60k}"
+    );
+    assert_eq!(
+        client_none["round"], direct_none["round"],
+        "--frame-size-limit 0 (none): client mode {client_none} vs direct mode {direct_none}"
     );
 }

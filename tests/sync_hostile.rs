@@ -572,6 +572,55 @@ fn well_formed(msg: &[u8]) -> Option<()> {
     Some(())
 }
 
+/// The strict reader above accepts every message the negentropy crate really produces (both
+/// sides, with and without a frame limit), so the payloads it calls malformed truly are.
+#[test]
+fn strict_reader_accepts_real_messages() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut items = Vec::new();
+    for i in 0..6000u64 {
+        let mut id = [0u8; 32];
+        rng.fill_bytes(&mut id);
+        items.push((T0 + i / 3, id));
+    }
+    let storage = |keep: &dyn Fn(usize) -> bool| {
+        let mut s = NegentropyStorageVector::new();
+        for (i, (t, id)) in items.iter().enumerate() {
+            if keep(i) {
+                s.insert(*t, Id::from_byte_array(*id)).unwrap();
+            }
+        }
+        s.seal().unwrap();
+        s
+    };
+    for limit in [0u64, 4096, 60_000] {
+        let mut client = Negentropy::owned(storage(&|i| i % 97 != 0), limit).unwrap();
+        let mut server = Negentropy::owned(storage(&|i| i % 89 != 0), limit).unwrap();
+        let mut msg = client.initiate().unwrap();
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        let mut rounds = 0;
+        loop {
+            assert!(well_formed(&msg).is_some(), "client message, limit {limit}");
+            let reply = server.reconcile(&msg).unwrap();
+            assert!(
+                well_formed(&reply).is_some(),
+                "server message, limit {limit}"
+            );
+            rounds += 1;
+            match client
+                .reconcile_with_ids(&reply, &mut have, &mut need)
+                .unwrap()
+            {
+                Some(next) => msg = next,
+                None => break,
+            }
+            assert!(rounds < 1000);
+        }
+        assert!(!have.is_empty() && !need.is_empty());
+    }
+    assert!(well_formed(&[0x61]).is_some());
+}
+
 /// Runs each NEG-MSG payload against a fresh fake relay; returns the cases that did not end
 /// with exit 6 and a clear error naming `needle`, as (payload, exit code, stderr).
 async fn neg_payload_failures(payloads: &[(String, &str)]) -> Vec<(String, i32, String)> {

@@ -4,10 +4,18 @@
 
 mod common;
 use common::*;
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use orly::proto::orlysync::negentropy::v1 as pb;
 use std::sync::{Arc, Mutex};
@@ -31,7 +39,9 @@ impl TraceService for Collector {
                 spans.extend(ss.spans);
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -47,7 +57,9 @@ impl MetricsService for Collector {
                 names.extend(sm.metrics.into_iter().map(|m| m.name));
             }
         }
-        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -79,22 +91,35 @@ async fn one_client_mode_sync_exports_linked_spans_and_metrics() {
     let svc_dir = tmp.path().join("svc");
     let svc = spawn_service(
         "orly-sync-negentropy",
-        &["--listen", "127.0.0.1:0", "--data-dir", svc_dir.to_str().unwrap()],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_METRIC_EXPORT_INTERVAL", "300")],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            svc_dir.to_str().unwrap(),
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+        ],
     );
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
-    let mut client = pb::negentropy_service_client::NegentropyServiceClient::connect(format!("http://{}", svc.addr))
-        .await
-        .unwrap();
+    let mut client = pb::negentropy_service_client::NegentropyServiceClient::connect(format!(
+        "http://{}",
+        svc.addr
+    ))
+    .await
+    .unwrap();
     let mut req = tonic::Request::new(pb::SyncPeerRequest {
         peer_url: format!("ws://{}", relay.addr),
         direction: pb::Direction::Down as i32,
         ..Default::default()
     });
-    req.metadata_mut()
-        .insert("traceparent", format!("00-{trace_id}-{parent_span}-01").parse().unwrap());
+    req.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent_span}-01").parse().unwrap(),
+    );
     let mut stream = client.sync_with_peer(req).await.unwrap().into_inner();
     let mut last = None;
     while let Some(m) = stream.message().await.unwrap() {
@@ -105,7 +130,9 @@ async fn one_client_mode_sync_exports_linked_spans_and_metrics() {
     assert_eq!(last.fetched_count, 120);
     // Let the periodic metric reader run once, then stop the service: shutdown flushes spans.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let status = tokio::task::spawn_blocking(move || svc.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || svc.terminate())
+        .await
+        .unwrap();
     assert!(status.success());
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -117,23 +144,51 @@ async fn one_client_mode_sync_exports_linked_spans_and_metrics() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let spans = collector.spans.lock().unwrap().clone();
-    let rpc = find(&spans, "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer");
-    assert_eq!(rpc.len(), 1, "one RPC span; got names {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>());
+    let rpc = find(
+        &spans,
+        "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer",
+    );
+    assert_eq!(
+        rpc.len(),
+        1,
+        "one RPC span; got names {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
     let rpc = rpc[0];
-    assert_eq!(hex::encode(&rpc.trace_id), trace_id, "RPC span continues the caller's trace");
-    assert_eq!(hex::encode(&rpc.parent_span_id), parent_span, "RPC span's parent is the caller's span");
+    assert_eq!(
+        hex::encode(&rpc.trace_id),
+        trace_id,
+        "RPC span continues the caller's trace"
+    );
+    assert_eq!(
+        hex::encode(&rpc.parent_span_id),
+        parent_span,
+        "RPC span's parent is the caller's span"
+    );
     let job = find(&spans, "sync_job");
     assert_eq!(job.len(), 1);
-    assert_eq!(job[0].parent_span_id, rpc.span_id, "sync job is a child of the RPC span");
+    assert_eq!(
+        job[0].parent_span_id, rpc.span_id,
+        "sync job is a child of the RPC span"
+    );
     assert_eq!(job[0].trace_id, rpc.trace_id);
     let rounds = find(&spans, "neg_round");
     assert!(!rounds.is_empty(), "round spans exported");
-    assert!(rounds.iter().all(|r| r.parent_span_id == job[0].span_id), "rounds are children of the job");
+    assert!(
+        rounds.iter().all(|r| r.parent_span_id == job[0].span_id),
+        "rounds are children of the job"
+    );
     let batches = find(&spans, "fetch_batch");
     assert!(!batches.is_empty(), "transfer batch spans exported");
     assert!(batches.iter().all(|b| b.parent_span_id == job[0].span_id));
 
     let metrics = collector.metrics.lock().unwrap().clone();
-    assert!(metrics.iter().any(|m| m == "orly.syncs"), "sync outcome metric exported: {metrics:?}");
-    assert!(metrics.iter().any(|m| m == "orly.events_moved"), "{metrics:?}");
+    assert!(
+        metrics.iter().any(|m| m == "orly.syncs"),
+        "sync outcome metric exported: {metrics:?}"
+    );
+    assert!(
+        metrics.iter().any(|m| m == "orly.events_moved"),
+        "{metrics:?}"
+    );
 }

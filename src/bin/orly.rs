@@ -195,9 +195,10 @@ struct SyncArgs {
     /// Only events created at or after this unix time.
     #[arg(long)]
     since: Option<u64>,
-    /// Negentropy frame size limit in bytes (0 = none; else at least 4096).
-    #[arg(long, default_value_t = orly::sync::DEFAULT_FRAME_SIZE_LIMIT)]
-    frame_size_limit: u64,
+    /// Negentropy frame size limit in bytes (0 = none; else at least 4096). Default: derived
+    /// from the relay's NIP-11 max_message_length, or 60000 when it says nothing.
+    #[arg(long)]
+    frame_size_limit: Option<u64>,
     /// Seconds to wait for the relay: connect, first reply and idle.
     #[arg(long, default_value_t = 30)]
     timeout: u64,

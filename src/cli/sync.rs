@@ -201,7 +201,7 @@ pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
             Direction::None => pb::Direction::None,
         } as i32,
         dry_run: false,
-        frame_size_limit: req.frame_size_limit,
+        frame_size_limit: req.frame_size_limit.unwrap_or(0),
         timeout_seconds: req.peer.reply_timeout.as_secs().min(u32::MAX as u64) as u32,
     }
 }
@@ -348,7 +348,7 @@ pub fn build_request(
     filter: &str,
     dir: &str,
     since: Option<u64>,
-    frame_size_limit: u64,
+    frame_size_limit: Option<u64>,
     timeout_secs: u64,
     ca: Option<PathBuf>,
     auth_keys: Option<crate::event::Keys>,
@@ -357,7 +357,7 @@ pub fn build_request(
     let direction = Direction::parse(dir)
         .ok_or_else(|| format!("--dir: {dir:?} is not down, up, both or none"))?;
     crate::peer::validate_url(url).map_err(|e| e.to_string())?;
-    if frame_size_limit != 0 && frame_size_limit < 4096 {
+    if frame_size_limit.is_some_and(|l| l != 0 && l < 4096) {
         return Err("--frame-size-limit: 0 (none) or at least 4096".into());
     }
     let peer = PeerOptions {

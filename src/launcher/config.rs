@@ -167,7 +167,10 @@ pub const DEFAULT_SYNC_LISTEN: &str = "127.0.0.1:50064";
 impl LauncherConfig {
     /// Reads and validates the configuration. `exe_dir` is the folder of the launcher's own
     /// executable, searched for the service binaries before `PATH`.
-    pub fn from_env(env: &dyn EnvSource, exe_dir: Option<&Path>) -> Result<Self, ConfigErrors> {
+    pub fn from_env<E: EnvSource + ?Sized>(
+        env: &E,
+        exe_dir: Option<&Path>,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let mut listen = |name: &str, default: &str| {
             let value = env.get(name).unwrap_or_else(|| default.to_string());
@@ -292,7 +295,7 @@ fn unspecified(a: &SocketAddr, b: &SocketAddr) -> bool {
     a.ip().is_unspecified() || b.ip().is_unspecified()
 }
 
-fn parse_bool(env: &dyn EnvSource, name: &str, errors: &mut Vec<String>) -> bool {
+fn parse_bool<E: EnvSource + ?Sized>(env: &E, name: &str, errors: &mut Vec<String>) -> bool {
     match env.get(name).map(|v| v.trim().to_ascii_lowercase()) {
         None => false,
         Some(v) => match v.as_str() {
@@ -306,7 +309,12 @@ fn parse_bool(env: &dyn EnvSource, name: &str, errors: &mut Vec<String>) -> bool
     }
 }
 
-fn parse_secs(env: &dyn EnvSource, name: &str, default: u64, errors: &mut Vec<String>) -> Duration {
+fn parse_secs<E: EnvSource + ?Sized>(
+    env: &E,
+    name: &str,
+    default: u64,
+    errors: &mut Vec<String>,
+) -> Duration {
     let Some(v) = env.get(name) else {
         return Duration::from_secs(default);
     };
@@ -321,7 +329,7 @@ fn parse_secs(env: &dyn EnvSource, name: &str, default: u64, errors: &mut Vec<St
     }
 }
 
-fn health_tls(env: &dyn EnvSource, errors: &mut Vec<String>) -> Option<HealthTls> {
+fn health_tls<E: EnvSource + ?Sized>(env: &E, errors: &mut Vec<String>) -> Option<HealthTls> {
     let mut file = |name: &str, fallback: Option<&str>| {
         let value = env.get(name).or_else(|| fallback.and_then(|f| env.get(f)));
         match value {

@@ -73,7 +73,7 @@ impl StartFailure {
 enum StartError {
     Failed(StartFailure),
     /// A stop signal came first; the process, if one was spawned, still has to be stopped.
-    Stopped(Option<RunningChild>),
+    Stopped(Option<Box<RunningChild>>),
 }
 
 enum Readiness {
@@ -109,7 +109,12 @@ pub async fn run(cfg: LauncherConfig, mut stop: StopSignal) -> Result<(), Launch
             }
             Err((StartError::Stopped(child), _)) => {
                 note(format_args!("stop signal during start-up"));
-                stop_in_reverse(started.into_iter().map(|(_, c)| Some(c)), child, &timing).await;
+                stop_in_reverse(
+                    started.into_iter().map(|(_, c)| Some(c)),
+                    child.map(|c| *c),
+                    &timing,
+                )
+                .await;
                 return Ok(());
             }
             Err((StartError::Failed(f), attempts)) => {
@@ -241,7 +246,7 @@ async fn start_once(
             ));
             Ok((child, addr))
         }
-        Readiness::Stopped => Err(StartError::Stopped(Some(child))),
+        Readiness::Stopped => Err(StartError::Stopped(Some(Box::new(child)))),
         Readiness::Failed(f) => {
             let outcome = child.stop(timing.stop_timeout).await;
             tracing::debug!(service = %spec.name, %outcome, "failed start cleaned up");
@@ -312,7 +317,7 @@ async fn supervise(
             }
             match start_once(&spec, &timing, &mut stop).await {
                 Ok((c, _)) => break c,
-                Err(StartError::Stopped(c)) => return c,
+                Err(StartError::Stopped(c)) => return c.map(|c| *c),
                 Err(StartError::Failed(f)) => {
                     delay = backoff.delay_after(Duration::ZERO);
                     note(format_args!(

@@ -2,8 +2,10 @@
 //! codec, NIP-42 AUTH and timeouts. It moves messages; deciding what to do with them is `sync`'s.
 
 mod message;
+mod nip11;
 
 pub use message::{MalformedMsg, RelayMsg};
+pub use nip11::{frame_limit_for, max_message_length};
 
 use crate::event::{Keys, sign_event};
 use futures_util::{SinkExt, StreamExt};

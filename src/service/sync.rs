@@ -10,7 +10,7 @@ use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
     NegentropyService, NegentropyServiceServer,
 };
 use crate::store::Store;
-use crate::sync::{DEFAULT_FRAME_SIZE_LIMIT, Direction, Progress, SyncJob, SyncRequest};
+use crate::sync::{Direction, Progress, SyncJob, SyncRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,13 +89,13 @@ impl SyncService {
             direction = Direction::None;
         }
         let frame_size_limit = match r.frame_size_limit {
-            0 => DEFAULT_FRAME_SIZE_LIMIT,
+            0 => None,
             n if n < 4096 => {
                 return Err(Status::invalid_argument(
-                    "frame_size_limit: 0 (default) or at least 4096",
+                    "frame_size_limit: 0 (negotiate) or at least 4096",
                 ));
             }
-            n => n,
+            n => Some(n),
         };
         let mut peer = self.defaults.peer.clone();
         if r.timeout_seconds > 0 {
@@ -273,7 +273,8 @@ impl NegentropyService for SyncService {
                 crate::telemetry::count_sync(last.error_kind.as_deref().unwrap_or("complete"));
                 crate::telemetry::count_events_moved("down", last.fetched);
                 crate::telemetry::count_events_moved("up", last.sent);
-                gate.finished(&admission, &req, &last, started.elapsed()).await;
+                gate.finished(&admission, &req, &last, started.elapsed())
+                    .await;
                 let _ = tx.send(Ok(msg)).await;
             },
             span,

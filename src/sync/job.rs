@@ -24,8 +24,9 @@ pub struct SyncRequest {
     pub since: Option<u64>,
     /// Which way events move.
     pub direction: Direction,
-    /// Negentropy frame size limit in bytes (0 = none, else ≥ 4096).
-    pub frame_size_limit: u64,
+    /// Negentropy frame size limit in bytes (0 = none, else ≥ 4096); `None` = negotiate from
+    /// the relay's NIP-11 `max_message_length` (60 000 when it says nothing).
+    pub frame_size_limit: Option<u64>,
     /// Most events to move (fetched + sent); None = no cap.
     pub max_events: Option<u64>,
     /// Connection options.
@@ -65,12 +66,14 @@ struct State {
 }
 
 const NOW_SLACK: u64 = 366 * 86_400;
+/// How long to wait for the relay's NIP-11 document when negotiating the frame size.
+const NIP11_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl SyncJob {
     /// A job over `store`.
     pub fn new(store: Arc<dyn Store>, req: SyncRequest) -> Result<Self, SyncError> {
         crate::peer::validate_url(&req.peer_url).map_err(|e| SyncError::Invalid(e.to_string()))?;
-        if req.frame_size_limit != 0 && req.frame_size_limit < 4096 {
+        if req.frame_size_limit.is_some_and(|l| l != 0 && l < 4096) {
             return Err(SyncError::Invalid(
                 "frame size limit must be 0 (none) or at least 4096".into(),
             ));
@@ -81,9 +84,19 @@ impl SyncJob {
     /// Runs to the end, calling `on_progress` after every round and transfer batch. The returned
     /// progress (or the error) is final; everything stored before a failure stays stored.
     pub async fn run(
-        self,
+        mut self,
         mut on_progress: impl FnMut(&Progress) + Send,
     ) -> Result<Progress, SyncError> {
+        if self.req.frame_size_limit.is_none() {
+            let advertised =
+                crate::peer::max_message_length(&self.req.peer_url, &self.req.peer, NIP11_TIMEOUT)
+                    .await;
+            let limit = advertised.map_or(super::DEFAULT_FRAME_SIZE_LIMIT, |m| {
+                crate::peer::frame_limit_for(m, self.req.peer.max_message_bytes as u64)
+            });
+            tracing::debug!(?advertised, limit, "negentropy frame size negotiated");
+            self.req.frame_size_limit = Some(limit);
+        }
         let conn = RelayConn::connect(&self.req.peer_url, &self.req.peer)
             .await
             .map_err(SyncError::Connect)?;
@@ -193,7 +206,11 @@ impl SyncJob {
         }
         let items = self.store.neg_items(f.clone()).await?;
         let storage = seal(items)?;
-        let mut neg = Negentropy::owned(storage, self.req.frame_size_limit)
+        let limit = self
+            .req
+            .frame_size_limit
+            .unwrap_or(super::DEFAULT_FRAME_SIZE_LIMIT);
+        let mut neg = Negentropy::owned(storage, limit)
             .map_err(|e| SyncError::Invalid(format!("negentropy: {e:?}")))?;
         let init = neg
             .initiate()
