@@ -1,0 +1,187 @@
+//! Sync benchmark: orly on both sides (the `orly-relay` and `orly sync` release binaries) over
+//! loopback, on stores built from the deterministic generator. Prints wall time, rounds, bytes
+//! each way and the client's peak RSS per case, beside the in-process cost of the negentropy
+//! reconciliation alone for the same sets (the protocol's floor on this machine, measured in the
+//! same run), as a ratio.
+//!
+//! `cargo bench --bench sync` runs every case; `cargo bench --bench sync -- small` only the
+//! 100 000-event ones. Stores are cached under target/bench-data (built once, copied per run).
+
+use orly::cli::gen_events::{GenSpec, generate};
+use orly::store::FjallStore;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+struct Case {
+    name: &'static str,
+    total: u64,
+    differ: u64,
+    dir: &'static str,
+    frame: Option<u64>,
+    reference: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case { name: "identical 1M, both", total: 1_000_000, differ: 0, dir: "both", frame: None, reference: "0.08 s, 103 MB" },
+    Case { name: "100k, 1000 differ each way, both", total: 100_000, differ: 1_000, dir: "both", frame: None, reference: "1.4 s, 221 MB" },
+    Case { name: "100k, 1000 differ each way, both, frame 60000", total: 100_000, differ: 1_000, dir: "both", frame: Some(60_000), reference: "1.4 s, 221 MB" },
+    Case { name: "1M, 10000 differ each way, none", total: 1_000_000, differ: 10_000, dir: "none", frame: None, reference: "35.6 s, 272 MB" },
+    Case { name: "1M, 10000 differ each way, both", total: 1_000_000, differ: 10_000, dir: "both", frame: None, reference: "36.4 s (12.3 s best path), 1.78 GB" },
+    Case { name: "1M, 10000 differ each way, both, frame 60000", total: 1_000_000, differ: 10_000, dir: "both", frame: Some(60_000), reference: "36.4 s (12.3 s best path), 1.78 GB" },
+];
+
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("bench path");
+    // target/release/deps/sync-HASH → target/release/NAME
+    exe.parent().and_then(Path::parent).map(|d| d.join(name)).expect("target dir")
+}
+
+fn spec(seed: u64, count: u64) -> GenSpec {
+    GenSpec { count, seed, authors: 1000, kinds: vec![1, 7], span_days: 365, ..GenSpec::default() }
+}
+
+/// Builds (once) the two stores of a size: shared events plus `differ` only on each side.
+fn stores(total: u64, differ: u64) -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data").join(format!("{total}-{differ}"));
+    let (a, b) = (root.join("a"), root.join("b"));
+    if root.join("ready").exists() {
+        return (a, b);
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    eprintln!("building stores {total}/{differ} (once)...");
+    let sa = FjallStore::open(&a).expect("open a");
+    let sb = FjallStore::open(&b).expect("open b");
+    let shared = total - differ;
+    let mut at = 0;
+    while at < shared {
+        let next = (at + 50_000).min(shared);
+        let evs = generate(&spec(1, shared), at..next);
+        sa.save_blocking(&evs).expect("save");
+        sb.save_blocking(&evs).expect("save");
+        at = next;
+    }
+    if differ > 0 {
+        sa.save_blocking(&generate(&spec(2, differ), 0..differ)).expect("save");
+        sb.save_blocking(&generate(&spec(3, differ), 0..differ)).expect("save");
+    }
+    sa.flush().expect("flush");
+    sb.flush().expect("flush");
+    drop((sa, sb));
+    std::fs::write(root.join("ready"), b"").expect("marker");
+    (a, b)
+}
+
+fn copy(src: &Path, dst: &Path) {
+    let _ = std::fs::remove_dir_all(dst);
+    let ok = Command::new("cp").arg("-r").arg(src).arg(dst).status().expect("cp").success();
+    assert!(ok, "copy store");
+}
+
+/// The negentropy crate alone, both sides in this process, over the same two sets.
+fn floor(a: &Path, b: &Path, frame: u64) -> (f64, u64) {
+    use orly::negentropy::{Negentropy, seal};
+    use orly::store::Order;
+    let items = |p: &Path| {
+        let s = FjallStore::open(p).expect("open");
+        let mut v = Vec::new();
+        s.query_blocking(&orly::event::Filter::default(), Order::OldestFirst, |e| {
+            v.push((e.created_at, e.id));
+            true
+        })
+        .expect("scan");
+        v
+    };
+    let (ia, ib) = (items(a), items(b));
+    let started = Instant::now();
+    let mut client = Negentropy::owned(seal(ia).expect("seal"), frame).expect("neg");
+    let mut server = Negentropy::owned(seal(ib).expect("seal"), frame).expect("neg");
+    let mut msg = client.initiate().expect("init");
+    let (mut have, mut need) = (Vec::new(), Vec::new());
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let reply = server.reconcile(&msg).expect("reconcile");
+        match client.reconcile_with_ids(&reply, &mut have, &mut need).expect("reconcile") {
+            Some(m) => msg = m,
+            None => break,
+        }
+    }
+    (started.elapsed().as_secs_f64(), rounds)
+}
+
+fn run(case: &Case) {
+    let (a, b) = stores(case.total, case.differ);
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let (wa, wb) = (work.join("a"), work.join("b"));
+    copy(&a, &wa);
+    copy(&b, &wb);
+    let mut relay = Command::new(bin("orly-relay"))
+        .args(["--data-dir", wb.to_str().unwrap_or_default(), "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("relay");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(relay.stdout.take().expect("stdout")), &mut line)
+        .expect("announce");
+    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    let mut args = vec![
+        "-f".to_string(),
+        "%e %M".to_string(),
+        bin("orly").display().to_string(),
+        "sync".into(),
+        format!("ws://{addr}"),
+        "--data-dir".into(),
+        wa.display().to_string(),
+        "--dir".into(),
+        case.dir.into(),
+        "--json".into(),
+        "--timeout".into(),
+        "120".into(),
+    ];
+    if let Some(f) = case.frame {
+        args.extend(["--frame-size-limit".into(), f.to_string()]);
+    }
+    let out = Command::new("/usr/bin/time").args(&args).env("RUST_LOG", "warn").output().expect("orly sync");
+    let _ = relay.kill();
+    let _ = relay.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last: serde_json::Value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    let timing = stderr.lines().last().unwrap_or_default();
+    let mut t = timing.split_whitespace();
+    let wall: f64 = t.next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
+    let rss_mb = t.next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0;
+    let frame = case.frame.unwrap_or(0);
+    let (floor_s, floor_rounds) = floor(&a, &b, frame);
+    println!("\n{}", case.name);
+    println!(
+        "  orly: {wall:.2} s wall, {rss_mb:.0} MB peak RSS (client), {} rounds, {:.2} MB up / {:.2} MB down, fetched {} sent {} have {} need {}, complete {}",
+        last["round"],
+        last["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6,
+        last["bytes_received"].as_f64().unwrap_or(0.0) / 1e6,
+        last["fetched"], last["sent"], last["have"], last["need"], last["complete"],
+    );
+    println!(
+        "  negentropy alone in-process (same sets, frame {}): {floor_s:.3} s, {floor_rounds} rounds; orly / floor = {:.1}x",
+        if frame == 0 { "unlimited".to_string() } else { frame.to_string() },
+        wall / floor_s.max(1e-9)
+    );
+    println!("  C++ reference figure from the issue (not measured in this run): {}", case.reference);
+    if !out.status.success() {
+        println!("  orly sync exited {:?}: {}", out.status.code(), stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | "));
+    }
+}
+
+fn main() {
+    let only_small = std::env::args().any(|a| a == "small");
+    for case in CASES {
+        if only_small && case.total > 100_000 {
+            continue;
+        }
+        run(case);
+    }
+}
