@@ -23,27 +23,81 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
-    Case { name: "identical 1M, both", total: 1_000_000, differ: 0, dir: "both", frame: None, reference: "0.08 s, 103 MB" },
-    Case { name: "100k, 1000 differ each way, both", total: 100_000, differ: 1_000, dir: "both", frame: None, reference: "1.4 s, 221 MB" },
-    Case { name: "100k, 1000 differ each way, both, frame 60000", total: 100_000, differ: 1_000, dir: "both", frame: Some(60_000), reference: "1.4 s, 221 MB" },
-    Case { name: "1M, 10000 differ each way, none", total: 1_000_000, differ: 10_000, dir: "none", frame: None, reference: "35.6 s, 272 MB" },
-    Case { name: "1M, 10000 differ each way, both", total: 1_000_000, differ: 10_000, dir: "both", frame: None, reference: "36.4 s (12.3 s best path), 1.78 GB" },
-    Case { name: "1M, 10000 differ each way, both, frame 60000", total: 1_000_000, differ: 10_000, dir: "both", frame: Some(60_000), reference: "36.4 s (12.3 s best path), 1.78 GB" },
+    Case {
+        name: "identical 1M, both",
+        total: 1_000_000,
+        differ: 0,
+        dir: "both",
+        frame: None,
+        reference: "0.08 s, 103 MB",
+    },
+    Case {
+        name: "100k, 1000 differ each way, both",
+        total: 100_000,
+        differ: 1_000,
+        dir: "both",
+        frame: None,
+        reference: "1.4 s, 221 MB",
+    },
+    Case {
+        name: "100k, 1000 differ each way, both, frame 60000",
+        total: 100_000,
+        differ: 1_000,
+        dir: "both",
+        frame: Some(60_000),
+        reference: "1.4 s, 221 MB",
+    },
+    Case {
+        name: "1M, 10000 differ each way, none",
+        total: 1_000_000,
+        differ: 10_000,
+        dir: "none",
+        frame: None,
+        reference: "35.6 s, 272 MB",
+    },
+    Case {
+        name: "1M, 10000 differ each way, both",
+        total: 1_000_000,
+        differ: 10_000,
+        dir: "both",
+        frame: None,
+        reference: "36.4 s (12.3 s best path), 1.78 GB",
+    },
+    Case {
+        name: "1M, 10000 differ each way, both, frame 60000",
+        total: 1_000_000,
+        differ: 10_000,
+        dir: "both",
+        frame: Some(60_000),
+        reference: "36.4 s (12.3 s best path), 1.78 GB",
+    },
 ];
 
 fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("bench path");
     // target/release/deps/sync-HASH → target/release/NAME
-    exe.parent().and_then(Path::parent).map(|d| d.join(name)).expect("target dir")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("target dir")
 }
 
 fn spec(seed: u64, count: u64) -> GenSpec {
-    GenSpec { count, seed, authors: 1000, kinds: vec![1, 7], span_days: 365, ..GenSpec::default() }
+    GenSpec {
+        count,
+        seed,
+        authors: 1000,
+        kinds: vec![1, 7],
+        span_days: 365,
+        ..GenSpec::default()
+    }
 }
 
 /// Builds (once) the two stores of a size: shared events plus `differ` only on each side.
 fn stores(total: u64, differ: u64) -> (PathBuf, PathBuf) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data").join(format!("{total}-{differ}"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/bench-data")
+        .join(format!("{total}-{differ}"));
     let (a, b) = (root.join("a"), root.join("b"));
     if root.join("ready").exists() {
         return (a, b);
@@ -62,8 +116,10 @@ fn stores(total: u64, differ: u64) -> (PathBuf, PathBuf) {
         at = next;
     }
     if differ > 0 {
-        sa.save_blocking(&generate(&spec(2, differ), 0..differ)).expect("save");
-        sb.save_blocking(&generate(&spec(3, differ), 0..differ)).expect("save");
+        sa.save_blocking(&generate(&spec(2, differ), 0..differ))
+            .expect("save");
+        sb.save_blocking(&generate(&spec(3, differ), 0..differ))
+            .expect("save");
     }
     sa.flush().expect("flush");
     sb.flush().expect("flush");
@@ -74,7 +130,13 @@ fn stores(total: u64, differ: u64) -> (PathBuf, PathBuf) {
 
 fn copy(src: &Path, dst: &Path) {
     let _ = std::fs::remove_dir_all(dst);
-    let ok = Command::new("cp").arg("-r").arg(src).arg(dst).status().expect("cp").success();
+    let ok = Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(dst)
+        .status()
+        .expect("cp")
+        .success();
     assert!(ok, "copy store");
 }
 
@@ -102,7 +164,10 @@ fn floor(a: &Path, b: &Path, frame: u64) -> (f64, u64) {
     loop {
         rounds += 1;
         let reply = server.reconcile(&msg).expect("reconcile");
-        match client.reconcile_with_ids(&reply, &mut have, &mut need).expect("reconcile") {
+        match client
+            .reconcile_with_ids(&reply, &mut have, &mut need)
+            .expect("reconcile")
+        {
             Some(m) => msg = m,
             None => break,
         }
@@ -118,16 +183,29 @@ fn run(case: &Case) {
     copy(&a, &wa);
     copy(&b, &wb);
     let mut relay = Command::new(bin("orly-relay"))
-        .args(["--data-dir", wb.to_str().unwrap_or_default(), "--listen", "127.0.0.1:0"])
+        .args([
+            "--data-dir",
+            wb.to_str().unwrap_or_default(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("relay");
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(relay.stdout.take().expect("stdout")), &mut line)
-        .expect("announce");
-    let addr = line.trim().rsplit(' ').next().unwrap_or_default().to_string();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(relay.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("announce");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut args = vec![
         "-f".to_string(),
         "%e %M".to_string(),
@@ -145,16 +223,28 @@ fn run(case: &Case) {
     if let Some(f) = case.frame {
         args.extend(["--frame-size-limit".into(), f.to_string()]);
     }
-    let out = Command::new("/usr/bin/time").args(&args).env("RUST_LOG", "warn").output().expect("orly sync");
+    let out = Command::new("/usr/bin/time")
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("orly sync");
     let _ = relay.kill();
     let _ = relay.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last: serde_json::Value = stdout.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default();
+    let last: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
     let timing = stderr.lines().last().unwrap_or_default();
     let mut t = timing.split_whitespace();
     let wall: f64 = t.next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN);
-    let rss_mb = t.next().and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN) / 1024.0;
+    let rss_mb = t
+        .next()
+        .and_then(|x| x.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+        / 1024.0;
     let frame = case.frame.unwrap_or(0);
     let (floor_s, floor_rounds) = floor(&a, &b, frame);
     println!("\n{}", case.name);
@@ -163,16 +253,31 @@ fn run(case: &Case) {
         last["round"],
         last["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6,
         last["bytes_received"].as_f64().unwrap_or(0.0) / 1e6,
-        last["fetched"], last["sent"], last["have"], last["need"], last["complete"],
+        last["fetched"],
+        last["sent"],
+        last["have"],
+        last["need"],
+        last["complete"],
     );
     println!(
         "  negentropy alone in-process (same sets, frame {}): {floor_s:.3} s, {floor_rounds} rounds; orly / floor = {:.1}x",
-        if frame == 0 { "unlimited".to_string() } else { frame.to_string() },
+        if frame == 0 {
+            "unlimited".to_string()
+        } else {
+            frame.to_string()
+        },
         wall / floor_s.max(1e-9)
     );
-    println!("  C++ reference figure from the issue (not measured in this run): {}", case.reference);
+    println!(
+        "  C++ reference figure from the issue (not measured in this run): {}",
+        case.reference
+    );
     if !out.status.success() {
-        println!("  orly sync exited {:?}: {}", out.status.code(), stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | "));
+        println!(
+            "  orly sync exited {:?}: {}",
+            out.status.code(),
+            stderr.lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+        );
     }
 }
 

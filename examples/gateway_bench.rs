@@ -5,8 +5,14 @@
 //!   secure: the full stack — mTLS, token, per-IP and per-admin limits (high enough never to
 //!           trigger), policy, and the fsynced hash-chained audit log (an allow and a
 //!           `sync_finished` record per call).
-//! Calls alternate between the two in blocks so machine noise hits both alike.
-//! Prints calls/s, p50 and p99 of each and the secure/plain throughput ratio (goal >= 0.8).
+//! and, as a reference,
+//!   plain-nd: the same `SyncService` behind the same open gate, served plaintext from this
+//!           process (on its own runtime thread) with TCP_NODELAY on accepted sockets. The
+//!           binary's plain mode currently leaves Nagle on (tonic ignores `Server::tcp_nodelay`
+//!           with `serve_with_incoming*`), which costs it ~40 ms per call in delayed ACKs, so
+//!           `plain-nd` is the fair baseline until that is fixed.
+//! Calls alternate between the modes in blocks so machine noise hits all alike.
+//! Prints calls/s, p50 and p99 of each and the secure/plain throughput ratios (goal >= 0.8).
 //!
 //! Env: ORLY_BENCH_CALLS (default 200, at most 5000), ORLY_BENCH_AUDIT_DIR (put the audit log
 //! elsewhere, e.g. on tmpfs, to separate fsync cost from the rest of the stack).
@@ -197,6 +203,44 @@ async fn one_call(m: &Mode, peer: &str) -> Duration {
     took
 }
 
+/// Plaintext `SyncService` (open gate) on 127.0.0.1:0 with TCP_NODELAY, served by its own
+/// runtime on its own thread; returns its address and a stopper.
+fn spawn_plain_nodelay(dir: PathBuf) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store = orly::config::StoreConfig::Fjall(dir)
+                .open()
+                .await
+                .expect("open store");
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(l.local_addr().unwrap().to_string()).unwrap();
+            let svc = orly::service::SyncService::new(
+                store,
+                std::sync::Arc::new(orly::service::OpenGate),
+                orly::service::SyncDefaults::default(),
+            );
+            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc.into_server())
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+    });
+    let addr = addr_rx
+        .recv_timeout(START_LIMIT)
+        .expect("in-process server start");
+    (addr, stop_tx)
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -252,7 +296,7 @@ fn main() {
     // The same 100 events on the relay and in both service stores.
     let jsonl = root.join("events.jsonl");
     events_jsonl(&jsonl);
-    let dirs: Vec<PathBuf> = ["relay", "plain", "secure"]
+    let dirs: Vec<PathBuf> = ["relay", "plain", "secure", "plain-nd"]
         .iter()
         .map(|d| root.join(d))
         .collect();
@@ -294,6 +338,7 @@ fn main() {
         ],
         &root.join("secure.log"),
     );
+    let (nd_addr, nd_stop) = spawn_plain_nodelay(dirs[3].clone());
     let peer = format!("ws://{}", relay.1);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -310,6 +355,13 @@ fn main() {
                 .connect()
                 .await
                 .expect("connect plain");
+            let nd_ch = Endpoint::from_shared(format!("http://{nd_addr}"))
+                .unwrap()
+                .tcp_nodelay(true)
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .expect("connect plain-nd");
             let tls = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca_cert).unwrap()))
                 .identity(Identity::from_pem(
@@ -330,6 +382,12 @@ fn main() {
                 Mode {
                     name: "plain",
                     channel: plain_ch,
+                    token: None,
+                    lat: Vec::new(),
+                },
+                Mode {
+                    name: "plain-nd",
+                    channel: nd_ch,
                     token: None,
                     lat: Vec::new(),
                 },
@@ -363,12 +421,19 @@ fn main() {
                 started.elapsed().as_secs_f64()
             );
             println!("audit dir (secure): {}", audit_dir.display());
-            let p = report(&modes[0]);
-            let q = report(&modes[1]);
-            let ratio = q / p;
+            let plain = report(&modes[0]);
+            let nd = report(&modes[1]);
+            let secure = report(&modes[2]);
+            let verdict = |r: f64| if r >= 0.8 { "met" } else { "NOT met" };
             println!(
-                "secure/plain throughput ratio: {ratio:.3} (goal >= 0.8: {})",
-                if ratio >= 0.8 { "met" } else { "NOT met" }
+                "secure/plain    throughput ratio: {:.3} (goal >= 0.8: {})",
+                secure / plain,
+                verdict(secure / plain)
+            );
+            println!(
+                "secure/plain-nd throughput ratio: {:.3} (goal >= 0.8: {}) <- fair baseline",
+                secure / nd,
+                verdict(secure / nd)
             );
         })
         .await
@@ -378,6 +443,7 @@ fn main() {
         .map(|t| t.lines().count())
         .unwrap_or(0);
     println!("audit records written by the secure service: {records}");
+    let _ = nd_stop.send(());
     drop((secure, plain, relay));
     if std::env::var_os("ORLY_BENCH_AUDIT_DIR").is_some() {
         let _ = std::fs::remove_dir_all(&audit_dir);

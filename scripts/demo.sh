@@ -53,6 +53,7 @@ ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED=true \
 ORLY_TLS_CERT="$DEMO/pki/server.pem" ORLY_TLS_KEY="$DEMO/pki/server.key" \
 ORLY_TLS_CLIENT_CA="$DEMO/pki/ca.pem" ORLY_POLICY="$DEMO/pki/policy.toml" \
 ORLY_TOKEN_KEYS="$DEMO/pki/token.pub" ORLY_AUDIT_DIR="$DEMO/audit" ORLY_AUDIT_KEY="$DEMO/pki/audit.key" \
+ORLY_LAUNCHER_HEALTH_CERT="$DEMO/pki/demo.pem" ORLY_LAUNCHER_HEALTH_KEY="$DEMO/pki/demo.key" \
   "$BIN/orly-launcher" > "$DEMO/launcher.log" 2>&1 &
 LAUNCHER=$!
 PIDS=("$LAUNCHER" "${PIDS[@]}")

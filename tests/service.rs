@@ -280,7 +280,7 @@ fn valid_request(url: &str) -> npb::SyncPeerRequest {
         since: 0,
         direction: npb::Direction::Down as i32,
         dry_run: false,
-        frame_size_limit: 0,
+        frame_size_limit: None,
         timeout_seconds: 0,
     }
 }
@@ -588,17 +588,22 @@ fn killed_client_cancels_job_keeps_stored_events_and_next_call_completes() {
     let svc = sync_service_fjall(&svc_dir);
     eprintln!("killed_client: setup {:?}", started.elapsed());
 
-    let mut child = Command::new(bin("orly"))
-        .args([
-            "sync", &url, "--server", &svc.addr, "--dir", "down", "--json",
-        ])
-        .env_remove("ORLY_DATA_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    // Wrapped in a Proc so a failing assertion below still kills it.
+    let mut client = Proc {
+        child: Command::new(bin("orly"))
+            .args([
+                "sync", &url, "--server", &svc.addr, "--dir", "down", "--json",
+            ])
+            .env_remove("ORLY_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+        addr: String::new(),
+        name: "orly",
+    };
+    let stdout = client.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -627,8 +632,8 @@ fn killed_client_cancels_job_keeps_stored_events_and_next_call_completes() {
             break v;
         }
     };
-    child.kill().unwrap(); // SIGKILL
-    let _ = child.wait();
+    client.child.kill().unwrap(); // SIGKILL
+    let _ = client.child.wait();
     let seen_fetched = first["fetched"].as_u64().unwrap();
     eprintln!(
         "killed_client: killed at progress line {lines} after {:?}: {first}",
@@ -954,7 +959,7 @@ fn bad_requests_are_invalid_argument_naming_the_field_and_start_nothing() {
         (
             "frame limit 100",
             npb::SyncPeerRequest {
-                frame_size_limit: 100,
+                frame_size_limit: Some(100),
                 ..valid_request(&url)
             },
             "frame_size_limit",
@@ -1008,8 +1013,7 @@ fn store_unreachable_not_serving_unavailable_and_cli_exit_6() {
 
     let mut c = sync_client(&svc.addr);
     let err = block(c.sync_with_peer(valid_request("ws://127.0.0.1:9")))
-        .err()
-        .expect("SyncWithPeer must fail while the store is unreachable");
+        .expect_err("SyncWithPeer must fail while the store is unreachable");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("not ready"), "{err:?}");
     assert!(list_syncs(&mut c).is_empty());

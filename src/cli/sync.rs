@@ -91,6 +91,13 @@ impl Display {
                 p.bytes_sent,
                 p.bytes_received
             );
+            if p.rejected > 0 {
+                let why = p.last_refusal.as_deref().unwrap_or("no reason given");
+                eprintln!(
+                    "the relay refused {} uploads; last reason: {why}",
+                    p.rejected
+                );
+            }
             if let Some(e) = &p.error {
                 eprintln!("error: {e}");
             }
@@ -201,7 +208,7 @@ pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
             Direction::None => pb::Direction::None,
         } as i32,
         dry_run: false,
-        frame_size_limit: req.frame_size_limit.unwrap_or(0),
+        frame_size_limit: req.frame_size_limit,
         timeout_seconds: req.peer.reply_timeout.as_secs().min(u32::MAX as u64) as u32,
     }
 }
@@ -338,6 +345,7 @@ fn from_pb(p: &pb::SyncProgress) -> Progress {
         complete: p.complete,
         error: nz(&p.error),
         error_kind: nz(&p.error_kind).or_else(|| nz(&p.error).map(|_| "incomplete".into())),
+        last_refusal: nz(&p.last_refusal),
     }
 }
 

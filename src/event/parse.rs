@@ -109,7 +109,8 @@ mod tests {
             f(v.as_object_mut().unwrap());
             Event::from_json(v.to_string().as_bytes())
         };
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Map<_, _>)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut serde_json::Map<String, serde_json::Value>)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             (
                 "short id",
                 Box::new(|m| {

@@ -12,11 +12,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// A quota and the limiter built for it.
+type QuotaLimiter = (Quota, Arc<DefaultDirectRateLimiter>);
+
 /// Per-admin rate limiters, rebuilt when an admin's quota changes.
 #[derive(Clone)]
 pub struct AdminRateLimit {
     policy: PolicyHandle,
-    limiters: Arc<Mutex<HashMap<String, (Quota, Arc<DefaultDirectRateLimiter>)>>>,
+    limiters: Arc<Mutex<HashMap<String, QuotaLimiter>>>,
 }
 
 impl AdminRateLimit {

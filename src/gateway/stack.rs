@@ -88,7 +88,7 @@ pub async fn serve(
         .trace_fn(crate::telemetry::grpc_span)
         .layer(layers)
         .add_service(health)
-        .add_service(crate::service::reflection()?)
+        .add_service(crate::service::reflection(&[SYNC_SERVICE_NAME])?)
         .add_service(SyncService::new(store, gate, defaults).into_server())
         .serve_with_incoming_shutdown(incoming(listener, tls, ip, audit.clone()), shutdown)
         .await;

@@ -326,46 +326,5 @@ async fn forward(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn announce_lines_are_recognised() {
-        assert_eq!(
-            parse_announce(ServiceName::Db, "orly-db listening on 127.0.0.1:50051\n"),
-            Some("127.0.0.1:50051".parse().unwrap())
-        );
-        assert_eq!(
-            parse_announce(
-                ServiceName::Sync,
-                "orly-sync-negentropy listening on [::1]:9"
-            ),
-            Some("[::1]:9".parse().unwrap())
-        );
-        assert_eq!(
-            parse_announce(ServiceName::Relay, "orly-db listening on 127.0.0.1:1"),
-            None
-        );
-        assert_eq!(
-            parse_announce(ServiceName::Relay, "orly-relay listening on soon"),
-            None
-        );
-    }
-
-    #[test]
-    fn last_words_skip_routine_log_lines_and_colours() {
-        let lines = [
-            "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m starting".to_string(),
-            "orly-relay: cannot listen on 127.0.0.1:7777: Address already in use".to_string(),
-        ];
-        assert_eq!(
-            last_words(lines.iter()),
-            "orly-relay: cannot listen on 127.0.0.1:7777: Address already in use"
-        );
-        assert_eq!(
-            last_words(lines[..1].iter()),
-            "2026-01-01T00:00:00Z  INFO starting"
-        );
-        assert_eq!(last_words([].iter()), "");
-    }
-}
+#[path = "child_tests.rs"]
+mod tests;

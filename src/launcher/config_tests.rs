@@ -150,16 +150,17 @@ fn every_variable_named_is_documented() {
     let documented: Vec<&str> = ENV_VARS.iter().map(|(n, _)| *n).collect();
     let src = include_str!("config.rs");
     let mut seen = 0;
-    for (i, _) in src.match_indices("ORLY_") {
-        let name: String = src[i..]
+    // Every quoted variable name: what `env.get` and the helpers are called with.
+    for (i, _) in src.match_indices("\"ORLY_") {
+        let name: String = src[i + 1..]
             .chars()
             .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
             .collect();
         assert!(
             documented.contains(&name.as_str()),
-            "{name} named but not in ENV_VARS"
+            "{name} read but not in ENV_VARS"
         );
         seen += 1;
     }
-    assert!(seen > 20);
+    assert!(seen >= 14, "only {seen} names found");
 }

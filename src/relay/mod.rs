@@ -14,6 +14,9 @@ pub use server::{RelayHandle, serve};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Largest negentropy reply frame by default, in bytes (4 MiB of hex on the wire).
+pub const MAX_REPLY_FRAME: u64 = 2 << 20;
+
 /// Limits and policy of a relay. Every limit has a safe default.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -76,6 +79,7 @@ impl RelayConfig {
         if self.neg_frame_limit != 0 {
             return self.neg_frame_limit.max(4096);
         }
-        ((self.max_message_bytes as u64 / 2).saturating_sub(1024)).max(4096)
+        // Capped so replies stay under the 5 MiB message cap of common clients (nostr-sdk).
+        ((self.max_message_bytes as u64 / 2).saturating_sub(1024)).clamp(4096, MAX_REPLY_FRAME)
     }
 }

@@ -53,6 +53,11 @@ impl NegSessions {
 /// turns a decoder panic on hostile input into an error instead of a dead task. On error the
 /// session is gone: the caller answers `NEG-ERR`.
 pub(super) async fn reconcile(mut s: Session, msg: Vec<u8>) -> Result<(Session, Vec<u8>), String> {
+    // A different version gets the crate's one-byte "my version" reply; anything else must be
+    // well formed.
+    if msg.first() == Some(&crate::negentropy::PROTOCOL_VERSION) {
+        crate::negentropy::check_message(&msg)?;
+    }
     tokio::task::spawn_blocking(move || {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.reconcile(&msg))) {
             Ok(Ok(out)) => Ok((s, out)),

@@ -20,17 +20,25 @@ pub const SYNC_SERVICE_NAME: &str = "orlysync.negentropy.v1.NegentropyService";
 /// gRPC health service name of the store service.
 pub const DB_SERVICE_NAME: &str = "orlydb.v1.DatabaseService";
 
-/// The reflection service over every proto of this crate (what `grpcurl` uses).
-pub fn reflection() -> Result<
+/// The reflection service listing exactly the services this process serves (`served`, plus
+/// health and reflection), over every proto of this crate (what `grpcurl` uses).
+pub fn reflection(
+    served: &[&'static str],
+) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
     tonic_reflection::server::Error,
 > {
-    tonic_reflection::server::Builder::configure()
+    let mut b = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection");
+    for s in served {
+        b = b.with_service_name(*s);
+    }
+    b.build_v1()
 }
 
 /// Keeps the health status of `service` in step with the store's readiness: SERVING when the

@@ -13,19 +13,19 @@ pub async fn serve_db(
     listener: TcpListener,
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = super::watch_store_health(reporter, store.clone(), &[DB_SERVICE_NAME]);
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
-        .add_service(super::reflection().expect("the embedded descriptor set is valid"))
+        .add_service(super::reflection(&[DB_SERVICE_NAME])?)
         .add_service(DbService::new(store))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     watcher.abort();
-    res
+    Ok(res?)
 }
 
 /// Serves `NegentropyService` (+ health, reflection) without transport security, for
@@ -36,17 +36,17 @@ pub async fn serve_sync_plain(
     gate: Arc<dyn SyncGate>,
     defaults: SyncDefaults,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = super::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
-        .add_service(super::reflection().expect("the embedded descriptor set is valid"))
+        .add_service(super::reflection(&[SYNC_SERVICE_NAME])?)
         .add_service(SyncService::new(store, gate, defaults).into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     watcher.abort();
-    res
+    Ok(res?)
 }

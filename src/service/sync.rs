@@ -89,13 +89,12 @@ impl SyncService {
             direction = Direction::None;
         }
         let frame_size_limit = match r.frame_size_limit {
-            0 => None,
-            n if n < 4096 => {
+            Some(n) if n != 0 && n < 4096 => {
                 return Err(Status::invalid_argument(
-                    "frame_size_limit: 0 (negotiate) or at least 4096",
+                    "frame_size_limit: absent (negotiate), 0 (none) or at least 4096",
                 ));
             }
-            n => Some(n),
+            other => other,
         };
         let mut peer = self.defaults.peer.clone();
         if r.timeout_seconds > 0 {
@@ -131,6 +130,7 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
         error_kind: p.error_kind.clone().unwrap_or_default(),
+        last_refusal: p.last_refusal.clone().unwrap_or_default(),
     }
 }
 

@@ -43,7 +43,7 @@ fn duplicates_and_ephemeral() {
         ]
     );
     assert_eq!(
-        s.save_blocking(&[a.clone()]).unwrap(),
+        s.save_blocking(std::slice::from_ref(&a)).unwrap(),
         vec![SaveOutcome::Duplicate]
     );
     assert_eq!(all(&s), vec![a]);
@@ -56,15 +56,15 @@ fn replaceable_keeps_newest_and_lowest_id_on_tie() {
     let old = ev(&k, 10, 0, vec![], "old");
     let new = ev(&k, 20, 0, vec![], "new");
     assert_eq!(
-        s.save_blocking(&[old.clone()]).unwrap(),
+        s.save_blocking(std::slice::from_ref(&old)).unwrap(),
         vec![SaveOutcome::Accepted]
     );
     assert_eq!(
-        s.save_blocking(&[new.clone()]).unwrap(),
+        s.save_blocking(std::slice::from_ref(&new)).unwrap(),
         vec![SaveOutcome::Replaced]
     );
     assert_eq!(
-        s.save_blocking(&[old.clone()]).unwrap(),
+        s.save_blocking(std::slice::from_ref(&old)).unwrap(),
         vec![SaveOutcome::Superseded]
     );
     assert_eq!(all(&s), vec![new.clone()]);
@@ -83,7 +83,7 @@ fn replaceable_keeps_newest_and_lowest_id_on_tie() {
         vec![SaveOutcome::Accepted, SaveOutcome::Replaced]
     );
     assert_eq!(
-        s.save_blocking(&[hi.clone()]).unwrap(),
+        s.save_blocking(std::slice::from_ref(&hi)).unwrap(),
         vec![SaveOutcome::Superseded]
     );
     let f = Filter::from_json(r#"{"kinds":[10002]}"#).unwrap();
@@ -135,7 +135,7 @@ fn deletion_removes_own_events_and_blocks_return() {
         "",
     );
     assert_eq!(
-        s.save_blocking(&[del.clone()]).unwrap(),
+        s.save_blocking(std::slice::from_ref(&del)).unwrap(),
         vec![SaveOutcome::Accepted]
     );
     let left: Vec<_> = all(&s).into_iter().map(|e| e.id).collect();

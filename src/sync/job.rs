@@ -60,12 +60,33 @@ struct State {
     uploads: HashSet<String>,
     to_save: Vec<Event>,
     challenge: Option<String>,
+    /// Id of our AUTH event awaiting its `OK`; nothing new is sent meanwhile.
     auth_pending: Option<String>,
-    last_refusal: Option<String>,
+    authed: bool,
+    /// The challenge our pending AUTH answered, and how many AUTHs we sent.
+    auth_challenge: Option<String>,
+    auth_attempts: u32,
+    /// Work refused with `auth-required`, resumed once our AUTH is accepted.
+    parked: Parked,
     moved: u64,
 }
 
+#[derive(Default)]
+struct Parked {
+    ranges: Vec<(u64, u64)>,
+    need: Vec<[u8; 32]>,
+    have: Vec<[u8; 32]>,
+}
+
+impl Parked {
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty() && self.need.is_empty() && self.have.is_empty()
+    }
+}
+
 const NOW_SLACK: u64 = 366 * 86_400;
+/// AUTH events sent before giving up (a relay may rotate its challenge under load).
+const MAX_AUTH_ATTEMPTS: u32 = 3;
 /// How long to wait for the relay's NIP-11 document when negotiating the frame size.
 const NIP11_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -88,18 +109,31 @@ impl SyncJob {
         mut on_progress: impl FnMut(&Progress) + Send,
     ) -> Result<Progress, SyncError> {
         if self.req.frame_size_limit.is_none() {
-            let advertised =
-                crate::peer::max_message_length(&self.req.peer_url, &self.req.peer, NIP11_TIMEOUT)
-                    .await;
+            let advertised = crate::peer::max_message_length(
+                &self.req.peer_url,
+                &self.req.peer,
+                NIP11_TIMEOUT.min(self.req.peer.reply_timeout),
+            )
+            .await;
             let limit = advertised.map_or(super::DEFAULT_FRAME_SIZE_LIMIT, |m| {
                 crate::peer::frame_limit_for(m, self.req.peer.max_message_bytes as u64)
             });
             tracing::debug!(?advertised, limit, "negentropy frame size negotiated");
             self.req.frame_size_limit = Some(limit);
         }
-        let conn = RelayConn::connect(&self.req.peer_url, &self.req.peer)
-            .await
-            .map_err(SyncError::Connect)?;
+        let conn = match RelayConn::connect(&self.req.peer_url, &self.req.peer).await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = SyncError::Connect(e);
+                on_progress(&Progress {
+                    peer_url: self.req.peer_url.clone(),
+                    error: Some(e.to_string()),
+                    error_kind: Some(e.kind().to_string()),
+                    ..Default::default()
+                });
+                return Err(e);
+            }
+        };
         let mut filter = self.req.filter.clone();
         filter.limit = None;
         if let Some(s) = self.req.since {
@@ -125,7 +159,10 @@ impl SyncJob {
             to_save: Vec::new(),
             challenge: None,
             auth_pending: None,
-            last_refusal: None,
+            authed: false,
+            auth_challenge: None,
+            auth_attempts: 0,
+            parked: Parked::default(),
             moved: 0,
         };
         let res = self.drive(&mut st, &filter, &mut on_progress).await;
@@ -155,6 +192,7 @@ impl SyncJob {
         let timeout = self.req.peer.reply_timeout;
         loop {
             if st.session.is_none()
+                && st.auth_pending.is_none()
                 && let Some(range) = st.ranges.pop()
             {
                 self.open_session(st, filter, range).await?;
@@ -165,7 +203,9 @@ impl SyncJob {
                 && st.need_q.is_empty()
                 && st.have_q.is_empty()
                 && st.fetches.is_empty()
-                && st.uploads.is_empty();
+                && st.uploads.is_empty()
+                && st.parked.is_empty()
+                && st.auth_pending.is_none();
             if idle {
                 return Ok(());
             }
@@ -227,6 +267,10 @@ impl SyncJob {
     }
 
     async fn pump(&self, st: &mut State) -> Result<(), SyncError> {
+        if st.auth_pending.is_some() {
+            // Whatever we send now would be refused again before our AUTH is accepted.
+            return Ok(());
+        }
         let cap = self.req.max_events.unwrap_or(u64::MAX);
         while st.fetches.len() < FETCH_IN_FLIGHT && !st.need_q.is_empty() && st.moved < cap {
             let n = FETCH_BATCH
@@ -279,6 +323,8 @@ impl SyncJob {
                 };
                 let bytes = hex::decode(&hex)
                     .map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
+                crate::negentropy::check_message(&bytes)
+                    .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e}")))?;
                 let (mut have, mut need) = (Vec::new(), Vec::new());
                 let round =
                     tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
@@ -319,7 +365,7 @@ impl SyncJob {
                     st.p.splits += 1;
                 } else if reason.starts_with("auth-required") {
                     self.authenticate(st, &reason).await?;
-                    st.ranges.push(sess.range);
+                    st.parked.ranges.push(sess.range);
                 } else {
                     return Err(SyncError::Refused(reason));
                 }
@@ -328,7 +374,7 @@ impl SyncJob {
                 if let Some(sess) = st.session.take_if(|s| s.sub == sub) {
                     if message.starts_with("auth-required") {
                         self.authenticate(st, &message).await?;
-                        st.ranges.push(sess.range);
+                        st.parked.ranges.push(sess.range);
                     } else {
                         return Err(SyncError::Refused(message));
                     }
@@ -336,7 +382,7 @@ impl SyncJob {
                     if message.starts_with("auth-required") {
                         self.authenticate(st, &message).await?;
                         st.moved -= ids.len() as u64;
-                        st.need_q.extend(ids);
+                        st.parked.need.extend(ids);
                     } else {
                         return Err(SyncError::Refused(message));
                     }
@@ -349,14 +395,10 @@ impl SyncJob {
                 tracing::info!(relay = %st.conn.url(), "NOTICE: {message}");
             }
             RelayMsg::Auth { challenge } => {
-                st.challenge = Some(challenge.clone());
-                if let Some(keys) = &self.req.peer.auth_keys {
-                    st.auth_pending = Some(
-                        st.conn
-                            .authenticate(keys, &challenge)
-                            .await
-                            .map_err(disconnected)?,
-                    );
+                // Only the latest challenge counts (NIP-42); answer once, proactively.
+                st.challenge = Some(challenge);
+                if self.req.peer.auth_keys.is_some() && !st.authed && st.auth_pending.is_none() {
+                    self.authenticate(st, "auth").await?;
                 }
             }
             RelayMsg::Event { sub, event } => {
@@ -394,24 +436,36 @@ impl SyncJob {
                 if st.auth_pending.as_deref() == Some(id.as_str()) {
                     st.auth_pending = None;
                     if !accepted {
+                        // A busy relay may have replaced the challenge we answered (NIP-42: only
+                        // the latest is valid); answer the latest, a bounded number of times.
+                        let newer = st.challenge.is_some() && st.challenge != st.auth_challenge;
+                        if newer && st.auth_attempts < MAX_AUTH_ATTEMPTS {
+                            self.authenticate(st, &message).await?;
+                            return Ok(());
+                        }
                         return Err(SyncError::Auth(format!(
                             "relay refused our AUTH: {message}"
                         )));
                     }
+                    st.authed = true;
+                    let parked = std::mem::take(&mut st.parked);
+                    st.ranges.extend(parked.ranges);
+                    st.need_q.extend(parked.need);
+                    st.have_q.extend(parked.have);
                 } else if st.uploads.remove(&id) {
-                    if accepted {
-                        st.p.sent += 1;
-                    } else if message.starts_with("auth-required")
-                        && self.req.peer.auth_keys.is_some()
-                    {
+                    if message.starts_with("auth-required") && !accepted {
                         self.authenticate(st, &message).await?;
                         if let Ok(raw) = crate::event::decode_hex32(&id) {
                             st.moved -= 1;
-                            st.have_q.push_back(raw);
+                            st.parked.have.push(raw);
                         }
+                        return Ok(());
+                    }
+                    if accepted {
+                        st.p.sent += 1;
                     } else {
                         st.p.rejected += 1;
-                        st.last_refusal = Some(message);
+                        st.p.last_refusal = Some(message);
                     }
                     if st.uploads.is_empty()
                         || (st.p.sent + st.p.rejected).is_multiple_of(UPLOAD_WINDOW as u64)
@@ -465,17 +519,24 @@ impl SyncJob {
         if st.auth_pending.is_some() {
             return Ok(());
         }
+        if st.authed {
+            return Err(SyncError::Auth(format!(
+                "{reason} (after a successful AUTH)"
+            )));
+        }
         let Some(challenge) = st.challenge.clone() else {
             return Err(SyncError::Auth(format!(
                 "{reason} (relay sent no AUTH challenge)"
             )));
         };
+        st.auth_attempts += 1;
         st.auth_pending = Some(
             st.conn
                 .authenticate(keys, &challenge)
                 .await
                 .map_err(disconnected)?,
         );
+        st.auth_challenge = Some(challenge);
         Ok(())
     }
 

@@ -65,7 +65,8 @@ pub struct Progress {
     pub fetched: u64,
     /// Events uploaded and accepted by the relay.
     pub sent: u64,
-    /// Needed ids not fetched because they are superseded or deleted here.
+    /// Needed ids not fetched or not stored: superseded or deleted here, or stored meanwhile
+    /// (by another sync).
     pub skipped: u64,
     /// Events received but dropped: not asked for, or failing verification.
     pub dropped: u64,
@@ -82,6 +83,9 @@ pub struct Progress {
     /// Set on the final message of a failed sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The relay's reason for the last refused upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_refusal: Option<String>,
     /// With `error`: its class (see `SyncError::kind`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
