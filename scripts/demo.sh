@@ -74,12 +74,12 @@ step "client-mode sync through the secured service: ${SYNC[*]:1}"
 step "again: nothing left to move"
 "${SYNC[@]}" --json | tail -n1
 
-step "audit chain"
-"$BIN/orly" audit verify "$DEMO/audit" --pubkey "$DEMO/pki/audit.pub"
-
-step "stop everything"
+step "stop everything (the sync service seals the audit log with a signed checkpoint)"
 cleanup
 trap - EXIT
+
+step "audit chain"
+"$BIN/orly" audit verify "$DEMO/audit" --pubkey "$DEMO/pki/audit.pub"
 step "store after the sync (direct read, services stopped)"
 "$BIN/orly" stats --data-dir "$DEMO/main-data" | head -n 3
 echo
