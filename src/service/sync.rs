@@ -313,13 +313,23 @@ impl NegentropyService for SyncService {
         &self,
         request: Request<pb::CancelSyncRequest>,
     ) -> Result<Response<pb::CancelSyncResponse>, Status> {
+        // Behind the gateway an admin may only cancel its own syncs.
+        let caller = CallInfo::from_request(&request).admin;
         let id = request.into_inner().sync_id;
         let cancel = {
             let mut m = self
                 .syncs
                 .lock()
                 .map_err(|_| Status::internal("registry poisoned"))?;
-            m.get_mut(&id).and_then(|e| e.cancel.take())
+            match m.get_mut(&id) {
+                Some(e) if caller.as_ref().is_some_and(|a| *a != e.status.admin) => {
+                    return Err(Status::permission_denied(format!(
+                        "sync_id: {id} was started by another admin"
+                    )));
+                }
+                Some(e) => e.cancel.take(),
+                None => None,
+            }
         };
         let cancelled = cancel.is_some_and(|c| c.send(()).is_ok());
         Ok(Response::new(pb::CancelSyncResponse { cancelled }))
