@@ -50,6 +50,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    config::keep_alive_on_sighup();
     config::announce("orly-db", listener.local_addr()?);
     orly::service::serve_db(listener, Arc::new(store.clone()), config::shutdown_signal()).await?;
     store.flush()?;

@@ -81,6 +81,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let handle = relay::serve(listener, store, cfg)?;
+    config::keep_alive_on_sighup();
     config::announce("orly-relay", handle.local_addr);
     config::shutdown_signal().await;
     tracing::info!("shutting down");

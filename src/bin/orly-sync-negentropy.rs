@@ -75,6 +75,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    config::keep_alive_on_sighup();
     config::announce("orly-sync-negentropy", listener.local_addr()?);
     match secured {
         Some(sec) => {

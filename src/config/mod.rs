@@ -117,3 +117,17 @@ pub fn announce(name: &str, addr: std::net::SocketAddr) {
     let _ = writeln!(out, "{name} listening on {addr}");
     let _ = out.flush();
 }
+
+/// Installs a SIGHUP handler for the life of the process, so a `systemctl reload` (or any
+/// SIGHUP) never kills a service: without a handler the default action is to exit. Components
+/// that reload on SIGHUP register their own listeners as well. Call before announcing.
+pub fn keep_alive_on_sighup() {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received");
+            }
+        });
+    }
+}

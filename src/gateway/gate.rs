@@ -12,44 +12,60 @@ use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::service::{Admission, CallInfo, SyncGate};
 use crate::sync::{Direction, Progress, SyncRequest};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tonic::{Code, Status};
 
 /// Policy, concurrency and audit for syncs.
 pub struct SecureGate {
     policy: PolicyHandle,
     audit: AuditLog,
-    total: Arc<Semaphore>,
-    per_admin: Mutex<HashMap<String, (u32, Arc<Semaphore>)>>,
+    total: Arc<AtomicUsize>,
+    per_admin: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+/// One running sync counted against a cap; uncounted when dropped (when the sync ends).
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts one more running sync unless `cap` are running already. Caps are read from the
+/// current policy at each call, so a reload that lowers them applies at once.
+fn try_run(counter: &Arc<AtomicUsize>, cap: usize) -> Option<Running> {
+    let mut cur = counter.load(Ordering::Acquire);
+    loop {
+        if cur >= cap {
+            return None;
+        }
+        match counter.compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some(Running(counter.clone())),
+            Err(now) => cur = now,
+        }
+    }
 }
 
 impl SecureGate {
     /// A gate over `policy`, recording to `audit`.
     pub fn new(policy: PolicyHandle, audit: AuditLog) -> Self {
-        let total = policy.current().service().max_concurrent_total.get() as usize;
         Self {
             policy,
             audit,
-            total: Arc::new(Semaphore::new(total)),
+            total: Arc::default(),
             per_admin: Mutex::default(),
         }
     }
 
-    fn admin_semaphore(&self, admin: &str, max: u32) -> Result<Arc<Semaphore>, Status> {
+    fn admin_counter(&self, admin: &str) -> Result<Arc<AtomicUsize>, Status> {
         let mut m = self
             .per_admin
             .lock()
             .map_err(|_| Status::internal("gate poisoned"))?;
-        let e = m
-            .entry(admin.to_string())
-            .or_insert_with(|| (max, Arc::new(Semaphore::new(max as usize))));
-        if e.0 != max {
-            // A new cap applies to new syncs; running ones keep their permits on the old one.
-            *e = (max, Arc::new(Semaphore::new(max as usize)));
-        }
-        Ok(e.1.clone())
+        Ok(m.entry(admin.to_string()).or_default().clone())
     }
 
     async fn deny(&self, call: &CallInfo, req: Option<&SyncRequest>, r: Refusal) -> Status {
@@ -140,11 +156,12 @@ impl SyncGate for SecureGate {
                 Duration::from_secs(5),
             )
         };
-        let Ok(total) = self.total.clone().try_acquire_owned() else {
+        let total_cap = policy.service().max_concurrent_total.get() as usize;
+        let Some(total) = try_run(&self.total, total_cap) else {
             return Err(self.deny(call, Some(req), busy("service limit")).await);
         };
-        let sem = self.admin_semaphore(&admin, a.limits().max_concurrent.get())?;
-        let Ok(mine) = sem.try_acquire_owned() else {
+        let counter = self.admin_counter(&admin)?;
+        let Some(mine) = try_run(&counter, a.limits().max_concurrent.get() as usize) else {
             return Err(self
                 .deny(call, Some(req), busy(&format!("limit of admin {admin}")))
                 .await);

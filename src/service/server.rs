@@ -6,7 +6,6 @@ use crate::store::Store;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Serves `DatabaseService` (+ health, reflection) over `store` until `shutdown` resolves.
 pub async fn serve_db(
@@ -22,7 +21,10 @@ pub async fn serve_db(
         .add_service(health)
         .add_service(super::reflection(&[DB_SERVICE_NAME])?)
         .add_service(DbService::new(store))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     watcher.abort();
     Ok(res?)
@@ -45,7 +47,10 @@ pub async fn serve_sync_plain(
         .add_service(health)
         .add_service(super::reflection(&[SYNC_SERVICE_NAME])?)
         .add_service(SyncService::new(store, gate, defaults).into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     watcher.abort();
     Ok(res?)

@@ -273,9 +273,12 @@ impl NegentropyService for SyncService {
                 crate::telemetry::count_sync(last.error_kind.as_deref().unwrap_or("complete"));
                 crate::telemetry::count_events_moved("down", last.fetched);
                 crate::telemetry::count_events_moved("up", last.sent);
+                // The caller gets its answer first; the completion record (not a decision)
+                // follows, and the admission (its concurrency hold) lives until it is written.
+                let _ = tx.send(Ok(msg)).await;
+                drop(tx);
                 gate.finished(&admission, &req, &last, started.elapsed())
                     .await;
-                let _ = tx.send(Ok(msg)).await;
             },
             span,
         ));
