@@ -269,6 +269,7 @@ impl Fixture {
         })
     }
 
+    #[allow(clippy::too_many_arguments)] // one knob per token claim the table varies
     fn mint_with(
         &self,
         key: &TokenSigningKey,
