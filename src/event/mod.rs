@@ -77,6 +77,12 @@ impl Event {
         if bytes.len() > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge(bytes.len()));
         }
+        // serde would also accept the struct's fields as a JSON array; NIP-01 says object.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(EventError::Malformed(
+                "an event must be a JSON object".into(),
+            ));
+        }
         serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))
     }
 
@@ -89,6 +95,11 @@ impl Event {
 
     /// Builds an event from a `serde_json::Value` (e.g. the third element of an `EVENT` message).
     pub fn from_value(v: serde_json::Value) -> Result<Self, EventError> {
+        if !v.is_object() {
+            return Err(EventError::Malformed(
+                "an event must be a JSON object".into(),
+            ));
+        }
         serde_json::from_value(v).map_err(|e| EventError::Malformed(e.to_string()))
     }
 
@@ -122,8 +133,7 @@ impl Event {
 
     /// Checks the BIP-340 signature over the (claimed) id only.
     pub fn verify_signature(&self) -> Result<(), EventError> {
-        let pk = secp256k1::XOnlyPublicKey::from_byte_array(self.pubkey)
-            .map_err(|_| EventError::BadPubkey)?;
+        let pk = parsed_pubkey(&self.pubkey)?;
         let sig = secp256k1::schnorr::Signature::from_byte_array(self.sig);
         secp256k1::schnorr::verify(&sig, &self.id, &pk).map_err(|_| EventError::BadSignature)
     }
@@ -150,4 +160,28 @@ impl Event {
     pub fn id_hex(&self) -> String {
         hex::encode(self.id)
     }
+}
+
+/// Parsing an x-only key costs a square root; a store sees the same authors again and again,
+/// so each thread keeps the keys it parsed recently.
+fn parsed_pubkey(pk: &PubKey) -> Result<secp256k1::XOnlyPublicKey, EventError> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    const CAP: usize = 4096;
+    thread_local! {
+        static KEYS: RefCell<HashMap<PubKey, secp256k1::XOnlyPublicKey>> = RefCell::new(HashMap::new());
+    }
+    KEYS.with(|cache| {
+        if let Some(k) = cache.borrow().get(pk) {
+            return Ok(*k);
+        }
+        let k =
+            secp256k1::XOnlyPublicKey::from_byte_array(*pk).map_err(|_| EventError::BadPubkey)?;
+        let mut c = cache.borrow_mut();
+        if c.len() >= CAP {
+            c.clear();
+        }
+        c.insert(*pk, k);
+        Ok(k)
+    })
 }
