@@ -281,12 +281,102 @@ fn run(case: &Case) {
     }
 }
 
+/// Issue 4's overhead figure: the same 100k/1% `--dir both` sync, direct and through a plaintext
+/// `orly-sync-negentropy` on loopback (client mode), in one run; best of three each.
+fn client_mode_overhead() {
+    let (a, b) = stores(100_000, 1_000);
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let (wa, wb) = (work.join("a"), work.join("b"));
+    let announce = |child: &mut std::process::Child| {
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("announce");
+        line.trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut best = [f64::MAX; 2];
+    for _ in 0..3 {
+        for (mode, slot) in [("direct", 0usize), ("client", 1)] {
+            copy(&a, &wa);
+            copy(&b, &wb);
+            let mut relay = Command::new(bin("orly-relay"))
+                .args([
+                    "--data-dir",
+                    wb.to_str().unwrap_or_default(),
+                    "--listen",
+                    "127.0.0.1:0",
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("relay");
+            let url = format!("ws://{}", announce(&mut relay));
+            let mut service = None;
+            let mut cmd = Command::new(bin("orly"));
+            cmd.args(["sync", &url, "--dir", "both", "--json"])
+                .env("RUST_LOG", "warn");
+            if mode == "client" {
+                let mut svc = Command::new(bin("orly-sync-negentropy"))
+                    .args([
+                        "--data-dir",
+                        wa.to_str().unwrap_or_default(),
+                        "--listen",
+                        "127.0.0.1:0",
+                    ])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("service");
+                let addr = announce(&mut svc);
+                cmd.args(["--server", &addr]);
+                service = Some(svc);
+            } else {
+                cmd.args(["--data-dir", wa.to_str().unwrap_or_default()]);
+            }
+            let started = Instant::now();
+            let out = cmd.output().expect("orly sync");
+            let secs = started.elapsed().as_secs_f64();
+            assert!(
+                out.status.success(),
+                "{mode} sync failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            best[slot] = best[slot].min(secs);
+            for mut c in [Some(relay), service].into_iter().flatten() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    println!("\nclient-mode overhead, 100k with 1000 differing each way, --dir both (best of 3)");
+    println!(
+        "  direct {:.3} s, through orly-sync-negentropy {:.3} s: ratio {:.2} (goal <= 1.10)",
+        best[0],
+        best[1],
+        best[1] / best[0]
+    );
+}
+
 fn main() {
     let only_small = std::env::args().any(|a| a == "small");
+    if std::env::args().any(|a| a == "overhead") {
+        client_mode_overhead();
+        return;
+    }
     for case in CASES {
         if only_small && case.total > 100_000 {
             continue;
         }
         run(case);
     }
+    client_mode_overhead();
 }

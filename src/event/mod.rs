@@ -78,12 +78,12 @@ impl Event {
             return Err(EventError::TooLarge(bytes.len()));
         }
         // serde would also accept the struct's fields as a JSON array; NIP-01 says object.
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             return Err(EventError::Malformed(
-                "an event must be a JSON object".into(),
+                "an event must be a JSON object, not an array".into(),
             ));
         }
-        serde_json::from_slice(bytes).map_err(|e| EventError::Malformed(e.to_string()))
+        serde_json::from_slice(bytes).map_err(malformed)
     }
 
     /// Parses and fully verifies (id and signature) an event from JSON.
@@ -100,7 +100,7 @@ impl Event {
                 "an event must be a JSON object".into(),
             ));
         }
-        serde_json::from_value(v).map_err(|e| EventError::Malformed(e.to_string()))
+        serde_json::from_value(v).map_err(malformed)
     }
 
     /// The standard JSON form (valid JSON, as sent on the wire and exported).
@@ -184,4 +184,16 @@ fn parsed_pubkey(pk: &PubKey) -> Result<secp256k1::XOnlyPublicKey, EventError> {
         c.insert(*pk, k);
         Ok(k)
     })
+}
+
+/// serde's "expected struct RawEvent" means the JSON was not an object; say so plainly.
+fn malformed(e: serde_json::Error) -> EventError {
+    let m = e.to_string();
+    match m.split_once(", expected struct RawEvent") {
+        Some((got, at)) => EventError::Malformed(format!(
+            "an event must be a JSON object, got {}{at}",
+            got.trim_start_matches("invalid type: ")
+        )),
+        None => EventError::Malformed(m),
+    }
 }
