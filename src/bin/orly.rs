@@ -476,7 +476,20 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
                 key: a.key,
                 token_file: a.token_file,
             }),
-            None => Mode::Direct(std::sync::Arc::new(a.data.open()?)),
+            None => {
+                let store = a.data.open()?;
+                let code = s::run(
+                    Mode::Direct(std::sync::Arc::new(store.clone())),
+                    req,
+                    &display,
+                )
+                .await;
+                // Leave the store quick to open for the next run (no journal replay).
+                if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await? {
+                    eprintln!("warning: store flush failed: {e}");
+                }
+                return anyhow::Ok(code);
+            }
         };
         anyhow::Ok(s::run(mode, req, &display).await)
     })?;
