@@ -257,7 +257,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     loop {
         match stream.message().await {
             Ok(Some(m)) => {
-                last = from_pb(&m);
+                last = crate::service::progress_from_pb(&m);
                 if !m.complete && m.error.is_empty() {
                     display.show(&last);
                 }
@@ -324,29 +324,6 @@ fn status_message(t: &ServiceTarget, s: &tonic::Status) -> String {
 pub fn retry_after(s: &tonic::Status) -> Option<Duration> {
     use tonic_types::StatusExt;
     s.get_details_retry_info().and_then(|r| r.retry_delay)
-}
-
-fn from_pb(p: &pb::SyncProgress) -> Progress {
-    let n = |v: i64| v.max(0) as u64;
-    let nz = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Progress {
-        peer_url: p.peer_url.clone(),
-        round: n(p.round),
-        have: n(p.have_count),
-        need: n(p.need_count),
-        fetched: n(p.fetched_count),
-        sent: n(p.sent_count),
-        skipped: n(p.skipped_count),
-        dropped: n(p.dropped_count),
-        rejected: n(p.rejected_count),
-        splits: 0,
-        bytes_sent: n(p.bytes_sent),
-        bytes_received: n(p.bytes_received),
-        complete: p.complete,
-        error: nz(&p.error),
-        error_kind: nz(&p.error_kind).or_else(|| nz(&p.error).map(|_| "incomplete".into())),
-        last_refusal: nz(&p.last_refusal),
-    }
 }
 
 /// Builds the request from CLI values.

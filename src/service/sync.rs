@@ -252,7 +252,7 @@ impl NegentropyService for SyncService {
                         if let Ok(m) = syncs.lock()
                             && let Some(pp) = m.get(&id).and_then(|e| e.status.progress.clone())
                         {
-                            p = from_pb(&pp);
+                            p = progress_from_pb(&pp);
                         }
                         p.complete = false;
                         p.error = Some(e.clone());
@@ -350,8 +350,10 @@ fn job_peer(syncs: &Syncs, id: &str) -> String {
         .unwrap_or_default()
 }
 
-fn from_pb(p: &pb::SyncProgress) -> Progress {
+/// The progress a `SyncProgress` message carries (client mode shows it like direct mode).
+pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
     let n = |v: i64| v.max(0) as u64;
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Progress {
         peer_url: p.peer_url.clone(),
         round: n(p.round),
@@ -362,8 +364,12 @@ fn from_pb(p: &pb::SyncProgress) -> Progress {
         skipped: n(p.skipped_count),
         dropped: n(p.dropped_count),
         rejected: n(p.rejected_count),
+        splits: 0,
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
-        ..Default::default()
+        complete: p.complete,
+        error: text(&p.error),
+        error_kind: text(&p.error_kind).or_else(|| text(&p.error).map(|_| "incomplete".into())),
+        last_refusal: text(&p.last_refusal),
     }
 }
