@@ -175,17 +175,13 @@ fn floor(a: &Path, b: &Path, frame: u64) -> (f64, u64) {
     (started.elapsed().as_secs_f64(), rounds)
 }
 
-fn run(case: &Case) {
-    let (a, b) = stores(case.total, case.differ);
-    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work");
-    std::fs::create_dir_all(&work).expect("work dir");
-    let (wa, wb) = (work.join("a"), work.join("b"));
-    copy(&a, &wa);
-    copy(&b, &wb);
-    let mut relay = Command::new(bin("orly-relay"))
+/// Starts service `name` over the store in `dir` on 127.0.0.1:0; returns it and the address it
+/// announces.
+fn start(name: &str, dir: &Path) -> (std::process::Child, String) {
+    let mut child = Command::new(bin(name))
         .args([
             "--data-dir",
-            wb.to_str().unwrap_or_default(),
+            dir.to_str().unwrap_or_default(),
             "--listen",
             "127.0.0.1:0",
         ])
@@ -193,10 +189,10 @@ fn run(case: &Case) {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("relay");
+        .expect("start service");
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(relay.stdout.take().expect("stdout")),
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
         &mut line,
     )
     .expect("announce");
@@ -206,6 +202,17 @@ fn run(case: &Case) {
         .next()
         .unwrap_or_default()
         .to_string();
+    (child, addr)
+}
+
+fn run(case: &Case) {
+    let (a, b) = stores(case.total, case.differ);
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let (wa, wb) = (work.join("a"), work.join("b"));
+    copy(&a, &wa);
+    copy(&b, &wb);
+    let (mut relay, addr) = start("orly-relay", &wb);
     let mut args = vec![
         "-f".to_string(),
         "%e %M".to_string(),
@@ -288,55 +295,19 @@ fn client_mode_overhead() {
     let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work");
     std::fs::create_dir_all(&work).expect("work dir");
     let (wa, wb) = (work.join("a"), work.join("b"));
-    let announce = |child: &mut std::process::Child| {
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("announce");
-        line.trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
     let mut best = [f64::MAX; 2];
     for _ in 0..3 {
         for (mode, slot) in [("direct", 0usize), ("client", 1)] {
             copy(&a, &wa);
             copy(&b, &wb);
-            let mut relay = Command::new(bin("orly-relay"))
-                .args([
-                    "--data-dir",
-                    wb.to_str().unwrap_or_default(),
-                    "--listen",
-                    "127.0.0.1:0",
-                ])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("relay");
-            let url = format!("ws://{}", announce(&mut relay));
+            let (relay, relay_addr) = start("orly-relay", &wb);
+            let url = format!("ws://{relay_addr}");
             let mut service = None;
             let mut cmd = Command::new(bin("orly"));
             cmd.args(["sync", &url, "--dir", "both", "--json"])
                 .env("RUST_LOG", "warn");
             if mode == "client" {
-                let mut svc = Command::new(bin("orly-sync-negentropy"))
-                    .args([
-                        "--data-dir",
-                        wa.to_str().unwrap_or_default(),
-                        "--listen",
-                        "127.0.0.1:0",
-                    ])
-                    .env("RUST_LOG", "warn")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("service");
-                let addr = announce(&mut svc);
+                let (svc, addr) = start("orly-sync-negentropy", &wa);
                 cmd.args(["--server", &addr]);
                 service = Some(svc);
             } else {
