@@ -142,8 +142,16 @@ fn copy(src: &Path, dst: &Path) {
 
 /// The negentropy crate alone, both sides in this process, over the same two sets.
 fn floor(a: &Path, b: &Path, frame: u64) -> (f64, u64) {
-    use orly::negentropy::{Negentropy, seal};
+    use negentropy::{Id, Negentropy, NegentropyStorageVector};
     use orly::store::Order;
+    let seal = |items: Vec<(u64, [u8; 32])>| -> Result<NegentropyStorageVector, negentropy::Error> {
+        let mut v = NegentropyStorageVector::with_capacity(items.len());
+        for (t, id) in items {
+            v.insert(t, Id::from_byte_array(id))?;
+        }
+        v.seal()?;
+        Ok(v)
+    };
     let items = |p: &Path| {
         let s = FjallStore::open(p).expect("open");
         let mut v = Vec::new();

@@ -1,141 +1,268 @@
-//! Negentropy item sets: the (created_at, id) pairs of the store that match a filter, sealed
-//! into the storage the reconciliation runs over, for both the initiator (sync) and the relay.
+//! NIP-77 negentropy set reconciliation, implemented here so the item set can live behind a
+//! persistent index (`store::FjallStore` answers range fingerprints from per-time-bucket sums
+//! instead of loading every item). Wire-compatible with the reference implementations: the
+//! tests below reconcile against the `negentropy` crate in both roles.
 
-use crate::event::Filter;
-use crate::store::{Store, StoreError};
-pub use negentropy::{Id, Negentropy, NegentropyStorageVector};
+mod codec;
+mod reconcile;
+mod vec_storage;
+
+pub use codec::{Bound, Fingerprint, Item, Sum, encode_varint};
+pub use reconcile::{NegStorage, Reconciler};
+pub use vec_storage::VecStorage;
 
 /// NIP-77 protocol version spoken here.
 pub const PROTOCOL_VERSION: u8 = 0x61;
 
-/// A sealed item set for `filter`, read from `store`.
-pub async fn item_set(
-    store: &dyn Store,
-    filter: &Filter,
-) -> Result<NegentropyStorageVector, StoreError> {
-    let items = store.neg_items(filter.clone()).await?;
-    seal(items)
+/// Why a reconciliation step failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NegError {
+    /// The peer's message is not a well-formed negentropy message.
+    #[error("bad negentropy message: {0}")]
+    Malformed(String),
+    /// A call out of order or a bad parameter.
+    #[error("negentropy: {0}")]
+    Invalid(String),
+    /// The item set could not be read.
+    #[error("negentropy storage: {0}")]
+    Storage(String),
 }
 
-/// Seals sorted or unsorted (created_at, id) pairs into a negentropy storage.
-pub fn seal(items: Vec<(u64, [u8; 32])>) -> Result<NegentropyStorageVector, StoreError> {
-    let mut v = NegentropyStorageVector::with_capacity(items.len());
-    for (t, id) in items {
-        v.insert(t, Id::from_byte_array(id))
-            .map_err(|e| StoreError::Engine(format!("negentropy: {e:?}")))?;
-    }
-    v.seal()
-        .map_err(|e| StoreError::Engine(format!("negentropy: {e:?}")))?;
-    Ok(v)
-}
-
-/// Checks a NIP-77 message's structure before it reaches the reconciler: version 0x61, then
-/// whole ranges (varint timestamp, id prefix of at most 32 bytes, mode Skip, Fingerprint with 16
-/// bytes, or IdList with n × 32 bytes). The negentropy crate reads a varint cut off at the end
-/// of the input as a short value, which would turn a truncated message into "nothing differs";
-/// this refuses it instead.
+/// Checks a NIP-77 message's structure without a storage: version 0x61, then whole ranges
+/// (timestamp, id prefix of at most 32 bytes, mode Skip, Fingerprint with 16 bytes, or IdList
+/// with n × 32 bytes). Used to refuse a broken message before any work is done for it.
 pub fn check_message(msg: &[u8]) -> Result<(), String> {
-    let (&version, mut rest) = msg.split_first().ok_or("empty message")?;
+    let mut r = codec::Reader::new(msg);
+    let version = r.byte().map_err(|_| "empty message")?;
     if version != PROTOCOL_VERSION {
         return Err(format!("unsupported protocol version 0x{version:02x}"));
     }
     let mut range = 0usize;
-    while !rest.is_empty() {
+    while !r.is_empty() {
         range += 1;
-        let at = |what: &str| format!("range {range}: {what}");
-        varint(&mut rest).map_err(|e| at(&format!("timestamp: {e}")))?;
-        let len = varint(&mut rest).map_err(|e| at(&format!("id prefix length: {e}")))?;
-        if len > 32 {
-            return Err(at(&format!("id prefix of {len} bytes")));
-        }
-        take(&mut rest, len as usize).map_err(|e| at(&e))?;
-        match varint(&mut rest).map_err(|e| at(&format!("mode: {e}")))? {
+        let at = |what: String| format!("range {range}: {what}");
+        r.bound().map_err(at)?;
+        match r.varint().map_err(|e| at(format!("mode: {e}")))? {
             0 => {}
-            1 => take(&mut rest, 16).map_err(|e| at(&format!("fingerprint: {e}")))?,
-            2 => {
-                let n = varint(&mut rest).map_err(|e| at(&format!("id count: {e}")))?;
-                let bytes = usize::try_from(n)
-                    .ok()
-                    .and_then(|n| n.checked_mul(32))
-                    .ok_or_else(|| at("id count too large"))?;
-                take(&mut rest, bytes).map_err(|e| at(&format!("id list: {e}")))?;
+            1 => {
+                r.bytes(16).map_err(|e| at(format!("fingerprint: {e}")))?;
             }
-            m => return Err(at(&format!("unknown mode {m}"))),
+            2 => {
+                let n = r.varint().map_err(|e| at(format!("id count: {e}")))?;
+                let _ = r.ids(n).map_err(at)?;
+            }
+            m => return Err(at(format!("unknown mode {m}"))),
         }
     }
-    Ok(())
-}
-
-fn varint(b: &mut &[u8]) -> Result<u64, String> {
-    let mut v: u64 = 0;
-    for i in 0..10 {
-        let (&byte, rest) = b.split_first().ok_or("ends inside a varint")?;
-        *b = rest;
-        v = v.checked_mul(128).ok_or("varint overflows")? | u64::from(byte & 0x7f);
-        if byte & 0x80 == 0 {
-            return Ok(v);
-        }
-        if i == 9 {
-            break;
-        }
-    }
-    Err("varint longer than 10 bytes".into())
-}
-
-fn take(b: &mut &[u8], n: usize) -> Result<(), String> {
-    if b.len() < n {
-        return Err(format!("needs {n} bytes, {} left", b.len()));
-    }
-    *b = &b[n..];
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::negentropy as reference;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    use std::collections::HashSet;
+
+    type Theirs = reference::Negentropy<'static, reference::NegentropyStorageVector>;
+
+    fn theirs(items: &[Item], limit: u64) -> Theirs {
+        let mut v = reference::NegentropyStorageVector::with_capacity(items.len());
+        for it in items {
+            v.insert(it.t, reference::Id::from_byte_array(it.id))
+                .unwrap();
+        }
+        v.seal().unwrap();
+        reference::Negentropy::owned(v, limit).unwrap()
+    }
+
+    fn ours(items: &[Item], limit: u64) -> Reconciler<VecStorage> {
+        Reconciler::new(VecStorage::new(items.to_vec()), limit).unwrap()
+    }
+
+    /// Two overlapping sets: `shared` common items, `only` more on each side. Timestamps are
+    /// drawn from `spread` seconds, so small spreads give many equal timestamps (id-prefix
+    /// bounds).
+    fn sets(seed: u64, shared: usize, only: usize, spread: u64) -> (Vec<Item>, Vec<Item>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut item = || Item {
+            t: 1_700_000_000 + rng.random_range(0..spread),
+            id: rng.random(),
+        };
+        let common: Vec<Item> = (0..shared).map(|_| item()).collect();
+        let mut a = common.clone();
+        let mut b = common;
+        a.extend((0..only).map(|_| item()));
+        b.extend((0..only * 2 / 3).map(|_| item()));
+        (a, b)
+    }
+
+    fn expected(a: &[Item], b: &[Item]) -> (HashSet<[u8; 32]>, HashSet<[u8; 32]>) {
+        let ia: HashSet<[u8; 32]> = a.iter().map(|i| i.id).collect();
+        let ib: HashSet<[u8; 32]> = b.iter().map(|i| i.id).collect();
+        (&ia - &ib, &ib - &ia)
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Pair {
+        OursBoth,
+        OursInitiates,
+        TheirsInitiates,
+    }
+
+    /// Reconciles `a` (initiator) with `b`, every message checked by [`check_message`];
+    /// returns (have, need, rounds).
+    fn reconcile(
+        pair: Pair,
+        a: &[Item],
+        b: &[Item],
+        limit: u64,
+    ) -> (HashSet<[u8; 32]>, HashSet<[u8; 32]>, usize) {
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        let mut rounds = 0;
+        match pair {
+            Pair::TheirsInitiates => {
+                let mut client = theirs(a, limit);
+                let mut server = ours(b, limit);
+                let mut msg = client.initiate().unwrap();
+                let (mut h, mut n) = (Vec::new(), Vec::new());
+                loop {
+                    check_message(&msg).unwrap();
+                    let reply = server.respond(&msg).unwrap();
+                    check_message(&reply).unwrap();
+                    rounds += 1;
+                    match client.reconcile_with_ids(&reply, &mut h, &mut n).unwrap() {
+                        Some(m) => msg = m,
+                        None => break,
+                    }
+                }
+                have.extend(h.iter().map(|i| *i.as_bytes()));
+                need.extend(n.iter().map(|i| *i.as_bytes()));
+            }
+            Pair::OursInitiates | Pair::OursBoth => {
+                let mut client = ours(a, limit);
+                let mut server_theirs = theirs(b, limit);
+                let mut server_ours = ours(b, limit);
+                let mut msg = client.initiate().unwrap();
+                loop {
+                    check_message(&msg).unwrap();
+                    let reply = match pair {
+                        Pair::OursBoth => server_ours.respond(&msg).unwrap(),
+                        _ => server_theirs.reconcile(&msg).unwrap(),
+                    };
+                    check_message(&reply).unwrap();
+                    rounds += 1;
+                    match client.next(&reply, &mut have, &mut need).unwrap() {
+                        Some(m) => msg = m,
+                        None => break,
+                    }
+                }
+            }
+        }
+        assert!(rounds < 10_000, "no progress");
+        (
+            have.into_iter().collect(),
+            need.into_iter().collect(),
+            rounds,
+        )
+    }
 
     #[test]
-    fn accepts_real_messages_and_refuses_truncated_ones() {
-        let items: Vec<(u64, [u8; 32])> = (0..3000u64).map(|i| (1000 + i / 3, sha(i))).collect();
-        let mine = seal(items.iter().copied().filter(|(t, _)| t % 7 != 0).collect()).unwrap();
-        let theirs = seal(items.iter().copied().filter(|(t, _)| t % 5 != 0).collect()).unwrap();
+    fn reconciles_with_the_reference_implementation_in_both_roles() {
+        let cases = [
+            (0, 0, 1000),
+            (0, 5, 1000),
+            (31, 1, 1000),
+            (32, 0, 1000),
+            (3000, 0, 100_000),
+            (3000, 40, 100_000),
+            (5000, 300, 50),
+            (20_000, 2000, 1_000_000),
+        ];
+        for (seed, (shared, only, spread)) in cases.into_iter().enumerate() {
+            let (a, b) = sets(seed as u64, shared, only, spread);
+            let want = expected(&a, &b);
+            for limit in [0u64, 4096, 60_000] {
+                for pair in [Pair::OursBoth, Pair::OursInitiates, Pair::TheirsInitiates] {
+                    let (have, need, rounds) = reconcile(pair, &a, &b, limit);
+                    let what = format!("{pair:?} shared {shared} only {only} limit {limit}");
+                    assert_eq!(have, want.0, "have: {what}");
+                    assert_eq!(need, want.1, "need: {what}");
+                    if limit == 0 && want.0.is_empty() && want.1.is_empty() {
+                        assert_eq!(rounds, 1, "identical sets take one round: {what}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn messages_are_byte_identical_to_the_reference() {
+        let (a, b) = sets(99, 4000, 200, 5000);
         for limit in [0u64, 4096] {
-            let mut client = Negentropy::borrowed(&mine, limit).unwrap();
-            let mut server = Negentropy::borrowed(&theirs, limit).unwrap();
-            let mut msg = client.initiate().unwrap();
-            let (mut have, mut need) = (Vec::new(), Vec::new());
+            let (mut oc, mut os) = (ours(&a, limit), ours(&b, limit));
+            let (mut tc, mut ts) = (theirs(&a, limit), theirs(&b, limit));
+            let mut msg = oc.initiate().unwrap();
+            assert_eq!(msg, tc.initiate().unwrap(), "initial message");
+            let (mut h, mut n, mut th, mut tn) = (vec![], vec![], vec![], vec![]);
             loop {
-                check_message(&msg).unwrap();
-                let reply = server.reconcile(&msg).unwrap();
-                check_message(&reply).unwrap();
-                match client
-                    .reconcile_with_ids(&reply, &mut have, &mut need)
-                    .unwrap()
-                {
+                let reply = os.respond(&msg).unwrap();
+                assert_eq!(reply, ts.reconcile(&msg).unwrap(), "reply, limit {limit}");
+                let next = oc.next(&reply, &mut h, &mut n).unwrap();
+                let tnext = tc.reconcile_with_ids(&reply, &mut th, &mut tn).unwrap();
+                assert_eq!(next, tnext, "next message, limit {limit}");
+                match next {
                     Some(m) => msg = m,
                     None => break,
                 }
             }
         }
+    }
+
+    #[test]
+    fn hostile_messages_get_errors_not_panics() {
+        let (a, b) = sets(7, 2000, 50, 500);
+        let mut client = ours(&a, 0);
+        let valid = client.initiate().unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut refused = 0;
+        for i in 0..3000 {
+            let mut m = valid.clone();
+            match i % 3 {
+                0 => m.truncate(rng.random_range(0..m.len())),
+                1 => {
+                    let at = rng.random_range(0..m.len());
+                    m[at] = rng.random();
+                }
+                _ => m = (0..rng.random_range(0..64)).map(|_| rng.random()).collect(),
+            }
+            let mut server = ours(&b, 4096);
+            match server.respond(&m) {
+                Ok(reply) => check_message(&reply).unwrap(),
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            refused > 1000,
+            "most corrupted messages are refused ({refused})"
+        );
+        let mut server = ours(&b, 0);
+        assert_eq!(server.respond(&[0x62]).unwrap(), vec![PROTOCOL_VERSION]);
         for bad in [
             &[][..],
-            &[0x62],
+            &[0x10],
             &[0x61, 0x81],
-            &[0x61, 0x4f],
             &[0x61, 0x00, 0x00],
             &[0x61, 0, 0, 1, 1, 2],
             &[0x61, 0, 0, 7],
+            &[0x61, 0, 33],
         ] {
             assert!(check_message(bad).is_err(), "{bad:?}");
+            assert!(ours(&b, 0).respond(bad).is_err(), "{bad:?}");
         }
         assert!(
             check_message(&[0x61]).is_ok(),
             "version only: nothing more to say"
         );
-    }
-
-    fn sha(i: u64) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(i.to_be_bytes()).into()
     }
 }

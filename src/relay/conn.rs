@@ -362,24 +362,23 @@ impl Conn {
         };
         let max = cfg.max_neg_records;
         let frame_limit = cfg.effective_neg_frame_limit();
-        let items = match self.shared.store.neg_items(filter).await {
-            Ok(items) => items,
+        let storage = match self.shared.store.neg_storage(filter).await {
+            Ok(s) => s,
             Err(e) => {
-                tracing::error!("neg items failed: {e}");
+                tracing::error!("negentropy set failed: {e}");
                 return self
                     .send(json!(["NEG-ERR", sub, "error: store failed"]))
                     .await;
             }
         };
-        if items.len() > max {
+        // The cap is the operator's (like strfry's maxSyncEvents): sets answered by the
+        // persistent index cost no memory per item, so it can be raised for time-range queries.
+        if storage.size() > max {
             let m = format!("blocked: this query matches too many records (max {max})");
             return self.send(json!(["NEG-ERR", sub, m, max])).await;
         }
-        let session = crate::negentropy::seal(items)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                crate::negentropy::Negentropy::owned(s, frame_limit).map_err(|e| format!("{e:?}"))
-            });
+        let session =
+            crate::negentropy::Reconciler::new(storage, frame_limit).map_err(|e| e.to_string());
         match session {
             Ok(s) => self.reconcile(sub, s, bytes).await,
             Err(e) => {

@@ -1,11 +1,11 @@
 //! NIP-77 serving: the negentropy sessions of one connection, capped in number and expired when
 //! idle. Dropping the connection drops them all.
 
-use crate::negentropy::{Negentropy, NegentropyStorageVector};
+use crate::negentropy::{NegStorage, Reconciler};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub(super) type Session = Negentropy<'static, NegentropyStorageVector>;
+pub(super) type Session = Reconciler<Box<dyn NegStorage>>;
 
 #[derive(Default)]
 pub(super) struct NegSessions {
@@ -49,22 +49,18 @@ impl NegSessions {
     }
 }
 
-/// Runs one reconciliation step off the async threads (it is CPU work over the whole set), and
-/// turns a decoder panic on hostile input into an error instead of a dead task. On error the
-/// session is gone: the caller answers `NEG-ERR`.
+/// Runs one reconciliation step off the async threads (it reads the store and hashes). On
+/// error the session is gone: the caller answers `NEG-ERR`.
 pub(super) async fn reconcile(mut s: Session, msg: Vec<u8>) -> Result<(Session, Vec<u8>), String> {
-    // A different version gets the crate's one-byte "my version" reply; anything else must be
-    // well formed.
+    // A different version gets the one-byte "my version" reply; anything else must be well
+    // formed before any work is done for it.
     if msg.first() == Some(&crate::negentropy::PROTOCOL_VERSION) {
         crate::negentropy::check_message(&msg)?;
     }
-    tokio::task::spawn_blocking(move || {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.reconcile(&msg))) {
-            Ok(Ok(out)) => Ok((s, out)),
-            Ok(Err(e)) => Err(format!("{e:?}")),
-            Err(_) => Err("decoder failed".to_string()),
-        }
+    tokio::task::spawn_blocking(move || match s.respond(&msg) {
+        Ok(out) => Ok((s, out)),
+        Err(e) => Err(e.to_string()),
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("reconciliation failed: {e}"))?
 }

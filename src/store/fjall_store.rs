@@ -2,6 +2,7 @@
 //! time (reads are concurrent), every ingest group committed as one atomic batch.
 
 use super::keys::{self, INDEX_SLOTS, SLOTS, Slot};
+use super::neg_index::{self, IndexedSet};
 use super::overlay::Overlay;
 use super::{EventStream, NegItem, Order, SaveOutcome, Store, StoreError};
 use crate::event::{Event, EventId, Filter, KindClass, decode_hex32};
@@ -61,6 +62,10 @@ impl FjallStore {
             debug_assert_eq!(slot as usize, ks.len());
             ks.push(db.keyspace(name, fjall::KeyspaceCreateOptions::default)?);
         }
+        if !ks[Slot::Meta as usize].contains_key(neg_index::BUILT_KEY)? {
+            // A store from before the negentropy index (or a new one): build it once.
+            neg_index::rebuild(&db, &ks)?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -88,7 +93,7 @@ impl FjallStore {
         for ev in events {
             out.push(ingest_one(&mut ov, ev)?);
         }
-        ov.batch.commit()?;
+        ov.commit()?;
         Ok(out)
     }
 
@@ -98,6 +103,26 @@ impl FjallStore {
             .get(id)?
             .map(|v| decode_event(&v))
             .transpose()
+    }
+
+    /// The negentropy set of `filter`: from the persistent index when the filter is a time
+    /// range, else loaded into memory.
+    pub fn neg_storage_blocking(
+        &self,
+        filter: &Filter,
+    ) -> Result<Box<dyn crate::negentropy::NegStorage>, StoreError> {
+        if filter.is_time_range_only() && !filter.matches_nothing() {
+            let (lo, hi) = (filter.since.unwrap_or(0), filter.until.unwrap_or(u64::MAX));
+            return Ok(Box::new(IndexedSet::open(
+                &self.inner.db,
+                &self.inner.ks,
+                lo,
+                hi,
+            )?));
+        }
+        Ok(Box::new(crate::negentropy::VecStorage::from_pairs(
+            self.neg_items_blocking(filter)?,
+        )))
     }
 
     /// (created_at, id) of matching events, ascending; `limit` is ignored.
@@ -301,7 +326,20 @@ impl FjallStore {
                 }
             }
         }
+        neg_index::check(&self.inner.ks, &mut r.problems)?;
         Ok(r)
+    }
+
+    /// Drops the negentropy index and its marker, as in a store made before it existed.
+    #[cfg(test)]
+    pub(super) fn forget_neg_index(&self) {
+        let ks = &self.inner.ks;
+        let mut b = self.inner.db.batch();
+        for g in ks[Slot::NegIndex as usize].iter() {
+            b.remove(&ks[Slot::NegIndex as usize], g.key().expect("key"));
+        }
+        b.remove(&ks[Slot::Meta as usize], neg_index::BUILT_KEY);
+        b.commit().expect("commit");
     }
 
     /// Forces the journal to disk (used at clean shutdown and by tests).
@@ -501,10 +539,18 @@ impl Store for FjallStore {
         blocking(move || s.neg_items_blocking(&filter)).await
     }
 
+    async fn neg_storage(
+        &self,
+        filter: Filter,
+    ) -> Result<Box<dyn crate::negentropy::NegStorage>, StoreError> {
+        let s = self.clone();
+        blocking(move || s.neg_storage_blocking(&filter)).await
+    }
+
     async fn count(&self, mut filter: Filter) -> Result<u64, StoreError> {
         filter.limit = None;
         let s = self.clone();
-        blocking(move || Ok(s.neg_items_blocking(&filter)?.len() as u64)).await
+        blocking(move || Ok(s.neg_storage_blocking(&filter)?.size() as u64)).await
     }
 
     async fn known(&self, ids: Vec<EventId>) -> Result<Vec<bool>, StoreError> {

@@ -104,9 +104,13 @@ pub(super) enum Slot {
     AddrTombstones,
     /// ids seen and dropped because a newer version is stored.
     Superseded,
+    /// 1 024-second bucket → count and id sum of its events (see `neg_index.rs`).
+    NegIndex,
+    /// Store-level markers.
+    Meta,
 }
 
-pub(super) const SLOTS: [(Slot, &str); 10] = [
+pub(super) const SLOTS: [(Slot, &str); 12] = [
     (Slot::Events, "events"),
     (Slot::ByTime, "by_time"),
     (Slot::ByKind, "by_kind"),
@@ -117,6 +121,8 @@ pub(super) const SLOTS: [(Slot, &str); 10] = [
     (Slot::Tombstones, "tombstones"),
     (Slot::AddrTombstones, "addr_tombstones"),
     (Slot::Superseded, "superseded"),
+    (Slot::NegIndex, "neg_index"),
+    (Slot::Meta, "meta"),
 ];
 
 /// The secondary indexes (every one ends with `created_at ++ id`).

@@ -7,13 +7,16 @@
 
 mod fjall_store;
 mod keys;
+mod neg_index;
 mod overlay;
 mod remote;
 
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
+pub use neg_index::IndexedSet;
 pub use remote::RemoteStore;
 
 use crate::event::{Event, EventId, Filter};
+use crate::negentropy::{NegStorage, VecStorage};
 use futures_util::stream::BoxStream;
 
 /// What happened to one event handed to [`Store::save`].
@@ -96,6 +99,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_by_ids(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError>;
     /// (created_at, id) of every event matching `filter`, sorted ascending: the negentropy set.
     async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError>;
+    /// The negentropy set of `filter`, ready to reconcile. This default loads
+    /// [`Store::neg_items`] into memory; the fjall store answers time-range filters from its
+    /// persistent index instead.
+    async fn neg_storage(&self, filter: Filter) -> Result<Box<dyn NegStorage>, StoreError> {
+        let items = self.neg_items(filter).await?;
+        Ok(Box::new(VecStorage::from_pairs(items)))
+    }
     /// How many events match `filter` (ignoring `limit`).
     async fn count(&self, filter: Filter) -> Result<u64, StoreError>;
     /// For each id: should a sync skip fetching it? True when it is stored already, or was

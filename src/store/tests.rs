@@ -226,3 +226,174 @@ fn stats_and_reopen() {
     );
     assert!(st.disk_bytes > 0);
 }
+
+/// Events at times chosen to hit bucket edges, dense seconds and empty stretches.
+fn spread_events(n: u64, seed: &[u8]) -> Vec<Event> {
+    let k = Keys::from_seed(seed, 0);
+    (0..n)
+        .map(|i| {
+            let t = match i % 4 {
+                0 => 1_000_000 + (i % 7),            // dense: a few seconds
+                1 => 1_000_000 + 1024 * (i % 5) - 1, // last second of buckets
+                2 => 1_000_000 + 1024 * (i % 5),     // first second of buckets
+                _ => 900_000 + i * 997,              // spread out
+            };
+            ev(&k, t, 1, vec![], &format!("{seed:?} {i}"))
+        })
+        .collect()
+}
+
+fn vec_set(s: &FjallStore, f: &Filter) -> crate::negentropy::VecStorage {
+    crate::negentropy::VecStorage::from_pairs(s.neg_items_blocking(f).unwrap())
+}
+
+/// Every answer of the index-backed set equals the in-memory set's, for ranges that start and
+/// end inside buckets, on bucket edges, and cover everything.
+#[test]
+fn indexed_set_answers_like_the_loaded_set() {
+    use crate::negentropy::{Bound, Item, NegStorage};
+    let (_d, s) = store();
+    s.save_blocking(&spread_events(600, b"a")).unwrap();
+    let ranges = [
+        (None, None),
+        (Some(1_000_000), None),
+        (Some(1_000_003), Some(1_002_047)),
+        (Some(999_999), Some(1_000_000)),
+        (Some(1_003_000), Some(1_003_000)),
+        (Some(5), Some(6)),
+    ];
+    for (since, until) in ranges {
+        let f = Filter {
+            since,
+            until,
+            ..Filter::default()
+        };
+        let mut want = vec_set(&s, &f);
+        let mut got = s.neg_storage_blocking(&f).unwrap();
+        assert!(got.is_indexed());
+        let n = want.size();
+        assert_eq!(got.size(), n, "{f:?}");
+        let mut items = Vec::new();
+        want.for_each(0, n, &mut |_, it| {
+            items.push(*it);
+            true
+        })
+        .unwrap();
+        let mut seen = Vec::new();
+        got.for_each(0, n, &mut |i, it| {
+            seen.push((i, *it));
+            true
+        })
+        .unwrap();
+        assert_eq!(seen, items.iter().copied().enumerate().collect::<Vec<_>>());
+        let cuts: Vec<usize> = (0..=n).step_by(7).chain([n]).collect();
+        for &a in &cuts {
+            for &b in cuts.iter().filter(|&&b| b >= a) {
+                assert_eq!(
+                    got.fingerprint(a, b).unwrap(),
+                    want.fingerprint(a, b).unwrap(),
+                    "{f:?} {a}..{b}"
+                );
+            }
+        }
+        let mut bounds = vec![Bound::INFINITY];
+        for it in items.iter().step_by(3) {
+            bounds.push(Bound::at(it));
+            bounds.push(Bound::at(&Item {
+                t: it.t + 1,
+                id: [0; 32],
+            }));
+            bounds.push(Bound::between(
+                &Item {
+                    t: it.t,
+                    id: [0; 32],
+                },
+                it,
+            ));
+        }
+        for b in &bounds {
+            for (lo, hi) in [(0, n), (n / 3, n), (0, n / 2)] {
+                assert_eq!(
+                    got.lower_bound(lo, hi, b).unwrap(),
+                    want.lower_bound(lo, hi, b).unwrap(),
+                    "{f:?} {b:?} in {lo}..{hi}"
+                );
+            }
+        }
+        assert!(
+            got.fingerprint(1, 0).is_err() && got.for_each(0, n + 1, &mut |_, _| true).is_err()
+        );
+    }
+}
+
+/// Replacements and deletions keep the index equal to the time index; a session keeps the
+/// view it opened with while the store changes.
+#[test]
+fn index_follows_replacements_and_deletions_and_sessions_see_a_snapshot() {
+    use crate::negentropy::NegStorage;
+    let (_d, s) = store();
+    let k = Keys::from_seed(b"idx", 1);
+    let notes = spread_events(200, b"b");
+    s.save_blocking(&notes).unwrap();
+    let whole = Filter::default();
+    let mut before = s.neg_storage_blocking(&whole).unwrap();
+    let fp_before = before.fingerprint(0, before.size()).unwrap();
+    // Same batch: a profile and its replacement; later: a deletion of some notes.
+    let p1 = ev(&k, 1_000_100, 0, vec![], "p1");
+    let p2 = ev(&k, 1_000_200, 0, vec![], "p2");
+    s.save_blocking(&[p1, p2]).unwrap();
+    let victims: Vec<Vec<String>> = notes
+        .iter()
+        .step_by(9)
+        .map(|e| tag("e", &e.id_hex()))
+        .collect();
+    let author = Keys::from_seed(b"b", 0);
+    s.save_blocking(&[ev(&author, 1_000_300, 5, victims, "gone")])
+        .unwrap();
+    let report = s.check_integrity().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let mut after = s.neg_storage_blocking(&whole).unwrap();
+    let mut want = vec_set(&s, &whole);
+    assert_eq!(after.size(), want.size());
+    assert_eq!(
+        after.fingerprint(0, after.size()).unwrap(),
+        want.fingerprint(0, want.size()).unwrap()
+    );
+    assert_eq!(
+        before.size(),
+        200,
+        "the old session still sees its snapshot"
+    );
+    assert_eq!(before.fingerprint(0, 200).unwrap(), fp_before);
+}
+
+/// A store written before the index existed gets it built at open; `orly check` reports an
+/// index that disagrees with the events.
+#[test]
+fn index_is_rebuilt_for_old_stores_and_checked() {
+    use crate::negentropy::NegStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let evs = spread_events(300, b"c");
+    {
+        let s = FjallStore::open(dir.path()).unwrap();
+        s.save_blocking(&evs).unwrap();
+        // Make it look like an old store: no index, no marker.
+        s.forget_neg_index();
+        let report = s.check_integrity().unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.starts_with("NegIndex")),
+            "{:?}",
+            report.problems
+        );
+        s.flush().unwrap();
+    }
+    let s = FjallStore::open(dir.path()).unwrap();
+    assert!(s.check_integrity().unwrap().problems.is_empty());
+    let mut set = s.neg_storage_blocking(&Filter::default()).unwrap();
+    let mut want = vec_set(&s, &Filter::default());
+    assert_eq!(set.size(), 300);
+    assert_eq!(
+        set.fingerprint(0, 300).unwrap(),
+        want.fingerprint(0, 300).unwrap()
+    );
+}

@@ -5,7 +5,7 @@
 use super::progress::{Direction, Progress, SyncError};
 use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_WINDOW};
 use crate::event::{Event, Filter};
-use crate::negentropy::{Id, Negentropy, NegentropyStorageVector, seal};
+use crate::negentropy::{NegStorage, Reconciler};
 use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
 use crate::store::Store;
 use serde_json::json;
@@ -41,7 +41,7 @@ pub struct SyncJob {
 
 struct NegSession {
     sub: String,
-    neg: Negentropy<'static, NegentropyStorageVector>,
+    neg: Reconciler<Box<dyn NegStorage>>,
     range: (u64, u64),
 }
 
@@ -244,17 +244,17 @@ impl SyncJob {
         if range.1 < u64::MAX {
             f.until = Some(range.1);
         }
-        let items = self.store.neg_items(f.clone()).await?;
-        let storage = seal(items)?;
+        let storage = self.store.neg_storage(f.clone()).await?;
         let limit = self
             .req
             .frame_size_limit
             .unwrap_or(super::DEFAULT_FRAME_SIZE_LIMIT);
-        let mut neg = Negentropy::owned(storage, limit)
-            .map_err(|e| SyncError::Invalid(format!("negentropy: {e:?}")))?;
-        let init = neg
-            .initiate()
-            .map_err(|e| SyncError::Invalid(format!("negentropy: {e:?}")))?;
+        let mut neg =
+            Reconciler::new(storage, limit).map_err(|e| SyncError::Invalid(e.to_string()))?;
+        let init = tokio::task::spawn_blocking(move || neg.initiate().map(|m| (neg, m)))
+            .await
+            .map_err(|e| SyncError::Invalid(format!("negentropy: {e}")))?;
+        let (neg, init) = init.map_err(|e| SyncError::Invalid(e.to_string()))?;
         st.sessions_opened += 1;
         let sub = format!("orly-neg-{}", st.sessions_opened);
         send(
@@ -318,23 +318,26 @@ impl SyncJob {
     ) -> Result<(), SyncError> {
         match msg {
             RelayMsg::NegMsg { sub, hex } => {
-                let Some(sess) = st.session.as_mut().filter(|s| s.sub == sub) else {
+                let Some(mut sess) = st.session.take_if(|s| s.sub == sub) else {
                     return Ok(());
                 };
                 let bytes = hex::decode(&hex)
                     .map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
                 crate::negentropy::check_message(&bytes)
                     .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e}")))?;
-                let (mut have, mut need) = (Vec::new(), Vec::new());
                 let round =
                     tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
-                let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    round.in_scope(|| sess.neg.reconcile_with_ids(&bytes, &mut have, &mut need))
-                }))
-                .map_err(|_| {
-                    SyncError::Incomplete("bad negentropy message (decoder failed)".into())
-                })?
-                .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e:?}")))?;
+                // The step reads the store (index buckets at range boundaries): off the async
+                // threads.
+                let (sess, step) = tokio::task::spawn_blocking(move || {
+                    let (mut have, mut need) = (Vec::new(), Vec::new());
+                    let next = round.in_scope(|| sess.neg.next(&bytes, &mut have, &mut need));
+                    (sess, next.map(|m| (m, have, need)))
+                })
+                .await
+                .map_err(|e| SyncError::Incomplete(format!("reconciliation failed: {e}")))?;
+                let (next, have, need) = step.map_err(|e| SyncError::Incomplete(e.to_string()))?;
+                st.session = Some(sess);
                 st.p.round += 1;
                 self.learn(st, have, need).await?;
                 match next {
@@ -480,10 +483,14 @@ impl SyncJob {
 
     /// Queues newly learned differences (each id once), skipping ids the store already knows
     /// as superseded or deleted so repeated syncs converge to zero work.
-    async fn learn(&self, st: &mut State, have: Vec<Id>, need: Vec<Id>) -> Result<(), SyncError> {
+    async fn learn(
+        &self,
+        st: &mut State,
+        have: Vec<[u8; 32]>,
+        need: Vec<[u8; 32]>,
+    ) -> Result<(), SyncError> {
         let dir = self.req.direction;
         for id in have {
-            let id = *id.as_bytes();
             if st.seen.insert(id) {
                 st.p.have += 1;
                 if dir.uploads() {
@@ -491,11 +498,7 @@ impl SyncJob {
                 }
             }
         }
-        let fresh: Vec<[u8; 32]> = need
-            .into_iter()
-            .map(|i| *i.as_bytes())
-            .filter(|id| st.seen.insert(*id))
-            .collect();
+        let fresh: Vec<[u8; 32]> = need.into_iter().filter(|id| st.seen.insert(*id)).collect();
         st.p.need += fresh.len() as u64;
         if dir.fetches() && !fresh.is_empty() {
             let known = self.store.known(fresh.clone()).await?;

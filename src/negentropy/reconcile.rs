@@ -1,0 +1,295 @@
+//! The NIP-77 (negentropy protocol V1) reconciler, over any [`NegStorage`]: split ranges into
+//! 16 fingerprinted buckets, answer small ranges with their id lists, skip what matches, and
+//! keep each message under the frame size limit by folding what did not fit into one
+//! fingerprint of the remainder.
+
+use super::codec::{
+    Bound, Fingerprint, Item, MODE_FINGERPRINT, MODE_ID_LIST, MODE_SKIP, Reader, Writer,
+};
+use super::{NegError, PROTOCOL_VERSION};
+use std::collections::HashSet;
+
+/// Buckets a mismatched range is split into.
+const BUCKETS: usize = 16;
+/// Ranges with fewer items than this are sent as id lists.
+const ID_LIST_BELOW: usize = 2 * BUCKETS;
+/// Room kept under the frame size limit for the closing fingerprint.
+const FRAME_SLACK: usize = 200;
+
+/// The sorted set one side reconciles, addressed by position.
+pub trait NegStorage: Send + Sync {
+    /// Number of items.
+    fn size(&self) -> usize;
+    /// Calls `f(index, item)` for items `begin..end` in order until it returns false.
+    fn for_each(
+        &mut self,
+        begin: usize,
+        end: usize,
+        f: &mut dyn FnMut(usize, &Item) -> bool,
+    ) -> Result<(), NegError>;
+    /// The first position in `first..last` whose item is not below `bound` (`last` if none).
+    fn lower_bound(&mut self, first: usize, last: usize, bound: &Bound) -> Result<usize, NegError>;
+    /// The fingerprint of items `begin..end`.
+    fn fingerprint(&mut self, begin: usize, end: usize) -> Result<Fingerprint, NegError>;
+    /// True when fingerprints come from a persistent index rather than a loaded item set.
+    fn is_indexed(&self) -> bool {
+        false
+    }
+}
+
+impl NegStorage for Box<dyn NegStorage> {
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+    fn for_each(
+        &mut self,
+        begin: usize,
+        end: usize,
+        f: &mut dyn FnMut(usize, &Item) -> bool,
+    ) -> Result<(), NegError> {
+        (**self).for_each(begin, end, f)
+    }
+    fn lower_bound(&mut self, first: usize, last: usize, bound: &Bound) -> Result<usize, NegError> {
+        (**self).lower_bound(first, last, bound)
+    }
+    fn fingerprint(&mut self, begin: usize, end: usize) -> Result<Fingerprint, NegError> {
+        (**self).fingerprint(begin, end)
+    }
+    fn is_indexed(&self) -> bool {
+        (**self).is_indexed()
+    }
+}
+
+/// One side of a reconciliation.
+pub struct Reconciler<S> {
+    storage: S,
+    frame_limit: usize,
+    initiator: bool,
+}
+
+impl<S: NegStorage> Reconciler<S> {
+    /// A reconciler over `storage`; `frame_limit` is 0 (none) or at least 4096 bytes.
+    pub fn new(storage: S, frame_limit: u64) -> Result<Self, NegError> {
+        if frame_limit != 0 && frame_limit < 4096 {
+            return Err(NegError::Invalid(
+                "frame size limit must be 0 (none) or at least 4096".into(),
+            ));
+        }
+        Ok(Self {
+            storage,
+            frame_limit: usize::try_from(frame_limit).unwrap_or(usize::MAX),
+            initiator: false,
+        })
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The first message: the whole set, split.
+    pub fn initiate(&mut self) -> Result<Vec<u8>, NegError> {
+        if self.initiator {
+            return Err(NegError::Invalid("already initiated".into()));
+        }
+        self.initiator = true;
+        let mut w = Writer::new(PROTOCOL_VERSION);
+        let n = self.storage.size();
+        self.split(&mut w, 0, n, Bound::INFINITY)?;
+        Ok(w.out)
+    }
+
+    /// The responder's answer to `msg`.
+    pub fn respond(&mut self, msg: &[u8]) -> Result<Vec<u8>, NegError> {
+        if self.initiator {
+            return Err(NegError::Invalid("the initiator does not respond".into()));
+        }
+        let mut ignored = (Vec::new(), Vec::new());
+        self.step(msg, &mut ignored.0, &mut ignored.1)
+    }
+
+    /// The initiator's next message after the peer's `msg`, or `None` when the sets are
+    /// reconciled. Ids only we have go to `have`, ids only the peer has to `need`.
+    pub fn next(
+        &mut self,
+        msg: &[u8],
+        have: &mut Vec<[u8; 32]>,
+        need: &mut Vec<[u8; 32]>,
+    ) -> Result<Option<Vec<u8>>, NegError> {
+        if !self.initiator {
+            return Err(NegError::Invalid("initiate first".into()));
+        }
+        let out = self.step(msg, have, need)?;
+        Ok((out.len() > 1).then_some(out))
+    }
+
+    fn over_limit(&self, n: usize) -> bool {
+        self.frame_limit != 0 && n > self.frame_limit - FRAME_SLACK
+    }
+
+    fn step(
+        &mut self,
+        msg: &[u8],
+        have: &mut Vec<[u8; 32]>,
+        need: &mut Vec<[u8; 32]>,
+    ) -> Result<Vec<u8>, NegError> {
+        let mut r = Reader::new(msg);
+        let version = r
+            .byte()
+            .map_err(|_| NegError::Malformed("empty message".into()))?;
+        if !(0x60..=0x6f).contains(&version) {
+            return Err(NegError::Malformed(format!(
+                "not a negentropy message (first byte 0x{version:02x})"
+            )));
+        }
+        if version != PROTOCOL_VERSION {
+            if self.initiator {
+                return Err(NegError::Malformed(format!(
+                    "peer speaks protocol 0x{version:02x}, not 0x61"
+                )));
+            }
+            // Tell the peer which version we speak.
+            return Ok(vec![PROTOCOL_VERSION]);
+        }
+        let size = self.storage.size();
+        let mut out = Writer::new(PROTOCOL_VERSION);
+        let mut prev_bound = Bound {
+            t: 0,
+            id: [0; 32],
+            len: 0,
+        };
+        let mut prev_index = 0usize;
+        // A run of matching ranges not written yet (a Skip is only written before a range that
+        // needs one).
+        let mut skipping = false;
+        // Items below the last bound written end here: what did not fit is fingerprinted from it.
+        let mut emitted = 0usize;
+        let mut range = 0usize;
+        while !r.is_empty() {
+            range += 1;
+            let at = |e: String| NegError::Malformed(format!("range {range}: {e}"));
+            let bound = r.bound().map_err(at)?;
+            let mode = r.varint().map_err(|e| at(format!("mode: {e}")))?;
+            let lower = prev_index;
+            let mut upper = self.storage.lower_bound(prev_index, size, &bound)?;
+            let mut o = Writer::continuing(&out);
+            match mode {
+                MODE_SKIP => skipping = true,
+                MODE_FINGERPRINT => {
+                    let theirs = r.bytes(16).map_err(|e| at(format!("fingerprint: {e}")))?;
+                    if self.storage.fingerprint(lower, upper)?[..] == theirs[..] {
+                        skipping = true;
+                    } else {
+                        if std::mem::take(&mut skipping) {
+                            o.bound(&prev_bound);
+                            o.varint(MODE_SKIP);
+                        }
+                        self.split(&mut o, lower, upper, bound)?;
+                    }
+                }
+                MODE_ID_LIST => {
+                    let n = r.varint().map_err(|e| at(format!("id count: {e}")))?;
+                    let mut theirs: HashSet<[u8; 32]> = r.ids(n).map_err(at)?.collect();
+                    let initiator = self.initiator;
+                    self.storage.for_each(lower, upper, &mut |_, item| {
+                        if !theirs.remove(&item.id) && initiator {
+                            have.push(item.id);
+                        }
+                        true
+                    })?;
+                    if self.initiator {
+                        skipping = true;
+                        need.extend(theirs);
+                    } else {
+                        if std::mem::take(&mut skipping) {
+                            o.bound(&prev_bound);
+                            o.varint(MODE_SKIP);
+                        }
+                        // Answer with our ids for the range, as many as fit; the rest of the
+                        // range is covered by the closing fingerprint.
+                        let mut ids = Vec::new();
+                        let mut end_bound = bound;
+                        let room = out.len() + o.len();
+                        let limit = self.frame_limit;
+                        self.storage.for_each(lower, upper, &mut |i, item| {
+                            if limit != 0 && room + ids.len() * 32 > limit - FRAME_SLACK {
+                                end_bound = Bound::at(item);
+                                upper = i;
+                                return false;
+                            }
+                            ids.push(item.id);
+                            true
+                        })?;
+                        o.bound(&end_bound);
+                        o.varint(MODE_ID_LIST);
+                        o.varint(ids.len() as u64);
+                        for id in &ids {
+                            o.out.extend_from_slice(id);
+                        }
+                    }
+                }
+                m => return Err(at(format!("unknown mode {m}"))),
+            }
+            if self.over_limit(out.len() + o.len()) {
+                // Stop here: one fingerprint covers everything from the last bound written on.
+                let fp = self.storage.fingerprint(emitted, size)?;
+                out.bound(&Bound::INFINITY);
+                out.varint(MODE_FINGERPRINT);
+                out.out.extend_from_slice(&fp);
+                break;
+            }
+            if o.len() > 0 {
+                out.append(o);
+                emitted = upper;
+            }
+            prev_index = upper;
+            prev_bound = bound;
+        }
+        Ok(out.out)
+    }
+
+    /// Writes the range `lower..upper` ending at `upper_bound`: its ids when small, else 16
+    /// fingerprinted buckets.
+    fn split(
+        &mut self,
+        w: &mut Writer,
+        lower: usize,
+        upper: usize,
+        upper_bound: Bound,
+    ) -> Result<(), NegError> {
+        let n = upper - lower;
+        if n < ID_LIST_BELOW {
+            w.bound(&upper_bound);
+            w.varint(MODE_ID_LIST);
+            w.varint(n as u64);
+            self.storage.for_each(lower, upper, &mut |_, item| {
+                w.out.extend_from_slice(&item.id);
+                true
+            })?;
+            return Ok(());
+        }
+        let (per, extra) = (n / BUCKETS, n % BUCKETS);
+        let mut curr = lower;
+        for i in 0..BUCKETS {
+            let size = per + usize::from(i < extra);
+            let fp = self.storage.fingerprint(curr, curr + size)?;
+            curr += size;
+            let bound = if curr == upper {
+                upper_bound
+            } else {
+                let mut pair = [Item { t: 0, id: [0; 32] }; 2];
+                self.storage.for_each(curr - 1, curr + 1, &mut |i, item| {
+                    if let Some(slot) = pair.get_mut((i + 1).wrapping_sub(curr)) {
+                        *slot = *item;
+                    }
+                    true
+                })?;
+                Bound::between(&pair[0], &pair[1])
+            };
+            w.bound(&bound);
+            w.varint(MODE_FINGERPRINT);
+            w.out.extend_from_slice(&fp);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! The persistent negentropy index: for every 1 024-second bucket of `created_at` that holds
+//! events, their count and the 256-bit sum of their ids. It is updated in the same atomic batch
+//! as the time index, so it is never out of step after a crash, and it lets a reconciliation
+//! answer range fingerprints from bucket sums: only the bucket a range boundary falls in is read
+//! item by item. A session reads through one fjall snapshot, so writes made while it runs
+//! (including the events the sync itself fetches) do not move its positions.
+
+use super::StoreError;
+use super::keys::{self, Slot};
+use crate::negentropy::{Bound, Fingerprint, Item, NegError, NegStorage, Sum};
+use fjall::Readable;
+use std::collections::{BTreeMap, HashMap};
+
+/// log2 of the bucket width in seconds.
+pub(super) const BUCKET_SHIFT: u32 = 10;
+/// Marker in the meta keyspace: the index covers every event (absent on stores made before it).
+pub(super) const BUILT_KEY: &[u8] = b"neg_index_v1";
+/// Items a session keeps loaded from boundary buckets before it drops them (about 40 MB).
+const CACHE_ITEMS: usize = 1 << 20;
+
+pub(super) fn bucket_of(t: u64) -> u64 {
+    t >> BUCKET_SHIFT
+}
+
+fn bucket_span(b: u64) -> (u64, u64) {
+    (
+        b << BUCKET_SHIFT,
+        (b << BUCKET_SHIFT) | ((1 << BUCKET_SHIFT) - 1),
+    )
+}
+
+/// Value layout: count (u64 LE) ++ sum (32 bytes LE).
+pub(super) fn encode(count: u64, sum: &Sum) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40);
+    v.extend_from_slice(&count.to_le_bytes());
+    v.extend_from_slice(&sum.to_bytes());
+    v
+}
+
+pub(super) fn decode(v: &[u8]) -> Result<(u64, Sum), StoreError> {
+    let (count, sum) = v
+        .split_first_chunk::<8>()
+        .and_then(|(c, s)| Some((u64::from_le_bytes(*c), <&[u8; 32]>::try_from(s).ok()?)))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!("negentropy index value of {} bytes", v.len()))
+        })?;
+    Ok((count, Sum::from_bytes(sum)))
+}
+
+fn decode_key(k: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(k)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("negentropy index key of {} bytes", k.len())))
+}
+
+/// Per-bucket changes of one write batch.
+#[derive(Default)]
+pub(super) struct Deltas(HashMap<u64, (i64, Sum)>);
+
+impl Deltas {
+    pub(super) fn insert(&mut self, time_key: &[u8]) {
+        if let Some((t, id)) = keys::split_suffix(time_key) {
+            let d = self.0.entry(bucket_of(t)).or_default();
+            d.0 += 1;
+            d.1.add_id(&id);
+        }
+    }
+
+    pub(super) fn remove(&mut self, time_key: &[u8]) {
+        if let Some((t, id)) = keys::split_suffix(time_key) {
+            let d = self.0.entry(bucket_of(t)).or_default();
+            d.0 -= 1;
+            d.1.sub(&Sum::of(&id));
+        }
+    }
+
+    /// Adds the changed buckets to `batch` (the caller holds the writer lock).
+    pub(super) fn apply(
+        self,
+        index: &fjall::Keyspace,
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> Result<(), StoreError> {
+        for (b, (dc, dsum)) in self.0 {
+            if dc == 0 && dsum == Sum::default() {
+                continue;
+            }
+            let key = b.to_be_bytes();
+            let (count, mut sum) = match index.get(key)? {
+                Some(v) => decode(&v)?,
+                None => (0, Sum::default()),
+            };
+            let count = count.checked_add_signed(dc).ok_or_else(|| {
+                StoreError::Corrupt(format!("negentropy index bucket {b} would go negative"))
+            })?;
+            sum.add(&dsum);
+            if count == 0 {
+                batch.remove(index, key);
+            } else {
+                batch.insert(index, key, encode(count, &sum));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bucket counts and sums recomputed from the time index.
+pub(super) fn recompute(
+    by_time: &fjall::Keyspace,
+) -> Result<BTreeMap<u64, (u64, Sum)>, StoreError> {
+    let mut out: BTreeMap<u64, (u64, Sum)> = BTreeMap::new();
+    for g in by_time.iter() {
+        let k = g.key()?;
+        if let Some((t, id)) = keys::split_suffix(&k) {
+            let e = out.entry(bucket_of(t)).or_default();
+            e.0 += 1;
+            e.1.add_id(&id);
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the index from the time index (a store made before it existed), in one batch with
+/// its marker.
+pub(super) fn rebuild(db: &fjall::Database, ks: &[fjall::Keyspace]) -> Result<(), StoreError> {
+    let index = &ks[Slot::NegIndex as usize];
+    let mut batch = db.batch();
+    for g in index.iter() {
+        batch.remove(index, g.key()?);
+    }
+    for (b, (count, sum)) in recompute(&ks[Slot::ByTime as usize])? {
+        batch.insert(index, b.to_be_bytes(), encode(count, &sum));
+    }
+    batch.insert(&ks[Slot::Meta as usize], BUILT_KEY, b"1".to_vec());
+    batch.commit()?;
+    Ok(())
+}
+
+/// Differences between the index and the time index, for `orly check`.
+pub(super) fn check(ks: &[fjall::Keyspace], problems: &mut Vec<String>) -> Result<(), StoreError> {
+    let mut want = recompute(&ks[Slot::ByTime as usize])?;
+    for g in ks[Slot::NegIndex as usize].iter() {
+        let (k, v) = g.into_inner()?;
+        let b = decode_key(&k)?;
+        let got = decode(&v)?;
+        match want.remove(&b) {
+            Some(w) if w == got => {}
+            Some(w) => problems.push(format!(
+                "NegIndex: bucket {b} holds {} events, the time index {}",
+                got.0, w.0
+            )),
+            None => problems.push(format!("NegIndex: bucket {b} has no events")),
+        }
+    }
+    for (b, (n, _)) in want {
+        problems.push(format!("NegIndex: bucket {b} ({n} events) missing"));
+    }
+    Ok(())
+}
+
+/// A contiguous piece of the session's range: a whole bucket, or the part of a boundary bucket
+/// inside the range.
+#[derive(Debug, Clone)]
+struct Seg {
+    lo: u64,
+    hi: u64,
+    start: usize,
+    count: usize,
+    /// Sum of every item before this piece.
+    before: Sum,
+}
+
+/// The items of one time range (`since..=until`), read through a snapshot and the index.
+pub struct IndexedSet {
+    snap: fjall::Snapshot,
+    by_time: fjall::Keyspace,
+    segs: Vec<Seg>,
+    size: usize,
+    total: Sum,
+    cache: HashMap<usize, Vec<Item>>,
+    cached: usize,
+}
+
+impl IndexedSet {
+    pub(super) fn open(
+        db: &fjall::Database,
+        ks: &[fjall::Keyspace],
+        lo: u64,
+        hi: u64,
+    ) -> Result<Self, StoreError> {
+        let mut set = Self {
+            snap: db.snapshot(),
+            by_time: ks[Slot::ByTime as usize].clone(),
+            segs: Vec::new(),
+            size: 0,
+            total: Sum::default(),
+            cache: HashMap::new(),
+            cached: 0,
+        };
+        if lo > hi {
+            return Ok(set);
+        }
+        let index = &ks[Slot::NegIndex as usize];
+        let range = bucket_of(lo).to_be_bytes()..=bucket_of(hi).to_be_bytes();
+        let buckets: Vec<(u64, u64, Sum)> = set
+            .snap
+            .range(index, range)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                let (count, sum) = decode(&v)?;
+                Ok((decode_key(&k)?, count, sum))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for (b, count, sum) in buckets {
+            let (b_lo, b_hi) = bucket_span(b);
+            let (s_lo, s_hi) = (b_lo.max(lo), b_hi.min(hi));
+            let (count, sum, items) = if (s_lo, s_hi) == (b_lo, b_hi) {
+                (count, sum, None)
+            } else {
+                // A boundary bucket: only part of it is in range, so count that part.
+                let items = set.read(s_lo, s_hi)?;
+                let mut sum = Sum::default();
+                items.iter().for_each(|it| sum.add_id(&it.id));
+                (items.len() as u64, sum, Some(items))
+            };
+            if count == 0 {
+                continue;
+            }
+            let count = usize::try_from(count)
+                .map_err(|_| StoreError::Corrupt(format!("bucket {b}: count {count}")))?;
+            if let Some(items) = items {
+                set.cached += items.len();
+                set.cache.insert(set.segs.len(), items);
+            }
+            set.segs.push(Seg {
+                lo: s_lo,
+                hi: s_hi,
+                start: set.size,
+                count,
+                before: set.total,
+            });
+            set.size += count;
+            set.total.add(&sum);
+        }
+        Ok(set)
+    }
+
+    fn read(&self, lo: u64, hi: u64) -> Result<Vec<Item>, StoreError> {
+        let range = keys::time_key(lo, &[0; 32])..=keys::time_key(hi, &[0xff; 32]);
+        let mut out = Vec::new();
+        for g in self.snap.range(&self.by_time, range) {
+            if let Some((t, id)) = keys::split_suffix(&g.key()?) {
+                out.push(Item { t, id });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The items of segment `s`, loaded once and kept while the cache has room.
+    fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
+        if !self.cache.contains_key(&s) {
+            let seg = &self.segs[s];
+            let items = self
+                .read(seg.lo, seg.hi)
+                .map_err(|e| NegError::Storage(e.to_string()))?;
+            if items.len() != seg.count {
+                return Err(NegError::Storage(format!(
+                    "negentropy index out of step: {} events in {}..={}, the index says {} \
+                     (run `orly check`)",
+                    items.len(),
+                    seg.lo,
+                    seg.hi,
+                    seg.count
+                )));
+            }
+            if self.cached + items.len() > CACHE_ITEMS {
+                self.cache.clear();
+                self.cached = 0;
+            }
+            self.cached += items.len();
+            self.cache.insert(s, items);
+        }
+        Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]))
+    }
+
+    /// The segment holding position `i` (< size).
+    fn seg_of(&self, i: usize) -> usize {
+        self.segs.partition_point(|s| s.start + s.count <= i)
+    }
+
+    /// Sum of the items before position `i`.
+    fn prefix(&mut self, i: usize) -> Result<Sum, NegError> {
+        if i >= self.size {
+            return Ok(self.total);
+        }
+        let s = self.seg_of(i);
+        let (start, mut sum) = (self.segs[s].start, self.segs[s].before);
+        if i > start {
+            for it in &self.items(s)?[..i - start] {
+                sum.add_id(&it.id);
+            }
+        }
+        Ok(sum)
+    }
+
+    fn check_range(&self, begin: usize, end: usize) -> Result<(), NegError> {
+        if begin > end || end > self.size {
+            return Err(NegError::Storage(format!(
+                "range {begin}..{end} outside 0..{}",
+                self.size
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl NegStorage for IndexedSet {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn for_each(
+        &mut self,
+        begin: usize,
+        end: usize,
+        f: &mut dyn FnMut(usize, &Item) -> bool,
+    ) -> Result<(), NegError> {
+        self.check_range(begin, end)?;
+        let mut i = begin;
+        while i < end {
+            let s = self.seg_of(i);
+            let start = self.segs[s].start;
+            let items = self.items(s)?;
+            let stop = (end - start).min(items.len());
+            for (j, it) in items[i - start..stop].iter().enumerate() {
+                if !f(i + j, it) {
+                    return Ok(());
+                }
+            }
+            i = start + stop;
+        }
+        Ok(())
+    }
+
+    fn lower_bound(&mut self, first: usize, last: usize, bound: &Bound) -> Result<usize, NegError> {
+        self.check_range(first, last)?;
+        let s = self.segs.partition_point(|s| s.hi < bound.t);
+        let pos = match self.segs.get(s) {
+            None => self.size,
+            Some(seg) if bound.t < seg.lo => seg.start,
+            Some(seg) => {
+                let start = seg.start;
+                start + self.items(s)?.partition_point(|it| bound.is_above(it))
+            }
+        };
+        Ok(pos.clamp(first, last))
+    }
+
+    fn fingerprint(&mut self, begin: usize, end: usize) -> Result<Fingerprint, NegError> {
+        self.check_range(begin, end)?;
+        let mut sum = self.prefix(end)?;
+        sum.sub(&self.prefix(begin)?);
+        Ok(sum.fingerprint((end - begin) as u64))
+    }
+
+    fn is_indexed(&self) -> bool {
+        true
+    }
+}
