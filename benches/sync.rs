@@ -5,7 +5,7 @@
 //! same run), as a ratio.
 //!
 //! `cargo bench --bench sync` runs every case; `cargo bench --bench sync -- small` only the
-//! 100 000-event ones. Stores are cached under target/bench-data (built once, copied per run).
+//! 100 000-event ones; `-- floors` only the in-process reconciliation of each case. Stores are cached under target/bench-data (built once, copied per run).
 
 use orly::cli::gen_events::{GenSpec, generate};
 use orly::store::FjallStore;
@@ -417,11 +417,27 @@ fn main() {
         client_mode_overhead();
         return;
     }
+    let only_floors = std::env::args().any(|a| a == "floors");
     for case in CASES {
-        if only_small && case.total > 100_000 {
+        if only_small && case.total > 100_000
+            || std::env::args().any(|a| a == "1m") && case.total < 1_000_000
+        {
+            continue;
+        }
+        if only_floors {
+            let (a, b) = stores(case.total, case.differ);
+            let frame = case.frame.unwrap_or(0);
+            let (crate_s, crate_r) = floor(&a, &b, frame);
+            let (ours_s, ours_r) = floor_indexed(&a, &b, frame);
+            println!(
+                "{}: crate in memory {crate_s:.3} s / {crate_r} rounds, orly over indexes {ours_s:.3} s / {ours_r} rounds",
+                case.name
+            );
             continue;
         }
         run(case);
     }
-    client_mode_overhead();
+    if !only_floors {
+        client_mode_overhead();
+    }
 }

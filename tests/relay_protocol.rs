@@ -225,6 +225,104 @@ async fn event_ok_duplicate_and_invalid() {
     assert_eq!(got, vec![e]);
 }
 
+/// A burst of frames (as a sync uploading sends them) is stored in batches by the relay: every
+/// EVENT still gets its own OK, in order; a REQ in the middle sees exactly the events sent
+/// before it; refusals and replaceable rules inside one burst are per event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_bursts_are_answered_in_order_one_ok_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = start(tmp.path(), &[], &[]);
+    let mut c = Client::connect(&relay.addr).await;
+    let notes: Vec<Event> = (0..300)
+        .map(|i| sign_event(&keys(1), T0 + i, 1, vec![], &format!("burst {i}")))
+        .collect();
+    let profile_old = sign_event(&keys(2), T0, 0, vec![], "old profile");
+    let profile_new = sign_event(&keys(2), T0 + 5, 0, vec![], "new profile");
+    // (frame, expected reply: Some((id, accepted, message prefix)) for an EVENT)
+    let mut frames: Vec<(Value, Option<(String, bool, &str)>)> = Vec::new();
+    for (i, e) in notes.iter().enumerate() {
+        if i == 150 {
+            let ids = [notes[149].id_hex(), notes[151].id_hex()];
+            frames.push((json!(["REQ", "mid", {"ids": ids}]), None));
+        }
+        if i % 50 == 7 {
+            let mut bad = e.clone();
+            bad.sig[0] ^= 1;
+            frames.push((
+                json!(["EVENT", ev_json(&bad)]),
+                Some((e.id_hex(), false, "invalid:")),
+            ));
+            continue;
+        }
+        frames.push((json!(["EVENT", ev_json(e)]), Some((e.id_hex(), true, ""))));
+        if i % 50 == 13 {
+            frames.push((
+                json!(["EVENT", ev_json(e)]),
+                Some((e.id_hex(), true, "duplicate:")),
+            ));
+        }
+    }
+    for (p, ok, why) in [
+        (&profile_new, true, ""),
+        (&profile_old, false, "duplicate:"),
+    ] {
+        frames.push((json!(["EVENT", ev_json(p)]), Some((p.id_hex(), ok, why))));
+    }
+    for (f, _) in &frames {
+        c.send(f.clone()).await;
+    }
+    // "mid" stays open: event 151, stored after it started, reaches it live, once, at some
+    // point after its EOSE.
+    let mut live_mid = Vec::new();
+    let next = async |c: &mut Client, live_mid: &mut Vec<Value>| loop {
+        let r = c.recv().await;
+        if r[0] == "EVENT" && r[1] == "mid" && !live_mid.is_empty() {
+            live_mid.push(r);
+        } else {
+            return r;
+        }
+    };
+    for (f, want) in &frames {
+        match want {
+            Some((id, ok, prefix)) => {
+                let r = next(&mut c, &mut live_mid).await;
+                assert_eq!(
+                    (&r[0], &r[1], &r[2]),
+                    (&json!("OK"), &json!(id), &json!(ok)),
+                    "{r} for {f}"
+                );
+                assert!(r[3].as_str().unwrap().starts_with(prefix), "{r}");
+            }
+            None => {
+                let r = c.recv().await;
+                assert_eq!(
+                    r,
+                    json!(["EVENT", "mid", ev_json(&notes[149])]),
+                    "only what came before"
+                );
+                assert_eq!(c.recv().await, json!(["EOSE", "mid"]));
+                live_mid.push(json!("eose"));
+            }
+        }
+    }
+    if live_mid.len() == 1 {
+        live_mid.push(c.recv().await);
+    }
+    let live_151 = json!(["EVENT", "mid", ev_json(&notes[151])]);
+    assert_eq!(live_mid, vec![json!("eose"), live_151]);
+    c.send(json!(["CLOSE", "mid"])).await;
+    let stored = c.req("all", &[json!({"kinds": [1]})]).await;
+    let want: Vec<&Event> = notes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 50 != 7)
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(ids_set(&stored), want.iter().map(|e| e.id_hex()).collect());
+    let profiles = c.req("p", &[json!({"kinds": [0]})]).await;
+    assert_eq!(profiles, vec![profile_new]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn req_stored_then_eose_then_live_and_close_stops_live() {
     let tmp = tempfile::tempdir().unwrap();

@@ -484,8 +484,7 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
                     &display,
                 )
                 .await;
-                // Leave the store quick to open for the next run (no journal replay).
-                if let Err(e) = tokio::task::spawn_blocking(move || store.flush()).await? {
+                if let Err(e) = tokio::task::spawn_blocking(move || store.persist()).await? {
                     eprintln!("warning: store flush failed: {e}");
                 }
                 return anyhow::Ok(code);

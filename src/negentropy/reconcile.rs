@@ -209,7 +209,7 @@ impl<S: NegStorage> Reconciler<S> {
                         // range is covered by the closing fingerprint.
                         let mut ids = Vec::new();
                         let mut end_bound = bound;
-                        let room = out.len() + o.len();
+                        let room = out.len();
                         let limit = self.frame_limit;
                         self.storage.for_each(lower, upper, &mut |i, item| {
                             if limit != 0 && room + ids.len() * 32 > limit - FRAME_SLACK {

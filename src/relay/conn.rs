@@ -6,7 +6,7 @@ use super::neg::{self, NegSessions};
 use super::server::Shared;
 use crate::event::{Event, Filter};
 use crate::store::{Order, SaveOutcome};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -16,10 +16,21 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
+/// Frames handled together at most (see `run`).
+const EVENT_BATCH: usize = 256;
+
+/// An `EVENT` after its checks: to store, or answered already.
+enum Pending {
+    Store(Event),
+    Refused(Value),
+    Notice(&'static str),
+}
+
 struct Conn {
     shared: Arc<Shared>,
     out: mpsc::Sender<Message>,
-    subs: HashMap<String, Vec<Filter>>,
+    /// Open subscriptions: the live sequence number at their start, and their filters.
+    subs: HashMap<String, (u64, Vec<Filter>)>,
     negs: NegSessions,
     challenge: String,
     authed: Option<[u8; 32]>,
@@ -57,7 +68,32 @@ where
     loop {
         tokio::select! {
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(t))) => c.handle(t.as_str()).await,
+                Some(Ok(Message::Text(t))) => {
+                    // Frames that have arrived already are handled together, so a burst of
+                    // EVENTs (a sync uploading) is stored in one batch.
+                    let mut texts = vec![t];
+                    let mut next = None;
+                    while texts.len() < EVENT_BATCH {
+                        match stream.next().now_or_never() {
+                            Some(Some(Ok(Message::Text(t)))) => texts.push(t),
+                            Some(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    c.handle_all(&texts).await;
+                    match next {
+                        Some(Some(Ok(Message::Binary(_)))) => c.notice("invalid: binary messages are not supported").await,
+                        Some(Some(Ok(Message::Close(_)))) | Some(None) => break,
+                        Some(Some(Err(e))) => {
+                            tracing::debug!(%addr, "connection error: {e}");
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
                 Some(Ok(Message::Binary(_))) => c.notice("invalid: binary messages are not supported").await,
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Ok(_)) => {}
@@ -67,7 +103,7 @@ where
                 }
             },
             ev = live.recv() => match ev {
-                Ok(ev) => c.push_live(&ev).await,
+                Ok((seq, ev)) => c.push_live(seq, &ev).await,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     c.notice(&format!("error: {n} live events were dropped (client too slow)")).await;
                 }
@@ -93,21 +129,36 @@ impl Conn {
         self.send(json!(["NOTICE", msg])).await;
     }
 
-    async fn handle(&mut self, text: &str) {
-        let v: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return self
-                    .notice(&format!("invalid: message is not JSON: {e}"))
-                    .await;
+    /// Handles frames in order; runs of `EVENT`s are checked one by one and stored in one
+    /// batch, their `OK`s sent in order.
+    async fn handle_all(&mut self, texts: &[tokio_tungstenite::tungstenite::Utf8Bytes]) {
+        let mut batch: Vec<Pending> = Vec::new();
+        for text in texts {
+            let v: Value = match serde_json::from_str(text.as_str()) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.save_events(std::mem::take(&mut batch)).await;
+                    self.notice(&format!("invalid: message is not JSON: {e}"))
+                        .await;
+                    continue;
+                }
+            };
+            if v.get(0).and_then(Value::as_str) == Some("EVENT") {
+                batch.push(self.check_event(v.get(1), text.len()));
+            } else {
+                self.save_events(std::mem::take(&mut batch)).await;
+                self.handle(&v).await;
             }
-        };
+        }
+        self.save_events(batch).await;
+    }
+
+    async fn handle(&mut self, v: &Value) {
         let Some(arr) = v.as_array() else {
             return self.notice("invalid: message must be a JSON array").await;
         };
         let s = |i: usize| arr.get(i).and_then(Value::as_str);
         match s(0) {
-            Some("EVENT") => self.on_event(arr.get(1), text.len()).await,
             Some("REQ") => self.on_req(s(1), &arr[2.min(arr.len())..]).await,
             Some("CLOSE") => {
                 if let Some(sub) = s(1) {
@@ -153,55 +204,81 @@ impl Conn {
         }
     }
 
-    async fn on_event(&mut self, raw: Option<&Value>, len: usize) {
+    /// Everything about an `EVENT` short of storing it: size, parse, signature, auth.
+    fn check_event(&self, raw: Option<&Value>, len: usize) -> Pending {
         let Some(raw) = raw else {
-            return self.notice("invalid: EVENT without an event").await;
+            return Pending::Notice("invalid: EVENT without an event");
         };
         let id = raw
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let reply = |ok: bool, msg: String| json!(["OK", id, ok, msg]);
+        let refuse = |msg: String| Pending::Refused(json!(["OK", id, false, msg]));
         if len > self.shared.cfg.max_event_bytes + 64 {
-            let m = format!(
+            return refuse(format!(
                 "invalid: event too large (max {} bytes)",
                 self.shared.cfg.max_event_bytes
-            );
-            return self.send(reply(false, m)).await;
+            ));
         }
         let ev = match Event::from_value(raw.clone()).and_then(|e| e.verify().map(|()| e)) {
             Ok(ev) => ev,
-            Err(e) => return self.send(reply(false, e.to_string())).await,
+            Err(e) => return refuse(e.to_string()),
         };
         if ev.kind == 22242 {
-            return self
-                .send(reply(
-                    false,
-                    "invalid: AUTH events go in an AUTH message".into(),
-                ))
-                .await;
+            return refuse("invalid: AUTH events go in an AUTH message".into());
         }
         if !self.auth_ok(self.shared.cfg.auth_write) {
-            return self.send(reply(false, self.auth_reason().into())).await;
+            return refuse(self.auth_reason().into());
         }
-        let ev = Arc::new(ev);
-        match self.shared.store.save(vec![(*ev).clone()]).await {
-            Ok(outcomes) => {
-                let o = outcomes.first().copied().unwrap_or(SaveOutcome::Duplicate);
-                let (ok, msg) = o.ok_reply();
-                if matches!(
-                    o,
-                    SaveOutcome::Accepted | SaveOutcome::Replaced | SaveOutcome::Ephemeral
-                ) {
-                    let _ = self.shared.live.send(ev);
+        Pending::Store(ev)
+    }
+
+    /// Stores the accepted events of `batch` in one write and answers every one, in order.
+    async fn save_events(&mut self, batch: Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let events: Vec<Event> = batch
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Store(ev) => Some(ev.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut outcomes = if events.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.shared.store.save(events).await
+        }
+        .map(Vec::into_iter);
+        if let Err(e) = &outcomes {
+            tracing::error!("store failed: {e}");
+        }
+        for p in batch {
+            match p {
+                Pending::Notice(m) => self.notice(m).await,
+                Pending::Refused(reply) => self.send(reply).await,
+                Pending::Store(ev) => {
+                    let id = ev.id_hex();
+                    let o = match &mut outcomes {
+                        Ok(it) => it.next(),
+                        Err(_) => None,
+                    };
+                    let Some(o) = o else {
+                        let m = "error: could not store the event";
+                        self.send(json!(["OK", id, false, m])).await;
+                        continue;
+                    };
+                    let (ok, msg) = o.ok_reply();
+                    if matches!(
+                        o,
+                        SaveOutcome::Accepted | SaveOutcome::Replaced | SaveOutcome::Ephemeral
+                    ) {
+                        self.shared.publish(Arc::new(ev));
+                    }
+                    self.send(json!(["OK", id, ok, msg])).await;
                 }
-                self.send(reply(ok, msg.into())).await;
-            }
-            Err(e) => {
-                tracing::error!("store failed: {e}");
-                self.send(reply(false, "error: could not store the event".into()))
-                    .await;
             }
         }
     }
@@ -227,6 +304,11 @@ impl Conn {
         if !self.auth_ok(cfg.auth_read) {
             return self.send(json!(["CLOSED", sub, self.auth_reason()])).await;
         }
+        // Events published from here on reach the subscription live; earlier ones are stored.
+        let start = self
+            .shared
+            .live_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
         let mut filters = Vec::with_capacity(raw_filters.len());
         for f in raw_filters {
             match Filter::from_value(f) {
@@ -261,12 +343,12 @@ impl Conn {
             }
         }
         self.send(json!(["EOSE", sub])).await;
-        self.subs.insert(sub.to_string(), filters);
+        self.subs.insert(sub.to_string(), (start, filters));
     }
 
-    async fn push_live(&self, ev: &Event) {
-        for (sub, filters) in &self.subs {
-            if filters.iter().any(|f| f.matches(ev)) {
+    async fn push_live(&self, seq: u64, ev: &Event) {
+        for (sub, (start, filters)) in &self.subs {
+            if seq > *start && filters.iter().any(|f| f.matches(ev)) {
                 self.send(json!(["EVENT", sub, ev])).await;
             }
         }

@@ -20,8 +20,22 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 pub(super) struct Shared {
     pub(super) store: Arc<dyn Store>,
     pub(super) cfg: RelayConfig,
-    /// New events, for live subscriptions.
-    pub(super) live: tokio::sync::broadcast::Sender<Arc<Event>>,
+    /// New events, for live subscriptions, each with its place in `live_seq`.
+    pub(super) live: tokio::sync::broadcast::Sender<(u64, Arc<Event>)>,
+    /// Events published so far: a subscription gets live only the events after its start (a
+    /// busy connection may read older ones from the channel after its REQ was answered).
+    pub(super) live_seq: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// Publishes a newly stored event to live subscriptions.
+    pub(super) fn publish(&self, ev: Arc<Event>) {
+        let seq = self
+            .live_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let _ = self.live.send((seq, ev));
+    }
 }
 
 /// A running relay: its address, and a way to stop it.
@@ -55,7 +69,12 @@ pub fn serve(
 ) -> std::io::Result<RelayHandle> {
     let local_addr = listener.local_addr()?;
     let (live, _) = tokio::sync::broadcast::channel(4096);
-    let shared = Arc::new(Shared { store, cfg, live });
+    let shared = Arc::new(Shared {
+        store,
+        cfg,
+        live,
+        live_seq: std::sync::atomic::AtomicU64::new(0),
+    });
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
         loop {

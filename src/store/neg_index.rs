@@ -17,6 +17,11 @@ pub(super) const BUCKET_SHIFT: u32 = 10;
 pub(super) const BUILT_KEY: &[u8] = b"neg_index_v1";
 /// Items a session keeps loaded from boundary buckets before it drops them (about 40 MB).
 const CACHE_ITEMS: usize = 1 << 20;
+/// Most buckets, and items, one read loads when the session walks buckets in order.
+const READ_AHEAD_SEGS: usize = 512;
+const READ_AHEAD_ITEMS: usize = 16_384;
+/// A miss at most this many buckets after the previous read counts as walking in order.
+const NEAR: usize = 16;
 
 pub(super) fn bucket_of(t: u64) -> u64 {
     t >> BUCKET_SHIFT
@@ -178,6 +183,10 @@ pub struct IndexedSet {
     total: Sum,
     cache: HashMap<usize, Vec<Item>>,
     cached: usize,
+    /// Buckets the next read loads (doubles while misses follow each other), and where the
+    /// previous read ended.
+    window: usize,
+    read_end: usize,
 }
 
 impl IndexedSet {
@@ -195,6 +204,8 @@ impl IndexedSet {
             total: Sum::default(),
             cache: HashMap::new(),
             cached: 0,
+            window: 1,
+            read_end: 0,
         };
         if lo > hi {
             return Ok(set);
@@ -255,29 +266,52 @@ impl IndexedSet {
         Ok(out)
     }
 
-    /// The items of segment `s`, loaded once and kept while the cache has room.
+    /// The items of segment `s`, loaded once and kept while the cache has room. A range scan
+    /// costs far more to start than to continue, so when misses follow each other in order
+    /// (many small ranges differ) one read loads the following buckets too.
     fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
         if !self.cache.contains_key(&s) {
-            let seg = &self.segs[s];
+            let near = s >= self.read_end && s - self.read_end <= NEAR;
+            self.window = if near {
+                (self.window * 2).min(READ_AHEAD_SEGS)
+            } else {
+                1
+            };
+            let mut end = s + 1;
+            let mut n = self.segs[s].count;
+            while let Some(next) = self.segs.get(end) {
+                if end - s >= self.window
+                    || n + next.count > READ_AHEAD_ITEMS
+                    || self.cache.contains_key(&end)
+                {
+                    break;
+                }
+                n += next.count;
+                end += 1;
+            }
+            self.read_end = end;
+            let (lo, hi) = (self.segs[s].lo, self.segs[end - 1].hi);
             let items = self
-                .read(seg.lo, seg.hi)
+                .read(lo, hi)
                 .map_err(|e| NegError::Storage(e.to_string()))?;
-            if items.len() != seg.count {
+            if items.len() != n {
                 return Err(NegError::Storage(format!(
-                    "negentropy index out of step: {} events in {}..={}, the index says {} \
+                    "negentropy index out of step: {} events in {lo}..={hi}, the index says {n} \
                      (run `orly check`)",
                     items.len(),
-                    seg.lo,
-                    seg.hi,
-                    seg.count
                 )));
             }
-            if self.cached + items.len() > CACHE_ITEMS {
+            if self.cached + n > CACHE_ITEMS {
                 self.cache.clear();
                 self.cached = 0;
             }
-            self.cached += items.len();
-            self.cache.insert(s, items);
+            self.cached += n;
+            let mut rest = items.as_slice();
+            for k in s..end {
+                let (mine, more) = rest.split_at(self.segs[k].count.min(rest.len()));
+                rest = more;
+                self.cache.insert(k, mine.to_vec());
+            }
         }
         Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]))
     }

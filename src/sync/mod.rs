@@ -14,5 +14,6 @@ pub const DEFAULT_FRAME_SIZE_LIMIT: u64 = 60_000;
 pub const FETCH_BATCH: usize = 50;
 /// `REQ`s in flight at once.
 pub const FETCH_IN_FLIGHT: usize = 8;
-/// `EVENT`s in flight at once, counted by `OK`.
-pub const UPLOAD_WINDOW: usize = 100;
+/// `EVENT`s in flight at once, counted by `OK` (a relay that stores bursts in one batch, as
+/// orly-relay does, gets bigger batches from a wider window).
+pub const UPLOAD_WINDOW: usize = 400;
