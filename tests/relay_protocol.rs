@@ -225,6 +225,9 @@ async fn event_ok_duplicate_and_invalid() {
     assert_eq!(got, vec![e]);
 }
 
+/// An `OK` a frame must get: (id, accepted, message prefix).
+type Expected = (String, bool, &'static str);
+
 /// A burst of frames (as a sync uploading sends them) is stored in batches by the relay: every
 /// EVENT still gets its own OK, in order; a REQ in the middle sees exactly the events sent
 /// before it; refusals and replaceable rules inside one burst are per event.
@@ -239,7 +242,7 @@ async fn event_bursts_are_answered_in_order_one_ok_each() {
     let profile_old = sign_event(&keys(2), T0, 0, vec![], "old profile");
     let profile_new = sign_event(&keys(2), T0 + 5, 0, vec![], "new profile");
     // (frame, expected reply: Some((id, accepted, message prefix)) for an EVENT)
-    let mut frames: Vec<(Value, Option<(String, bool, &str)>)> = Vec::new();
+    let mut frames: Vec<(Value, Option<Expected>)> = Vec::new();
     for (i, e) in notes.iter().enumerate() {
         if i == 150 {
             let ids = [notes[149].id_hex(), notes[151].id_hex()];
