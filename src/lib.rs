@@ -1,7 +1,8 @@
 //! orly: a Nostr event store kept in step with remote relays by NIP-77 negentropy sync, served
 //! by a relay and by a secured gRPC sync gateway. See DESIGN.md for the architecture.
 //!
-//! Layers, lowest first: `event` → `store`, `negentropy` → `peer` → `sync` → `relay`, `service`
+//! Layers, lowest first: `negentropy` (NIP-77, no other orly module) → `event` → `store` (its
+//! persistent index implements `negentropy::NegStorage`) → `peer` → `sync` → `relay`, `service`
 //! → `gateway` → `cli`/`config` → binaries. Lower modules never import higher ones.
 #![forbid(unsafe_code)]
 

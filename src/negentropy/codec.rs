@@ -126,11 +126,6 @@ impl Sum {
         out
     }
 
-    /// From little-endian bytes (the inverse of [`Sum::to_bytes`]).
-    pub fn from_bytes(b: &[u8; 32]) -> Sum {
-        Sum::of(b)
-    }
-
     /// The NIP-77 fingerprint of a range with this sum and `count` items.
     pub fn fingerprint(&self, count: u64) -> Fingerprint {
         let mut h = Sha256::new();
@@ -336,7 +331,7 @@ mod tests {
         b.add(&a);
         b.sub(&a);
         assert_eq!(b, Sum::of(&[0x17; 32]));
-        assert_eq!(Sum::from_bytes(&a.to_bytes()), a);
+        assert_eq!(Sum::of(&a.to_bytes()), a);
     }
 
     #[test]

@@ -28,6 +28,16 @@ pub enum NegError {
     Storage(String),
 }
 
+/// For [`NegStorage`] implementations: refuses a position range outside `0..size`.
+pub fn check_range(begin: usize, end: usize, size: usize) -> Result<(), NegError> {
+    if begin > end || end > size {
+        return Err(NegError::Storage(format!(
+            "range {begin}..{end} outside 0..{size}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a NIP-77 message's structure without a storage: version 0x61, then whole ranges
 /// (timestamp, id prefix of at most 32 bytes, mode Skip, Fingerprint with 16 bytes, or IdList
 /// with n × 32 bytes). Used to refuse a broken message before any work is done for it.

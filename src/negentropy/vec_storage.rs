@@ -1,9 +1,9 @@
 //! An item set held in memory: for filters the persistent index cannot answer, and for item
 //! sets that come over the network (a remote store).
 
-use super::NegError;
 use super::codec::{Bound, Fingerprint, Item, Sum};
 use super::reconcile::NegStorage;
+use super::{NegError, check_range};
 
 /// A sorted, de-duplicated item set in memory.
 #[derive(Debug, Clone, Default)]
@@ -23,15 +23,6 @@ impl VecStorage {
     pub fn from_pairs(pairs: Vec<(u64, [u8; 32])>) -> Self {
         Self::new(pairs.into_iter().map(|(t, id)| Item { t, id }).collect())
     }
-}
-
-fn check_range(begin: usize, end: usize, size: usize) -> Result<(), NegError> {
-    if begin > end || end > size {
-        return Err(NegError::Storage(format!(
-            "range {begin}..{end} outside 0..{size}"
-        )));
-    }
-    Ok(())
 }
 
 impl NegStorage for VecStorage {

@@ -7,7 +7,7 @@
 
 use super::StoreError;
 use super::keys::{self, Slot};
-use crate::negentropy::{Bound, Fingerprint, Item, NegError, NegStorage, Sum};
+use crate::negentropy::{Bound, Fingerprint, Item, NegError, NegStorage, Sum, check_range};
 use fjall::Readable;
 use std::collections::{BTreeMap, HashMap};
 
@@ -49,7 +49,7 @@ pub(super) fn decode(v: &[u8]) -> Result<(u64, Sum), StoreError> {
         .ok_or_else(|| {
             StoreError::Corrupt(format!("negentropy index value of {} bytes", v.len()))
         })?;
-    Ok((count, Sum::from_bytes(sum)))
+    Ok((count, Sum::of(sum)))
 }
 
 fn decode_key(k: &[u8]) -> Result<u64, StoreError> {
@@ -335,16 +335,6 @@ impl IndexedSet {
         }
         Ok(sum)
     }
-
-    fn check_range(&self, begin: usize, end: usize) -> Result<(), NegError> {
-        if begin > end || end > self.size {
-            return Err(NegError::Storage(format!(
-                "range {begin}..{end} outside 0..{}",
-                self.size
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl NegStorage for IndexedSet {
@@ -358,7 +348,7 @@ impl NegStorage for IndexedSet {
         end: usize,
         f: &mut dyn FnMut(usize, &Item) -> bool,
     ) -> Result<(), NegError> {
-        self.check_range(begin, end)?;
+        check_range(begin, end, self.size)?;
         let mut i = begin;
         while i < end {
             let s = self.seg_of(i);
@@ -376,7 +366,7 @@ impl NegStorage for IndexedSet {
     }
 
     fn lower_bound(&mut self, first: usize, last: usize, bound: &Bound) -> Result<usize, NegError> {
-        self.check_range(first, last)?;
+        check_range(first, last, self.size)?;
         let s = self.segs.partition_point(|s| s.hi < bound.t);
         let pos = match self.segs.get(s) {
             None => self.size,
@@ -390,7 +380,7 @@ impl NegStorage for IndexedSet {
     }
 
     fn fingerprint(&mut self, begin: usize, end: usize) -> Result<Fingerprint, NegError> {
-        self.check_range(begin, end)?;
+        check_range(begin, end, self.size)?;
         let mut sum = self.prefix(end)?;
         sum.sub(&self.prefix(begin)?);
         Ok(sum.fingerprint((end - begin) as u64))
