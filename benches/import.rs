@@ -108,6 +108,18 @@ fn main() {
     let mib = std::fs::metadata(&file).expect("stat").len() as f64 / 1048576.0;
     println!("JSONL file: {mib:.1} MiB\n");
 
+    if std::env::args().any(|a| a == "store") {
+        // `cargo bench --bench import -- store`: only the store phase (for profiling it).
+        for round in 1..=ROUNDS {
+            let dir = tmp.path().join(format!("store-only{round}"));
+            let t = timed(|| store_only(&events, &dir));
+            println!(
+                "store round {round}: {t:.2?} ({:.0} events/s)",
+                N as f64 / t.as_secs_f64()
+            );
+        }
+        return;
+    }
     let text = std::fs::read_to_string(&file).expect("read back");
     let lines: Vec<&str> = text.lines().collect();
     let mut best = [Duration::MAX; 6];
