@@ -29,6 +29,7 @@ impl<'a> Overlay<'a> {
     }
 
     pub(super) fn get(&self, slot: Slot, key: &[u8]) -> Result<Option<Vec<u8>>, fjall::Error> {
+        debug_assert!(read_back(slot), "{slot:?} is not tracked for reads");
         if let Some(v) = self.pending.get(&(slot, key.to_vec())) {
             return Ok(v.clone());
         }
@@ -36,6 +37,7 @@ impl<'a> Overlay<'a> {
     }
 
     pub(super) fn contains(&self, slot: Slot, key: &[u8]) -> Result<bool, fjall::Error> {
+        debug_assert!(read_back(slot), "{slot:?} is not tracked for reads");
         if let Some(v) = self.pending.get(&(slot, key.to_vec())) {
             return Ok(v.is_some());
         }
@@ -58,8 +60,12 @@ impl<'a> Overlay<'a> {
             self.neg.insert(&key);
         }
         let ks = self.keyspaces[slot as usize].clone();
-        self.batch.insert(&ks, key.clone(), value.clone());
-        self.pending.insert((slot, key), Some(value));
+        if read_back(slot) {
+            self.batch.insert(&ks, key.clone(), value.clone());
+            self.pending.insert((slot, key), Some(value));
+        } else {
+            self.batch.insert(&ks, key, value);
+        }
     }
 
     /// Removes a stored key (time-index keys feed the negentropy index, so it must exist).
@@ -68,7 +74,20 @@ impl<'a> Overlay<'a> {
             self.neg.remove(&key);
         }
         let ks = self.keyspaces[slot as usize].clone();
-        self.batch.remove(&ks, key.clone());
-        self.pending.insert((slot, key), None);
+        if read_back(slot) {
+            self.batch.remove(&ks, key.clone());
+            self.pending.insert((slot, key), None);
+        } else {
+            self.batch.remove(&ks, key);
+        }
     }
+}
+
+/// The keyspaces ingest reads back within a batch; writes to the others (the indexes, most of a
+/// batch's keys) are not kept for reading.
+fn read_back(slot: Slot) -> bool {
+    matches!(
+        slot,
+        Slot::Events | Slot::Tombstones | Slot::AddrTombstones | Slot::Heads
+    )
 }
