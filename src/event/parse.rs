@@ -4,7 +4,7 @@
 use super::Event;
 use super::hexbytes::{decode_hex32, decode_hex64};
 use serde::Deserialize;
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::ser::{Error as _, Serialize, SerializeStruct, Serializer};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,16 +36,30 @@ impl TryFrom<RawEvent> for Event {
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Hex into stack buffers: every stored and every sent event goes through here.
+        let (mut id, mut pubkey, mut sig) = ([0u8; 64], [0u8; 64], [0u8; 128]);
         let mut st = s.serialize_struct("Event", 7)?;
-        st.serialize_field("id", &hex::encode(self.id))?;
-        st.serialize_field("pubkey", &hex::encode(self.pubkey))?;
+        st.serialize_field("id", hex_str(&self.id, &mut id).map_err(S::Error::custom)?)?;
+        st.serialize_field(
+            "pubkey",
+            hex_str(&self.pubkey, &mut pubkey).map_err(S::Error::custom)?,
+        )?;
         st.serialize_field("created_at", &self.created_at)?;
         st.serialize_field("kind", &self.kind)?;
         st.serialize_field("tags", &self.tags)?;
         st.serialize_field("content", &self.content)?;
-        st.serialize_field("sig", &hex::encode(self.sig))?;
+        st.serialize_field(
+            "sig",
+            hex_str(&self.sig, &mut sig).map_err(S::Error::custom)?,
+        )?;
         st.end()
     }
+}
+
+/// Lower-case hex of `bytes` written into `buf` (exactly twice as long).
+fn hex_str<'a>(bytes: &[u8], buf: &'a mut [u8]) -> Result<&'a str, String> {
+    hex::encode_to_slice(bytes, buf).map_err(|e| e.to_string())?;
+    std::str::from_utf8(buf).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

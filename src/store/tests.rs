@@ -180,6 +180,11 @@ fn queries_use_indexes_and_order() {
             r#"{{"authors":["{}"],"kinds":[1],"since":105}}"#,
             hex::encode(k2.pubkey)
         ),
+        format!(
+            r#"{{"authors":["{}","{}"],"since":103,"until":112}}"#,
+            hex::encode(k1.pubkey),
+            hex::encode(k2.pubkey)
+        ),
         r##"{"#t":["x"],"until":110}"##.to_string(),
         r#"{"since":103,"until":107}"#.to_string(),
         format!(r#"{{"ids":["{}","{}"]}}"#, evs[3].id_hex(), evs[9].id_hex()),
@@ -396,4 +401,36 @@ fn index_is_rebuilt_for_old_stores_and_checked() {
         set.fingerprint(0, 300).unwrap(),
         want.fingerprint(0, 300).unwrap()
     );
+}
+
+/// Keyspaces of an older layout are dropped at open, and the store still answers every query.
+#[test]
+fn retired_keyspaces_are_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keys::from_seed(b"r", 1);
+    let evs: Vec<Event> = (0..10).map(|i| ev(&k, 100 + i, 1, vec![], "x")).collect();
+    {
+        let s = FjallStore::open(dir.path()).unwrap();
+        s.save_blocking(&evs).unwrap();
+        s.flush().unwrap();
+    }
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let old = db
+            .keyspace("by_author", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        old.insert(k.pubkey, b"").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let s = FjallStore::open(dir.path()).unwrap();
+    let f = Filter::from_json(&format!(
+        r#"{{"authors":["{}"],"since":105}}"#,
+        hex::encode(k.pubkey)
+    ))
+    .unwrap();
+    assert_eq!(s.neg_items_blocking(&f).unwrap().len(), 5);
+    assert!(s.check_integrity().unwrap().problems.is_empty());
+    drop(s);
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    assert!(!db.keyspace_exists("by_author"));
 }
