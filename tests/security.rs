@@ -50,6 +50,7 @@ const AUDIT_SETTLE: Duration = Duration::from_millis(400);
 const RELOAD_LIMIT: Duration = Duration::from_secs(5);
 
 const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
+const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelSync";
 const T0: u64 = 1_700_000_000;
 
 /// Environment variables the service reads; removed from every spawn so the test's own
@@ -1743,6 +1744,128 @@ async fn total_cap_reload() {
             assert!(st.message().contains("service limit"), "{st:?}");
         }
     }
+}
+
+/// An admin may cancel only its own syncs: bob's `CancelSync` of alice's sync is refused with
+/// PERMISSION_DENIED and leaves exactly one denied record (and alice's sync runs on); alice's own
+/// cancel leaves one allowed record and stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_of_another_admins_sync_is_refused_and_audited() {
+    tokio::time::timeout(TEST_LIMIT, cancel_ownership())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn cancel_ownership() {
+    let fx = Fixture::new();
+    let (alice, bob) = (fx.client("alice"), fx.client("bob"));
+    fx.write_policy(&policy_toml(
+        &[AdminSpec::open("alice"), AdminSpec::open("bob")],
+        &[],
+    ));
+    let svc = fx.start();
+    let (stall, stall_task) = stalling_relay().await;
+    let ch_a = connect(&svc.addr, &fx.ca_pem, &alice).await;
+    let ch_b = connect(&svc.addr, &fx.ca_pem, &bob).await;
+    let (ta, tb) = (fx.token("alice", &alice), fx.token("bob", &bob));
+    let body = npb::SyncPeerRequest {
+        timeout_seconds: 120,
+        ..sync_req(&format!("ws://{stall}/"), npb::Direction::Down)
+    };
+    let mut ca = NegentropyServiceClient::new(ch_a.clone());
+    let _held = tokio::time::timeout(
+        CALL_LIMIT,
+        ca.sync_with_peer(with_meta(body, Some(&ta), &trace_id(1))),
+    )
+    .await
+    .expect("sync call timed out")
+    .expect("alice's sync is admitted");
+    // The stalled peer never answers, so no progress arrives: find the id in ListSyncs.
+    let start = Instant::now();
+    let id = loop {
+        let syncs = NegentropyServiceClient::new(ch_a.clone())
+            .list_syncs(with_meta(npb::ListSyncsRequest {}, Some(&ta), &trace_id(5)))
+            .await
+            .expect("ListSyncs")
+            .into_inner()
+            .syncs;
+        if let Some(s) = syncs.iter().find(|s| s.admin == "alice" && s.running) {
+            break s.sync_id.clone();
+        }
+        assert!(start.elapsed() < CALL_LIMIT, "alice's sync never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let cancel = |ch: &Channel, token: &str, trace: String| {
+        let mut c = NegentropyServiceClient::new(ch.clone());
+        let req = with_meta(
+            npb::CancelSyncRequest {
+                sync_id: id.clone(),
+            },
+            Some(token),
+            &trace,
+        );
+        async move {
+            tokio::time::timeout(CALL_LIMIT, c.cancel_sync(req))
+                .await
+                .expect("CancelSync timed out")
+        }
+    };
+    let before = audit_records(&fx.audit_dir).len();
+    let refused = cancel(&ch_b, &tb, trace_id(2))
+        .await
+        .expect_err("bob cancelled alice's sync");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let recs = new_records(&fx.audit_dir, before, 1).await;
+    assert_eq!(
+        recs.len(),
+        1,
+        "one record for the refused cancel: {recs:#?}"
+    );
+    let r = &recs[0];
+    assert_eq!(s(r, "event"), "decision", "{r}");
+    assert_eq!(r.get("allowed"), Some(&Value::Bool(false)), "{r}");
+    assert_eq!(s(r, "admin"), "bob", "{r}");
+    assert_eq!(s(r, "rpc"), CANCEL_PATH, "{r}");
+    assert!(s(r, "reason").contains("another admin"), "{r}");
+
+    let status = NegentropyServiceClient::new(ch_a.clone())
+        .get_sync_status(with_meta(
+            npb::GetSyncStatusRequest {
+                sync_id: id.clone(),
+            },
+            Some(&ta),
+            &trace_id(3),
+        ))
+        .await
+        .expect("GetSyncStatus")
+        .into_inner();
+    assert!(
+        status.running,
+        "alice's sync still runs after bob's refused cancel: {status:?}"
+    );
+
+    let before = audit_records(&fx.audit_dir).len();
+    let ok = cancel(&ch_a, &ta, trace_id(4))
+        .await
+        .expect("alice cancels her own sync")
+        .into_inner();
+    assert!(ok.cancelled, "{ok:?}");
+    let recs = new_records(&fx.audit_dir, before, 2).await;
+    let allow: Vec<_> = recs.iter().filter(|r| s(r, "rpc") == CANCEL_PATH).collect();
+    assert_eq!(
+        allow.len(),
+        1,
+        "one record for the allowed cancel: {recs:#?}"
+    );
+    assert_eq!(
+        allow[0].get("allowed"),
+        Some(&Value::Bool(true)),
+        "{}",
+        allow[0]
+    );
+    assert_eq!(s(allow[0], "admin"), "alice", "{}", allow[0]);
+    stall_task.abort();
 }
 
 // ---------------------------------------------------------------------------------------------

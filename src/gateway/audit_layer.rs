@@ -1,6 +1,7 @@
 //! Audit of allowed calls: every call that passed the checks is recorded before the handler runs,
-//! and refused if the record cannot be written. `SyncWithPeer` is recorded by the gate instead,
-//! after the body-level policy decision, so it gets one record with the full decision.
+//! and refused if the record cannot be written. `SyncWithPeer` and `CancelSync` are recorded by
+//! the gate instead, after the decision that needs the request body (the policy; whose sync it
+//! is), so each gets one record with the full decision.
 
 use super::audit::AuditLog;
 use super::check::{Check, is_health};
@@ -12,6 +13,9 @@ use std::pin::Pin;
 
 /// Path of the sync RPC (audited by the gate).
 pub const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
+
+/// Path of the cancel RPC (audited by the gate).
+pub const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelSync";
 
 /// Records allowed calls.
 #[derive(Clone)]
@@ -27,7 +31,7 @@ impl Check for AuditAllowed {
     ) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>> {
         Box::pin(async move {
             let path = parts.uri.path();
-            if is_health(path) || path == SYNC_PATH {
+            if is_health(path) || path == SYNC_PATH || path == CANCEL_PATH {
                 return Ok(());
             }
             let call = parts

@@ -4,7 +4,7 @@
 //! layers.
 
 use super::audit::AuditLog;
-use super::audit_layer::SYNC_PATH;
+use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
 use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
 use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView};
@@ -197,6 +197,27 @@ impl SyncGate for SecureGate {
             Ok(()) => status,
             Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
         }
+    }
+
+    async fn cancel_decision(
+        &self,
+        call: &CallInfo,
+        sync_id: &str,
+        refusal: Option<Status>,
+    ) -> Result<(), Status> {
+        let e = match &refusal {
+            None => AuditEntry::decision(true, format!("allowed: cancel of own sync {sync_id}")),
+            Some(status) => {
+                crate::telemetry::count_refusal(status.code(), status.message());
+                AuditEntry::decision(false, status.message())
+            }
+        };
+        if let Err(err) = self.audit.record(call, CANCEL_PATH, e).await {
+            return Err(Status::unavailable(format!(
+                "refused: audit log unavailable ({err})"
+            )));
+        }
+        refusal.map_or(Ok(()), Err)
     }
 
     async fn finished(&self, adm: &Admission, req: &SyncRequest, last: &Progress, took: Duration) {

@@ -66,6 +66,15 @@ pub trait SyncGate: Send + Sync + 'static {
         req: &pb::SyncPeerRequest,
         status: Status,
     ) -> Status;
+    /// Records the handler's decision on a `CancelSync` of `sync_id` (an admin may cancel only
+    /// the syncs it started): `refusal` is `None` when allowed. `Err` when refused, or when the
+    /// record cannot be written (fail closed).
+    async fn cancel_decision(
+        &self,
+        call: &CallInfo,
+        sync_id: &str,
+        refusal: Option<Status>,
+    ) -> Result<(), Status>;
     /// Records the end of an admitted sync.
     async fn finished(
         &self,
@@ -98,6 +107,15 @@ impl SyncGate for OpenGate {
         status: Status,
     ) -> Status {
         status
+    }
+
+    async fn cancel_decision(
+        &self,
+        _call: &CallInfo,
+        _sync_id: &str,
+        refusal: Option<Status>,
+    ) -> Result<(), Status> {
+        refusal.map_or(Ok(()), Err)
     }
 
     async fn finished(

@@ -316,24 +316,30 @@ impl NegentropyService for SyncService {
         &self,
         request: Request<pb::CancelSyncRequest>,
     ) -> Result<Response<pb::CancelSyncResponse>, Status> {
-        // Behind the gateway an admin may only cancel its own syncs.
-        let caller = CallInfo::from_request(&request).admin;
+        // Behind the gateway an admin may only cancel its own syncs; the gate audits the
+        // decision either way, and nothing is cancelled without that record.
+        let call = CallInfo::from_request(&request);
         let id = request.into_inner().sync_id;
-        let cancel = {
-            let mut m = self
+        let owner = {
+            let m = self
                 .syncs
                 .lock()
                 .map_err(|_| Status::internal("registry poisoned"))?;
-            match m.get_mut(&id) {
-                Some(e) if caller.as_ref().is_some_and(|a| *a != e.status.admin) => {
-                    return Err(Status::permission_denied(format!(
-                        "sync_id: {id} was started by another admin"
-                    )));
-                }
-                Some(e) => e.cancel.take(),
-                None => None,
-            }
+            m.get(&id).map(|e| e.status.admin.clone())
         };
+        let refusal = match (&call.admin, owner) {
+            (Some(caller), Some(owner)) if *caller != owner => Some(Status::permission_denied(
+                format!("sync_id: {id} was started by another admin"),
+            )),
+            _ => None,
+        };
+        self.gate.cancel_decision(&call, &id, refusal).await?;
+        let cancel = self
+            .syncs
+            .lock()
+            .map_err(|_| Status::internal("registry poisoned"))?
+            .get_mut(&id)
+            .and_then(|e| e.cancel.take());
         let cancelled = cancel.is_some_and(|c| c.send(()).is_ok());
         Ok(Response::new(pb::CancelSyncResponse { cancelled }))
     }
