@@ -291,6 +291,52 @@ fn a_killed_service_is_restarted_and_healthy_again() {
     assert!(l.terminate().success());
 }
 
+/// A service that stays alive but stops answering (here: frozen with SIGSTOP, as a deadlock
+/// or a wedged disk would leave it) fails its health probes, and the launcher kills it and
+/// starts a new one on the same address.
+#[test]
+fn a_hung_service_is_killed_and_restarted() {
+    let mut l = Launcher::start(&[
+        ("ORLY_LAUNCHER_LIVENESS_INTERVAL", "0.3".into()),
+        ("ORLY_LAUNCHER_LIVENESS_FAILURES", "2".into()),
+        ("ORLY_LAUNCHER_STOP_TIMEOUT", "1".into()),
+    ]);
+    let ready = l.ready();
+    let (_, relay_addr, relay_pid) = ready
+        .iter()
+        .find(|(n, _, _)| n == "orly-relay")
+        .cloned()
+        .expect("orly-relay started");
+    // Healthy services are left alone: a few probe intervals pass without a restart.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(count_starts(&l.stdout.snapshot(), "orly-relay"), 1);
+
+    let from = l.stdout.snapshot().len();
+    signal("-STOP", relay_pid);
+    let (_, (addr, pid)) = l.stdout.wait_for(
+        from,
+        RESTART_LIMIT,
+        "the hung orly-relay restarted",
+        |line| {
+            parse_ready(line)
+                .filter(|(n, _, _)| n == "orly-relay")
+                .map(|(_, a, p)| (a, p))
+        },
+    );
+    assert_ne!(pid, relay_pid, "a new process");
+    assert_eq!(addr, relay_addr, "on the same address");
+    assert!(!alive(relay_pid), "the hung process was killed and reaped");
+    let out = l.stdout.snapshot();
+    assert!(
+        out.iter().any(
+            |x| x.starts_with("[orly-launcher] orly-relay failed 2 health probes")
+                && x.contains("killed")
+        ),
+        "the hang is reported: {out:#?}"
+    );
+    assert!(l.terminate().success());
+}
+
 #[test]
 fn sigterm_stops_every_service_in_reverse_order_and_exits_zero() {
     let mut l = Launcher::with_sync();

@@ -63,6 +63,14 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "starts tried per service at launcher start-up before giving up (default 3)",
     ),
     (
+        "ORLY_LAUNCHER_LIVENESS_INTERVAL",
+        "seconds between health probes of each running service (default 10)",
+    ),
+    (
+        "ORLY_LAUNCHER_LIVENESS_FAILURES",
+        "failed probes in a row after which a running service is killed and restarted (default 3)",
+    ),
+    (
         "ORLY_LAUNCHER_STOP_TIMEOUT",
         "seconds a service has to exit after SIGTERM before it is killed (default 10)",
     ),
@@ -153,6 +161,10 @@ pub struct LauncherConfig {
     pub start_attempts: u32,
     /// Time each service has to exit after SIGTERM.
     pub stop_timeout: Duration,
+    /// Pause between health probes of a running service.
+    pub liveness_interval: Duration,
+    /// Failed probes in a row that get a running service killed and restarted.
+    pub liveness_failures: u32,
     /// Where the binaries are.
     pub binaries: Binaries,
 }
@@ -185,18 +197,9 @@ impl LauncherConfig {
         let sync_enabled = parse_bool(env, "ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED", &mut errors);
         let ready_timeout = parse_secs(env, "ORLY_LAUNCHER_READY_TIMEOUT", 30, &mut errors);
         let stop_timeout = parse_secs(env, "ORLY_LAUNCHER_STOP_TIMEOUT", 10, &mut errors);
-        let start_attempts = match env.get("ORLY_LAUNCHER_START_ATTEMPTS") {
-            None => 3,
-            Some(v) => match v.trim().parse::<u32>() {
-                Ok(n) if (1..=100).contains(&n) => n,
-                _ => {
-                    errors.push(format!(
-                        "ORLY_LAUNCHER_START_ATTEMPTS: {v:?} is not a whole number from 1 to 100"
-                    ));
-                    1
-                }
-            },
-        };
+        let start_attempts = parse_count(env, "ORLY_LAUNCHER_START_ATTEMPTS", 3, &mut errors);
+        let liveness_interval = parse_secs(env, "ORLY_LAUNCHER_LIVENESS_INTERVAL", 10, &mut errors);
+        let liveness_failures = parse_count(env, "ORLY_LAUNCHER_LIVENESS_FAILURES", 3, &mut errors);
 
         let mut taken: Vec<(&str, SocketAddr)> = vec![("ORLY_DB_LISTEN", db_listen)];
         taken.push(("ORLY_RELAY_LISTEN", relay_listen));
@@ -254,6 +257,8 @@ impl LauncherConfig {
             ready_timeout,
             start_attempts,
             stop_timeout,
+            liveness_interval,
+            liveness_failures,
             binaries,
         })
     }
@@ -285,8 +290,12 @@ impl fmt::Display for LauncherConfig {
         }
         write!(
             f,
-            " ready_timeout={:?} start_attempts={} stop_timeout={:?}",
-            self.ready_timeout, self.start_attempts, self.stop_timeout
+            " ready_timeout={:?} start_attempts={} stop_timeout={:?} liveness={:?}x{}",
+            self.ready_timeout,
+            self.start_attempts,
+            self.stop_timeout,
+            self.liveness_interval,
+            self.liveness_failures
         )
     }
 }
@@ -306,6 +315,24 @@ fn parse_bool<E: EnvSource + ?Sized>(env: &E, name: &str, errors: &mut Vec<Strin
                 false
             }
         },
+    }
+}
+
+fn parse_count<E: EnvSource + ?Sized>(
+    env: &E,
+    name: &str,
+    default: u32,
+    errors: &mut Vec<String>,
+) -> u32 {
+    let Some(v) = env.get(name) else {
+        return default;
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => n,
+        _ => {
+            errors.push(format!("{name}: {v:?} is not a whole number from 1 to 100"));
+            default
+        }
     }
 }
 

@@ -25,6 +25,8 @@ fn defaults_follow_the_orly_documents() {
     assert_eq!(cfg.ready_timeout, Duration::from_secs(30));
     assert_eq!(cfg.stop_timeout, Duration::from_secs(10));
     assert_eq!(cfg.start_attempts, 3);
+    assert_eq!(cfg.liveness_interval, Duration::from_secs(10));
+    assert_eq!(cfg.liveness_failures, 3);
     assert_eq!(cfg.binaries.db, dir.path().join("orly-db"));
     assert_eq!(cfg.binaries.sync, None);
 }

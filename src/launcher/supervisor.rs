@@ -28,6 +28,8 @@ struct Timing {
     ready_timeout: Duration,
     stop_timeout: Duration,
     start_attempts: u32,
+    liveness_interval: Duration,
+    liveness_failures: u32,
 }
 
 /// Why one start did not give a healthy service.
@@ -89,6 +91,8 @@ pub async fn run(cfg: LauncherConfig, mut stop: StopSignal) -> Result<(), Launch
         ready_timeout: cfg.ready_timeout,
         stop_timeout: cfg.stop_timeout,
         start_attempts: cfg.start_attempts,
+        liveness_interval: cfg.liveness_interval,
+        liveness_failures: cfg.liveness_failures,
     };
     let mut started: Vec<(ServiceSpec, RunningChild)> = Vec::new();
     let mut db_addr: Option<SocketAddr> = None;
@@ -289,7 +293,15 @@ async fn wait_ready(
     }
 }
 
-/// Watches one running service and restarts it whenever it exits, until `stop` fires; then
+/// Why a running service is being replaced.
+enum Down {
+    Exited(std::io::Result<ExitStatus>),
+    /// Alive but failing its health probe that many times in a row (hung, deadlocked, wedged).
+    Unhealthy(u32, String),
+}
+
+/// Watches one running service, probing its health every `liveness_interval`, and restarts it
+/// whenever it exits or fails `liveness_failures` probes in a row, until `stop` fires; then
 /// hands back the process it runs (if any) for the ordered shutdown.
 async fn supervise(
     spec: ServiceSpec,
@@ -299,17 +311,45 @@ async fn supervise(
 ) -> Option<RunningChild> {
     let mut backoff = Backoff::default();
     loop {
-        let status = tokio::select! {
-            s = child.wait() => s,
-            _ = stop.stopped() => return Some(child),
+        let mut failed = 0;
+        let down = loop {
+            // Each branch but the probe is cancel-safe, so a probe in flight never delays
+            // noticing an exit or the stop signal.
+            let probe = async {
+                tokio::time::sleep(timing.liveness_interval).await;
+                spec.probe.check(spec.listen).await
+            };
+            tokio::select! {
+                s = child.wait() => break Down::Exited(s),
+                _ = stop.stopped() => return Some(child),
+                r = probe => match r {
+                    Ok(()) => failed = 0,
+                    Err(e) => {
+                        failed += 1;
+                        tracing::warn!(service = %spec.name, failed, "health probe failed: {e}");
+                        if failed >= timing.liveness_failures {
+                            break Down::Unhealthy(failed, e);
+                        }
+                    }
+                },
+            }
         };
-        child.drain_output().await;
-        let mut delay = backoff.delay_after(child.uptime());
-        let how = status.map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+        let uptime = child.uptime();
+        let how = match down {
+            Down::Exited(status) => {
+                child.drain_output().await;
+                let how = status.map_or_else(|e| format!("wait failed: {e}"), |s| s.to_string());
+                format!("exited ({how})")
+            }
+            Down::Unhealthy(n, last) => {
+                let outcome = child.stop(timing.stop_timeout).await;
+                format!("failed {n} health probes in a row (last: {last}), so it was {outcome}")
+            }
+        };
+        let mut delay = backoff.delay_after(uptime);
         note(format_args!(
-            "{} exited ({how}) after {:.1?}; restarting in {delay:?}",
-            spec.name,
-            child.uptime()
+            "{} {how} after {uptime:.1?}; restarting in {delay:?}",
+            spec.name
         ));
         child = loop {
             if stop.sleep(delay).await {
