@@ -1130,3 +1130,24 @@ fn frame_size_limit_zero_means_no_limit_in_client_mode_too() {
         "--frame-size-limit 0 (none): client mode {client_none} vs direct mode {direct_none}"
     );
 }
+
+/// orly-db has no authentication, so it refuses a non-loopback listen address (before opening
+/// the store or binding anything) unless `--insecure` is given.
+#[test]
+fn orly_db_refuses_a_non_loopback_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(bin("orly-db"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(tmp.path().join("store"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run orly-db");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(err.contains("--insecure"), "{err}");
+    assert!(
+        !tmp.path().join("store").exists(),
+        "the store is not even created"
+    );
+}

@@ -21,6 +21,10 @@ struct Args {
     /// Listen address.
     #[arg(long, env = "ORLY_DB_LISTEN", default_value = "127.0.0.1:50051")]
     listen: String,
+    /// Listen on a non-loopback address although orly-db has no authentication (dangerous:
+    /// anyone who reaches the port can read, write and delete events).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -40,8 +44,16 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let listen =
         config::parse_listen("ORLY_DB_LISTEN/--listen", &a.listen).map_err(anyhow::Error::msg)?;
     if !config::is_loopback(&listen) {
+        if !a.insecure {
+            anyhow::bail!(
+                "refusing to listen on {listen}: orly-db has no authentication, so anyone who \
+                 reaches a non-loopback address could read, write and delete events; keep it on \
+                 loopback (127.0.0.1 or ::1), or pass --insecure on a network you control"
+            );
+        }
         tracing::warn!(
-            "orly-db has no authentication: listening on {listen}, a non-loopback address; keep it on a private network"
+            "--insecure: orly-db has no authentication and listens on {listen}, a non-loopback \
+             address; anyone who reaches it can read, write and delete events"
         );
     }
     let dir = a.data_dir.unwrap_or_else(orly::cli::default_data_dir);

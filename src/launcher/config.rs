@@ -206,6 +206,12 @@ impl LauncherConfig {
         if sync_enabled {
             taken.push(("ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN", sync_listen));
         }
+        if !crate::config::is_loopback(&db_listen) {
+            errors.push(format!(
+                "ORLY_DB_LISTEN: {db_listen} is not a loopback address; orly-db has no \
+                 authentication and the launcher's services reach it on loopback"
+            ));
+        }
         for (i, (a_name, a)) in taken.iter().enumerate() {
             for (b_name, b) in &taken[i + 1..] {
                 if a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || unspecified(a, b))

@@ -97,6 +97,21 @@ fn the_same_address_twice_is_refused() {
 }
 
 #[test]
+fn orly_db_is_kept_on_loopback() {
+    let dir = exe_dir_with(ALL);
+    for addr in ["0.0.0.0:50051", "192.0.2.7:50051", "[::]:50051"] {
+        let env: &[(&str, &str)] = &[("ORLY_DB_LISTEN", addr)];
+        let err = LauncherConfig::from_env(env, Some(dir.path())).expect_err(addr);
+        assert!(
+            err.to_string().contains("not a loopback address"),
+            "{addr}: {err}"
+        );
+    }
+    let env: &[(&str, &str)] = &[("ORLY_DB_LISTEN", "[::1]:50051")];
+    LauncherConfig::from_env(env, Some(dir.path())).expect("::1 is loopback");
+}
+
+#[test]
 fn tls_on_the_sync_service_needs_probe_credentials() {
     let dir = exe_dir_with(ALL);
     let env: &[(&str, &str)] = &[
