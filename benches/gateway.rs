@@ -3,8 +3,9 @@
 //! repeated N times over ONE established connection, against
 //!   plain:  `orly-sync-negentropy` on loopback without security (plaintext gRPC, open gate);
 //!   secure: the full stack — mTLS, token, per-IP and per-admin limits (high enough never to
-//!           trigger), policy, and the fsynced hash-chained audit log (an allow and a
-//!           `sync_finished` record per call).
+//!           trigger), policy, and the hash-chained audit log (per call an allow record,
+//!           fsynced before the sync starts, and a `sync_finished` record, fsynced with the
+//!           next record or within 1 s).
 //! and, as a reference,
 //!   plain-nd: the same `SyncService` behind the same open gate, served plaintext from this
 //!           process (on its own runtime thread) with TCP_NODELAY on accepted sockets. The

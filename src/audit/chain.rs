@@ -3,6 +3,11 @@
 //! Failure policy (fail closed, never fork):
 //! - A record counts only once its line is written *and* fsynced; until then `append` returns
 //!   `Err` and the caller must refuse the request.
+//! - [`AuditChain::append_deferred`] is for records of what already happened (a finished sync):
+//!   the line is written (a failed write is an error like any) but its fsync is left to the next
+//!   `append`, [`AuditChain::sync_deferred`] or checkpoint, so the caller is not kept waiting.
+//!   `HEAD.json` only ever names fsynced records, so a power cut can leave the head behind the
+//!   log (reported as lag), never ahead of it.
 //! - A failed `write` is undone by truncating the segment back to its length before the write, so
 //!   the next record still links to the last good one. If that truncation fails too, or if an
 //!   fsync fails (after which the kernel may have dropped the dirty pages, so the on-disk state is
@@ -71,6 +76,8 @@ struct ChainState {
     file_index: u64,
     file: Option<File>,
     file_len: u64,
+    /// Lines written to `file` but not fsynced yet (deferred appends).
+    unsynced: bool,
     poisoned: Option<String>,
     /// Test-only fault injection for the next line write.
     #[cfg(test)]
@@ -169,6 +176,7 @@ impl AuditChain {
                 file_index,
                 file: None,
                 file_len,
+                unsynced: false,
                 poisoned: None,
                 #[cfg(test)]
                 fault: None,
@@ -195,10 +203,54 @@ impl AuditChain {
     pub fn append(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
         let mut st = self.usable_state()?;
         let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
-        let written = self.write_record(&mut st, &record)?;
+        let written = self.write_record(&mut st, &record, true)?;
         self.seal_if_due(&mut st)?;
         self.store_head(&st)?;
         Ok(written)
+    }
+
+    /// Appends one record without waiting for its fsync: for the record of something already
+    /// done, which no caller has to refuse. The line is written (an `Err` means it is not); it
+    /// becomes durable with the next [`Self::append`], [`Self::sync_deferred`] or checkpoint,
+    /// and an fsync failure then poisons the chain, so later requests are refused.
+    pub fn append_deferred(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
+        let mut st = self.usable_state()?;
+        let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
+        let written = self.write_record(&mut st, &record, false)?;
+        self.seal_if_due(&mut st)?;
+        if !st.unsynced {
+            // A checkpoint was due and made everything durable.
+            self.store_head(&st)?;
+        }
+        Ok(written)
+    }
+
+    /// Makes deferred records durable and moves `HEAD.json` to them (a no-op when there are
+    /// none). The service calls it every second.
+    pub fn sync_deferred(&self) -> Result<(), AuditError> {
+        let mut st = self.usable_state()?;
+        if !st.unsynced {
+            return Ok(());
+        }
+        let path = self.dir.join(segment_name(st.file_index));
+        let fault = st_fault(&mut st);
+        match st.file.as_ref().map(|f| sync_or_fault(f, fault)) {
+            Some(Err(source)) => {
+                st.poisoned = Some(format!("fsync of {} failed: {source}", path.display()));
+                return Err(io_err("fsync", &path)(source));
+            }
+            Some(Ok(())) => st.unsynced = false,
+            None => {
+                st.poisoned = Some(format!(
+                    "{} was closed with unsynced records",
+                    path.display()
+                ));
+                return Err(AuditError::Poisoned(
+                    "deferred records lost their segment".into(),
+                ));
+            }
+        }
+        self.store_head(&st)
     }
 
     /// Writes a checkpoint now (at clean shutdown), unless the last record already is one.
@@ -260,18 +312,19 @@ impl AuditChain {
             .as_ref()
             .map(|key| sign(key, &checkpoint_message(covered, &st.last_hash)));
         let record = AuditRecord::checkpoint(now_rfc3339(), st.next_seq, st.last_hash.clone(), sig);
-        self.write_record(st, &record)
+        self.write_record(st, &record, true)
     }
 
     fn write_record(
         &self,
         st: &mut ChainState,
         record: &AuditRecord,
+        durable: bool,
     ) -> Result<AuditRecordRef, AuditError> {
         let mut line = serde_json::to_vec(record)?;
         let hash = line_hash(&line);
         line.push(b'\n');
-        self.write_line(st, &line)?;
+        self.write_line(st, &line, durable)?;
         st.next_seq += 1;
         st.last_hash.clone_from(&hash);
         st.last_file = st.file_index;
@@ -287,8 +340,14 @@ impl AuditChain {
         })
     }
 
-    /// Writes and fsyncs one line, leaving no partial line behind (or poisoning the chain).
-    fn write_line(&self, st: &mut ChainState, line: &[u8]) -> Result<(), AuditError> {
+    /// Writes one line, and fsyncs it (with any deferred ones before it) when `durable`, leaving
+    /// no partial line behind (or poisoning the chain).
+    fn write_line(
+        &self,
+        st: &mut ChainState,
+        line: &[u8],
+        durable: bool,
+    ) -> Result<(), AuditError> {
         let path = self.dir.join(segment_name(st.file_index));
         let mut file = match st.file.take() {
             Some(file) => file,
@@ -298,10 +357,7 @@ impl AuditChain {
                 file
             }
         };
-        #[cfg(test)]
-        let fault = st.fault.take();
-        #[cfg(not(test))]
-        let fault: Option<()> = None;
+        let fault = st_fault(st);
         if let Err(source) = write_all_or_fault(&mut file, line, fault) {
             // A partial line would break every later record; cut it off before giving up.
             match file.set_len(st.file_len).and_then(|()| file.sync_data()) {
@@ -316,11 +372,17 @@ impl AuditChain {
             }
             return Err(io_err("append to", &path)(source));
         }
+        st.file_len += line.len() as u64;
+        if !durable {
+            st.unsynced = true;
+            st.file = Some(file);
+            return Ok(());
+        }
         if let Err(source) = sync_or_fault(&file, fault) {
             st.poisoned = Some(format!("fsync of {} failed: {source}", path.display()));
             return Err(io_err("fsync", &path)(source));
         }
-        st.file_len += line.len() as u64;
+        st.unsynced = false;
         st.file = Some(file);
         Ok(())
     }
@@ -379,6 +441,17 @@ impl AuditChain {
         };
         write_head(&self.dir, &head)
     }
+}
+
+/// The fault injected into the next write or fsync (tests only).
+#[cfg(test)]
+fn st_fault(st: &mut ChainState) -> Option<Fault> {
+    st.fault.take()
+}
+
+#[cfg(not(test))]
+fn st_fault(_: &mut ChainState) -> Option<()> {
+    None
 }
 
 #[cfg(not(test))]

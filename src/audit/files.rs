@@ -72,7 +72,9 @@ pub(crate) fn read_head(dir: &Path) -> Result<Option<Head>, String> {
         .map_err(|e| format!("{HEAD_FILE} is not valid: {e}"))
 }
 
-/// Replaces `HEAD.json` atomically: temp file, fsync, rename, fsync of the directory.
+/// Replaces `HEAD.json` atomically: temp file, fsync, rename. The directory is fsynced only when
+/// the head is created: a replacement that a power cut undoes leaves the previous head, which
+/// names an earlier record (reported as lag), while a head that vanished would refuse the log.
 pub(crate) fn write_head(dir: &Path, head: &Head) -> Result<(), AuditError> {
     let bytes = serde_json::to_vec(head)?;
     let tmp = dir.join(HEAD_TMP);
@@ -89,8 +91,9 @@ pub(crate) fn write_head(dir: &Path, head: &Head) -> Result<(), AuditError> {
     file.sync_all().map_err(io_err("fsync", &tmp))?;
     drop(file);
     let head_path = dir.join(HEAD_FILE);
+    let replacing = head_path.is_file();
     fs::rename(&tmp, &head_path).map_err(io_err("replace", &head_path))?;
-    sync_dir(dir)
+    if replacing { Ok(()) } else { sync_dir(dir) }
 }
 
 /// Makes created and renamed directory entries durable (a no-op where directories can't be

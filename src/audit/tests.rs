@@ -359,3 +359,50 @@ fn resume_writes_a_missing_rotation_checkpoint() {
     let s = expect_ok(verify(dir.path(), None));
     assert_eq!(s.records, n + 2);
 }
+
+/// A deferred record is in the log at once but `HEAD.json` names it only once it is fsynced
+/// (by `sync_deferred` or the next durable append), and the chain stays one chain.
+#[test]
+fn deferred_records_join_the_chain_and_the_head_follows_their_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key();
+    let chain = AuditChain::open(dir.path(), Some(key.clone()), opts(0, 1 << 20)).expect("open");
+    fill(&chain, 2);
+    let head_seq = || {
+        let head: Head =
+            serde_json::from_slice(&fs::read(dir.path().join(HEAD_FILE)).expect("head"))
+                .expect("head json");
+        head.seq
+    };
+    assert_eq!(head_seq(), 2);
+    assert_eq!(chain.append_deferred(entry(2)).expect("deferred").seq, 3);
+    assert_eq!(records(dir.path(), 1).len(), 3, "written at once");
+    assert_eq!(head_seq(), 2, "the head never names an unsynced record");
+    chain.sync_deferred().expect("sync");
+    assert_eq!(head_seq(), 3);
+    chain.sync_deferred().expect("nothing to do is fine");
+
+    assert_eq!(chain.append_deferred(entry(3)).expect("deferred").seq, 4);
+    assert_eq!(chain.append(entry(4)).expect("durable").seq, 5);
+    assert_eq!(head_seq(), 5, "a durable append covers the deferred one before it");
+    let summary = expect_ok(verify(dir.path(), Some(&key.verifying_key())));
+    assert_eq!(summary.records, 5);
+    assert_eq!(summary.head_lag, 0);
+}
+
+/// An fsync failure found by `sync_deferred` poisons the chain: the next request is refused.
+#[test]
+fn failed_fsync_of_deferred_records_poisons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chain = AuditChain::open(dir.path(), None, opts(0, 1 << 20)).expect("open");
+    fill(&chain, 1);
+    chain.append_deferred(entry(1)).expect("deferred");
+    chain.inject_fault(Fault::Fsync);
+    assert!(chain.sync_deferred().is_err());
+    let err = chain.append(entry(2)).expect_err("poisoned chain accepted a record");
+    assert!(matches!(err, AuditError::Poisoned(_)), "{err}");
+    drop(chain);
+    let chain = AuditChain::open(dir.path(), None, opts(0, 1 << 20)).expect("reopen");
+    assert_eq!(chain.append(entry(3)).expect("append").seq, 3);
+    expect_ok(verify(dir.path(), None));
+}

@@ -28,6 +28,38 @@ impl AuditLog {
         rpc: &str,
         entry: AuditEntry,
     ) -> Result<(), String> {
+        self.append(call, rpc, entry, true).await
+    }
+
+    /// Appends the record of something already done (a finished sync) without waiting for its
+    /// fsync, which the next record or the once-a-second [`Self::sync_deferred`] does.
+    pub async fn record_done(
+        &self,
+        call: &CallInfo,
+        rpc: &str,
+        entry: AuditEntry,
+    ) -> Result<(), String> {
+        self.append(call, rpc, entry, false).await
+    }
+
+    /// Makes deferred records durable; an fsync failure poisons the chain, so every later
+    /// request is refused.
+    pub async fn sync_deferred(&self) {
+        let chain = self.chain.clone();
+        match tokio::task::spawn_blocking(move || chain.sync_deferred()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("audit records could not be made durable: {e}"),
+            Err(e) => tracing::error!("audit sync task failed: {e}"),
+        }
+    }
+
+    async fn append(
+        &self,
+        call: &CallInfo,
+        rpc: &str,
+        entry: AuditEntry,
+        durable: bool,
+    ) -> Result<(), String> {
         let mut e = entry.rpc(rpc);
         if let Some(a) = &call.admin {
             e = e.admin(a.clone());
@@ -46,11 +78,17 @@ impl AuditLog {
         }
         let chain = self.chain.clone();
         let started = Instant::now();
-        let res = tokio::task::spawn_blocking(move || chain.append(e))
-            .await
-            .map_err(|e| format!("audit writer failed: {e}"))?
-            .map(|_| ())
-            .map_err(|e| e.to_string());
+        let res = tokio::task::spawn_blocking(move || {
+            if durable {
+                chain.append(e)
+            } else {
+                chain.append_deferred(e)
+            }
+        })
+        .await
+        .map_err(|e| format!("audit writer failed: {e}"))?
+        .map(|_| ())
+        .map_err(|e| e.to_string());
         super::telemetry::record_audit_latency(started.elapsed());
         if let Err(e) = &res {
             tracing::error!("audit record not written, refusing: {e}");

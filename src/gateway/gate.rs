@@ -233,7 +233,7 @@ impl SyncGate for SecureGate {
         if let Some(err) = &last.error {
             e = e.error(err.clone());
         }
-        if let Err(err) = self.audit.record(&adm.call, SYNC_PATH, e).await {
+        if let Err(err) = self.audit.record_done(&adm.call, SYNC_PATH, e).await {
             tracing::error!("sync finished but its audit record could not be written: {err}");
         }
     }

@@ -23,6 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// The longest a deferred audit record (a finished sync) waits for its fsync.
+const AUDIT_SYNC: Duration = Duration::from_secs(1);
+
 /// How often certificate, key, policy and token-key files are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(2);
 
@@ -46,6 +49,16 @@ pub async fn serve(
     let chain = AuditChain::open(&sec.audit_dir, key, AuditOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let audit = AuditLog::new(chain);
+    let audit_sync = {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(AUDIT_SYNC);
+            loop {
+                tick.tick().await;
+                audit.sync_deferred().await;
+            }
+        })
+    };
     let tls = ReloadableTls::new(TlsFiles {
         cert: sec.tls_cert.clone(),
         key: sec.tls_key.clone(),
@@ -92,6 +105,8 @@ pub async fn serve(
         .add_service(SyncService::new(store, gate, defaults).into_server())
         .serve_with_incoming_shutdown(incoming(listener, tls, ip, audit.clone()), shutdown)
         .await;
+    audit_sync.abort();
+    // The checkpoint is durable, so it also makes any deferred record durable.
     audit.checkpoint().await;
     for t in [policy_watch, tls_watch, health_watch] {
         t.abort();
