@@ -1845,6 +1845,58 @@ async fn cancel_ownership() {
         "alice's sync still runs after bob's refused cancel: {status:?}"
     );
 
+    // A malformed id is refused (and audited without echoing it); an unknown one is allowed,
+    // with nothing to cancel.
+    let mut cb = NegentropyServiceClient::new(ch_b.clone());
+    let before = audit_records(&fx.audit_dir).len();
+    let huge = "x".repeat(100_000);
+    let st = cb
+        .cancel_sync(with_meta(
+            npb::CancelSyncRequest {
+                sync_id: huge.clone(),
+            },
+            Some(&tb),
+            &trace_id(6),
+        ))
+        .await
+        .expect_err("a malformed id");
+    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
+    let unknown = cb
+        .cancel_sync(with_meta(
+            npb::CancelSyncRequest {
+                sync_id: "00".repeat(12),
+            },
+            Some(&tb),
+            &trace_id(7),
+        ))
+        .await
+        .expect("an unknown id is not an error")
+        .into_inner();
+    assert!(!unknown.cancelled);
+    let recs = new_records(&fx.audit_dir, before, 2).await;
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    assert_eq!(
+        recs[0].get("allowed"),
+        Some(&Value::Bool(false)),
+        "{}",
+        recs[0]
+    );
+    assert!(
+        !recs[0].to_string().contains(&huge[..100]),
+        "the id is not echoed"
+    );
+    assert_eq!(
+        recs[1].get("allowed"),
+        Some(&Value::Bool(true)),
+        "{}",
+        recs[1]
+    );
+    assert!(
+        s(&recs[1], "reason").contains("nothing to cancel"),
+        "{}",
+        recs[1]
+    );
+
     let before = audit_records(&fx.audit_dir).len();
     let ok = cancel(&ch_a, &ta, trace_id(4))
         .await

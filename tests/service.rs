@@ -799,11 +799,20 @@ fn cancel_sync_by_id_stops_the_job() {
     .into_inner();
     assert!(!again.cancelled);
     let unknown = block(c.cancel_sync(npb::CancelSyncRequest {
-        sync_id: "nope".into(),
+        sync_id: "00".repeat(12),
     }))
     .unwrap()
     .into_inner();
     assert!(!unknown.cancelled);
+    let malformed = block(c.cancel_sync(npb::CancelSyncRequest {
+        sync_id: "nope".into(),
+    }))
+    .unwrap_err();
+    assert_eq!(
+        malformed.code(),
+        tonic::Code::InvalidArgument,
+        "{malformed:?}"
+    );
     let nf = block(c.get_sync_status(npb::GetSyncStatusRequest {
         sync_id: "nope".into(),
     }))

@@ -43,7 +43,8 @@ pub struct AuditRecordRef {
 }
 
 /// The append-only, hash-chained, signed audit log in one directory. Thread-safe; appends are
-/// serialised by an internal mutex and each one is durable before it returns.
+/// serialised by an internal mutex; [`AuditChain::append`] is durable before it returns,
+/// [`AuditChain::append_deferred`] soon after.
 pub struct AuditChain {
     dir: PathBuf,
     key: Option<SigningKey>,
@@ -61,6 +62,20 @@ impl std::fmt::Debug for AuditChain {
             .field("signing", &self.key.is_some())
             .field("opts", &self.opts)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AuditChain {
+    /// A record deferred after the last checkpoint (a sync that finished during shutdown) is
+    /// made durable and named by the head before the directory lock goes.
+    fn drop(&mut self) {
+        let pending = self
+            .state
+            .lock()
+            .is_ok_and(|st| st.unsynced && st.poisoned.is_none());
+        if pending && let Err(e) = self.sync_deferred() {
+            tracing::error!("audit log closed with records that could not be made durable: {e}");
+        }
     }
 }
 
@@ -188,6 +203,14 @@ impl AuditChain {
         };
         {
             let mut st = chain.usable_state()?;
+            // A writer killed with deferred records left them in the page cache only: make the
+            // tail durable before a head can name it.
+            if st.last_file > 0 {
+                let path = chain.dir.join(segment_name(st.last_file));
+                File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .map_err(io_err("fsync", &path))?;
+            }
             // A crash between the record that filled the segment and its rotation checkpoint.
             chain.seal_if_due(&mut st)?;
             // Also creates HEAD.json for a new directory, and catches up a head that lags.
@@ -196,7 +219,8 @@ impl AuditChain {
         Ok(chain)
     }
 
-    /// Appends one record; returns only once it is written and fsynced (and `HEAD.json` updated).
+    /// Appends one record; returns only once it is written and fsynced, with any deferred records
+    /// before it (and `HEAD.json` updated).
     ///
     /// On `Err` the caller must refuse the request it was auditing. The error says why (e.g. "No
     /// space left on device", "Permission denied").
@@ -210,8 +234,8 @@ impl AuditChain {
     }
 
     /// Appends one record without waiting for its fsync: for the record of something already
-    /// done, which no caller has to refuse. The line is written (an `Err` means it is not); it
-    /// becomes durable with the next [`Self::append`], [`Self::sync_deferred`] or checkpoint,
+    /// done, which no caller has to refuse. An `Err` means the line is not written, or (like
+    /// `append`) that a due checkpoint or the head update failed after it was; it becomes durable with the next [`Self::append`], [`Self::sync_deferred`] or checkpoint,
     /// and an fsync failure then poisons the chain, so later requests are refused.
     pub fn append_deferred(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
         let mut st = self.usable_state()?;
@@ -234,12 +258,16 @@ impl AuditChain {
         }
         let path = self.dir.join(segment_name(st.file_index));
         let fault = st_fault(&mut st);
-        match st.file.as_ref().map(|f| sync_or_fault(f, fault)) {
+        let synced = st.file.as_ref().map(|f| sync_or_fault(f, fault));
+        // Whatever happens, there is nothing more to sync: either it is durable now, or the
+        // chain is poisoned (and says so once, not at every tick).
+        st.unsynced = false;
+        match synced {
             Some(Err(source)) => {
                 st.poisoned = Some(format!("fsync of {} failed: {source}", path.display()));
                 return Err(io_err("fsync", &path)(source));
             }
-            Some(Ok(())) => st.unsynced = false,
+            Some(Ok(())) => {}
             None => {
                 st.poisoned = Some(format!(
                     "{} was closed with unsynced records",
@@ -419,8 +447,9 @@ impl AuditChain {
 
     /// Re-signs `HEAD.json` for the last record.
     ///
-    /// Trade-off: this costs a second fsynced write, a rename and a directory fsync per record,
-    /// roughly tripling the I/O of an append. We pay it because the hash chain alone cannot show
+    /// Trade-off: this costs a second fsynced write and a rename per durable record, roughly
+    /// doubling the I/O of an append (the directory is fsynced only when the head is created).
+    /// We pay it because the hash chain alone cannot show
     /// that records were cut off the end (what remains is a valid chain) and checkpoints only
     /// vouch up to the last one. Limits: whoever kept an older signed `HEAD.json` can truncate
     /// back to it and restore it (rollback to an earlier valid state is not detectable locally;

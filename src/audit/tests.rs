@@ -384,9 +384,17 @@ fn deferred_records_join_the_chain_and_the_head_follows_their_fsync() {
 
     assert_eq!(chain.append_deferred(entry(3)).expect("deferred").seq, 4);
     assert_eq!(chain.append(entry(4)).expect("durable").seq, 5);
-    assert_eq!(head_seq(), 5, "a durable append covers the deferred one before it");
+    assert_eq!(
+        head_seq(),
+        5,
+        "a durable append covers the deferred one before it"
+    );
+    // Closing the chain makes a last deferred record durable and names it.
+    assert_eq!(chain.append_deferred(entry(5)).expect("deferred").seq, 6);
+    drop(chain);
+    assert_eq!(head_seq(), 6);
     let summary = expect_ok(verify(dir.path(), Some(&key.verifying_key())));
-    assert_eq!(summary.records, 5);
+    assert_eq!(summary.records, 6);
     assert_eq!(summary.head_lag, 0);
 }
 
@@ -399,7 +407,9 @@ fn failed_fsync_of_deferred_records_poisons() {
     chain.append_deferred(entry(1)).expect("deferred");
     chain.inject_fault(Fault::Fsync);
     assert!(chain.sync_deferred().is_err());
-    let err = chain.append(entry(2)).expect_err("poisoned chain accepted a record");
+    let err = chain
+        .append(entry(2))
+        .expect_err("poisoned chain accepted a record");
     assert!(matches!(err, AuditError::Poisoned(_)), "{err}");
     drop(chain);
     let chain = AuditChain::open(dir.path(), None, opts(0, 1 << 20)).expect("reopen");

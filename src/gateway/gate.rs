@@ -202,12 +202,11 @@ impl SyncGate for SecureGate {
     async fn cancel_decision(
         &self,
         call: &CallInfo,
-        sync_id: &str,
-        refusal: Option<Status>,
+        decision: Result<String, Status>,
     ) -> Result<(), Status> {
-        let e = match &refusal {
-            None => AuditEntry::decision(true, format!("allowed: cancel of own sync {sync_id}")),
-            Some(status) => {
+        let e = match &decision {
+            Ok(reason) => AuditEntry::decision(true, reason.clone()),
+            Err(status) => {
                 crate::telemetry::count_refusal(status.code(), status.message());
                 AuditEntry::decision(false, status.message())
             }
@@ -217,7 +216,7 @@ impl SyncGate for SecureGate {
                 "refused: audit log unavailable ({err})"
             )));
         }
-        refusal.map_or(Ok(()), Err)
+        decision.map(|_| ())
     }
 
     async fn finished(&self, adm: &Admission, req: &SyncRequest, last: &Progress, took: Duration) {

@@ -49,16 +49,6 @@ pub async fn serve(
     let chain = AuditChain::open(&sec.audit_dir, key, AuditOptions::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let audit = AuditLog::new(chain);
-    let audit_sync = {
-        let audit = audit.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(AUDIT_SYNC);
-            loop {
-                tick.tick().await;
-                audit.sync_deferred().await;
-            }
-        })
-    };
     let tls = ReloadableTls::new(TlsFiles {
         cert: sec.tls_cert.clone(),
         key: sec.tls_key.clone(),
@@ -97,11 +87,23 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     let health_watch =
         crate::service::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
+    let reflection = crate::service::reflection(&[SYNC_SERVICE_NAME])?;
+    // Spawned last: an error above drops the chain (and its directory lock) at once.
+    let audit_sync = {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(AUDIT_SYNC);
+            loop {
+                tick.tick().await;
+                audit.sync_deferred().await;
+            }
+        })
+    };
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .layer(layers)
         .add_service(health)
-        .add_service(crate::service::reflection(&[SYNC_SERVICE_NAME])?)
+        .add_service(reflection)
         .add_service(SyncService::new(store, gate, defaults).into_server())
         .serve_with_incoming_shutdown(incoming(listener, tls, ip, audit.clone()), shutdown)
         .await;

@@ -1,4 +1,4 @@
-//! Readiness probes, one attempt each, every step bounded by a timeout:
+//! Readiness and liveness probes, one attempt each, every step bounded by a timeout:
 //! - orly-db and orly-sync-negentropy: the standard gRPC health service (`grpc.health.v1`),
 //!   `Check` for the service's own name must answer SERVING. For orly-sync-negentropy behind
 //!   mTLS the probe presents a client certificate; the gateway lets `/grpc.health.v1.Health/*`
@@ -35,13 +35,26 @@ pub enum Probe {
 }
 
 impl Probe {
-    /// One probe of the service listening on `listen` (an unspecified address is probed on
-    /// loopback). `Ok` when ready; `Err` says what was seen instead.
+    /// One readiness probe of the service listening on `listen` (an unspecified address is
+    /// probed on loopback). `Ok` when ready; `Err` says what was seen instead.
     pub async fn check(&self, listen: SocketAddr) -> Result<(), String> {
+        self.probe(listen, true).await
+    }
+
+    /// One liveness probe: `Ok` when the service answers at all. A gRPC service that says
+    /// NOT_SERVING is alive: orly-sync-negentropy says so while orly-db is away, and killing it
+    /// for that would only abort its syncs.
+    pub async fn alive(&self, listen: SocketAddr) -> Result<(), String> {
+        self.probe(listen, false).await
+    }
+
+    async fn probe(&self, listen: SocketAddr, need_serving: bool) -> Result<(), String> {
         let addr = dialable(listen);
         let attempt = async {
             match self {
-                Self::Grpc { service, tls } => grpc_health(addr, service, tls.as_ref()).await,
+                Self::Grpc { service, tls } => {
+                    grpc_health(addr, service, tls.as_ref(), need_serving).await
+                }
                 Self::Nip11 => nip11(addr).await,
             }
         };
@@ -65,6 +78,7 @@ async fn grpc_health(
     addr: SocketAddr,
     service: &str,
     tls: Option<&HealthTls>,
+    need_serving: bool,
 ) -> Result<(), String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     use tonic_health::pb::{
@@ -101,6 +115,7 @@ async fn grpc_health(
         .map_err(|s| format!("health check refused: {:?}: {}", s.code(), s.message()))?;
     match answer.into_inner().status() {
         ServingStatus::Serving => Ok(()),
+        _ if !need_serving => Ok(()),
         other => Err(format!("health of {service} is {}", other.as_str_name())),
     }
 }
@@ -207,5 +222,37 @@ mod tests {
             tls: None,
         };
         assert!(grpc.check(addr).await.is_err());
+        assert!(
+            grpc.alive(addr).await.is_err(),
+            "hanging up is not an answer"
+        );
+    }
+
+    /// A real gRPC health server that says NOT_SERVING (what orly-sync-negentropy says while
+    /// orly-db is away): not ready, but alive, so the launcher leaves it running.
+    #[tokio::test]
+    async fn not_serving_is_not_ready_but_alive() {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("orly.test", tonic_health::ServingStatus::NotServing)
+            .await;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+        );
+        let grpc = Probe::Grpc {
+            service: "orly.test",
+            tls: None,
+        };
+        let not_ready = grpc.check(addr).await.unwrap_err();
+        assert!(not_ready.contains("NOT_SERVING"), "{not_ready}");
+        assert_eq!(grpc.alive(addr).await, Ok(()));
+        reporter
+            .set_service_status("orly.test", tonic_health::ServingStatus::Serving)
+            .await;
+        assert_eq!(grpc.check(addr).await, Ok(()));
     }
 }

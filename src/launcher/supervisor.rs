@@ -317,7 +317,7 @@ async fn supervise(
             // noticing an exit or the stop signal.
             let probe = async {
                 tokio::time::sleep(timing.liveness_interval).await;
-                spec.probe.check(spec.listen).await
+                spec.probe.alive(spec.listen).await
             };
             tokio::select! {
                 s = child.wait() => break Down::Exited(s),

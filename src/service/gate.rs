@@ -66,14 +66,13 @@ pub trait SyncGate: Send + Sync + 'static {
         req: &pb::SyncPeerRequest,
         status: Status,
     ) -> Status;
-    /// Records the handler's decision on a `CancelSync` of `sync_id` (an admin may cancel only
-    /// the syncs it started): `refusal` is `None` when allowed. `Err` when refused, or when the
-    /// record cannot be written (fail closed).
+    /// Records the handler's decision on a `CancelSync` (an admin may cancel only the syncs it
+    /// started): `Ok(reason)` when allowed. `Err` when refused, or when the record cannot be
+    /// written (fail closed).
     async fn cancel_decision(
         &self,
         call: &CallInfo,
-        sync_id: &str,
-        refusal: Option<Status>,
+        decision: Result<String, Status>,
     ) -> Result<(), Status>;
     /// Records the end of an admitted sync.
     async fn finished(
@@ -112,10 +111,9 @@ impl SyncGate for OpenGate {
     async fn cancel_decision(
         &self,
         _call: &CallInfo,
-        _sync_id: &str,
-        refusal: Option<Status>,
+        decision: Result<String, Status>,
     ) -> Result<(), Status> {
-        refusal.map_or(Ok(()), Err)
+        decision.map(|_| ())
     }
 
     async fn finished(

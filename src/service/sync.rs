@@ -327,13 +327,21 @@ impl NegentropyService for SyncService {
                 .map_err(|_| Status::internal("registry poisoned"))?;
             m.get(&id).map(|e| e.status.admin.clone())
         };
-        let refusal = match (&call.admin, owner) {
-            (Some(caller), Some(owner)) if *caller != owner => Some(Status::permission_denied(
+        // Ids are ours (24 hex characters); anything else is refused before it reaches the
+        // audit log, whose records must stay small.
+        let well_formed =
+            id.len() == 24 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let decision = match (&call.admin, owner) {
+            _ if !well_formed => Err(Status::invalid_argument(
+                "sync_id: not a sync id (24 lowercase hex characters)",
+            )),
+            (_, None) => Ok(format!("allowed: no sync {id}, nothing to cancel")),
+            (Some(caller), Some(owner)) if *caller != owner => Err(Status::permission_denied(
                 format!("sync_id: {id} was started by another admin"),
             )),
-            _ => None,
+            (_, Some(_)) => Ok(format!("allowed: cancel of own sync {id}")),
         };
-        self.gate.cancel_decision(&call, &id, refusal).await?;
+        self.gate.cancel_decision(&call, decision).await?;
         let cancel = self
             .syncs
             .lock()
