@@ -57,6 +57,24 @@ impl FjallStore {
         let db = fjall::Database::builder(dir).open().map_err(|e| {
             StoreError::Engine(format!("cannot open store at {}: {e}", dir.display()))
         })?;
+        let meta = db.keyspace(
+            SLOTS[Slot::Meta as usize].1,
+            fjall::KeyspaceCreateOptions::default,
+        )?;
+        let layout = match meta.get(keys::LAYOUT_KEY)? {
+            None => 1,
+            Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("meta layout marker of {} bytes", v.len()))
+            })?),
+        };
+        if layout > keys::LAYOUT {
+            return Err(StoreError::Engine(format!(
+                "the store at {} has layout {layout}, written by a newer orly; this one reads \
+                 up to layout {}",
+                dir.display(),
+                keys::LAYOUT
+            )));
+        }
         for name in keys::RETIRED {
             if db.keyspace_exists(name) {
                 let old = db.keyspace(name, fjall::KeyspaceCreateOptions::default)?;
@@ -71,6 +89,9 @@ impl FjallStore {
         if !ks[Slot::Meta as usize].contains_key(neg_index::BUILT_KEY)? {
             // A store from before the negentropy index (or a new one): build it once.
             neg_index::rebuild(&db, &ks)?;
+        }
+        if layout < keys::LAYOUT {
+            meta.insert(keys::LAYOUT_KEY, keys::LAYOUT.to_be_bytes())?;
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -377,8 +398,11 @@ impl FjallStore {
         }
         // Every write batch rewrites the index buckets it touches, so after a bulk load the
         // small index keyspace holds many stale versions that each sync session would read
-        // past: compact it (a few MB per million events).
-        self.ks(Slot::NegIndex).major_compact()?;
+        // past: compact it (a few MB per million events). The data is durable already, so a
+        // failed compaction only costs speed.
+        if let Err(e) = self.ks(Slot::NegIndex).major_compact() {
+            tracing::warn!("compacting the negentropy index failed (sync sessions read more): {e}");
+        }
         Ok(())
     }
 }

@@ -109,6 +109,12 @@ pub(super) enum Slot {
     Meta,
 }
 
+/// The store layout this build writes, kept in `meta` under [`LAYOUT_KEY`] (big-endian u32). A
+/// store marked with a higher one is refused: an older binary would misread it (layout 2 dropped
+/// `by_author`, which layout-1 binaries still read).
+pub(super) const LAYOUT: u32 = 2;
+pub(super) const LAYOUT_KEY: &[u8] = b"layout";
+
 /// Keyspaces of older layouts, dropped at open: `by_author` (pubkey ++ created_at ++ id) was
 /// a subset of `by_author_kind` that cost every write one more memtable insert.
 pub(super) const RETIRED: [&str; 1] = ["by_author"];

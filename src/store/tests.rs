@@ -434,3 +434,22 @@ fn retired_keyspaces_are_dropped_at_open() {
     let db = fjall::Database::builder(dir.path()).open().unwrap();
     assert!(!db.keyspace_exists("by_author"));
 }
+
+/// Stores carry their layout; one written by a newer layout is refused, not misread.
+#[test]
+fn a_store_of_a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(FjallStore::open(dir.path()).unwrap());
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let meta = db
+            .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let marked = meta.get(b"layout").unwrap().expect("layout marker");
+        assert_eq!(marked.as_ref(), 2u32.to_be_bytes());
+        meta.insert(b"layout", 3u32.to_be_bytes()).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let err = FjallStore::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("newer orly"), "{err}");
+}
