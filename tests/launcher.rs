@@ -260,6 +260,21 @@ fn a_killed_service_is_restarted_and_healthy_again() {
     let (_, db_addr, db_pid) = ready[0];
     let (_, sync_addr, sync_pid) = ready[2];
     assert_eq!(health(db_addr, "orlydb.v1.DatabaseService"), Ok(SERVING));
+    // The launcher gave orly-db a secret only its services know: anyone else is refused.
+    {
+        use orly::store::Store;
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let outsider = rt
+            .block_on(orly::store::RemoteStore::connect_with(
+                &db_addr.to_string(),
+                None,
+            ))
+            .expect("client");
+        let refused = rt
+            .block_on(outsider.ready())
+            .expect_err("no secret, no store");
+        assert!(refused.to_string().contains("ORLY_DB_TOKEN"), "{refused}");
+    }
 
     let t1 = Instant::now();
     let (addr, _) = crash_and_wait_for_restart(&l, "orly-db", db_pid);

@@ -1160,3 +1160,50 @@ fn orly_db_refuses_a_non_loopback_address() {
         "the store is not even created"
     );
 }
+
+/// With `ORLY_DB_TOKEN` set, orly-db serves its store only to callers that send the secret:
+/// no secret or a wrong one is UNAUTHENTICATED and stores nothing; health stays open for the
+/// launcher's probe.
+#[test]
+fn orly_db_with_a_token_refuses_callers_without_it() {
+    use orly::store::{RemoteStore, Store, StoreError};
+    orly::init_crypto();
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = "s3cret-for-this-test-0123456789";
+    let db = spawn_service(
+        "orly-db",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            tmp.path().join("db").to_str().unwrap(),
+        ],
+        &[("ORLY_DB_TOKEN", secret)],
+    );
+    let events = notes("db-token", 3, 1_700_000_000);
+    for token in [None, Some("wrong-secret-0123456789abcdef")] {
+        let store = block(RemoteStore::connect_with(&db.addr, token)).unwrap();
+        let err = block(store.save(events.clone())).expect_err("saved without the secret");
+        assert!(
+            matches!(&err, StoreError::Engine(m) if m.contains("needs the ORLY_DB_TOKEN secret")),
+            "{token:?}: {err}"
+        );
+        assert!(block(store.ready()).is_err(), "{token:?}");
+    }
+    let health = block(async {
+        tonic_health::pb::health_client::HealthClient::new(channel(&db.addr).await)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "orlydb.v1.DatabaseService".into(),
+            })
+            .await
+    })
+    .expect("health needs no secret");
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+
+    let store = block(RemoteStore::connect_with(&db.addr, Some(secret))).unwrap();
+    block(store.ready()).expect("ready with the secret");
+    let saved = block(store.save(events.clone())).expect("save with the secret");
+    assert_eq!(saved.len(), 3);
+    let got = block(store.neg_items(orly::event::Filter::default())).unwrap();
+    assert_eq!(got.len(), 3, "only the authorized save stored anything");
+}

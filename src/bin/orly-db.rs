@@ -56,6 +56,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
              address; anyone who reaches it can read, write and delete events"
         );
     }
+    let token = orly::service::db_auth::token_from_env().map_err(anyhow::Error::msg)?;
+    if token.is_none() {
+        tracing::warn!(
+            "ORLY_DB_TOKEN not set: any local user who can reach {listen} can read, write and \
+             delete events"
+        );
+    }
     let dir = a.data_dir.unwrap_or_else(orly::cli::default_data_dir);
     tracing::info!(data_dir = %dir.display(), %listen, "starting orly-db");
     let store = FjallStore::open(&dir)?;
@@ -64,7 +71,13 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     config::keep_alive_on_sighup();
     config::announce("orly-db", listener.local_addr()?);
-    orly::service::serve_db(listener, Arc::new(store.clone()), config::shutdown_signal()).await?;
+    orly::service::serve_db(
+        listener,
+        Arc::new(store.clone()),
+        token,
+        config::shutdown_signal(),
+    )
+    .await?;
     store.flush()?;
     tracing::info!("stopped");
     Ok(())

@@ -26,6 +26,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "orly-relay listen address (default 127.0.0.1:7777)",
     ),
     (
+        "ORLY_DB_TOKEN",
+        "secret orly-db requires of the other services (default: a new random one per run)",
+    ),
+    (
         "ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED",
         "true to also run orly-sync-negentropy (default false)",
     ),
@@ -167,6 +171,18 @@ pub struct LauncherConfig {
     pub liveness_failures: u32,
     /// Where the binaries are.
     pub binaries: Binaries,
+    /// The secret orly-db requires of the other services (`ORLY_DB_TOKEN`, else made at start).
+    pub db_token: DbToken,
+}
+
+/// The orly-db secret; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbToken(pub String);
+
+impl fmt::Debug for DbToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DbToken(***)")
+    }
 }
 
 /// Default orly-db address (ORLY documents).
@@ -197,6 +213,16 @@ impl LauncherConfig {
         let sync_enabled = parse_bool(env, "ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED", &mut errors);
         let ready_timeout = parse_secs(env, "ORLY_LAUNCHER_READY_TIMEOUT", 30, &mut errors);
         let stop_timeout = parse_secs(env, "ORLY_LAUNCHER_STOP_TIMEOUT", 10, &mut errors);
+        let db_token = match env.get(crate::service::db_auth::TOKEN_ENV) {
+            Some(t) if !t.trim().is_empty() => {
+                if let Err(e) = crate::service::db_auth::check_token(t.trim()) {
+                    errors.push(e);
+                }
+                DbToken(t.trim().to_string())
+            }
+            // One per launcher run: only the services it starts know it.
+            _ => DbToken(hex::encode(rand::random::<[u8; 32]>())),
+        };
         let start_attempts = parse_count(env, "ORLY_LAUNCHER_START_ATTEMPTS", 3, &mut errors);
         let liveness_interval = parse_secs(env, "ORLY_LAUNCHER_LIVENESS_INTERVAL", 10, &mut errors);
         let liveness_failures = parse_count(env, "ORLY_LAUNCHER_LIVENESS_FAILURES", 3, &mut errors);
@@ -266,6 +292,7 @@ impl LauncherConfig {
             liveness_interval,
             liveness_failures,
             binaries,
+            db_token,
         })
     }
 }

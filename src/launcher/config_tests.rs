@@ -27,6 +27,9 @@ fn defaults_follow_the_orly_documents() {
     assert_eq!(cfg.start_attempts, 3);
     assert_eq!(cfg.liveness_interval, Duration::from_secs(10));
     assert_eq!(cfg.liveness_failures, 3);
+    // A secret is made when none is given, and never printed.
+    assert_eq!(cfg.db_token.0.len(), 64);
+    assert!(!format!("{cfg:?} {cfg}").contains(&cfg.db_token.0));
     assert_eq!(cfg.binaries.db, dir.path().join("orly-db"));
     assert_eq!(cfg.binaries.sync, None);
 }
@@ -180,4 +183,19 @@ fn every_variable_named_is_documented() {
         seen += 1;
     }
     assert!(seen >= 14, "only {seen} names found");
+}
+
+#[test]
+fn a_weak_db_token_is_refused() {
+    let dir = exe_dir_with(ALL);
+    let env: &[(&str, &str)] = &[("ORLY_DB_TOKEN", "short")];
+    let err = LauncherConfig::from_env(env, Some(dir.path())).expect_err("weak secret");
+    assert!(err.to_string().contains("at least 16"), "{err}");
+    assert!(
+        !err.to_string().contains("short\""),
+        "the secret is not echoed: {err}"
+    );
+    let env: &[(&str, &str)] = &[("ORLY_DB_TOKEN", "0123456789abcdef0123")];
+    let cfg = LauncherConfig::from_env(env, Some(dir.path())).expect("given secret");
+    assert_eq!(cfg.db_token.0, "0123456789abcdef0123");
 }

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 pub async fn serve_db(
     listener: TcpListener,
     store: Arc<dyn Store>,
+    token: Option<String>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -20,7 +21,10 @@ pub async fn serve_db(
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(super::reflection(&[DB_SERVICE_NAME])?)
-        .add_service(DbService::new(store))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            DbService::new(store),
+            super::db_auth::RequireToken::new(token),
+        ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

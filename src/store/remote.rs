@@ -6,13 +6,15 @@ use crate::event::{Event, EventId, Filter};
 use crate::proto::orlydb::v1 as db;
 use crate::proto::orlydb::v1::database_service_client::DatabaseServiceClient;
 use crate::proto::orlysync::common::v1 as pb;
+use crate::service::db_auth::{SendToken, token_from_env};
 use futures_util::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// A store reached over gRPC.
 #[derive(Clone)]
 pub struct RemoteStore {
-    client: DatabaseServiceClient<Channel>,
+    client: DatabaseServiceClient<InterceptedService<Channel, SendToken>>,
     addr: String,
 }
 
@@ -39,9 +41,17 @@ fn outcome(o: i32) -> Result<SaveOutcome, StoreError> {
 }
 
 impl RemoteStore {
-    /// A client for `orly-db` at `addr` (HOST:PORT). Connects lazily: a store that is down makes
-    /// calls fail with [`StoreError::Unavailable`] until it is back.
+    /// A client for `orly-db` at `addr` (HOST:PORT), sending the `ORLY_DB_TOKEN` secret when it
+    /// is set. Connects lazily: a store that is down makes calls fail with
+    /// [`StoreError::Unavailable`] until it is back.
     pub async fn connect(addr: &str) -> Result<Self, StoreError> {
+        let token = token_from_env().map_err(StoreError::Refused)?;
+        Self::connect_with(addr, token.as_deref()).await
+    }
+
+    /// [`Self::connect`] with an explicit secret (`None`: send none).
+    pub async fn connect_with(addr: &str, token: Option<&str>) -> Result<Self, StoreError> {
+        let auth = SendToken::new(token).map_err(StoreError::Refused)?;
         let uri = if addr.contains("://") {
             addr.to_string()
         } else {
@@ -51,7 +61,7 @@ impl RemoteStore {
             .map_err(|e| StoreError::Unavailable(format!("bad orly-db address {addr:?}: {e}")))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect_lazy();
-        let client = DatabaseServiceClient::new(ch)
+        let client = DatabaseServiceClient::with_interceptor(ch, auth)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);
         Ok(Self {

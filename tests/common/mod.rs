@@ -58,7 +58,8 @@ pub fn spawn_service(name: &'static str, args: &[&str], envs: &[(&str, &str)]) -
         .stderr(Stdio::inherit());
     cmd.env_remove("ORLY_DATA_DIR")
         .env_remove("ORLY_DB_TYPE")
-        .env_remove("ORLY_GRPC_SERVER");
+        .env_remove("ORLY_GRPC_SERVER")
+        .env_remove("ORLY_DB_TOKEN");
     for (k, v) in envs {
         cmd.env(k, v);
     }
