@@ -197,9 +197,19 @@ impl FjallStore {
                         .flat_map(|p| k.iter().map(move |k| keys::author_kind_prefix(p, *k)))
                         .collect(),
                 ),
-                // Author prefixes: kind sits between pubkey and time, so the time bounds are
-                // checked per item below.
-                (Some(a), _) => (Slot::ByAuthorKind, a.iter().map(|p| p.to_vec()).collect()),
+                // Authors without kinds (or too many pairs): each author's own kinds, found by
+                // seeking, so the time bounds still narrow every range.
+                (Some(a), kinds) => {
+                    let mut prefixes = Vec::new();
+                    for p in a {
+                        for k in self.author_kinds(p)? {
+                            if kinds.as_ref().is_none_or(|ks| ks.contains(&k)) {
+                                prefixes.push(keys::author_kind_prefix(p, k));
+                            }
+                        }
+                    }
+                    (Slot::ByAuthorKind, prefixes)
+                }
                 (None, Some(k)) => (
                     Slot::ByKind,
                     k.iter().map(|k| keys::kind_prefix(*k)).collect(),
@@ -216,21 +226,14 @@ impl FjallStore {
             };
             let (lo, hi) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
             for p in prefixes {
-                // A bare pubkey (no kind after it) cannot carry the time bounds in the range.
-                let author_only = slot == Slot::ByAuthorKind && p.len() == 32;
-                let (mut start, mut end) = (p.clone(), p);
-                if author_only {
-                    end.extend_from_slice(&[0xff; 42]);
-                } else {
-                    start.extend_from_slice(&lo.to_be_bytes());
-                    end.extend_from_slice(&hi.to_be_bytes());
-                    end.extend_from_slice(&[0xff; 32]);
-                }
+                let mut start = p.clone();
+                start.extend_from_slice(&lo.to_be_bytes());
+                let mut end = p;
+                end.extend_from_slice(&hi.to_be_bytes());
+                end.extend_from_slice(&[0xff; 32]);
                 for g in self.ks(slot).range(start..=end) {
                     let k = g.key()?;
-                    if let Some(item) = keys::split_suffix(&k)
-                        && (lo..=hi).contains(&item.0)
-                    {
+                    if let Some(item) = keys::split_suffix(&k) {
                         v.push(item);
                     }
                 }
@@ -239,6 +242,34 @@ impl FjallStore {
         v.sort_unstable();
         v.dedup();
         Ok(v)
+    }
+
+    /// The kinds `pubkey` has events of: one seek per kind in `by_author_kind`, not a read per
+    /// event.
+    fn author_kinds(&self, pubkey: &[u8; 32]) -> Result<Vec<u16>, StoreError> {
+        let mut end = pubkey.to_vec();
+        end.extend_from_slice(&[0xff; 42]);
+        let mut kinds = Vec::new();
+        let mut from = Some(0u16);
+        while let Some(kind) = from {
+            let start = keys::author_kind_prefix(pubkey, kind);
+            let Some(g) = self
+                .ks(Slot::ByAuthorKind)
+                .range(start..=end.clone())
+                .next()
+            else {
+                break;
+            };
+            let key = g.key()?;
+            let found = key
+                .get(32..34)
+                .and_then(|b| <[u8; 2]>::try_from(b).ok())
+                .map(u16::from_be_bytes)
+                .ok_or_else(|| StoreError::Corrupt("by_author_kind key too short".into()))?;
+            kinds.push(found);
+            from = found.checked_add(1);
+        }
+        Ok(kinds)
     }
 
     /// Matching events in `order`, calling `emit` for each until it returns false or `limit` is

@@ -453,3 +453,42 @@ fn a_store_of_a_newer_layout_is_refused() {
     let err = FjallStore::open(dir.path()).err().expect("refused");
     assert!(err.to_string().contains("newer orly"), "{err}");
 }
+
+/// Author queries without kinds seek from kind to kind (down to the last kind, 65535) and keep
+/// their time bounds in every range.
+#[test]
+fn author_queries_find_every_kind_within_the_time_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FjallStore::open(dir.path()).unwrap();
+    let (a, b) = (Keys::from_seed(b"ak", 1), Keys::from_seed(b"ak", 2));
+    let mut evs = Vec::new();
+    for (i, kind) in [1u16, 7, 1984, 40_000, 65_535].into_iter().enumerate() {
+        for t in 0..4u64 {
+            evs.push(ev(&a, 100 + t * 10 + i as u64, kind, vec![], "a"));
+            evs.push(ev(&b, 100 + t * 10 + i as u64, kind, vec![], "b"));
+        }
+    }
+    s.save_blocking(&evs).unwrap();
+    for fj in [
+        format!(r#"{{"authors":["{}"]}}"#, hex::encode(a.pubkey)),
+        format!(
+            r#"{{"authors":["{}"],"since":111,"until":125}}"#,
+            hex::encode(a.pubkey)
+        ),
+        format!(
+            r#"{{"authors":["{}","{}"],"since":130}}"#,
+            hex::encode(a.pubkey),
+            hex::encode(b.pubkey)
+        ),
+    ] {
+        let f = Filter::from_json(&fj).unwrap();
+        let mut want: Vec<_> = evs
+            .iter()
+            .filter(|e| f.matches(e))
+            .map(|e| (e.created_at, e.id))
+            .collect();
+        want.sort();
+        assert!(!want.is_empty(), "{fj}");
+        assert_eq!(s.neg_items_blocking(&f).unwrap(), want, "{fj}");
+    }
+}
