@@ -265,7 +265,7 @@ fn a_killed_service_is_restarted_and_healthy_again() {
         use orly::store::Store;
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let outsider = rt
-            .block_on(orly::store::RemoteStore::connect_with(
+            .block_on(orly::store::RemoteStore::connect(
                 &db_addr.to_string(),
                 None,
             ))

@@ -1166,6 +1166,7 @@ fn orly_db_refuses_a_non_loopback_address() {
 /// launcher's probe.
 #[test]
 fn orly_db_with_a_token_refuses_callers_without_it() {
+    use orly::store::db_auth::DbToken;
     use orly::store::{RemoteStore, Store, StoreError};
     orly::init_crypto();
     let tmp = tempfile::tempdir().unwrap();
@@ -1181,8 +1182,8 @@ fn orly_db_with_a_token_refuses_callers_without_it() {
         &[("ORLY_DB_TOKEN", secret)],
     );
     let events = notes("db-token", 3, 1_700_000_000);
-    for token in [None, Some("wrong-secret-0123456789abcdef")] {
-        let store = block(RemoteStore::connect_with(&db.addr, token)).unwrap();
+    for token in [None, Some(DbToken("wrong-secret-0123456789abcdef".into()))] {
+        let store = block(RemoteStore::connect(&db.addr, token.as_ref())).unwrap();
         let err = block(store.save(events.clone())).expect_err("saved without the secret");
         assert!(
             matches!(&err, StoreError::Engine(m) if m.contains("needs the ORLY_DB_TOKEN secret")),
@@ -1200,7 +1201,11 @@ fn orly_db_with_a_token_refuses_callers_without_it() {
     .expect("health needs no secret");
     assert_eq!(health.into_inner().status, 1, "SERVING");
 
-    let store = block(RemoteStore::connect_with(&db.addr, Some(secret))).unwrap();
+    let store = block(RemoteStore::connect(
+        &db.addr,
+        Some(&DbToken(secret.into())),
+    ))
+    .unwrap();
     block(store.ready()).expect("ready with the secret");
     let saved = block(store.save(events.clone())).expect("save with the secret");
     assert_eq!(saved.len(), 3);

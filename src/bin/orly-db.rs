@@ -56,7 +56,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
              address; anyone who reaches it can read, write and delete events"
         );
     }
-    let token = orly::service::db_auth::token_from_env().map_err(anyhow::Error::msg)?;
+    let token = config::db_token_from_env().map_err(anyhow::Error::msg)?;
     if token.is_none() {
         tracing::warn!(
             "ORLY_DB_TOKEN not set: any local user who can reach {listen} can read, write and \

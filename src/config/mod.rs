@@ -1,6 +1,7 @@
 //! Typed configuration shared by the binaries: where the store is (`ORLY_DB_TYPE`,
 //! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`) and how to open it. Validated once, at start-up.
 
+use crate::store::db_auth::{DbToken, TOKEN_ENV, check_token};
 use crate::store::{FjallStore, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +11,19 @@ use std::sync::Arc;
 pub enum StoreConfig {
     /// The embedded fjall store in this directory (`ORLY_DB_TYPE=fjall`, the default).
     Fjall(PathBuf),
-    /// The `orly-db` service at this address (`ORLY_DB_TYPE=grpc`, `ORLY_GRPC_SERVER`).
-    Grpc(String),
+    /// The `orly-db` service at this address (`ORLY_DB_TYPE=grpc`, `ORLY_GRPC_SERVER`), with its
+    /// secret (`ORLY_DB_TOKEN`) when set.
+    Grpc(String, Option<DbToken>),
+}
+
+/// orly-db's secret from `ORLY_DB_TOKEN`: `None` when unset or empty.
+pub fn db_token_from_env() -> Result<Option<DbToken>, String> {
+    match std::env::var(TOKEN_ENV) {
+        Ok(t) if t.trim().is_empty() => Ok(None),
+        Ok(t) => check_token(t.trim()).map(|()| Some(DbToken(t.trim().to_string()))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{TOKEN_ENV} is not UTF-8")),
+    }
 }
 
 impl StoreConfig {
@@ -25,7 +37,9 @@ impl StoreConfig {
                     .unwrap_or_else(crate::cli::default_data_dir),
             )),
             "grpc" => match std::env::var("ORLY_GRPC_SERVER") {
-                Ok(addr) if !addr.trim().is_empty() => Ok(Self::Grpc(addr.trim().to_string())),
+                Ok(addr) if !addr.trim().is_empty() => {
+                    Ok(Self::Grpc(addr.trim().to_string(), db_token_from_env()?))
+                }
                 _ => Err(
                     "ORLY_DB_TYPE=grpc needs ORLY_GRPC_SERVER=HOST:PORT (the orly-db address)"
                         .into(),
@@ -39,7 +53,9 @@ impl StoreConfig {
     pub async fn open(&self) -> Result<Arc<dyn Store>, StoreError> {
         match self {
             Self::Fjall(dir) => Ok(Arc::new(FjallStore::open(dir)?)),
-            Self::Grpc(addr) => Ok(Arc::new(crate::store::RemoteStore::connect(addr).await?)),
+            Self::Grpc(addr, token) => Ok(Arc::new(
+                crate::store::RemoteStore::connect(addr, token.as_ref()).await?,
+            )),
         }
     }
 }
@@ -48,7 +64,7 @@ impl std::fmt::Display for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Fjall(d) => write!(f, "fjall at {}", d.display()),
-            Self::Grpc(a) => write!(f, "orly-db at {a}"),
+            Self::Grpc(a, _) => write!(f, "orly-db at {a}"),
         }
     }
 }

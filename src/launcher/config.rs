@@ -5,6 +5,7 @@
 //! Owns: the list of variables ([`ENV_VARS`]), defaults, validation, and finding the service
 //! binaries. Must not start anything.
 
+use crate::store::db_auth::{self, DbToken};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -175,16 +176,6 @@ pub struct LauncherConfig {
     pub db_token: DbToken,
 }
 
-/// The orly-db secret; never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DbToken(pub String);
-
-impl fmt::Debug for DbToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DbToken(***)")
-    }
-}
-
 /// Default orly-db address (ORLY documents).
 pub const DEFAULT_DB_LISTEN: &str = "127.0.0.1:50051";
 /// Default orly-relay address.
@@ -213,9 +204,9 @@ impl LauncherConfig {
         let sync_enabled = parse_bool(env, "ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED", &mut errors);
         let ready_timeout = parse_secs(env, "ORLY_LAUNCHER_READY_TIMEOUT", 30, &mut errors);
         let stop_timeout = parse_secs(env, "ORLY_LAUNCHER_STOP_TIMEOUT", 10, &mut errors);
-        let db_token = match env.get(crate::service::db_auth::TOKEN_ENV) {
+        let db_token = match env.get(db_auth::TOKEN_ENV) {
             Some(t) if !t.trim().is_empty() => {
-                if let Err(e) = crate::service::db_auth::check_token(t.trim()) {
+                if let Err(e) = db_auth::check_token(t.trim()) {
                     errors.push(e);
                 }
                 DbToken(t.trim().to_string())

@@ -157,7 +157,7 @@ pub async fn run(cfg: LauncherConfig, mut stop: StopSignal) -> Result<(), Launch
 /// The services to run, in start order, with their environment (the db address is added to
 /// the later ones once orly-db has announced it).
 fn plan(cfg: &LauncherConfig) -> Vec<ServiceSpec> {
-    let token = (crate::service::db_auth::TOKEN_ENV, cfg.db_token.0.clone());
+    let token = (crate::store::db_auth::TOKEN_ENV, cfg.db_token.0.clone());
     let mut db_env = vec![token.clone()];
     if let Some(dir) = &cfg.data_dir {
         db_env.push(("ORLY_DATA_DIR", dir.display().to_string()));

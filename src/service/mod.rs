@@ -2,7 +2,6 @@
 //! standard health and reflection services. Security is not here: the gateway wraps these.
 
 mod db;
-pub mod db_auth;
 pub mod gate;
 mod server;
 mod sync;

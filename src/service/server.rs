@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 pub async fn serve_db(
     listener: TcpListener,
     store: Arc<dyn Store>,
-    token: Option<String>,
+    token: Option<crate::store::db_auth::DbToken>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -23,7 +23,7 @@ pub async fn serve_db(
         .add_service(super::reflection(&[DB_SERVICE_NAME])?)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             DbService::new(store),
-            super::db_auth::RequireToken::new(token),
+            crate::store::db_auth::RequireToken::new(token),
         ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -5,6 +5,7 @@
 //! and the (created_at, id) order that negentropy needs. It assumes events were verified by the
 //! caller: every entry point that takes events from outside verifies them first.
 
+pub mod db_auth;
 mod fjall_store;
 mod keys;
 mod neg_index;

@@ -1,12 +1,12 @@
 //! The [`Store`] trait over the `orly-db` gRPC service, so several processes share one fjall
 //! store (fjall allows one process per directory).
 
+use super::db_auth::{DbToken, SendToken};
 use super::{EventStream, NegItem, Order, SaveOutcome, Store, StoreError};
 use crate::event::{Event, EventId, Filter};
 use crate::proto::orlydb::v1 as db;
 use crate::proto::orlydb::v1::database_service_client::DatabaseServiceClient;
 use crate::proto::orlysync::common::v1 as pb;
-use crate::service::db_auth::{SendToken, token_from_env};
 use futures_util::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -41,16 +41,10 @@ fn outcome(o: i32) -> Result<SaveOutcome, StoreError> {
 }
 
 impl RemoteStore {
-    /// A client for `orly-db` at `addr` (HOST:PORT), sending the `ORLY_DB_TOKEN` secret when it
-    /// is set. Connects lazily: a store that is down makes calls fail with
-    /// [`StoreError::Unavailable`] until it is back.
-    pub async fn connect(addr: &str) -> Result<Self, StoreError> {
-        let token = token_from_env().map_err(StoreError::Refused)?;
-        Self::connect_with(addr, token.as_deref()).await
-    }
-
-    /// [`Self::connect`] with an explicit secret (`None`: send none).
-    pub async fn connect_with(addr: &str, token: Option<&str>) -> Result<Self, StoreError> {
+    /// A client for `orly-db` at `addr` (HOST:PORT), sending `token` (orly-db's
+    /// `ORLY_DB_TOKEN`) on every call when given. Connects lazily: a store that is down makes
+    /// calls fail with [`StoreError::Unavailable`] until it is back.
+    pub async fn connect(addr: &str, token: Option<&DbToken>) -> Result<Self, StoreError> {
         let auth = SendToken::new(token).map_err(StoreError::Refused)?;
         let uri = if addr.contains("://") {
             addr.to_string()

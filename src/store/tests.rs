@@ -23,6 +23,17 @@ fn all(s: &FjallStore) -> Vec<Event> {
     v
 }
 
+/// The (created_at, id) of the events `f` matches, in negentropy order: what a query must give.
+fn matching(evs: &[Event], f: &Filter) -> Vec<NegItem> {
+    let mut want: Vec<_> = evs
+        .iter()
+        .filter(|e| f.matches(e))
+        .map(|e| (e.created_at, e.id))
+        .collect();
+    want.sort();
+    want
+}
+
 fn tag(a: &str, b: &str) -> Vec<String> {
     vec![a.to_string(), b.to_string()]
 }
@@ -191,12 +202,7 @@ fn queries_use_indexes_and_order() {
     ];
     for fj in filters {
         let f = Filter::from_json(&fj).unwrap();
-        let mut want: Vec<_> = evs
-            .iter()
-            .filter(|e| f.matches(e))
-            .map(|e| (e.created_at, e.id))
-            .collect();
-        want.sort();
+        let want = matching(&evs, &f);
         assert_eq!(s.neg_items_blocking(&f).unwrap(), want, "{fj}");
         let mut newest = Vec::new();
         let mut lf = f.clone();
@@ -482,12 +488,7 @@ fn author_queries_find_every_kind_within_the_time_bounds() {
         ),
     ] {
         let f = Filter::from_json(&fj).unwrap();
-        let mut want: Vec<_> = evs
-            .iter()
-            .filter(|e| f.matches(e))
-            .map(|e| (e.created_at, e.id))
-            .collect();
-        want.sort();
+        let want = matching(&evs, &f);
         assert!(!want.is_empty(), "{fj}");
         assert_eq!(s.neg_items_blocking(&f).unwrap(), want, "{fj}");
     }

@@ -2,8 +2,10 @@
 //! identities, only "may use the store or not", so one secret that the launcher (or the operator)
 //! hands to the services is enough to keep other local users out. Sent as
 //! `authorization: Bearer <token>` on every `DatabaseService` call; health and reflection stay
-//! open (the launcher probes them).
+//! open (the launcher probes them). Both ends of the wire format live here, beside the client
+//! ([`super::RemoteStore`]); the service installs [`RequireToken`]; `config` reads the variable.
 
+use std::fmt;
 use std::sync::Arc;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -14,13 +16,13 @@ pub const TOKEN_ENV: &str = "ORLY_DB_TOKEN";
 /// Shortest secret accepted (a guessable one would be a lock without a key).
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// The secret from `ORLY_DB_TOKEN`: `None` when unset or empty.
-pub fn token_from_env() -> Result<Option<String>, String> {
-    match std::env::var(TOKEN_ENV) {
-        Ok(t) if t.trim().is_empty() => Ok(None),
-        Ok(t) => check_token(t.trim()).map(|()| Some(t.trim().to_string())),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{TOKEN_ENV} is not UTF-8")),
+/// The secret; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbToken(pub String);
+
+impl fmt::Debug for DbToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DbToken(***)")
     }
 }
 
@@ -45,8 +47,8 @@ pub struct RequireToken(Option<Arc<str>>);
 
 impl RequireToken {
     /// Checks for `token`; `None` lets every call through (loopback-only deployments).
-    pub fn new(token: Option<String>) -> Self {
-        Self(token.map(Arc::from))
+    pub fn new(token: Option<DbToken>) -> Self {
+        Self(token.map(|t| Arc::from(t.0)))
     }
 }
 
@@ -77,10 +79,10 @@ pub struct SendToken(Option<MetadataValue<Ascii>>);
 
 impl SendToken {
     /// Sends `token` (if any).
-    pub fn new(token: Option<&str>) -> Result<Self, String> {
+    pub fn new(token: Option<&DbToken>) -> Result<Self, String> {
         token
             .map(|t| {
-                format!("Bearer {t}")
+                format!("Bearer {}", t.0)
                     .parse()
                     .map_err(|_| format!("{TOKEN_ENV} cannot be sent as a header"))
             })
@@ -119,7 +121,7 @@ mod tests {
     #[test]
     fn only_the_secret_passes() {
         let secret = "0123456789abcdef-secret";
-        let mut check = RequireToken::new(Some(secret.into()));
+        let mut check = RequireToken::new(Some(DbToken(secret.into())));
         assert_eq!(call(&mut check, Some(&format!("Bearer {secret}"))), Ok(()));
         for bad in [
             None,
@@ -137,7 +139,7 @@ mod tests {
         }
         let mut open = RequireToken::new(None);
         assert_eq!(call(&mut open, None), Ok(()));
-        let mut send = SendToken::new(Some(secret)).unwrap();
+        let mut send = SendToken::new(Some(&DbToken(secret.into()))).unwrap();
         let sent = send.call(Request::new(())).unwrap();
         let mut req = Request::new(());
         *req.metadata_mut() = sent.metadata().clone();
