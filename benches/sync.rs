@@ -200,10 +200,16 @@ fn floor_indexed(a: &Path, b: &Path, frame: u64) -> (f64, u64) {
     );
     let all = orly::event::Filter::default();
     let started = Instant::now();
-    let mut client =
-        Reconciler::new(sa.neg_storage_blocking(&all).expect("set"), frame).expect("neg");
-    let mut server =
-        Reconciler::new(sb.neg_storage_blocking(&all).expect("set"), frame).expect("neg");
+    let mut client = Reconciler::new(
+        sa.neg_storage_blocking(&all, usize::MAX).expect("set"),
+        frame,
+    )
+    .expect("neg");
+    let mut server = Reconciler::new(
+        sb.neg_storage_blocking(&all, usize::MAX).expect("set"),
+        frame,
+    )
+    .expect("neg");
     let mut msg = client.initiate().expect("init");
     let (mut have, mut need) = (Vec::new(), Vec::new());
     let mut rounds = 0;

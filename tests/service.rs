@@ -1212,3 +1212,108 @@ fn orly_db_with_a_token_refuses_callers_without_it() {
     let got = block(store.neg_items(orly::event::Filter::default())).unwrap();
     assert_eq!(got.len(), 3, "only the authorized save stored anything");
 }
+
+/// Runs a reconciliation between two sessions to the end: (ids only the initiator has, ids only
+/// the responder has).
+async fn reconcile_sessions(
+    init: &mut dyn orly::store::NegSession,
+    resp: &mut dyn orly::store::NegSession,
+) -> (BTreeSet<[u8; 32]>, BTreeSet<[u8; 32]>) {
+    let mut msg = init.initiate().await.expect("initiate");
+    let (mut have, mut need) = (BTreeSet::new(), BTreeSet::new());
+    for _ in 0..100 {
+        let answer = resp.respond(msg).await.expect("respond");
+        let step = init.next(answer).await.expect("next");
+        have.extend(step.have);
+        need.extend(step.need);
+        match step.reply {
+            Some(m) => msg = m,
+            None => return (have, need),
+        }
+    }
+    panic!("no convergence in 100 rounds");
+}
+
+/// Relay and sync service over orly-db reconcile inside orly-db, next to its persistent index:
+/// the whole store is answered from the index (no item set loaded or sent, so no cap), loaded
+/// sets are capped there, both roles reach the right differences over several rounds, and a
+/// broken message is refused without harming the service.
+#[test]
+fn orly_db_runs_negentropy_sessions_next_to_its_index() {
+    use orly::event::Filter;
+    use orly::negentropy::{NegError, VecStorage};
+    use orly::store::{LocalSession, RemoteStore, Store, StoreError};
+    let tmp = tempfile::tempdir().unwrap();
+    let db = orly_db(&tmp.path().join("db"));
+    let events = notes("db-neg", 400, 1_700_000_000);
+    let store = block(RemoteStore::connect(&db.addr, None)).unwrap();
+    assert_eq!(block(store.save(events.clone())).unwrap().len(), 400);
+    let kind1 = Filter::from_json(r#"{"kinds":[1]}"#).unwrap();
+    let items = |f: &Filter| -> Vec<(u64, [u8; 32])> {
+        let mut v: Vec<_> = events
+            .iter()
+            .filter(|e| f.matches(e))
+            .map(|e| (e.created_at, e.id))
+            .collect();
+        v.sort();
+        v
+    };
+    // Our side: the store's set less every 13th item, plus ids it lacks.
+    let ours = |f: &Filter| {
+        let all = items(f);
+        let missing: BTreeSet<[u8; 32]> = all.iter().step_by(13).map(|i| i.1).collect();
+        let extra: BTreeSet<[u8; 32]> = (0..25u8).map(|i| [i; 32]).collect();
+        let mut mine: Vec<_> = all
+            .into_iter()
+            .filter(|i| !missing.contains(&i.1))
+            .collect();
+        mine.extend(extra.iter().map(|id| (1_700_000_100, *id)));
+        let local = LocalSession::new(Box::new(VecStorage::from_pairs(mine)), 4096).unwrap();
+        (local, missing, extra)
+    };
+
+    block(async {
+        // orly-db initiates over the whole store: indexed, and the cap of 10 does not apply.
+        let mut remote = store
+            .neg_session(Filter::default(), 4096, 10)
+            .await
+            .expect("whole store");
+        assert!(remote.is_indexed());
+        assert_eq!(remote.size(), 400);
+        let (mut local, missing, extra) = ours(&Filter::default());
+        let (have, need) = reconcile_sessions(&mut *remote, &mut local).await;
+        assert_eq!((have, need), (missing, extra), "orly-db as initiator");
+
+        // orly-db responds over a loaded set (kind 1).
+        let mut remote = store.neg_session(kind1.clone(), 4096, 1000).await.unwrap();
+        assert!(!remote.is_indexed());
+        assert_eq!(remote.size(), items(&kind1).len());
+        let (mut local, missing, extra) = ours(&kind1);
+        let (have, need) = reconcile_sessions(&mut local, &mut *remote).await;
+        assert_eq!((have, need), (extra, missing), "orly-db as responder");
+
+        // A loaded set past the cap is refused there, naming the cap.
+        match store.neg_session(kind1.clone(), 0, 5).await {
+            Err(StoreError::TooMany { max }) => assert_eq!(max, 5),
+            Err(e) => panic!("over the cap: {e}"),
+            Ok(_) => panic!("over the cap: opened"),
+        }
+
+        // A broken message ends that session with a protocol error; the service goes on.
+        let mut remote = store
+            .neg_session(Filter::default(), 0, usize::MAX)
+            .await
+            .unwrap();
+        match remote.respond(vec![0x61, 0x00, 0x00, 0x07]).await {
+            Err(NegError::Malformed(m)) => assert!(!m.is_empty()),
+            other => panic!("broken message: {other:?}"),
+        }
+        assert!(remote.respond(vec![0x61]).await.is_err(), "session ended");
+        store.ready().await.expect("orly-db still serves");
+        let again = store
+            .neg_session(Filter::default(), 0, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(again.size(), 400);
+    });
+}

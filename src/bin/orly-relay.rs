@@ -25,7 +25,9 @@ struct Args {
     /// Largest WebSocket message accepted (advertised in NIP-11).
     #[arg(long, default_value_t = 16 << 20)]
     max_message_bytes: usize,
-    /// NEG-OPEN filters matching more events than this get NEG-ERR "blocked: ...".
+    /// NEG-OPEN filters whose set must be loaded into memory (kinds, authors, tags) and
+    /// matches more events than this get NEG-ERR "blocked: ..."; time ranges are answered by
+    /// the persistent index and not capped.
     #[arg(long, default_value_t = 2_000_000)]
     max_neg_records: usize,
     /// Require NIP-42 AUTH to read (REQ).

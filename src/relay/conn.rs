@@ -5,7 +5,8 @@
 use super::neg::{self, NegSessions};
 use super::server::Shared;
 use crate::event::{Event, Filter};
-use crate::store::{Order, SaveOutcome};
+use crate::negentropy::NegError;
+use crate::store::{Order, SaveOutcome, StoreError};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -442,29 +443,24 @@ impl Conn {
                 .send(json!(["NEG-ERR", sub, "invalid: message is not hex"]))
                 .await;
         };
+        // The cap is the operator's (like strfry's maxSyncEvents) and bounds the sets loaded
+        // into memory; time ranges are answered by the persistent index at no memory per item.
         let max = cfg.max_neg_records;
         let frame_limit = cfg.effective_neg_frame_limit();
-        let storage = match self.shared.store.neg_storage(filter).await {
-            Ok(s) => s,
+        match self
+            .shared
+            .store
+            .neg_session(filter, frame_limit, max)
+            .await
+        {
+            Ok(s) => self.reconcile(sub, s, bytes).await,
+            Err(StoreError::TooMany { max }) => {
+                let m = format!("blocked: this query matches too many records (max {max})");
+                self.send(json!(["NEG-ERR", sub, m, max])).await
+            }
             Err(e) => {
                 tracing::error!("negentropy set failed: {e}");
-                return self
-                    .send(json!(["NEG-ERR", sub, "error: store failed"]))
-                    .await;
-            }
-        };
-        // The cap is the operator's (like strfry's maxSyncEvents): sets answered by the
-        // persistent index cost no memory per item, so it can be raised for time-range queries.
-        if storage.size() > max {
-            let m = format!("blocked: this query matches too many records (max {max})");
-            return self.send(json!(["NEG-ERR", sub, m, max])).await;
-        }
-        let session =
-            crate::negentropy::Reconciler::new(storage, frame_limit).map_err(|e| e.to_string());
-        match session {
-            Ok(s) => self.reconcile(sub, s, bytes).await,
-            Err(e) => {
-                self.send(json!(["NEG-ERR", sub, format!("error: {e}")]))
+                self.send(json!(["NEG-ERR", sub, "error: store failed"]))
                     .await
             }
         }
@@ -499,14 +495,15 @@ impl Conn {
                 self.negs.put(sub.to_string(), session);
                 self.send(json!(["NEG-MSG", sub, hex::encode(out)])).await;
             }
+            Err(NegError::Storage(e)) => {
+                tracing::error!("negentropy step failed: {e}");
+                self.send(json!(["NEG-ERR", sub, "error: store failed"]))
+                    .await;
+            }
             Err(e) => {
                 debug_assert!(!self.negs.contains(sub));
-                self.send(json!([
-                    "NEG-ERR",
-                    sub,
-                    format!("invalid: bad negentropy message: {e}")
-                ]))
-                .await;
+                self.send(json!(["NEG-ERR", sub, format!("invalid: {e}")]))
+                    .await;
             }
         }
     }

@@ -1,11 +1,12 @@
 //! NIP-77 serving: the negentropy sessions of one connection, capped in number and expired when
 //! idle. Dropping the connection drops them all.
 
-use crate::negentropy::{NegStorage, Reconciler};
+use crate::negentropy::NegError;
+use crate::store::NegSession;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-pub(super) type Session = Reconciler<Box<dyn NegStorage>>;
+pub(super) type Session = Box<dyn NegSession>;
 
 #[derive(Default)]
 pub(super) struct NegSessions {
@@ -49,18 +50,16 @@ impl NegSessions {
     }
 }
 
-/// Runs one reconciliation step off the async threads (it reads the store and hashes). On
-/// error the session is gone: the caller answers `NEG-ERR`.
-pub(super) async fn reconcile(mut s: Session, msg: Vec<u8>) -> Result<(Session, Vec<u8>), String> {
+/// Answers one peer message. On error the session is gone: the caller answers `NEG-ERR`.
+pub(super) async fn reconcile(
+    mut s: Session,
+    msg: Vec<u8>,
+) -> Result<(Session, Vec<u8>), NegError> {
     // A different version gets the one-byte "my version" reply; anything else must be well
     // formed before any work is done for it.
     if msg.first() == Some(&crate::negentropy::PROTOCOL_VERSION) {
-        crate::negentropy::check_message(&msg)?;
+        crate::negentropy::check_message(&msg).map_err(NegError::Malformed)?;
     }
-    tokio::task::spawn_blocking(move || match s.respond(&msg) {
-        Ok(out) => Ok((s, out)),
-        Err(e) => Err(e.to_string()),
-    })
-    .await
-    .map_err(|e| format!("reconciliation failed: {e}"))?
+    let out = s.respond(msg).await?;
+    Ok((s, out))
 }

@@ -2,6 +2,7 @@
 //! time (reads are concurrent), every ingest group committed as one atomic batch.
 
 use super::keys::{self, INDEX_SLOTS, SLOTS, Slot};
+use super::merge::{Keys, Merged};
 use super::neg_index::{self, IndexedSet};
 use super::overlay::Overlay;
 use super::{EventStream, NegItem, Order, SaveOutcome, Store, StoreError};
@@ -9,6 +10,25 @@ use crate::event::{Event, EventId, Filter, KindClass, decode_hex32};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+/// Most index ranges merged while reading (a follow list of authors × kinds is a few
+/// hundred); a filter with more is collected and sorted instead.
+pub(super) const MERGE_FANOUT: usize = 1024;
+/// Most (author, kind) pairs looked up directly; past this, each author's kinds are found.
+const MAX_PAIRS: usize = 10_000;
+
+/// Candidates of a filter, in the order asked for.
+type Candidates = Box<dyn Iterator<Item = Result<NegItem, StoreError>>>;
+
+/// `items` sorted into `order`, without repeats.
+fn sorted(mut items: Vec<NegItem>, order: Order) -> Candidates {
+    items.sort_unstable();
+    items.dedup();
+    if order == Order::NewestFirst {
+        items.reverse();
+    }
+    Box::new(items.into_iter().map(Ok))
+}
 
 /// The fjall-backed store. Cheap to clone (shared inside).
 #[derive(Clone)]
@@ -133,10 +153,12 @@ impl FjallStore {
     }
 
     /// The negentropy set of `filter`: from the persistent index when the filter is a time
-    /// range, else loaded into memory.
+    /// range, else loaded into memory, refused with [`StoreError::TooMany`] past `max_items`
+    /// (the index costs no memory per item, so the cap does not apply to it).
     pub fn neg_storage_blocking(
         &self,
         filter: &Filter,
+        max_items: usize,
     ) -> Result<Box<dyn crate::negentropy::NegStorage>, StoreError> {
         if filter.is_time_range_only() && !filter.matches_nothing() {
             let (lo, hi) = (filter.since.unwrap_or(0), filter.until.unwrap_or(u64::MAX));
@@ -148,100 +170,147 @@ impl FjallStore {
             )?));
         }
         Ok(Box::new(crate::negentropy::VecStorage::from_pairs(
-            self.neg_items_blocking(filter)?,
+            self.neg_items_blocking(filter, max_items)?,
         )))
     }
 
-    /// (created_at, id) of matching events, ascending; `limit` is ignored.
-    pub fn neg_items_blocking(&self, filter: &Filter) -> Result<Vec<NegItem>, StoreError> {
-        if filter.matches_nothing() {
-            return Ok(Vec::new());
-        }
-        if filter.is_time_range_only() {
-            let mut v = Vec::new();
-            for g in self.ks(Slot::ByTime).range(time_range(filter)) {
-                let k = g.key()?;
-                if let Some(item) = keys::split_suffix(&k) {
-                    v.push(item);
-                }
-            }
-            return Ok(v);
-        }
+    /// (created_at, id) of matching events, ascending; `limit` is ignored. More than
+    /// `max_items` is refused with [`StoreError::TooMany`] as soon as it is found, so memory
+    /// stays bounded by the cap.
+    pub fn neg_items_blocking(
+        &self,
+        filter: &Filter,
+        max_items: usize,
+    ) -> Result<Vec<NegItem>, StoreError> {
         let mut items = Vec::new();
-        for (t, id) in self.candidates(filter)? {
-            if let Some(ev) = self.get_blocking(&id)?
-                && filter.matches(&ev)
-            {
-                items.push((t, id));
+        self.for_each_match(filter, |item| {
+            if items.len() >= max_items {
+                return Err(StoreError::TooMany { max: max_items });
             }
-        }
+            items.push(item);
+            Ok(())
+        })?;
         Ok(items)
     }
 
-    /// Candidate (created_at, id) pairs from the most selective index, ascending, de-duplicated.
-    /// Candidates still have to be checked against the filter.
-    fn candidates(&self, f: &Filter) -> Result<Vec<NegItem>, StoreError> {
-        let mut v: Vec<NegItem> = Vec::new();
+    /// How many events match `filter` (`limit` ignored), without collecting them.
+    pub fn count_blocking(&self, filter: &Filter) -> Result<u64, StoreError> {
+        if filter.is_time_range_only() && !filter.matches_nothing() {
+            return Ok(self.neg_storage_blocking(filter, usize::MAX)?.size() as u64);
+        }
+        let mut n = 0u64;
+        self.for_each_match(filter, |_| {
+            n += 1;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// Calls `f` with (created_at, id) of each matching event, ascending. Events are read
+    /// only when the index alone cannot decide.
+    fn for_each_match(
+        &self,
+        filter: &Filter,
+        mut f: impl FnMut(NegItem) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if filter.matches_nothing() {
+            return Ok(());
+        }
+        let (cands, exact) = self.candidates(filter, Order::OldestFirst)?;
+        for item in cands {
+            let item = item?;
+            if !exact {
+                match self.get_blocking(&item.1)? {
+                    Some(ev) if filter.matches(&ev) => {}
+                    _ => continue,
+                }
+            }
+            f(item)?;
+        }
+        Ok(())
+    }
+
+    /// Candidate (created_at, id) pairs of `filter` from its most selective index, in `order`,
+    /// without repeats, and whether every candidate is known to match (the index covers every
+    /// condition of the filter). Inexact candidates must be checked against the filter.
+    ///
+    /// Up to [`MERGE_FANOUT`] index ranges are merged as they are read, so a query with a limit
+    /// stops early; more ranges than that are collected and sorted.
+    fn candidates(&self, f: &Filter, order: Order) -> Result<(Candidates, bool), StoreError> {
         if let Some(ids) = &f.ids {
+            let mut v = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(bytes) = self.ks(Slot::Events).get(id)? {
                     let ev = decode_event(&bytes)?;
                     v.push((ev.created_at, ev.id));
                 }
             }
-        } else {
-            let (slot, prefixes): (Slot, Vec<Vec<u8>>) = match (&f.authors, &f.kinds) {
-                (Some(a), Some(k)) if a.len() * k.len() <= 10_000 => (
-                    Slot::ByAuthorKind,
-                    a.iter()
-                        .flat_map(|p| k.iter().map(move |k| keys::author_kind_prefix(p, *k)))
-                        .collect(),
-                ),
-                // Authors without kinds (or too many pairs): each author's own kinds, found by
-                // seeking, so the time bounds still narrow every range.
-                (Some(a), kinds) => {
-                    let mut prefixes = Vec::new();
-                    for p in a {
-                        for k in self.author_kinds(p)? {
-                            if kinds.as_ref().is_none_or(|ks| ks.contains(&k)) {
-                                prefixes.push(keys::author_kind_prefix(p, k));
-                            }
+            return Ok((sorted(v, order), false));
+        }
+        let (slot, prefixes): (Slot, Vec<Vec<u8>>) = match (&f.authors, &f.kinds) {
+            (Some(a), Some(k)) if a.len() * k.len() <= MAX_PAIRS => (
+                Slot::ByAuthorKind,
+                a.iter()
+                    .flat_map(|p| k.iter().map(move |k| keys::author_kind_prefix(p, *k)))
+                    .collect(),
+            ),
+            // Authors without kinds (or too many pairs): each author's own kinds, found by
+            // seeking, so the time bounds still narrow every range.
+            (Some(a), kinds) => {
+                let mut prefixes = Vec::new();
+                for p in a {
+                    for k in self.author_kinds(p)? {
+                        if kinds.as_ref().is_none_or(|ks| ks.contains(&k)) {
+                            prefixes.push(keys::author_kind_prefix(p, k));
                         }
                     }
-                    (Slot::ByAuthorKind, prefixes)
                 }
-                (None, Some(k)) => (
-                    Slot::ByKind,
-                    k.iter().map(|k| keys::kind_prefix(*k)).collect(),
+                (Slot::ByAuthorKind, prefixes)
+            }
+            (None, Some(k)) => (
+                Slot::ByKind,
+                k.iter().map(|k| keys::kind_prefix(*k)).collect(),
+            ),
+            (None, None) => match f.tags.iter().next() {
+                Some((name, vals)) => (
+                    Slot::ByTag,
+                    vals.iter()
+                        .map(|val| keys::tag_prefix(*name as u8, val))
+                        .collect(),
                 ),
-                (None, None) => match f.tags.iter().next() {
-                    Some((name, vals)) => (
-                        Slot::ByTag,
-                        vals.iter()
-                            .map(|val| keys::tag_prefix(*name as u8, val))
-                            .collect(),
-                    ),
-                    None => (Slot::ByTime, vec![Vec::new()]),
-                },
-            };
-            let (lo, hi) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
-            for p in prefixes {
-                let mut start = p.clone();
-                start.extend_from_slice(&lo.to_be_bytes());
-                let mut end = p;
-                end.extend_from_slice(&hi.to_be_bytes());
-                end.extend_from_slice(&[0xff; 32]);
-                for g in self.ks(slot).range(start..=end) {
-                    let k = g.key()?;
-                    if let Some(item) = keys::split_suffix(&k) {
-                        v.push(item);
-                    }
+                None => (Slot::ByTime, vec![Vec::new()]),
+            },
+        };
+        // Author, kind and time indexes hold exactly the events with that key; tag values
+        // are checked on the event.
+        let exact = f.tags.is_empty();
+        let (lo, hi) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
+        let ranges = prefixes.into_iter().map(|p| {
+            let mut start = p.clone();
+            start.extend_from_slice(&lo.to_be_bytes());
+            let mut end = p;
+            end.extend_from_slice(&hi.to_be_bytes());
+            end.extend_from_slice(&[0xff; 32]);
+            self.ks(slot).range(start..=end)
+        });
+        if ranges.len() > MERGE_FANOUT {
+            let mut v = Vec::new();
+            for g in ranges.flatten() {
+                if let Some(item) = keys::split_suffix(&g.key()?) {
+                    v.push(item);
                 }
             }
+            return Ok((sorted(v, order), exact));
         }
-        v.sort_unstable();
-        v.dedup();
-        Ok(v)
+        let sources: Vec<Keys> = ranges
+            .map(|r| -> Keys {
+                match order {
+                    Order::OldestFirst => Box::new(r),
+                    Order::NewestFirst => Box::new(r.rev()),
+                }
+            })
+            .collect();
+        Ok((Box::new(Merged::new(sources, order)?), exact))
     }
 
     /// The kinds `pubkey` has events of: one seek per kind in `by_author_kind`, not a read per
@@ -296,28 +365,9 @@ impl FjallStore {
             }
             Ok(sent < limit)
         };
-        if filter.is_time_range_only() {
-            let range = self.ks(Slot::ByTime).range(time_range(filter));
-            let iter: Box<dyn Iterator<Item = fjall::Guard>> = match order {
-                Order::OldestFirst => Box::new(range),
-                Order::NewestFirst => Box::new(range.rev()),
-            };
-            for g in iter {
-                let k = g.key()?;
-                if let Some((_, id)) = keys::split_suffix(&k)
-                    && !visit(&id)?
-                {
-                    break;
-                }
-            }
-            return Ok(());
-        }
-        let mut cands = self.candidates(filter)?;
-        if order == Order::NewestFirst {
-            cands.reverse();
-        }
-        for (_, id) in cands {
-            if !visit(&id)? {
+        let (cands, _) = self.candidates(filter, order)?;
+        for item in cands {
+            if !visit(&item?.1)? {
                 break;
             }
         }
@@ -436,12 +486,6 @@ impl FjallStore {
         }
         Ok(())
     }
-}
-
-fn time_range(f: &Filter) -> std::ops::RangeInclusive<Vec<u8>> {
-    let lo = keys::time_key(f.since.unwrap_or(0), &[0; 32]);
-    let hi = keys::time_key(f.until.unwrap_or(u64::MAX), &[0xff; 32]);
-    lo..=hi
 }
 
 fn decode_event(bytes: &[u8]) -> Result<Event, StoreError> {
@@ -620,21 +664,22 @@ impl Store for FjallStore {
 
     async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError> {
         let s = self.clone();
-        blocking(move || s.neg_items_blocking(&filter)).await
+        blocking(move || s.neg_items_blocking(&filter, usize::MAX)).await
     }
 
     async fn neg_storage(
         &self,
         filter: Filter,
+        max_items: usize,
     ) -> Result<Box<dyn crate::negentropy::NegStorage>, StoreError> {
         let s = self.clone();
-        blocking(move || s.neg_storage_blocking(&filter)).await
+        blocking(move || s.neg_storage_blocking(&filter, max_items)).await
     }
 
     async fn count(&self, mut filter: Filter) -> Result<u64, StoreError> {
         filter.limit = None;
         let s = self.clone();
-        blocking(move || Ok(s.neg_storage_blocking(&filter)?.size() as u64)).await
+        blocking(move || s.count_blocking(&filter)).await
     }
 
     async fn known(&self, ids: Vec<EventId>) -> Result<Vec<bool>, StoreError> {

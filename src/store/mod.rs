@@ -8,13 +8,18 @@
 pub mod db_auth;
 mod fjall_store;
 mod keys;
+mod merge;
 mod neg_index;
 mod overlay;
 mod remote;
+mod remote_session;
+mod session;
 
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
 pub use neg_index::IndexedSet;
 pub use remote::RemoteStore;
+pub(crate) use remote_session::{neg_status, pack_ids};
+pub use session::{LocalSession, NegSession, NegStep};
 
 use crate::event::{Event, EventId, Filter};
 use crate::negentropy::{NegStorage, VecStorage};
@@ -80,6 +85,12 @@ pub enum StoreError {
     /// The request was refused (e.g. invalid event handed to a remote store).
     #[error("store refused: {0}")]
     Refused(String),
+    /// The filter's negentropy set would be loaded into memory and has more than `max` items.
+    #[error("this query matches more than {max} records")]
+    TooMany {
+        /// The cap that was hit.
+        max: usize,
+    },
 }
 
 /// A stream of stored events.
@@ -100,12 +111,35 @@ pub trait Store: Send + Sync + 'static {
     async fn get_by_ids(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError>;
     /// (created_at, id) of every event matching `filter`, sorted ascending: the negentropy set.
     async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError>;
-    /// The negentropy set of `filter`, ready to reconcile. This default loads
-    /// [`Store::neg_items`] into memory; the fjall store answers time-range filters from its
-    /// persistent index instead.
-    async fn neg_storage(&self, filter: Filter) -> Result<Box<dyn NegStorage>, StoreError> {
+    /// The negentropy set of `filter`, ready to reconcile. A set that has to be loaded into
+    /// memory is refused with [`StoreError::TooMany`] past `max_items`. This default loads
+    /// [`Store::neg_items`]; the fjall store answers time-range filters from its persistent
+    /// index instead, and stops loading at the cap.
+    async fn neg_storage(
+        &self,
+        filter: Filter,
+        max_items: usize,
+    ) -> Result<Box<dyn NegStorage>, StoreError> {
         let items = self.neg_items(filter).await?;
+        if items.len() > max_items {
+            return Err(StoreError::TooMany { max: max_items });
+        }
         Ok(Box::new(VecStorage::from_pairs(items)))
+    }
+    /// A negentropy session over the set of `filter` (see [`Store::neg_storage`] for
+    /// `max_items`), with messages of at most `frame_limit` bytes (0: none, else ≥ 4096).
+    /// This default reconciles here over [`Store::neg_storage`]; the remote store runs the
+    /// session inside `orly-db`, next to the index.
+    async fn neg_session(
+        &self,
+        filter: Filter,
+        frame_limit: u64,
+        max_items: usize,
+    ) -> Result<Box<dyn NegSession>, StoreError> {
+        let storage = self.neg_storage(filter, max_items).await?;
+        let s = LocalSession::new(storage, frame_limit)
+            .map_err(|e| StoreError::Refused(e.to_string()))?;
+        Ok(Box::new(s))
     }
     /// How many events match `filter` (ignoring `limit`).
     async fn count(&self, filter: Filter) -> Result<u64, StoreError>;

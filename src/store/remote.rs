@@ -2,7 +2,8 @@
 //! store (fjall allows one process per directory).
 
 use super::db_auth::{DbToken, SendToken};
-use super::{EventStream, NegItem, Order, SaveOutcome, Store, StoreError};
+use super::remote_session::RemoteSession;
+use super::{EventStream, NegItem, NegSession, Order, SaveOutcome, Store, StoreError};
 use crate::event::{Event, EventId, Filter};
 use crate::proto::orlydb::v1 as db;
 use crate::proto::orlydb::v1::database_service_client::DatabaseServiceClient;
@@ -64,8 +65,16 @@ impl RemoteStore {
         })
     }
 
-    fn err(&self, s: tonic::Status) -> StoreError {
+    pub(super) fn err(&self, s: tonic::Status) -> StoreError {
         status(&self.addr, s)
+    }
+
+    pub(super) fn client(&self) -> DatabaseServiceClient<InterceptedService<Channel, SendToken>> {
+        self.client.clone()
+    }
+
+    pub(super) fn addr(&self) -> &str {
+        &self.addr
     }
 }
 
@@ -160,6 +169,16 @@ impl Store for RemoteStore {
             }
         }
         Ok(out)
+    }
+
+    async fn neg_session(
+        &self,
+        filter: Filter,
+        frame_limit: u64,
+        max_items: usize,
+    ) -> Result<Box<dyn NegSession>, StoreError> {
+        let s = RemoteSession::open(self, &filter, frame_limit, max_items).await?;
+        Ok(Box::new(s))
     }
 
     async fn count(&self, filter: Filter) -> Result<u64, StoreError> {

@@ -98,7 +98,10 @@ fn replaceable_keeps_newest_and_lowest_id_on_tie() {
         vec![SaveOutcome::Superseded]
     );
     let f = Filter::from_json(r#"{"kinds":[10002]}"#).unwrap();
-    assert_eq!(s.neg_items_blocking(&f).unwrap(), vec![(30, lo.id)]);
+    assert_eq!(
+        s.neg_items_blocking(&f, usize::MAX).unwrap(),
+        vec![(30, lo.id)]
+    );
     assert!(s.check_integrity().unwrap().problems.is_empty());
 }
 
@@ -203,7 +206,7 @@ fn queries_use_indexes_and_order() {
     for fj in filters {
         let f = Filter::from_json(&fj).unwrap();
         let want = matching(&evs, &f);
-        assert_eq!(s.neg_items_blocking(&f).unwrap(), want, "{fj}");
+        assert_eq!(s.neg_items_blocking(&f, usize::MAX).unwrap(), want, "{fj}");
         let mut newest = Vec::new();
         let mut lf = f.clone();
         lf.limit = Some(3);
@@ -215,6 +218,83 @@ fn queries_use_indexes_and_order() {
         let expect: Vec<_> = want.iter().rev().take(3).copied().collect();
         assert_eq!(newest, expect, "{fj} newest first with limit");
     }
+}
+
+/// Queries over several index ranges (kinds, tag values, author × kind pairs, and more ranges
+/// than are merged at once) give each event once, in order, and stop at the limit; counts and
+/// capped negentropy sets agree with them.
+#[test]
+fn merged_ranges_give_each_event_once_in_order() {
+    let (_d, s) = store();
+    let k1 = Keys::from_seed(b"m", 1);
+    let k2 = Keys::from_seed(b"m", 2);
+    let mut evs = Vec::new();
+    for i in 0..40u64 {
+        let k = if i % 2 == 0 { &k1 } else { &k2 };
+        // Several events share each second, so ties are broken by id across ranges.
+        let at = 500 + i / 3;
+        let kind = [1u16, 7, 30023, 4][i as usize % 4];
+        let mut tags = vec![tag("t", "a")];
+        if i % 3 == 0 {
+            // Under both tag values: one index entry each, one event.
+            tags.push(tag("t", "b"));
+        }
+        if kind == 30023 {
+            tags.push(tag("d", &i.to_string()));
+        }
+        evs.push(ev(k, at, kind, tags, &i.to_string()));
+    }
+    s.save_blocking(&evs).unwrap();
+    let many_kinds: Vec<String> = (0..=(super::fjall_store::MERGE_FANOUT as u16 + 10))
+        .map(|k| k.to_string())
+        .collect();
+    let filters = [
+        r#"{"kinds":[1,7,4]}"#.to_string(),
+        r##"{"#t":["a","b"]}"##.to_string(),
+        r##"{"#t":["b","a"],"kinds":[7],"since":503}"##.to_string(),
+        format!(
+            r#"{{"authors":["{}","{}"],"kinds":[1,4,30023],"until":510}}"#,
+            hex::encode(k1.pubkey),
+            hex::encode(k2.pubkey)
+        ),
+        format!(r#"{{"kinds":[{}]}}"#, many_kinds.join(",")),
+    ];
+    for fj in filters {
+        let f = Filter::from_json(&fj).unwrap();
+        let want = matching(&evs, &f);
+        assert!(want.len() > 3, "{fj} matches too little to test");
+        for (order, expect) in [
+            (Order::OldestFirst, want.clone()),
+            (Order::NewestFirst, want.iter().rev().copied().collect()),
+        ] {
+            let mut got = Vec::new();
+            s.query_blocking(&f, order, |e| {
+                got.push((e.created_at, e.id));
+                true
+            })
+            .unwrap();
+            assert_eq!(got, expect, "{fj} {order:?}");
+            let mut lf = f.clone();
+            lf.limit = Some(2);
+            let mut got = Vec::new();
+            s.query_blocking(&lf, order, |e| {
+                got.push((e.created_at, e.id));
+                true
+            })
+            .unwrap();
+            assert_eq!(got, expect[..2], "{fj} {order:?} limit 2");
+        }
+        assert_eq!(s.count_blocking(&f).unwrap(), want.len() as u64, "{fj}");
+        assert_eq!(s.neg_items_blocking(&f, want.len()).unwrap(), want, "{fj}");
+        match s.neg_items_blocking(&f, want.len() - 1) {
+            Err(StoreError::TooMany { max }) => assert_eq!(max, want.len() - 1),
+            other => panic!("{fj}: over the cap gave {other:?}"),
+        }
+    }
+    // The persistent index costs no memory per item: the cap does not apply to it.
+    let set = s.neg_storage_blocking(&Filter::default(), 1).unwrap();
+    assert!(set.is_indexed());
+    assert_eq!(set.size(), evs.len());
 }
 
 #[test]
@@ -255,7 +335,7 @@ fn spread_events(n: u64, seed: &[u8]) -> Vec<Event> {
 }
 
 fn vec_set(s: &FjallStore, f: &Filter) -> crate::negentropy::VecStorage {
-    crate::negentropy::VecStorage::from_pairs(s.neg_items_blocking(f).unwrap())
+    crate::negentropy::VecStorage::from_pairs(s.neg_items_blocking(f, usize::MAX).unwrap())
 }
 
 /// Every answer of the index-backed set equals the in-memory set's, for ranges that start and
@@ -280,7 +360,7 @@ fn indexed_set_answers_like_the_loaded_set() {
             ..Filter::default()
         };
         let mut want = vec_set(&s, &f);
-        let mut got = s.neg_storage_blocking(&f).unwrap();
+        let mut got = s.neg_storage_blocking(&f, usize::MAX).unwrap();
         assert!(got.is_indexed());
         let n = want.size();
         assert_eq!(got.size(), n, "{f:?}");
@@ -347,7 +427,7 @@ fn index_follows_replacements_and_deletions_and_sessions_see_a_snapshot() {
     let notes = spread_events(200, b"b");
     s.save_blocking(&notes).unwrap();
     let whole = Filter::default();
-    let mut before = s.neg_storage_blocking(&whole).unwrap();
+    let mut before = s.neg_storage_blocking(&whole, usize::MAX).unwrap();
     let fp_before = before.fingerprint(0, before.size()).unwrap();
     // Same batch: a profile and its replacement; later: a deletion of some notes.
     let p1 = ev(&k, 1_000_100, 0, vec![], "p1");
@@ -363,7 +443,7 @@ fn index_follows_replacements_and_deletions_and_sessions_see_a_snapshot() {
         .unwrap();
     let report = s.check_integrity().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let mut after = s.neg_storage_blocking(&whole).unwrap();
+    let mut after = s.neg_storage_blocking(&whole, usize::MAX).unwrap();
     let mut want = vec_set(&s, &whole);
     assert_eq!(after.size(), want.size());
     assert_eq!(
@@ -400,7 +480,9 @@ fn index_is_rebuilt_for_old_stores_and_checked() {
     }
     let s = FjallStore::open(dir.path()).unwrap();
     assert!(s.check_integrity().unwrap().problems.is_empty());
-    let mut set = s.neg_storage_blocking(&Filter::default()).unwrap();
+    let mut set = s
+        .neg_storage_blocking(&Filter::default(), usize::MAX)
+        .unwrap();
     let mut want = vec_set(&s, &Filter::default());
     assert_eq!(set.size(), 300);
     assert_eq!(
@@ -434,7 +516,7 @@ fn retired_keyspaces_are_dropped_at_open() {
         hex::encode(k.pubkey)
     ))
     .unwrap();
-    assert_eq!(s.neg_items_blocking(&f).unwrap().len(), 5);
+    assert_eq!(s.neg_items_blocking(&f, usize::MAX).unwrap().len(), 5);
     assert!(s.check_integrity().unwrap().problems.is_empty());
     drop(s);
     let db = fjall::Database::builder(dir.path()).open().unwrap();
@@ -490,6 +572,6 @@ fn author_queries_find_every_kind_within_the_time_bounds() {
         let f = Filter::from_json(&fj).unwrap();
         let want = matching(&evs, &f);
         assert!(!want.is_empty(), "{fj}");
-        assert_eq!(s.neg_items_blocking(&f).unwrap(), want, "{fj}");
+        assert_eq!(s.neg_items_blocking(&f, usize::MAX).unwrap(), want, "{fj}");
     }
 }

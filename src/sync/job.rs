@@ -5,13 +5,25 @@
 use super::progress::{Direction, Progress, SyncError};
 use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_WINDOW};
 use crate::event::{Event, Filter};
-use crate::negentropy::{NegStorage, Reconciler};
+use crate::negentropy::NegError;
 use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
 use crate::store::Store;
+use crate::store::{NegSession as StoreSession, StoreError};
 use serde_json::json;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use tracing::Instrument;
+
+/// A failed reconciliation step: a broken peer message leaves the sync incomplete, our own
+/// set failing is a store error.
+fn neg_failed(e: NegError) -> SyncError {
+    match e {
+        NegError::Malformed(_) => SyncError::Incomplete(e.to_string()),
+        NegError::Invalid(m) => SyncError::Invalid(m),
+        NegError::Storage(m) => SyncError::Store(StoreError::Engine(m)),
+    }
+}
 
 /// What to sync.
 #[derive(Debug, Clone)]
@@ -41,7 +53,7 @@ pub struct SyncJob {
 
 struct NegSession {
     sub: String,
-    neg: Reconciler<Box<dyn NegStorage>>,
+    neg: Box<dyn StoreSession>,
     range: (u64, u64),
 }
 
@@ -244,17 +256,13 @@ impl SyncJob {
         if range.1 < u64::MAX {
             f.until = Some(range.1);
         }
-        let storage = self.store.neg_storage(f.clone()).await?;
         let limit = self
             .req
             .frame_size_limit
             .unwrap_or(super::DEFAULT_FRAME_SIZE_LIMIT);
-        let mut neg =
-            Reconciler::new(storage, limit).map_err(|e| SyncError::Invalid(e.to_string()))?;
-        let init = tokio::task::spawn_blocking(move || neg.initiate().map(|m| (neg, m)))
-            .await
-            .map_err(|e| SyncError::Invalid(format!("negentropy: {e}")))?;
-        let (neg, init) = init.map_err(|e| SyncError::Invalid(e.to_string()))?;
+        // Our own set is not capped: the operator asked for this sync.
+        let mut neg = self.store.neg_session(f.clone(), limit, usize::MAX).await?;
+        let init = neg.initiate().await.map_err(neg_failed)?;
         st.sessions_opened += 1;
         let sub = format!("orly-neg-{}", st.sessions_opened);
         send(
@@ -327,20 +335,16 @@ impl SyncJob {
                     .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e}")))?;
                 let round =
                     tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
-                // The step reads the store (index buckets at range boundaries): off the async
-                // threads.
-                let (sess, step) = tokio::task::spawn_blocking(move || {
-                    let (mut have, mut need) = (Vec::new(), Vec::new());
-                    let next = round.in_scope(|| sess.neg.next(&bytes, &mut have, &mut need));
-                    (sess, next.map(|m| (m, have, need)))
-                })
-                .await
-                .map_err(|e| SyncError::Incomplete(format!("reconciliation failed: {e}")))?;
-                let (next, have, need) = step.map_err(|e| SyncError::Incomplete(e.to_string()))?;
+                let step = sess
+                    .neg
+                    .next(bytes)
+                    .instrument(round)
+                    .await
+                    .map_err(neg_failed)?;
                 st.session = Some(sess);
                 st.p.round += 1;
-                self.learn(st, have, need).await?;
-                match next {
+                self.learn(st, step.have, step.need).await?;
+                match step.reply {
                     Some(m) => send(st, json!(["NEG-MSG", sub, hex::encode(m)])).await?,
                     None => {
                         send(st, json!(["NEG-CLOSE", sub])).await?;
