@@ -233,6 +233,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Starts service `name` over the store in `dir` on 127.0.0.1:0; returns it and the address it
 /// announces.
 fn start(name: &str, dir: &Path) -> (std::process::Child, String) {
+    start_with(name, dir, &[])
+}
+
+/// [`start`] with extra environment (e.g. `ORLY_DB_TYPE=grpc`).
+fn start_with(name: &str, dir: &Path, envs: &[(&str, &str)]) -> (std::process::Child, String) {
     let mut child = Command::new(bin(name))
         .args([
             "--data-dir",
@@ -241,6 +246,7 @@ fn start(name: &str, dir: &Path) -> (std::process::Child, String) {
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -369,29 +375,54 @@ fn run(case: &Case) {
 }
 
 /// Issue 4's overhead figure: the same 100k/1% `--dir both` sync, direct and through a plaintext
-/// `orly-sync-negentropy` on loopback (client mode), in one run; best of three each.
+/// `orly-sync-negentropy` on loopback (client mode), in one run; best of three each. Also the
+/// launcher's layout, where both the sync service and the relay reach their stores through
+/// `orly-db` (the negentropy sessions then run inside each orly-db).
 fn client_mode_overhead() {
     let (a, b) = stores(100_000, 1_000);
     let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work");
     std::fs::create_dir_all(&work).expect("work dir");
     let (wa, wb) = (work.join("a"), work.join("b"));
-    let mut best = [f64::MAX; 2];
+    const MODES: [&str; 3] = ["direct", "client", "over orly-db"];
+    let mut best = [f64::MAX; 3];
     for _ in 0..3 {
-        for (mode, slot) in [("direct", 0usize), ("client", 1)] {
+        for (slot, mode) in MODES.iter().enumerate() {
             copy(&a, &wa);
             copy(&b, &wb);
-            let (relay, relay_addr) = start("orly-relay", &wb);
+            let mut children = Vec::new();
+            let relay_addr = if slot == 2 {
+                let (db, db_addr) = start("orly-db", &wb);
+                children.push(db);
+                let grpc = [("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", &db_addr)];
+                let (relay, addr) = start_with("orly-relay", &wb, &grpc);
+                children.push(relay);
+                addr
+            } else {
+                let (relay, addr) = start("orly-relay", &wb);
+                children.push(relay);
+                addr
+            };
             let url = format!("ws://{relay_addr}");
-            let mut service = None;
             let mut cmd = Command::new(bin("orly"));
             cmd.args(["sync", &url, "--dir", "both", "--json"])
                 .env("RUST_LOG", "warn");
-            if mode == "client" {
-                let (svc, addr) = start("orly-sync-negentropy", &wa);
-                cmd.args(["--server", &addr]);
-                service = Some(svc);
-            } else {
-                cmd.args(["--data-dir", wa.to_str().unwrap_or_default()]);
+            match slot {
+                0 => {
+                    cmd.args(["--data-dir", wa.to_str().unwrap_or_default()]);
+                }
+                1 => {
+                    let (svc, addr) = start("orly-sync-negentropy", &wa);
+                    cmd.args(["--server", &addr]);
+                    children.push(svc);
+                }
+                _ => {
+                    let (db, db_addr) = start("orly-db", &wa);
+                    children.push(db);
+                    let grpc = [("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", &db_addr)];
+                    let (svc, addr) = start_with("orly-sync-negentropy", &wa, &grpc);
+                    cmd.args(["--server", &addr]);
+                    children.push(svc);
+                }
             }
             let started = Instant::now();
             let out = cmd.output().expect("orly sync");
@@ -402,7 +433,7 @@ fn client_mode_overhead() {
                 String::from_utf8_lossy(&out.stderr)
             );
             best[slot] = best[slot].min(secs);
-            for mut c in [Some(relay), service].into_iter().flatten() {
+            for mut c in children.into_iter().rev() {
                 let _ = c.kill();
                 let _ = c.wait();
             }
@@ -414,6 +445,11 @@ fn client_mode_overhead() {
         best[0],
         best[1],
         best[1] / best[0]
+    );
+    println!(
+        "  launcher layout (sync service and relay each over orly-db) {:.3} s: ratio {:.2} to direct",
+        best[2],
+        best[2] / best[0]
     );
 }
 

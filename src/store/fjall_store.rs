@@ -17,6 +17,9 @@ pub(super) const MERGE_FANOUT: usize = 1024;
 /// Most (author, kind) pairs looked up directly; past this, each author's kinds are found.
 const MAX_PAIRS: usize = 10_000;
 
+/// Longest wait for the memtable flush of [`FjallStore::flush`].
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Candidates of a filter, in the order asked for.
 type Candidates = Box<dyn Iterator<Item = Result<NegItem, StoreError>>>;
 
@@ -469,13 +472,38 @@ impl FjallStore {
     /// Forces the journal to disk and writes the memtables out as tables (after an import and
     /// at clean shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.flush_within(FLUSH_WAIT)
+    }
+
+    /// [`FjallStore::flush`], giving up on the memtable flush after `wait`.
+    pub fn flush_within(&self, wait: std::time::Duration) -> Result<(), StoreError> {
         self.inner.db.persist(fjall::PersistMode::SyncAll)?;
         // Flushed tables spare the next open re-inserting the journal into memtables (for a
         // fresh 100k-event import that costs seconds). fjall still reads the active journal
         // at every open and skips what is flushed: about 15 ms per MB here, up to its 64 MB
-        // rotation size.
-        for ks in &self.inner.ks {
-            ks.rotate_memtable_and_wait()?;
+        // rotation size. fjall retries a failing table write (a full disk, a removed
+        // directory) and its wait never ends, so the wait is bounded: the data is durable in
+        // the journal already, and a process stopping must not hang on it.
+        let keyspaces = self.inner.ks.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("orly-flush".into())
+            .spawn(move || {
+                let r = keyspaces
+                    .iter()
+                    .try_for_each(|ks| ks.rotate_memtable_and_wait());
+                let _ = tx.send(r);
+            })
+            .map_err(|e| StoreError::Engine(format!("cannot start the flush: {e}")))?;
+        match rx.recv_timeout(wait) {
+            Ok(r) => r?,
+            Err(_) => {
+                tracing::warn!(
+                    "memtables not flushed within {wait:?} (disk full or store removed?); the \
+                     journal holds the data, the next open replays it"
+                );
+                return Ok(());
+            }
         }
         // Every write batch rewrites the index buckets it touches, so after a bulk load the
         // small index keyspace holds many stale versions that each sync session would read

@@ -297,6 +297,19 @@ fn merged_ranges_give_each_event_once_in_order() {
     assert_eq!(set.size(), evs.len());
 }
 
+/// A store whose directory disappears (or whose disk fills) cannot flush its memtables; fjall
+/// retries forever, and `flush` must still come back so a stopping service exits.
+#[test]
+fn flush_comes_back_when_tables_cannot_be_written() {
+    let (dir, s) = store();
+    let k = Keys::from_seed(b"f", 0);
+    s.save_blocking(&[ev(&k, 5, 1, vec![], "a")]).unwrap();
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let started = std::time::Instant::now();
+    let _ = s.flush_within(std::time::Duration::from_secs(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
 #[test]
 fn stats_and_reopen() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! (`EVENT`, windowed by `OK`) while later rounds continue.
 
 use super::progress::{Direction, Progress, SyncError};
-use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_WINDOW};
+use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_REFILL, UPLOAD_WINDOW};
 use crate::event::{Event, Filter};
 use crate::negentropy::NegError;
 use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
@@ -294,8 +294,13 @@ impl SyncJob {
             st.fetches.insert(sub, (ids, span));
         }
         while st.uploads.len() < UPLOAD_WINDOW && !st.have_q.is_empty() && st.moved < cap {
-            let room = (UPLOAD_WINDOW - st.uploads.len()).min((cap - st.moved) as usize);
-            let n = room.min(st.have_q.len());
+            let left = st.have_q.len().min((cap - st.moved) as usize);
+            let n = (UPLOAD_WINDOW - st.uploads.len()).min(left);
+            // Refill in batches, not one event per OK: each refill is one store read, a
+            // round trip when the store is orly-db.
+            if n < UPLOAD_REFILL && n < left {
+                break;
+            }
             let ids: Vec<[u8; 32]> = st.have_q.drain(..n).collect();
             let _span = tracing::info_span!("upload_batch", events = ids.len());
             for ev in self.store.get_by_ids(ids).await? {

@@ -17,3 +17,5 @@ pub const FETCH_IN_FLIGHT: usize = 8;
 /// `EVENT`s in flight at once, counted by `OK` (a relay that stores bursts in one batch, as
 /// orly-relay does, gets bigger batches from a wider window).
 pub const UPLOAD_WINDOW: usize = 400;
+/// Fewest free places in the upload window worth a refill (unless the rest of the queue fits).
+pub const UPLOAD_REFILL: usize = 100;
