@@ -5,7 +5,8 @@
 //! same run), as a ratio.
 //!
 //! `cargo bench --bench sync` runs every case; `cargo bench --bench sync -- small` only the
-//! 100 000-event ones; `-- floors` only the in-process reconciliation of each case. Stores are
+//! 100 000-event ones; `-- floors` only the in-process reconciliation of each case; `-- query`
+//! relay queries by index; `-- overhead` client mode and the launcher layout. Stores are
 //! cached under target/bench-data/<layout> (built once, copied per run).
 
 use orly::cli::gen_events::{GenSpec, generate};
@@ -453,7 +454,85 @@ fn client_mode_overhead() {
     );
 }
 
+/// Relay queries (`REQ`, newest first, limit 500) over the 1M store, by the index each one
+/// uses, against the plain time-index query measured in the same run; beside each, the cost of
+/// reading every index entry the filter selects (what a query cost when it collected all
+/// candidates before reading the newest).
+fn queries() {
+    use orly::event::Filter;
+    use orly::store::Order;
+    let (a, _) = stores(1_000_000, 0);
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/work/q");
+    copy(&a, &work);
+    let store = FjallStore::open(&work).expect("open");
+    let authors: Vec<String> = orly::cli::gen_events::generate(&spec(1, 1_000_000), 0..3000)
+        .iter()
+        .map(|e| hex::encode(e.pubkey))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .take(300)
+        .collect();
+    let follows = serde_json::json!({"authors": authors, "kinds": [1]}).to_string();
+    let cases: [(&str, String, bool); 5] = [
+        ("time index (baseline)", "{}".into(), true),
+        ("kinds [1]", r#"{"kinds":[1]}"#.into(), true),
+        ("kinds [1,7]", r#"{"kinds":[1,7]}"#.into(), true),
+        ("300 authors x kind 1", follows, true),
+        (
+            "#t, 4 values",
+            r##"{"#t":["nostr","relay","sync","zap"]}"##.into(),
+            false,
+        ),
+    ];
+    let time = |f: &Filter| {
+        let mut runs = Vec::new();
+        let mut n = 0;
+        for _ in 0..7 {
+            n = 0;
+            let t = Instant::now();
+            store
+                .query_blocking(f, Order::NewestFirst, |_| {
+                    n += 1;
+                    true
+                })
+                .expect("query");
+            runs.push(t.elapsed().as_secs_f64());
+        }
+        (median(runs), n)
+    };
+    println!("\nqueries over 1M events, newest first, limit 500 (median of 7)");
+    let mut base = f64::NAN;
+    for (name, json, exact) in cases {
+        let mut f = Filter::from_json(&json).expect("filter");
+        f.limit = Some(500);
+        let (secs, n) = time(&f);
+        if base.is_nan() {
+            base = secs;
+        }
+        let scan = if exact {
+            let t = Instant::now();
+            let all = store.count_blocking(&f).expect("count");
+            format!(
+                "; reading all {all} entries {:.1} ms ({:.0}x)",
+                t.elapsed().as_secs_f64() * 1e3,
+                t.elapsed().as_secs_f64() / secs
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  {name}: {:.2} ms for {n} events, {:.2}x the baseline{scan}",
+            secs * 1e3,
+            secs / base
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "query") {
+        queries();
+        return;
+    }
     let only_small = std::env::args().any(|a| a == "small");
     if std::env::args().any(|a| a == "overhead") {
         client_mode_overhead();
