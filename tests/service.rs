@@ -1272,7 +1272,7 @@ fn orly_db_runs_negentropy_sessions_next_to_its_index() {
         (local, missing, extra)
     };
 
-    block(async {
+    let held = block(async {
         // orly-db initiates over the whole store: indexed, and the cap of 10 does not apply.
         let mut remote = store
             .neg_session(Filter::default(), 4096, 10)
@@ -1292,12 +1292,24 @@ fn orly_db_runs_negentropy_sessions_next_to_its_index() {
         let (have, need) = reconcile_sessions(&mut local, &mut *remote).await;
         assert_eq!((have, need), (extra, missing), "orly-db as responder");
 
-        // A loaded set past the cap is refused there, naming the cap.
-        match store.neg_session(kind1.clone(), 0, 5).await {
-            Err(StoreError::TooMany { max }) => assert_eq!(max, 5),
-            Err(e) => panic!("over the cap: {e}"),
-            Ok(_) => panic!("over the cap: opened"),
+        // A loaded set past the cap is refused there, naming the cap (0 too).
+        for cap in [5, 0] {
+            match store.neg_session(kind1.clone(), 0, cap).await {
+                Err(StoreError::TooMany { max }) => assert_eq!(max, cap),
+                Err(e) => panic!("over the cap {cap}: {e}"),
+                Ok(_) => panic!("over the cap {cap}: opened"),
+            }
         }
+
+        // An empty list matches nothing, through orly-db as in the store itself.
+        let none = Filter::from_json(r#"{"kinds":[]}"#).unwrap();
+        let s = store
+            .neg_session(none.clone(), 0, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(s.size(), 0, "empty kinds list");
+        assert_eq!(store.count(none.clone()).await.unwrap(), 0);
+        assert!(store.neg_items(none).await.unwrap().is_empty());
 
         // A broken message ends that session with a protocol error; the service goes on.
         let mut remote = store
@@ -1315,5 +1327,16 @@ fn orly_db_runs_negentropy_sessions_next_to_its_index() {
             .await
             .unwrap();
         assert_eq!(again.size(), 400);
+        again
     });
+    // An open session does not hold orly-db's shutdown: it stops promptly and cleanly.
+    let started = Instant::now();
+    let status = db.terminate();
+    assert!(status.success(), "orly-db exit: {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
 }

@@ -1,11 +1,12 @@
 //! `orlydb.v1.DatabaseService`: the fjall store served to the other processes. Every event that
 //! comes in is verified again here: the store trusts no caller's claim of validity.
 
+use super::db_session::Sessions;
 use crate::event::{Event, Filter};
 use crate::proto::orlydb::v1 as db;
 use crate::proto::orlydb::v1::database_service_server::{DatabaseService, DatabaseServiceServer};
 use crate::proto::orlysync::common::v1 as pb;
-use crate::store::{Order, SaveOutcome, Store, StoreError, neg_status, pack_ids};
+use crate::store::{Order, SaveOutcome, Store, StoreError};
 use futures_util::StreamExt;
 use rayon::prelude::*;
 use std::pin::Pin;
@@ -18,14 +19,21 @@ pub const MAX_SAVE_BATCH: usize = 100_000;
 /// The DatabaseService over a store.
 pub struct DbService {
     store: Arc<dyn Store>,
+    sessions: Sessions,
 }
 
 impl DbService {
-    /// Serves `store`.
-    pub fn new(store: Arc<dyn Store>) -> DatabaseServiceServer<Self> {
-        DatabaseServiceServer::new(Self { store })
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+    /// Serves `store`; open negentropy sessions end when `stop` turns true (shutdown).
+    pub fn new(
+        store: Arc<dyn Store>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> DatabaseServiceServer<Self> {
+        DatabaseServiceServer::new(Self {
+            store,
+            sessions: Sessions::new(stop),
+        })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
     }
 }
 
@@ -54,91 +62,6 @@ fn ids_of(ids: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
                 .map_err(|_| Status::invalid_argument("ids: expected 32 bytes each"))
         })
         .collect()
-}
-
-/// One `Reconcile` session: open, then one response per request until the caller closes its
-/// stream (or goes away).
-async fn serve_session(
-    store: &dyn Store,
-    inbound: &mut Streaming<db::ReconcileRequest>,
-    tx: &tokio::sync::mpsc::Sender<Result<db::ReconcileResponse, Status>>,
-) -> Result<(), Status> {
-    use db::reconcile_request::Step;
-    let open = match inbound.message().await? {
-        Some(db::ReconcileRequest {
-            step: Some(Step::Open(o)),
-        }) => o,
-        Some(_) => {
-            return Err(Status::invalid_argument(
-                "reconcile: the first request must open the session",
-            ));
-        }
-        None => return Ok(()),
-    };
-    if open.frame_limit != 0 && open.frame_limit < 4096 {
-        return Err(Status::invalid_argument(
-            "reconcile: frame_limit must be 0 (none) or at least 4096",
-        ));
-    }
-    let max = open
-        .max_items
-        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    let filter = filter_of(open.filter)?;
-    let mut session = match store.neg_session(filter, open.frame_limit, max).await {
-        Ok(s) => s,
-        Err(StoreError::TooMany { max }) => {
-            let r = db::ReconcileResponse {
-                too_many: max as u64,
-                ..Default::default()
-            };
-            let _ = tx.send(Ok(r)).await;
-            return Ok(());
-        }
-        Err(e) => return Err(store_status(e)),
-    };
-    let opened = db::ReconcileResponse {
-        size: session.size() as u64,
-        indexed: session.is_indexed(),
-        ..Default::default()
-    };
-    if tx.send(Ok(opened)).await.is_err() {
-        return Ok(());
-    }
-    let mut initiator = false;
-    while let Some(req) = inbound.message().await? {
-        let r = match req.step {
-            Some(Step::Initiate(_)) => {
-                initiator = true;
-                db::ReconcileResponse {
-                    message: session.initiate().await.map_err(neg_status)?,
-                    ..Default::default()
-                }
-            }
-            Some(Step::Message(m)) if initiator => {
-                let step = session.next(m).await.map_err(neg_status)?;
-                db::ReconcileResponse {
-                    done: step.reply.is_none(),
-                    message: step.reply.unwrap_or_default(),
-                    have: pack_ids(&step.have),
-                    need: pack_ids(&step.need),
-                    ..Default::default()
-                }
-            }
-            Some(Step::Message(m)) => db::ReconcileResponse {
-                message: session.respond(m).await.map_err(neg_status)?,
-                ..Default::default()
-            },
-            Some(Step::Open(_)) | None => {
-                return Err(Status::invalid_argument(
-                    "reconcile: the session is already open",
-                ));
-            }
-        };
-        if tx.send(Ok(r)).await.is_err() {
-            return Ok(());
-        }
-    }
-    Ok(())
 }
 
 fn outcome(o: SaveOutcome) -> i32 {
@@ -243,14 +166,7 @@ impl DatabaseService for DbService {
         &self,
         req: Request<Streaming<db::ReconcileRequest>>,
     ) -> Result<Response<Self::ReconcileStream>, Status> {
-        let mut inbound = req.into_inner();
-        let store = self.store.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
-            if let Err(s) = serve_session(&*store, &mut inbound, &tx).await {
-                let _ = tx.send(Err(s)).await;
-            }
-        });
+        let rx = self.sessions.start(self.store.clone(), req.into_inner())?;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

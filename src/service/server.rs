@@ -16,13 +16,20 @@ pub async fn serve_db(
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = super::watch_store_health(reporter, store.clone(), &[DB_SERVICE_NAME]);
+    // Open negentropy sessions are long-lived streams: they are told to end at shutdown, so
+    // none can hold the graceful shutdown open.
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(super::reflection(&[DB_SERVICE_NAME])?)
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            DbService::new(store),
+            DbService::new(store, stop),
             crate::store::db_auth::RequireToken::new(token),
         ))
         .serve_with_incoming_shutdown(

@@ -18,7 +18,7 @@ mod session;
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
 pub use neg_index::IndexedSet;
 pub use remote::RemoteStore;
-pub(crate) use remote_session::{neg_status, pack_ids};
+pub(crate) use remote_session::pack_ids;
 pub use session::{LocalSession, NegSession, NegStep};
 
 use crate::event::{Event, EventId, Filter};

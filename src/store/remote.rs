@@ -100,6 +100,11 @@ impl Store for RemoteStore {
     }
 
     fn query(&self, filter: Filter, order: Order) -> EventStream {
+        // The wire cannot carry an empty list (it reads as "any"), so a filter that matches
+        // nothing is answered here (also in neg_items and count).
+        if filter.matches_nothing() {
+            return Box::pin(futures_util::stream::empty());
+        }
         let mut client = self.client.clone();
         let addr = self.addr.clone();
         let req = db::QueryRequest {
@@ -144,6 +149,9 @@ impl Store for RemoteStore {
     }
 
     async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
         let req = db::NegentropyItemsRequest {
             filter: Some((&filter).into()),
         };
@@ -177,11 +185,13 @@ impl Store for RemoteStore {
         frame_limit: u64,
         max_items: usize,
     ) -> Result<Box<dyn NegSession>, StoreError> {
-        let s = RemoteSession::open(self, &filter, frame_limit, max_items).await?;
-        Ok(Box::new(s))
+        RemoteSession::open(self, &filter, frame_limit, max_items).await
     }
 
     async fn count(&self, filter: Filter) -> Result<u64, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(0);
+        }
         let req = db::CountRequest {
             filter: Some((&filter).into()),
         };

@@ -13,6 +13,9 @@ use tokio::sync::{Mutex, mpsc};
 /// Longest wait for orly-db to answer one step (it reads the store and hashes; a 1M-item
 /// round takes well under a second).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a session to open: a set that is loaded (a tag filter reads every
+/// candidate event) may take a while; an uncapped one for a sync job longer still.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One session inside orly-db. Dropping it closes the request stream, which ends the session
 /// there.
@@ -23,15 +26,9 @@ pub(super) struct RemoteSession {
     size: usize,
     indexed: bool,
     addr: String,
-}
-
-/// The negentropy errors orly-db reports, as statuses (and back).
-pub(crate) fn neg_status(e: NegError) -> tonic::Status {
-    match e {
-        NegError::Malformed(m) => tonic::Status::invalid_argument(m),
-        NegError::Invalid(m) => tonic::Status::failed_precondition(m),
-        NegError::Storage(m) => tonic::Status::internal(m),
-    }
+    /// A step failed or timed out: a late answer may still be queued, so nothing more may be
+    /// read from this session.
+    failed: bool,
 }
 
 /// Ids as 32 bytes each, concatenated.
@@ -62,7 +59,15 @@ impl RemoteSession {
         filter: &Filter,
         frame_limit: u64,
         max_items: usize,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Box<dyn NegSession>, StoreError> {
+        // The wire cannot carry an empty list (it reads as "any"): a filter that matches
+        // nothing has the empty set, here.
+        if filter.matches_nothing() {
+            let empty = Box::new(crate::negentropy::VecStorage::new(Vec::new()));
+            let s = super::LocalSession::new(empty, frame_limit)
+                .map_err(|e| StoreError::Refused(e.to_string()))?;
+            return Ok(Box::new(s));
+        }
         let (tx, rx) = mpsc::channel(2);
         let open = db::ReconcileRequest {
             step: Some(Step::Open(db::ReconcileOpen {
@@ -80,7 +85,7 @@ impl RemoteSession {
             .await
             .map_err(|s| store.err(s))?
             .into_inner();
-        let first = tokio::time::timeout(STEP_TIMEOUT, stream.message())
+        let first = tokio::time::timeout(OPEN_TIMEOUT, stream.message())
             .await
             .map_err(|_| {
                 StoreError::Unavailable(format!("orly-db at {}: no answer", store.addr()))
@@ -89,37 +94,61 @@ impl RemoteSession {
             .ok_or_else(|| {
                 StoreError::Unavailable(format!("orly-db at {} ended the session", store.addr()))
             })?;
-        if first.too_many > 0 {
+        if let Some(max) = first.too_many {
             return Err(StoreError::TooMany {
-                max: usize::try_from(first.too_many).unwrap_or(usize::MAX),
+                max: usize::try_from(max).unwrap_or(usize::MAX),
             });
         }
-        Ok(Self {
+        Ok(Box::new(Self {
             tx,
             rx: Mutex::new(stream),
             size: usize::try_from(first.size).unwrap_or(usize::MAX),
             indexed: first.indexed,
             addr: store.addr().to_string(),
-        })
+            failed: false,
+        }))
     }
 
-    async fn step(&mut self, step: Step) -> Result<db::ReconcileResponse, NegError> {
-        let gone = || NegError::Storage(format!("orly-db at {} ended the session", self.addr));
+    /// Sends one request and reads its answer: the last response, with the ids of every
+    /// response before it (marked `more`) gathered in.
+    async fn step(&mut self, step: Step) -> Result<(db::ReconcileResponse, NegStep), NegError> {
+        if self.failed {
+            return Err(NegError::Invalid(
+                "session lost by an earlier failure".into(),
+            ));
+        }
+        self.failed = true;
+        let addr = self.addr.clone();
+        let gone = || NegError::Storage(format!("orly-db at {addr} ended the session"));
         self.tx
             .send(db::ReconcileRequest { step: Some(step) })
             .await
             .map_err(|_| gone())?;
-        let answer = tokio::time::timeout(STEP_TIMEOUT, self.rx.get_mut().message())
-            .await
-            .map_err(|_| NegError::Storage(format!("orly-db at {}: no answer", self.addr)))?;
-        match answer {
-            Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(gone()),
-            Err(s) => Err(match s.code() {
-                tonic::Code::InvalidArgument => NegError::Malformed(s.message().to_string()),
-                tonic::Code::FailedPrecondition => NegError::Invalid(s.message().to_string()),
-                _ => NegError::Storage(format!("orly-db at {}: {}", self.addr, s.message())),
-            }),
+        let mut ids = NegStep::default();
+        loop {
+            let answer = tokio::time::timeout(STEP_TIMEOUT, self.rx.get_mut().message())
+                .await
+                .map_err(|_| NegError::Storage(format!("orly-db at {addr}: no answer")))?;
+            let r = match answer {
+                Ok(Some(r)) => r,
+                Ok(None) => return Err(gone()),
+                // Only a broken peer message is the peer's fault; anything else is ours.
+                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                    return Err(NegError::Malformed(s.message().to_string()));
+                }
+                Err(s) => {
+                    return Err(NegError::Storage(format!(
+                        "orly-db at {addr}: {}",
+                        s.message()
+                    )));
+                }
+            };
+            ids.have.extend(unpack_ids(&r.have)?);
+            ids.need.extend(unpack_ids(&r.need)?);
+            if !r.more {
+                self.failed = false;
+                return Ok((r, ids));
+            }
         }
     }
 }
@@ -135,22 +164,17 @@ impl NegSession for RemoteSession {
     }
 
     async fn initiate(&mut self) -> Result<Vec<u8>, NegError> {
-        Ok(self
-            .step(Step::Initiate(db::ReconcileInitiate {}))
-            .await?
-            .message)
+        let (r, _) = self.step(Step::Initiate(db::ReconcileInitiate {})).await?;
+        Ok(r.message)
     }
 
     async fn respond(&mut self, msg: Vec<u8>) -> Result<Vec<u8>, NegError> {
-        Ok(self.step(Step::Message(msg)).await?.message)
+        Ok(self.step(Step::Message(msg)).await?.0.message)
     }
 
     async fn next(&mut self, msg: Vec<u8>) -> Result<NegStep, NegError> {
-        let r = self.step(Step::Message(msg)).await?;
-        Ok(NegStep {
-            reply: (!r.done).then_some(r.message),
-            have: unpack_ids(&r.have)?,
-            need: unpack_ids(&r.need)?,
-        })
+        let (r, mut step) = self.step(Step::Message(msg)).await?;
+        step.reply = (!r.done).then_some(r.message);
+        Ok(step)
     }
 }

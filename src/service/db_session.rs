@@ -1,0 +1,242 @@
+//! `DatabaseService.Reconcile`: negentropy sessions run inside orly-db, next to the store's
+//! persistent index. Sessions are capped in number, end when idle or when orly-db stops, and
+//! answer every request with one response (several when the ids of a step are many).
+
+use crate::negentropy::NegError;
+use crate::proto::orlydb::v1 as db;
+use crate::store::{Store, StoreError, pack_ids};
+use db::reconcile_request::Step;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+/// Most sessions open at once (each may hold a loaded set of up to its caller's cap, or a
+/// store snapshot).
+pub const MAX_SESSIONS: usize = 512;
+/// A session with no request for this long is ended (the relay expires its own after 60 s).
+const IDLE: Duration = Duration::from_secs(300);
+/// Most ids (have + need) per response: 4 MB, well under the 64 MiB message limit.
+const IDS_PER_RESPONSE: usize = 131_072;
+
+type Tx = mpsc::Sender<Result<db::ReconcileResponse, Status>>;
+
+/// The sessions of one orly-db.
+pub(super) struct Sessions {
+    stop: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+}
+
+/// Negentropy errors of a step, as statuses: only a broken peer message is `InvalidArgument`
+/// (the client reads it as the peer's fault); misuse is `FailedPrecondition`.
+fn neg_status(e: NegError) -> Status {
+    match e {
+        NegError::Malformed(m) => Status::invalid_argument(m),
+        NegError::Invalid(m) => Status::failed_precondition(m),
+        NegError::Storage(m) => Status::internal(m),
+    }
+}
+
+impl Sessions {
+    pub(super) fn new(stop: watch::Receiver<bool>) -> Self {
+        Self {
+            stop,
+            slots: Arc::new(Semaphore::new(MAX_SESSIONS)),
+        }
+    }
+
+    /// Starts serving one session; its responses come out of the returned receiver.
+    pub(super) fn start(
+        &self,
+        store: Arc<dyn Store>,
+        mut inbound: Streaming<db::ReconcileRequest>,
+    ) -> Result<mpsc::Receiver<Result<db::ReconcileResponse, Status>>, Status> {
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "reconcile: at most {MAX_SESSIONS} sessions at once"
+            ))
+        })?;
+        let mut stop = self.stop.clone();
+        let (tx, rx) = mpsc::channel(1);
+        let task = async move {
+            let _slot = slot;
+            let res = tokio::select! {
+                r = serve(&*store, &mut inbound, &tx) => r,
+                _ = stop.wait_for(|s| *s) => Err(Status::unavailable("orly-db is stopping")),
+            };
+            if let Err(s) = res {
+                let _ = tx.send(Err(s)).await;
+            }
+        };
+        tokio::spawn(task.instrument(tracing::Span::current()));
+        Ok(rx)
+    }
+}
+
+/// The next request, or `None` when the caller closed its stream; idle sessions end.
+async fn next_request(
+    inbound: &mut Streaming<db::ReconcileRequest>,
+) -> Result<Option<db::ReconcileRequest>, Status> {
+    tokio::time::timeout(IDLE, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("reconcile: session idle, ended"))?
+}
+
+/// One session: open, then one answer per request until the caller closes its stream.
+async fn serve(
+    store: &dyn Store,
+    inbound: &mut Streaming<db::ReconcileRequest>,
+    tx: &Tx,
+) -> Result<(), Status> {
+    let open = match next_request(inbound).await? {
+        Some(db::ReconcileRequest {
+            step: Some(Step::Open(o)),
+        }) => o,
+        Some(_) => {
+            return Err(Status::invalid_argument(
+                "reconcile: the first request must open the session",
+            ));
+        }
+        None => return Ok(()),
+    };
+    if open.frame_limit != 0 && open.frame_limit < 4096 {
+        return Err(Status::invalid_argument(
+            "reconcile: frame_limit must be 0 (none) or at least 4096",
+        ));
+    }
+    let max = open
+        .max_items
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let filter = match open.filter {
+        Some(f) => crate::event::Filter::try_from(&f).map_err(Status::invalid_argument)?,
+        None => crate::event::Filter::default(),
+    };
+    let mut session = match store.neg_session(filter, open.frame_limit, max).await {
+        Ok(s) => s,
+        Err(StoreError::TooMany { max }) => {
+            let r = db::ReconcileResponse {
+                too_many: Some(max as u64),
+                ..Default::default()
+            };
+            let _ = tx.send(Ok(r)).await;
+            return Ok(());
+        }
+        Err(e) => return Err(super::db::store_status(e)),
+    };
+    let opened = db::ReconcileResponse {
+        size: session.size() as u64,
+        indexed: session.is_indexed(),
+        ..Default::default()
+    };
+    if tx.send(Ok(opened)).await.is_err() {
+        return Ok(());
+    }
+    let mut initiator = false;
+    while let Some(req) = next_request(inbound).await? {
+        let sent = match req.step {
+            Some(Step::Initiate(_)) => {
+                initiator = true;
+                let message = session.initiate().await.map_err(neg_status)?;
+                send_step(tx, message, false, &[], &[]).await
+            }
+            Some(Step::Message(m)) if initiator => {
+                let step = session.next(m).await.map_err(neg_status)?;
+                let done = step.reply.is_none();
+                let message = step.reply.unwrap_or_default();
+                send_step(tx, message, done, &step.have, &step.need).await
+            }
+            Some(Step::Message(m)) => {
+                let message = session.respond(m).await.map_err(neg_status)?;
+                send_step(tx, message, false, &[], &[]).await
+            }
+            Some(Step::Open(_)) | None => {
+                return Err(Status::failed_precondition(
+                    "reconcile: the session is already open",
+                ));
+            }
+        };
+        if !sent {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sends one step's answer: the ids in chunks (`more` on all but the last response), the
+/// message and `done` with the last. False when the caller is gone.
+async fn send_step(
+    tx: &Tx,
+    message: Vec<u8>,
+    done: bool,
+    have: &[[u8; 32]],
+    need: &[[u8; 32]],
+) -> bool {
+    let (mut have, mut need) = (have, need);
+    loop {
+        let h = have.len().min(IDS_PER_RESPONSE);
+        let n = need.len().min(IDS_PER_RESPONSE - h);
+        let last = h == have.len() && n == need.len();
+        let mut r = db::ReconcileResponse {
+            have: pack_ids(&have[..h]),
+            need: pack_ids(&need[..n]),
+            more: !last,
+            ..Default::default()
+        };
+        (have, need) = (&have[h..], &need[n..]);
+        if last {
+            r.message = message;
+            r.done = done;
+            return tx.send(Ok(r)).await.is_ok();
+        }
+        if tx.send(Ok(r)).await.is_err() {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step with more ids than one response carries is split: every id arrives once, in
+    /// order, and the message and `done` come with the last response only.
+    #[tokio::test]
+    async fn many_ids_are_split_across_responses() {
+        let have: Vec<[u8; 32]> = (0..IDS_PER_RESPONSE + 5)
+            .map(|i| {
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                id
+            })
+            .collect();
+        let need: Vec<[u8; 32]> = have
+            .iter()
+            .take(IDS_PER_RESPONSE)
+            .map(|i| {
+                let mut id = *i;
+                id[31] = 1;
+                id
+            })
+            .collect();
+        let (tx, mut rx) = mpsc::channel(8);
+        let sender = tokio::spawn({
+            let (have, need) = (have.clone(), need.clone());
+            async move { send_step(&tx, vec![0x61], true, &have, &need).await }
+        });
+        let (mut got_have, mut got_need, mut responses) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(r) = rx.recv().await {
+            let r = r.unwrap();
+            got_have.extend_from_slice(&r.have);
+            got_need.extend_from_slice(&r.need);
+            responses.push((r.more, r.done, r.message));
+        }
+        assert!(sender.await.unwrap());
+        assert_eq!(responses.len(), 3);
+        let (last, rest) = responses.split_last().unwrap();
+        assert_eq!(last, &(false, true, vec![0x61]));
+        assert!(rest.iter().all(|r| r == &(true, false, vec![])));
+        assert_eq!(got_have, have.concat());
+        assert_eq!(got_need, need.concat());
+    }
+}
