@@ -1,6 +1,7 @@
 //! The embedded engine: one fjall database, keyspaces as laid out in `keys.rs`, one writer at a
 //! time (reads are concurrent), every ingest group committed as one atomic batch.
 
+use super::budget::{Budget, Budgeted, DEFAULT_LOADED_ITEMS};
 use super::keys::{self, INDEX_SLOTS, SLOTS, Slot};
 use super::merge::{Keys, Merged};
 use super::neg_index::{self, IndexedSet};
@@ -45,6 +46,8 @@ struct Inner {
     ks: Vec<fjall::Keyspace>,
     path: PathBuf,
     writer: Mutex<()>,
+    /// Shared by the negentropy sets loaded into memory.
+    budget: Arc<Budget>,
 }
 
 /// Counts for `orly stats`.
@@ -76,6 +79,12 @@ pub struct IntegrityReport {
 impl FjallStore {
     /// Opens (creating if needed) the store in `dir`. Fails if another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_budget(dir, DEFAULT_LOADED_ITEMS)
+    }
+
+    /// [`FjallStore::open`], with at most `loaded_items` items in negentropy sets loaded into
+    /// memory at once (all sessions together).
+    pub fn open_with_budget(dir: &Path, loaded_items: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Engine(format!("cannot create {}: {e}", dir.display())))?;
         let db = fjall::Database::builder(dir).open().map_err(|e| {
@@ -123,8 +132,14 @@ impl FjallStore {
                 ks,
                 path: dir.to_path_buf(),
                 writer: Mutex::new(()),
+                budget: Budget::new(loaded_items),
             }),
         })
+    }
+
+    #[cfg(test)]
+    pub(super) fn inner_budget_used(&self) -> usize {
+        self.inner.budget.used()
     }
 
     fn ks(&self, slot: Slot) -> &fjall::Keyspace {
@@ -158,7 +173,9 @@ impl FjallStore {
 
     /// The negentropy set of `filter`: from the persistent index when the filter is a time
     /// range, else loaded into memory, refused with [`StoreError::TooMany`] past `max_items`
-    /// (the index costs no memory per item, so the cap does not apply to it).
+    /// (the index costs no memory per item, so the cap does not apply to it). Loaded sets
+    /// also share the store's budget: when it runs out, the set is refused with the number of
+    /// items that did fit as its `max`, so a client can ask for a narrower range.
     pub fn neg_storage_blocking(
         &self,
         filter: &Filter,
@@ -173,9 +190,29 @@ impl FjallStore {
                 hi,
             )?));
         }
-        Ok(Box::new(crate::negentropy::VecStorage::from_pairs(
-            self.neg_items_blocking(filter, max_items)?,
-        )))
+        let budget = &self.inner.budget;
+        let mut items = Vec::new();
+        let loaded = self.for_each_match(filter, |item| {
+            if items.len() >= max_items {
+                return Err(StoreError::TooMany { max: max_items });
+            }
+            if !budget.take_one() {
+                tracing::warn!(
+                    loaded = items.len(),
+                    "negentropy memory budget spent by the sets open now; set refused"
+                );
+                return Err(StoreError::TooMany { max: items.len() });
+            }
+            items.push(item);
+            Ok(())
+        });
+        let taken = items.len();
+        if let Err(e) = loaded {
+            budget.give_back(taken);
+            return Err(e);
+        }
+        let set = crate::negentropy::VecStorage::from_pairs(items);
+        Ok(Box::new(Budgeted::new(set, budget.clone(), taken)))
     }
 
     /// (created_at, id) of matching events, ascending; `limit` is ignored. More than

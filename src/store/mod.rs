@@ -5,6 +5,7 @@
 //! and the (created_at, id) order that negentropy needs. It assumes events were verified by the
 //! caller: every entry point that takes events from outside verifies them first.
 
+mod budget;
 pub mod db_auth;
 mod fjall_store;
 mod keys;
@@ -15,6 +16,7 @@ mod remote;
 mod remote_session;
 mod session;
 
+pub use budget::DEFAULT_LOADED_ITEMS;
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
 pub use neg_index::IndexedSet;
 pub use remote::RemoteStore;

@@ -310,6 +310,37 @@ fn flush_comes_back_when_tables_cannot_be_written() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
+/// Loaded sets share the store's memory budget: a set that does not fit is refused with what
+/// did fit, and dropping a set gives its share back.
+#[test]
+fn loaded_sets_share_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FjallStore::open_with_budget(dir.path(), 10).unwrap();
+    let k = Keys::from_seed(b"b", 0);
+    let evs: Vec<Event> = (0..6).map(|i| ev(&k, 100 + i, 1, vec![], "x")).collect();
+    s.save_blocking(&evs).unwrap();
+    let kind1 = Filter::from_json(r#"{"kinds":[1]}"#).unwrap();
+    let first = s.neg_storage_blocking(&kind1, 100).unwrap();
+    assert_eq!(first.size(), 6);
+    assert_eq!(s.inner_budget_used(), 6);
+    match s.neg_storage_blocking(&kind1, 100) {
+        Err(StoreError::TooMany { max }) => assert_eq!(max, 4, "what fitted"),
+        other => panic!("over the budget: {:?}", other.map(|s| s.size())),
+    }
+    assert_eq!(
+        s.inner_budget_used(),
+        6,
+        "a refused set gives back what it took"
+    );
+    // The index is not loaded: not counted.
+    let all = s.neg_storage_blocking(&Filter::default(), 100).unwrap();
+    assert!(all.is_indexed());
+    assert_eq!(s.inner_budget_used(), 6);
+    drop(first);
+    assert_eq!(s.inner_budget_used(), 0);
+    assert_eq!(s.neg_storage_blocking(&kind1, 100).unwrap().size(), 6);
+}
+
 #[test]
 fn stats_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
