@@ -1292,6 +1292,28 @@ fn orly_db_runs_negentropy_sessions_next_to_its_index() {
         let (have, need) = reconcile_sessions(&mut local, &mut *remote).await;
         assert_eq!((have, need), (extra, missing), "orly-db as responder");
 
+        // One step whose ids are more than one response carries (131 072): orly-db's set is
+        // empty, ours 140 000 made-up ids, so its one answer needs them all.
+        let nothing_here = Filter::from_json(r#"{"kinds":[12345]}"#).unwrap();
+        let mut remote = store
+            .neg_session(nothing_here, 0, usize::MAX)
+            .await
+            .unwrap();
+        assert_eq!(remote.size(), 0);
+        let many: Vec<(u64, [u8; 32])> = (0..140_000u32)
+            .map(|i| {
+                let mut id = [7u8; 32];
+                id[..4].copy_from_slice(&i.to_be_bytes());
+                (1_600_000_000 + u64::from(i % 1000), id)
+            })
+            .collect();
+        let want: BTreeSet<[u8; 32]> = many.iter().map(|i| i.1).collect();
+        let mut local = LocalSession::new(Box::new(VecStorage::from_pairs(many)), 0).unwrap();
+        let (have, need) = reconcile_sessions(&mut *remote, &mut local).await;
+        assert!(have.is_empty());
+        assert_eq!(need.len(), want.len(), "every id, across responses");
+        assert_eq!(need, want);
+
         // A loaded set past the cap is refused there, naming the cap (0 too).
         for cap in [5, 0] {
             match store.neg_session(kind1.clone(), 0, cap).await {

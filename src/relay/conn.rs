@@ -458,6 +458,10 @@ impl Conn {
                 let m = format!("blocked: this query matches too many records (max {max})");
                 self.send(json!(["NEG-ERR", sub, m, max])).await
             }
+            Err(StoreError::Busy(_)) => {
+                let m = "error: busy: too many negentropy sets open; try again later";
+                self.send(json!(["NEG-ERR", sub, m])).await
+            }
             Err(e) => {
                 tracing::error!("negentropy set failed: {e}");
                 self.send(json!(["NEG-ERR", sub, "error: store failed"]))

@@ -43,6 +43,7 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::Unavailable(m) => Status::unavailable(m),
         StoreError::Refused(m) => Status::invalid_argument(m),
         e @ StoreError::TooMany { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::Busy(m) => Status::resource_exhausted(m),
         other => Status::internal(other.to_string()),
     }
 }

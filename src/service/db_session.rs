@@ -15,8 +15,10 @@ use tracing::Instrument;
 /// Most sessions open at once (each may hold a loaded set of up to its caller's cap, or a
 /// store snapshot).
 pub const MAX_SESSIONS: usize = 512;
-/// A session with no request for this long is ended (the relay expires its own after 60 s).
-const IDLE: Duration = Duration::from_secs(300);
+/// A session with no request (or whose caller reads no answer) for this long is ended. A sync
+/// job waits up to an hour (the service's largest reply timeout) for its peer between two
+/// requests; the relay expires its own sessions after 60 s and closes them.
+const IDLE: Duration = Duration::from_secs(3660);
 /// Most ids (have + need) per response: 4 MB, well under the 64 MiB message limit.
 const IDS_PER_RESPONSE: usize = 131_072;
 
@@ -61,17 +63,29 @@ impl Sessions {
         let (tx, rx) = mpsc::channel(1);
         let task = async move {
             let _slot = slot;
+            let stopped = async {
+                // A dropped sender is no stop signal.
+                if stop.wait_for(|s| *s).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
             let res = tokio::select! {
                 r = serve(&*store, &mut inbound, &tx) => r,
-                _ = stop.wait_for(|s| *s) => Err(Status::unavailable("orly-db is stopping")),
+                () = stopped => Err(Status::unavailable("orly-db is stopping")),
             };
             if let Err(s) = res {
-                let _ = tx.send(Err(s)).await;
+                // Never wait on a caller that reads nothing (the stream ends anyway).
+                let _ = tx.try_send(Err(s));
             }
         };
         tokio::spawn(task.instrument(tracing::Span::current()));
         Ok(rx)
     }
+}
+
+/// Sends one response; false when the caller is gone or has read nothing for [`IDLE`].
+async fn send(tx: &Tx, r: db::ReconcileResponse) -> bool {
+    matches!(tokio::time::timeout(IDLE, tx.send(Ok(r))).await, Ok(Ok(())))
 }
 
 /// The next request, or `None` when the caller closed its stream; idle sessions end.
@@ -119,7 +133,7 @@ async fn serve(
                 too_many: Some(max as u64),
                 ..Default::default()
             };
-            let _ = tx.send(Ok(r)).await;
+            send(tx, r).await;
             return Ok(());
         }
         Err(e) => return Err(super::db::store_status(e)),
@@ -129,7 +143,7 @@ async fn serve(
         indexed: session.is_indexed(),
         ..Default::default()
     };
-    if tx.send(Ok(opened)).await.is_err() {
+    if !send(tx, opened).await {
         return Ok(());
     }
     let mut initiator = false;
@@ -187,9 +201,9 @@ async fn send_step(
         if last {
             r.message = message;
             r.done = done;
-            return tx.send(Ok(r)).await.is_ok();
+            return send(tx, r).await;
         }
-        if tx.send(Ok(r)).await.is_err() {
+        if !send(tx, r).await {
             return false;
         }
     }

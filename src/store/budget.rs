@@ -1,7 +1,8 @@
 //! The memory budget of loaded negentropy sets. A set the persistent index cannot answer is
 //! loaded into memory (40 bytes an item); each session's set is capped by its caller, and all
 //! sets alive at once share this budget, so many connections opening many sessions cannot
-//! exhaust the process's memory together.
+//! exhaust the process's memory together. (Items are counted as loaded; the vector holding
+//! them may reserve up to twice that while it grows.)
 
 use crate::negentropy::{Bound, Fingerprint, Item, NegError, NegStorage, VecStorage};
 use std::sync::Arc;
@@ -25,17 +26,9 @@ impl Budget {
         })
     }
 
-    /// Takes one item; false (nothing taken) when the budget is spent.
-    pub(super) fn take_one(&self) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                (u < self.limit).then_some(u + 1)
-            })
-            .is_ok()
-    }
-
-    pub(super) fn give_back(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
+    /// The items of the budget in use.
+    pub(super) fn limit(&self) -> usize {
+        self.limit
     }
 
     #[cfg(test)]
@@ -44,23 +37,48 @@ impl Budget {
     }
 }
 
-/// A loaded set holding its share of the budget until dropped.
-pub(super) struct Budgeted {
-    set: VecStorage,
+/// Items taken from a budget, given back when dropped (whatever way the load ends).
+pub(super) struct Share {
     budget: Arc<Budget>,
     taken: usize,
 }
 
-impl Budgeted {
-    /// `set`, which took `taken` items of `budget`.
-    pub(super) fn new(set: VecStorage, budget: Arc<Budget>, taken: usize) -> Self {
-        Self { set, budget, taken }
+impl Share {
+    pub(super) fn new(budget: Arc<Budget>) -> Self {
+        Self { budget, taken: 0 }
+    }
+
+    /// Takes one more item; false (nothing taken) when the budget is spent.
+    pub(super) fn take_one(&mut self) -> bool {
+        let limit = self.budget.limit;
+        let took = self
+            .budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < limit).then_some(u + 1)
+            })
+            .is_ok();
+        self.taken += usize::from(took);
+        took
     }
 }
 
-impl Drop for Budgeted {
+impl Drop for Share {
     fn drop(&mut self) {
-        self.budget.give_back(self.taken);
+        self.budget.used.fetch_sub(self.taken, Ordering::AcqRel);
+    }
+}
+
+/// A loaded set holding its share of the budget until dropped.
+pub(super) struct Budgeted {
+    set: VecStorage,
+    _share: Share,
+}
+
+impl Budgeted {
+    /// `set`, which took `share` of its store's budget.
+    pub(super) fn new(set: VecStorage, share: Share) -> Self {
+        Self { set, _share: share }
     }
 }
 

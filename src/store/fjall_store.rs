@@ -1,7 +1,7 @@
 //! The embedded engine: one fjall database, keyspaces as laid out in `keys.rs`, one writer at a
 //! time (reads are concurrent), every ingest group committed as one atomic batch.
 
-use super::budget::{Budget, Budgeted, DEFAULT_LOADED_ITEMS};
+use super::budget::{Budget, Budgeted, DEFAULT_LOADED_ITEMS, Share};
 use super::keys::{self, INDEX_SLOTS, SLOTS, Slot};
 use super::merge::{Keys, Merged};
 use super::neg_index::{self, IndexedSet};
@@ -12,15 +12,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Most index ranges merged while reading (a follow list of authors × kinds is a few
-/// hundred; each open range costs about 3.5 KB). A filter with more is answered from the time
-/// index, checking every event in its time bounds: slower, but never collected in memory.
+/// Most index ranges merged at once while reading (a follow list of authors × kinds is a few
+/// hundred; each open range costs about 3.5 KB). A filter with more is merged a group at a
+/// time.
 pub(super) const MERGE_FANOUT: usize = 4096;
 /// Most (author, kind) pairs looked up directly; past this, each author's kinds are found.
 const MAX_PAIRS: usize = 10_000;
 
-/// Longest wait for the memtable flush of [`FjallStore::flush`].
+/// Longest wait for the memtable flush of [`FjallStore::flush_at_stop`].
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a caller can use of a filter's matches (how much a group of ranges must keep).
+#[derive(Clone, Copy)]
+enum Want {
+    /// The first `n` in order (a query with a limit).
+    First(usize),
+    /// All of them, refused past `cap`.
+    All { cap: usize },
+}
 
 /// Candidates of a filter, in the order asked for.
 type Candidates = Box<dyn Iterator<Item = Result<NegItem, StoreError>>>;
@@ -174,8 +183,8 @@ impl FjallStore {
     /// The negentropy set of `filter`: from the persistent index when the filter is a time
     /// range, else loaded into memory, refused with [`StoreError::TooMany`] past `max_items`
     /// (the index costs no memory per item, so the cap does not apply to it). Loaded sets
-    /// also share the store's budget: when it runs out, the set is refused with the number of
-    /// items that did fit as its `max`, so a client can ask for a narrower range.
+    /// also share the store's budget: when it runs out, the set is refused with
+    /// [`StoreError::Busy`].
     pub fn neg_storage_blocking(
         &self,
         filter: &Filter,
@@ -190,29 +199,28 @@ impl FjallStore {
                 hi,
             )?));
         }
-        let budget = &self.inner.budget;
+        let mut share = Share::new(self.inner.budget.clone());
         let mut items = Vec::new();
-        let loaded = self.for_each_match(filter, |item| {
+        self.for_each_match(filter, max_items, |item| {
             if items.len() >= max_items {
                 return Err(StoreError::TooMany { max: max_items });
             }
-            if !budget.take_one() {
+            if !share.take_one() {
                 tracing::warn!(
                     loaded = items.len(),
                     "negentropy memory budget spent by the sets open now; set refused"
                 );
-                return Err(StoreError::TooMany { max: items.len() });
+                return Err(StoreError::Busy(format!(
+                    "the negentropy sets open now fill the memory budget ({} items); try \
+                     again later",
+                    self.inner.budget.limit()
+                )));
             }
             items.push(item);
             Ok(())
-        });
-        let taken = items.len();
-        if let Err(e) = loaded {
-            budget.give_back(taken);
-            return Err(e);
-        }
+        })?;
         let set = crate::negentropy::VecStorage::from_pairs(items);
-        Ok(Box::new(Budgeted::new(set, budget.clone(), taken)))
+        Ok(Box::new(Budgeted::new(set, share)))
     }
 
     /// (created_at, id) of matching events, ascending; `limit` is ignored. More than
@@ -224,7 +232,7 @@ impl FjallStore {
         max_items: usize,
     ) -> Result<Vec<NegItem>, StoreError> {
         let mut items = Vec::new();
-        self.for_each_match(filter, |item| {
+        self.for_each_match(filter, max_items, |item| {
             if items.len() >= max_items {
                 return Err(StoreError::TooMany { max: max_items });
             }
@@ -240,7 +248,7 @@ impl FjallStore {
             return Ok(self.neg_storage_blocking(filter, usize::MAX)?.size() as u64);
         }
         let mut n = 0u64;
-        self.for_each_match(filter, |_| {
+        self.for_each_match(filter, usize::MAX, |_| {
             n += 1;
             Ok(())
         })?;
@@ -249,15 +257,18 @@ impl FjallStore {
 
     /// Calls `f` with (created_at, id) of each matching event, ascending. Events are read
     /// only when the index alone cannot decide.
+    /// More than `cap` matches may be refused with [`StoreError::TooMany`] before `f` sees
+    /// them (the caller enforces its cap exactly).
     fn for_each_match(
         &self,
         filter: &Filter,
+        cap: usize,
         mut f: impl FnMut(NegItem) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         if filter.matches_nothing() {
             return Ok(());
         }
-        let (cands, exact) = self.candidates(filter, Order::OldestFirst)?;
+        let (cands, exact) = self.candidates(filter, Order::OldestFirst, Want::All { cap })?;
         for item in cands {
             let item = item?;
             if !exact {
@@ -276,8 +287,14 @@ impl FjallStore {
     /// condition of the filter). Inexact candidates must be checked against the filter.
     ///
     /// Up to [`MERGE_FANOUT`] index ranges are merged as they are read, so a query with a limit
-    /// stops early and nothing is collected; past that, the time index is read instead.
-    fn candidates(&self, f: &Filter, order: Order) -> Result<(Candidates, bool), StoreError> {
+    /// stops early and nothing is collected. Past that, the ranges are merged a group at a
+    /// time, keeping what the caller can use (`want`): then the candidates are checked here.
+    fn candidates(
+        &self,
+        f: &Filter,
+        order: Order,
+        want: Want,
+    ) -> Result<(Candidates, bool), StoreError> {
         if let Some(ids) = &f.ids {
             let mut v = Vec::with_capacity(ids.len());
             for id in ids {
@@ -325,29 +342,71 @@ impl FjallStore {
         // Author, kind and time indexes hold exactly the events with that key; tag values
         // are checked on the event.
         let exact = f.tags.is_empty();
+        if prefixes.len() <= MERGE_FANOUT {
+            let merged = self.merged(f, slot, &prefixes, order)?;
+            return Ok((Box::new(merged), exact));
+        }
+        let mut kept: Vec<NegItem> = Vec::new();
+        for group in prefixes.chunks(MERGE_FANOUT) {
+            let mut taken = 0usize;
+            for item in self.merged(f, slot, group, order)? {
+                let item = item?;
+                if !exact {
+                    match self.get_blocking(&item.1)? {
+                        Some(ev) if f.matches(&ev) => {}
+                        _ => continue,
+                    }
+                }
+                kept.push(item);
+                taken += 1;
+                match want {
+                    // A query's first `n` are among the first `n` of each group.
+                    Want::First(n) if taken >= n => break,
+                    // The same event can come from two groups (two tag values): count it
+                    // once before refusing.
+                    Want::All { cap } if kept.len() > cap.saturating_mul(2) => {
+                        kept.sort_unstable();
+                        kept.dedup();
+                        if kept.len() > cap {
+                            return Err(StoreError::TooMany { max: cap });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut v = sorted(kept, order);
+        if let Want::First(n) = want {
+            v = Box::new(v.take(n));
+        }
+        Ok((v, true))
+    }
+
+    /// The ranges `prefixes` of index `slot` within `f`'s time bounds, merged in `order`.
+    fn merged(
+        &self,
+        f: &Filter,
+        slot: Slot,
+        prefixes: &[Vec<u8>],
+        order: Order,
+    ) -> Result<Merged, StoreError> {
         let (lo, hi) = (f.since.unwrap_or(0), f.until.unwrap_or(u64::MAX));
-        let (slot, prefixes, exact) = if prefixes.len() > MERGE_FANOUT {
-            (Slot::ByTime, vec![Vec::new()], false)
-        } else {
-            (slot, prefixes, exact)
-        };
-        let ranges = prefixes.into_iter().map(|p| {
-            let mut start = p.clone();
-            start.extend_from_slice(&lo.to_be_bytes());
-            let mut end = p;
-            end.extend_from_slice(&hi.to_be_bytes());
-            end.extend_from_slice(&[0xff; 32]);
-            self.ks(slot).range(start..=end)
-        });
-        let sources: Vec<Keys> = ranges
-            .map(|r| -> Keys {
+        let sources: Vec<Keys> = prefixes
+            .iter()
+            .map(|p| -> Keys {
+                let mut start = p.clone();
+                start.extend_from_slice(&lo.to_be_bytes());
+                let mut end = p.clone();
+                end.extend_from_slice(&hi.to_be_bytes());
+                end.extend_from_slice(&[0xff; 32]);
+                let r = self.ks(slot).range(start..=end);
                 match order {
                     Order::OldestFirst => Box::new(r),
                     Order::NewestFirst => Box::new(r.rev()),
                 }
             })
             .collect();
-        Ok((Box::new(Merged::new(sources, order)?), exact))
+        Merged::new(sources, order)
     }
 
     /// The kinds `pubkey` has events of: one seek per kind in `by_author_kind`, not a read per
@@ -402,7 +461,8 @@ impl FjallStore {
             }
             Ok(sent < limit)
         };
-        let (cands, _) = self.candidates(filter, order)?;
+        let first = usize::try_from(limit).unwrap_or(usize::MAX);
+        let (cands, _) = self.candidates(filter, order, Want::First(first))?;
         for item in cands {
             if !visit(&item?.1)? {
                 break;
@@ -506,11 +566,17 @@ impl FjallStore {
     /// Forces the journal to disk and writes the memtables out as tables (after an import and
     /// at clean shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.flush_within(FLUSH_WAIT)
+        self.flush_within(None)
     }
 
-    /// [`FjallStore::flush`], giving up on the memtable flush after `wait`.
-    pub fn flush_within(&self, wait: std::time::Duration) -> Result<(), StoreError> {
+    /// [`FjallStore::flush`] for a service that is stopping: gives up on the memtable flush
+    /// after [`FLUSH_WAIT`] rather than hang.
+    pub fn flush_at_stop(&self) -> Result<(), StoreError> {
+        self.flush_within(Some(FLUSH_WAIT))
+    }
+
+    /// [`FjallStore::flush`], giving up on the memtable flush after `wait` if given.
+    pub fn flush_within(&self, wait: Option<std::time::Duration>) -> Result<(), StoreError> {
         self.inner.db.persist(fjall::PersistMode::SyncAll)?;
         // Flushed tables spare the next open re-inserting the journal into memtables (for a
         // fresh 100k-event import that costs seconds). fjall still reads the active journal
@@ -529,9 +595,13 @@ impl FjallStore {
                 let _ = tx.send(r);
             })
             .map_err(|e| StoreError::Engine(format!("cannot start the flush: {e}")))?;
+        let wait = wait.unwrap_or(std::time::Duration::MAX);
         match rx.recv_timeout(wait) {
             Ok(r) => r?,
-            Err(_) => {
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(StoreError::Engine("the memtable flush failed".into()));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!(
                     "memtables not flushed within {wait:?} (disk full or store removed?); the \
                      journal holds the data, the next open replays it"

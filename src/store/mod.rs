@@ -87,6 +87,9 @@ pub enum StoreError {
     /// The request was refused (e.g. invalid event handed to a remote store).
     #[error("store refused: {0}")]
     Refused(String),
+    /// The negentropy sets loaded now fill the memory budget: try again later.
+    #[error("store busy: {0}")]
+    Busy(String),
     /// The filter's negentropy set would be loaded into memory and has more than `max` items.
     #[error("this query matches more than {max} records")]
     TooMany {

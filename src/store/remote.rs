@@ -25,6 +25,7 @@ fn status(addr: &str, s: tonic::Status) -> StoreError {
             StoreError::Unavailable(format!("orly-db at {addr}: {}", s.message()))
         }
         tonic::Code::InvalidArgument => StoreError::Refused(s.message().to_string()),
+        tonic::Code::ResourceExhausted => StoreError::Busy(s.message().to_string()),
         _ => StoreError::Engine(format!("orly-db at {addr}: {}: {}", s.code(), s.message())),
     }
 }

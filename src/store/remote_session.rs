@@ -14,8 +14,8 @@ use tokio::sync::{Mutex, mpsc};
 /// round takes well under a second).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for a session to open: a set that is loaded (a tag filter reads every
-/// candidate event) may take a while; an uncapped one for a sync job longer still.
-const OPEN_TIMEOUT: Duration = Duration::from_secs(600);
+/// candidate event) may take a while. The relay waits for it in the connection's own task.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// One session inside orly-db. Dropping it closes the request stream, which ends the session
 /// there.
