@@ -69,3 +69,50 @@ fn both_directions_converge_and_second_run_moves_nothing() {
         (Some(0), Some(0))
     );
 }
+
+/// The per-sync event cap (an admin's `max_events_per_sync` reaches the engine as
+/// `max_events`) is exact in both directions: exactly that many events move, then the sync is
+/// refused with "limit", and what moved stays stored.
+#[test]
+fn the_event_cap_moves_exactly_that_many_then_refuses() {
+    use orly::store::{FjallStore, Store};
+    use orly::sync::{Direction, SyncError, SyncJob, SyncRequest};
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let only_remote = notes("cap-remote", 300, 1_700_000_000);
+    let only_local = notes("cap-local", 450, 1_700_100_000);
+    import(&remote, &only_remote);
+    let relay = relay(&remote, &[]);
+    let url = format!("ws://{}", relay.addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (direction, cap) in [(Direction::Down, 120u64), (Direction::Up, 150)] {
+        let dir = local.join(format!("{direction:?}"));
+        let store = FjallStore::open(&dir).unwrap();
+        if direction == Direction::Up {
+            store.save_blocking(&only_local).unwrap();
+        }
+        let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
+        let req = SyncRequest {
+            peer_url: url.clone(),
+            filter: Default::default(),
+            since: None,
+            direction,
+            frame_size_limit: None,
+            max_events: Some(cap),
+            peer: Default::default(),
+        };
+        let res = rt.block_on(SyncJob::new(store.clone(), req).unwrap().run(|_| {}));
+        match res {
+            Err(SyncError::Refused(m)) => assert!(m.starts_with("limit:"), "{m}"),
+            other => panic!("{direction:?}: expected the cap's refusal, got {other:?}"),
+        }
+        let local_count = rt.block_on(store.count(Default::default())).unwrap();
+        match direction {
+            Direction::Down => assert_eq!(local_count, cap, "fetched exactly the cap"),
+            _ => assert_eq!(local_count, only_local.len() as u64),
+        }
+    }
+    drop(relay);
+    // The relay's store got exactly the cap of uploads.
+    assert_eq!(ids(&remote).len(), only_remote.len() + 150);
+}

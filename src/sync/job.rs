@@ -302,8 +302,8 @@ impl SyncJob {
                 break;
             }
             let ids: Vec<[u8; 32]> = st.have_q.drain(..n).collect();
-            let _span = tracing::info_span!("upload_batch", events = ids.len());
-            for ev in self.store.get_by_ids(ids).await? {
+            let span = tracing::info_span!("upload_batch", events = ids.len());
+            for ev in self.store.get_by_ids(ids).instrument(span).await? {
                 st.moved += 1;
                 st.uploads.insert(ev.id_hex());
                 let v =
