@@ -48,7 +48,7 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
-fn filter_of(f: Option<pb::Filter>) -> Result<Filter, Status> {
+pub(super) fn filter_of(f: Option<pb::Filter>) -> Result<Filter, Status> {
     match f {
         Some(f) => Filter::try_from(&f).map_err(Status::invalid_argument),
         None => Ok(Filter::default()),

@@ -4,7 +4,7 @@
 
 use crate::negentropy::NegError;
 use crate::proto::orlydb::v1 as db;
-use crate::store::{Store, StoreError, pack_ids};
+use crate::store::{Store, StoreError};
 use db::reconcile_request::Step;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,10 +122,7 @@ async fn serve(
     let max = open
         .max_items
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    let filter = match open.filter {
-        Some(f) => crate::event::Filter::try_from(&f).map_err(Status::invalid_argument)?,
-        None => crate::event::Filter::default(),
-    };
+    let filter = super::db::filter_of(open.filter)?;
     let mut session = match store.neg_session(filter, open.frame_limit, max).await {
         Ok(s) => s,
         Err(StoreError::TooMany { max }) => {
@@ -192,8 +189,8 @@ async fn send_step(
         let n = need.len().min(IDS_PER_RESPONSE - h);
         let last = h == have.len() && n == need.len();
         let mut r = db::ReconcileResponse {
-            have: pack_ids(&have[..h]),
-            need: pack_ids(&need[..n]),
+            have: have[..h].concat(),
+            need: need[..n].concat(),
             more: !last,
             ..Default::default()
         };

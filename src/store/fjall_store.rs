@@ -200,25 +200,7 @@ impl FjallStore {
             )?));
         }
         let mut share = Share::new(self.inner.budget.clone());
-        let mut items = Vec::new();
-        self.for_each_match(filter, max_items, |item| {
-            if items.len() >= max_items {
-                return Err(StoreError::TooMany { max: max_items });
-            }
-            if !share.take_one() {
-                tracing::warn!(
-                    loaded = items.len(),
-                    "negentropy memory budget spent by the sets open now; set refused"
-                );
-                return Err(StoreError::Busy(format!(
-                    "the negentropy sets open now fill the memory budget ({} items); try \
-                     again later",
-                    self.inner.budget.limit()
-                )));
-            }
-            items.push(item);
-            Ok(())
-        })?;
+        let items = self.load_items(filter, max_items, Some(&mut share))?;
         let set = crate::negentropy::VecStorage::from_pairs(items);
         Ok(Box::new(Budgeted::new(set, share)))
     }
@@ -231,10 +213,33 @@ impl FjallStore {
         filter: &Filter,
         max_items: usize,
     ) -> Result<Vec<NegItem>, StoreError> {
+        self.load_items(filter, max_items, None)
+    }
+
+    /// Matching items, ascending, refused past `max_items`, each taken from `share` when given.
+    fn load_items(
+        &self,
+        filter: &Filter,
+        max_items: usize,
+        mut share: Option<&mut Share>,
+    ) -> Result<Vec<NegItem>, StoreError> {
         let mut items = Vec::new();
         self.for_each_match(filter, max_items, |item| {
             if items.len() >= max_items {
                 return Err(StoreError::TooMany { max: max_items });
+            }
+            if let Some(share) = share.as_deref_mut()
+                && !share.take_one()
+            {
+                tracing::warn!(
+                    loaded = items.len(),
+                    "negentropy memory budget spent by the sets open now; set refused"
+                );
+                return Err(StoreError::Busy(format!(
+                    "the negentropy sets open now fill the memory budget ({} items); try \
+                     again later",
+                    self.inner.budget.limit()
+                )));
             }
             items.push(item);
             Ok(())

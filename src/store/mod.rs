@@ -20,7 +20,6 @@ pub use budget::DEFAULT_LOADED_ITEMS;
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
 pub use neg_index::IndexedSet;
 pub use remote::RemoteStore;
-pub(crate) use remote_session::pack_ids;
 pub use session::{LocalSession, NegSession, NegStep};
 
 use crate::event::{Event, EventId, Filter};

@@ -31,11 +31,6 @@ pub(super) struct RemoteSession {
     failed: bool,
 }
 
-/// Ids as 32 bytes each, concatenated.
-pub(crate) fn pack_ids(ids: &[EventId]) -> Vec<u8> {
-    ids.concat()
-}
-
 fn unpack_ids(b: &[u8]) -> Result<Vec<EventId>, NegError> {
     let chunks = b.chunks_exact(32);
     if !chunks.remainder().is_empty() {
