@@ -79,6 +79,72 @@ fn store_only(events: &[Event], dir: &Path) -> u64 {
     n
 }
 
+/// Best of [`ROUNDS`] times of `f` over `events`, one core.
+fn best_of(events: &[Event], f: impl Fn(&Event) -> bool) -> Duration {
+    (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(events.iter().all(&f));
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// The id check alone, one core. The common path (no control character or DEL in the text)
+/// must cost what hashing the canonical form costs; events that hold such characters cost one
+/// hash in the signers' form and up to two more in the forms tried after it.
+fn id_check(events: &[Event]) {
+    use orly::event::{Form, Keys, sign_event};
+    let keys = Keys::from_seed(b"import-bench", 0);
+    let n = events.len().min(20_000);
+    let plain = &events[..n];
+    let with_controls: Vec<Event> = plain
+        .iter()
+        .map(|e| {
+            sign_event(
+                &keys,
+                e.created_at,
+                1,
+                e.tags.clone(),
+                &format!("{}\u{1}", e.content),
+            )
+        })
+        .collect();
+    let raw_form: Vec<Event> = with_controls
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            e.id = e.id_in(Form::RawControls);
+            e
+        })
+        .collect();
+    let hash_only = best_of(plain, |e| e.compute_id() == e.id);
+    let rows = [
+        ("hash of the canonical form only (baseline)", hash_only),
+        (
+            "id check, plain events (the common path)",
+            best_of(plain, Event::id_matches),
+        ),
+        (
+            "id check, a control character, signers' form",
+            best_of(&with_controls, Event::id_matches),
+        ),
+        (
+            "id check, a control character written raw",
+            best_of(&raw_form, Event::id_matches),
+        ),
+    ];
+    println!();
+    for (name, d) in rows {
+        println!(
+            "{name:<50} {:>8.0} ids/s  ({:.2} x baseline time)",
+            n as f64 / d.as_secs_f64(),
+            d.as_secs_f64() / hash_only.as_secs_f64()
+        );
+    }
+}
+
 fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let t = Instant::now();
@@ -186,4 +252,5 @@ fn main() {
     // ratio cannot beat verify's share of that, whatever the pipeline does.
     let ceiling = (1.0 / raw_one) / (1.0 / raw_one + 1.0 / parsed + 1.0 / stored);
     println!("ceiling of that ratio (verify's CPU share): {ceiling:.2}");
+    id_check(&events);
 }

@@ -6,8 +6,13 @@
 //!
 //! `cargo bench --bench sync` runs every case; `cargo bench --bench sync -- small` only the
 //! 100 000-event ones; `-- floors` only the in-process reconciliation of each case; `-- query`
-//! relay queries by index; `-- overhead` client mode and the launcher layout. Stores are
-//! cached under target/bench-data/<layout> (built once, copied per run).
+//! relay queries by index; `-- overhead` client mode and the launcher layout; `-- sequence` the
+//! user's sequence (import, sync, sync again) on freshly imported stores, which every full run
+//! also ends with. Stores are cached under target/bench-data/<layout> (built once, copied per
+//! run).
+
+#[path = "support/sequence.rs"]
+mod sequence;
 
 use orly::cli::gen_events::{GenSpec, generate};
 use orly::store::FjallStore;
@@ -538,6 +543,10 @@ fn main() {
         client_mode_overhead();
         return;
     }
+    if std::env::args().any(|a| a == "sequence") {
+        sequence::run();
+        return;
+    }
     let only_floors = std::env::args().any(|a| a == "floors");
     for case in CASES {
         if only_small && case.total > 100_000
@@ -560,5 +569,6 @@ fn main() {
     }
     if !only_floors {
         client_mode_overhead();
+        sequence::run();
     }
 }

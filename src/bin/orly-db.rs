@@ -78,7 +78,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         config::shutdown_signal(),
     )
     .await?;
-    store.flush_at_stop()?;
+    store.close_at_stop()?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -299,7 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let started = std::time::Instant::now();
             let s = cli::import::import(&store, reader, &mut stderr, &pb)?;
             pb.finish_and_clear();
-            store.flush()?;
+            store.close(None)?;
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "imported {} lines in {secs:.2}s: accepted {}, replaced {}, duplicate {}, superseded {}, deleted {}, ephemeral {}, rejected {}",
@@ -484,7 +484,8 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
                     &display,
                 )
                 .await;
-                if let Err(e) = tokio::task::spawn_blocking(move || store.persist()).await? {
+                // A clean close leaves no journal for the next open to replay.
+                if let Err(e) = tokio::task::spawn_blocking(move || store.close(None)).await? {
                     eprintln!("warning: store flush failed: {e}");
                 }
                 return anyhow::Ok(code);

@@ -6,12 +6,14 @@
 
 mod canonical;
 mod filter;
+#[cfg(test)]
+mod forms_tests;
 mod hexbytes;
 mod kind;
 mod parse;
 mod sign;
 
-pub use canonical::canonical_json;
+pub use canonical::{Form, canonical_json};
 pub use filter::{Filter, FilterError};
 pub use hexbytes::{decode_hex32, decode_hex64};
 pub use kind::KindClass;
@@ -111,9 +113,15 @@ impl Event {
 
     /// sha256 of the canonical serialization: what `id` must be.
     pub fn compute_id(&self) -> EventId {
+        self.id_in(Form::Signers)
+    }
+
+    /// sha256 of the serialization in `form`.
+    pub fn id_in(&self, form: Form) -> EventId {
         let mut h = Sha256::new();
         canonical::write_canonical(
             &mut h,
+            form,
             &self.pubkey,
             self.created_at,
             self.kind,
@@ -123,9 +131,17 @@ impl Event {
         h.finalize().into()
     }
 
+    /// Whether `id` is the hash of this event in a form some signer writes: the canonical one,
+    /// or, only for text holding control characters or DEL, one of [`Form::FALLBACKS`].
+    pub fn id_matches(&self) -> bool {
+        self.compute_id() == self.id
+            || (canonical::needs_other_forms(&self.tags, &self.content)
+                && Form::FALLBACKS.iter().any(|&f| self.id_in(f) == self.id))
+    }
+
     /// Checks that the id matches the content and that the signature verifies.
     pub fn verify(&self) -> Result<(), EventError> {
-        if self.compute_id() != self.id {
+        if !self.id_matches() {
             return Err(EventError::BadId);
         }
         self.verify_signature()

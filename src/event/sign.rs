@@ -64,7 +64,15 @@ pub fn sign_event(
     content: &str,
 ) -> Event {
     let mut h = Sha256::new();
-    canonical::write_canonical(&mut h, &keys.pubkey, created_at, kind, &tags, content);
+    canonical::write_canonical(
+        &mut h,
+        canonical::Form::Signers,
+        &keys.pubkey,
+        created_at,
+        kind,
+        &tags,
+        content,
+    );
     let id: [u8; 32] = h.finalize().into();
     Event {
         id,

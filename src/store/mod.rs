@@ -8,6 +8,7 @@
 mod budget;
 pub mod db_auth;
 mod fjall_store;
+mod journal;
 mod keys;
 mod merge;
 mod neg_index;
