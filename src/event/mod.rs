@@ -12,6 +12,7 @@ mod hexbytes;
 mod kind;
 mod parse;
 mod sign;
+pub mod wire;
 
 pub use canonical::{Form, canonical_json};
 pub use filter::{Filter, FilterError};

@@ -1,15 +1,15 @@
 //! The client side of a relay connection: WebSocket (ws:// or wss:// with rustls), the message
 //! codec, NIP-42 AUTH and timeouts. It moves messages; deciding what to do with them is `sync`'s.
 
-mod message;
 mod nip11;
 
-pub use message::{MalformedMsg, RelayMsg};
+pub use crate::event::wire::{MalformedMsg, RelayMessage as RelayMsg};
 pub use nip11::{frame_limit_for, max_message_length};
 
+use crate::event::wire::{ClientMessage, kind};
 use crate::event::{Keys, sign_event};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -203,7 +203,12 @@ impl RelayConn {
         &self.url
     }
 
-    /// Sends one client message (a JSON array).
+    /// Sends one client message.
+    pub async fn send_msg(&self, msg: &ClientMessage) -> Result<(), PeerError> {
+        self.send(msg.to_value()).await
+    }
+
+    /// Sends one client message already in JSON form.
     pub async fn send(&self, msg: Value) -> Result<(), PeerError> {
         self.out
             .send(Message::Text(msg.to_string().into()))
@@ -225,7 +230,7 @@ impl RelayConn {
         let ev = sign_event(
             keys,
             now,
-            22242,
+            kind::CLIENT_AUTH,
             vec![
                 vec!["relay".into(), self.url.clone()],
                 vec!["challenge".into(), challenge.into()],
@@ -235,7 +240,7 @@ impl RelayConn {
         let id = ev.id_hex();
         let v: Value =
             serde_json::to_value(&ev).map_err(|e| PeerError::Disconnected(e.to_string()))?;
-        self.send(json!(["AUTH", v])).await?;
+        self.send_msg(&ClientMessage::Auth(v)).await?;
         Ok(id)
     }
 
