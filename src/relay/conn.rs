@@ -4,11 +4,12 @@
 
 use super::neg::{self, NegSessions};
 use super::server::Shared;
+use crate::event::wire::{ClientMessage, Prefix, RelayMessage, kind};
 use crate::event::{Event, Filter};
 use crate::negentropy::NegError;
 use crate::store::{Order, SaveOutcome, StoreError};
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +24,8 @@ const EVENT_BATCH: usize = 256;
 /// An `EVENT` after its checks: to store, or answered already.
 enum Pending {
     Store(Event),
-    Refused(Value),
-    Notice(&'static str),
+    Refused(RelayMessage),
+    Notice(String),
 }
 
 struct Conn {
@@ -61,7 +62,10 @@ where
         challenge: hex::encode(rand::random::<[u8; 16]>()),
         authed: None,
     };
-    c.send(json!(["AUTH", c.challenge])).await;
+    c.send(RelayMessage::Auth {
+        challenge: c.challenge.clone(),
+    })
+    .await;
     let mut tick = tokio::time::interval(
         idle.min(std::time::Duration::from_secs(5))
             .max(std::time::Duration::from_millis(50)),
@@ -112,7 +116,7 @@ where
             },
             _ = tick.tick() => {
                 for sub in c.negs.expire(idle) {
-                    c.send(json!(["NEG-ERR", sub, "closed: session idle for too long"])).await;
+                    c.neg_err(&sub, Prefix::Closed.reason("session idle for too long")).await;
                 }
             }
         }
@@ -122,12 +126,42 @@ where
 }
 
 impl Conn {
-    async fn send(&self, v: Value) {
-        let _ = self.out.send(Message::Text(v.to_string().into())).await;
+    async fn send(&self, m: RelayMessage) {
+        let _ = self.out.send(Message::Text(m.to_json().into())).await;
     }
 
     async fn notice(&self, msg: &str) {
-        self.send(json!(["NOTICE", msg])).await;
+        self.send(RelayMessage::Notice {
+            message: msg.into(),
+        })
+        .await;
+    }
+
+    async fn ok(&self, id: String, accepted: bool, message: impl Into<String>) {
+        let message = message.into();
+        self.send(RelayMessage::Ok {
+            id,
+            accepted,
+            message,
+        })
+        .await;
+    }
+
+    async fn closed(&self, sub: &str, message: impl Into<String>) {
+        self.send(RelayMessage::Closed {
+            sub: sub.into(),
+            message: message.into(),
+        })
+        .await;
+    }
+
+    async fn neg_err(&self, sub: &str, reason: impl Into<String>) {
+        self.send(RelayMessage::NegErr {
+            sub: sub.into(),
+            reason: reason.into(),
+            max: None,
+        })
+        .await;
     }
 
     /// Handles frames in order; runs of `EVENT`s are checked one by one and stored in one
@@ -135,52 +169,39 @@ impl Conn {
     async fn handle_all(&mut self, texts: &[tokio_tungstenite::tungstenite::Utf8Bytes]) {
         let mut batch: Vec<Pending> = Vec::new();
         for text in texts {
-            let v: Value = match serde_json::from_str(text.as_str()) {
-                Ok(v) => v,
-                Err(e) => {
+            match ClientMessage::parse(text.as_str()) {
+                Ok(ClientMessage::Event(raw)) => batch.push(self.check_event(&raw, text.len())),
+                Ok(msg) => {
                     self.save_events(std::mem::take(&mut batch)).await;
-                    self.notice(&format!("invalid: message is not JSON: {e}"))
-                        .await;
-                    continue;
+                    self.handle(msg).await;
                 }
-            };
-            if v.get(0).and_then(Value::as_str) == Some("EVENT") {
-                batch.push(self.check_event(v.get(1), text.len()));
-            } else {
-                self.save_events(std::mem::take(&mut batch)).await;
-                self.handle(&v).await;
+                Err(e) => {
+                    // An EVENT without its event is answered in order with the batch.
+                    batch.push(Pending::Notice(e.to_string()));
+                }
             }
         }
         self.save_events(batch).await;
     }
 
-    async fn handle(&mut self, v: &Value) {
-        let Some(arr) = v.as_array() else {
-            return self.notice("invalid: message must be a JSON array").await;
-        };
-        let s = |i: usize| arr.get(i).and_then(Value::as_str);
-        match s(0) {
-            Some("REQ") => self.on_req(s(1), &arr[2.min(arr.len())..]).await,
-            Some("CLOSE") => {
-                if let Some(sub) = s(1) {
-                    self.subs.remove(sub);
-                }
+    /// One message other than `EVENT` (those are batched by `handle_all`).
+    async fn handle(&mut self, msg: ClientMessage) {
+        match msg {
+            ClientMessage::Req { sub, filters } => self.on_req(&sub, &filters).await,
+            ClientMessage::Close { sub } => {
+                self.subs.remove(&sub);
             }
-            Some("AUTH") => self.on_auth(arr.get(1)).await,
-            Some("NEG-OPEN") => self.on_neg_open(s(1), arr.get(2), s(3)).await,
-            Some("NEG-MSG") => self.on_neg_msg(s(1), s(2)).await,
-            Some("NEG-CLOSE") => {
-                if let Some(sub) = s(1) {
-                    self.negs.close(sub);
-                }
+            ClientMessage::Auth(raw) => self.on_auth(&raw).await,
+            ClientMessage::NegOpen { sub, filter, hex } => {
+                self.on_neg_open(&sub, &filter, &hex).await
             }
-            Some(other) => {
-                self.notice(&format!("invalid: unknown message type {other:?}"))
-                    .await
+            ClientMessage::NegMsg { sub, hex } => self.on_neg_msg(&sub, &hex).await,
+            ClientMessage::NegClose { sub } => {
+                self.negs.close(&sub);
             }
-            None => {
-                self.notice("invalid: first element must be the message type")
-                    .await
+            ClientMessage::Event(raw) => {
+                let p = self.check_event(&raw, 0);
+                self.save_events(vec![p]).await;
             }
         }
     }
@@ -197,40 +218,43 @@ impl Conn {
         }
     }
 
-    fn auth_reason(&self) -> &'static str {
+    fn auth_reason(&self) -> String {
         if self.authed.is_some() {
-            "restricted: this pubkey is not allowed"
+            Prefix::Restricted.reason("this pubkey is not allowed")
         } else {
-            "auth-required: authenticate with NIP-42 first"
+            Prefix::AuthRequired.reason("authenticate with NIP-42 first")
         }
     }
 
     /// Everything about an `EVENT` short of storing it: size, parse, signature, auth.
-    fn check_event(&self, raw: Option<&Value>, len: usize) -> Pending {
-        let Some(raw) = raw else {
-            return Pending::Notice("invalid: EVENT without an event");
-        };
+    fn check_event(&self, raw: &Value, len: usize) -> Pending {
         let id = raw
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let refuse = |msg: String| Pending::Refused(json!(["OK", id, false, msg]));
+        let refuse = |message: String| {
+            Pending::Refused(RelayMessage::Ok {
+                id,
+                accepted: false,
+                message,
+            })
+        };
         if len > self.shared.cfg.max_event_bytes + 64 {
-            return refuse(format!(
-                "invalid: event too large (max {} bytes)",
+            return refuse(Prefix::Invalid.reason(format_args!(
+                "event too large (max {} bytes)",
                 self.shared.cfg.max_event_bytes
-            ));
+            )));
         }
         let ev = match Event::from_value(raw.clone()).and_then(|e| e.verify().map(|()| e)) {
             Ok(ev) => ev,
             Err(e) => return refuse(e.to_string()),
         };
-        if ev.kind == 22242 {
-            return refuse("invalid: AUTH events go in an AUTH message".into());
+        if ev.kind == kind::CLIENT_AUTH {
+            return refuse(Prefix::Invalid.reason("AUTH events go in an AUTH message"));
         }
         if !self.auth_ok(self.shared.cfg.auth_write) {
-            return refuse(self.auth_reason().into());
+            return refuse(self.auth_reason());
         }
         Pending::Store(ev)
     }
@@ -258,7 +282,7 @@ impl Conn {
         }
         for p in batch {
             match p {
-                Pending::Notice(m) => self.notice(m).await,
+                Pending::Notice(m) => self.notice(&m).await,
                 Pending::Refused(reply) => self.send(reply).await,
                 Pending::Store(ev) => {
                     let id = ev.id_hex();
@@ -267,8 +291,8 @@ impl Conn {
                         Err(_) => None,
                     };
                     let Some(o) = o else {
-                        let m = "error: could not store the event";
-                        self.send(json!(["OK", id, false, m])).await;
+                        self.ok(id, false, Prefix::Error.reason("could not store the event"))
+                            .await;
                         continue;
                     };
                     let (ok, msg) = o.ok_reply();
@@ -278,32 +302,33 @@ impl Conn {
                     ) {
                         self.shared.publish(Arc::new(ev));
                     }
-                    self.send(json!(["OK", id, ok, msg])).await;
+                    self.ok(id, ok, msg).await;
                 }
             }
         }
     }
 
-    async fn on_req(&mut self, sub: Option<&str>, raw_filters: &[Value]) {
-        let Some(sub) = sub.filter(|s| !s.is_empty() && s.len() <= 64) else {
+    async fn on_req(&mut self, sub: &str, raw_filters: &[Value]) {
+        if sub.is_empty() || sub.len() > 64 {
             return self
                 .notice("invalid: REQ needs a subscription id of 1 to 64 characters")
                 .await;
-        };
+        }
         let cfg = &self.shared.cfg;
         if raw_filters.is_empty() || raw_filters.len() > cfg.max_filters {
-            let m = format!("invalid: a REQ takes 1 to {} filters", cfg.max_filters);
-            return self.send(json!(["CLOSED", sub, m])).await;
+            let m = Prefix::Invalid
+                .reason(format_args!("a REQ takes 1 to {} filters", cfg.max_filters));
+            return self.closed(sub, m).await;
         }
         if !self.subs.contains_key(sub) && self.subs.len() >= cfg.max_subscriptions {
-            let m = format!(
-                "blocked: at most {} open subscriptions",
+            let m = Prefix::Blocked.reason(format_args!(
+                "at most {} open subscriptions",
                 cfg.max_subscriptions
-            );
-            return self.send(json!(["CLOSED", sub, m])).await;
+            ));
+            return self.closed(sub, m).await;
         }
         if !self.auth_ok(cfg.auth_read) {
-            return self.send(json!(["CLOSED", sub, self.auth_reason()])).await;
+            return self.closed(sub, self.auth_reason()).await;
         }
         // Events published from here on reach the subscription live; earlier ones are stored.
         let start = self
@@ -315,9 +340,7 @@ impl Conn {
             match Filter::from_value(f) {
                 Ok(f) => filters.push(f),
                 Err(e) => {
-                    return self
-                        .send(json!(["CLOSED", sub, format!("invalid: {}", e.0)]))
-                        .await;
+                    return self.closed(sub, Prefix::Invalid.reason(e.0)).await;
                 }
             }
         }
@@ -331,34 +354,39 @@ impl Conn {
                 match item {
                     Ok(ev) => {
                         if sent.insert(ev.id) {
-                            self.send(json!(["EVENT", sub, ev])).await;
+                            self.send_event(sub, &ev).await;
                         }
                     }
                     Err(e) => {
                         tracing::error!("query failed: {e}");
-                        return self
-                            .send(json!(["CLOSED", sub, "error: query failed"]))
-                            .await;
+                        return self.closed(sub, Prefix::Error.reason("query failed")).await;
                     }
                 }
             }
         }
-        self.send(json!(["EOSE", sub])).await;
+        self.send(RelayMessage::Eose { sub: sub.into() }).await;
         self.subs.insert(sub.to_string(), (start, filters));
+    }
+
+    async fn send_event(&self, sub: &str, ev: &Event) {
+        // Serializing our own struct of strings and integers cannot fail.
+        let event = serde_json::to_value(ev).unwrap_or_default();
+        self.send(RelayMessage::Event {
+            sub: sub.into(),
+            event,
+        })
+        .await;
     }
 
     async fn push_live(&self, seq: u64, ev: &Event) {
         for (sub, (start, filters)) in &self.subs {
             if seq > *start && filters.iter().any(|f| f.matches(ev)) {
-                self.send(json!(["EVENT", sub, ev])).await;
+                self.send_event(sub, ev).await;
             }
         }
     }
 
-    async fn on_auth(&mut self, raw: Option<&Value>) {
-        let Some(raw) = raw else {
-            return self.notice("invalid: AUTH without an event").await;
-        };
+    async fn on_auth(&mut self, raw: &Value) {
         let id = raw
             .get("id")
             .and_then(Value::as_str)
@@ -371,15 +399,18 @@ impl Conn {
         match res {
             Ok(ev) => {
                 self.authed = Some(ev.pubkey);
-                self.send(json!(["OK", id, true, ""])).await;
+                self.ok(id, true, "").await;
             }
-            Err(reason) => self.send(json!(["OK", id, false, reason])).await,
+            Err(reason) => self.ok(id, false, reason).await,
         }
     }
 
     fn check_auth_event(&self, ev: &Event) -> Result<(), String> {
-        if ev.kind != 22242 {
-            return Err("invalid: AUTH event must be kind 22242".into());
+        if ev.kind != kind::CLIENT_AUTH {
+            return Err(Prefix::Invalid.reason(format_args!(
+                "AUTH event must be kind {}",
+                kind::CLIENT_AUTH
+            )));
         }
         if ev.tag_values("challenge").next() != Some(self.challenge.as_str()) {
             return Err("invalid: wrong AUTH challenge".into());
@@ -405,12 +436,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn on_neg_open(&mut self, sub: Option<&str>, filter: Option<&Value>, msg: Option<&str>) {
-        let (Some(sub), Some(filter), Some(msg)) = (sub, filter, msg) else {
-            return self
-                .notice("invalid: NEG-OPEN needs a subscription id, a filter and a message")
-                .await;
-        };
+    async fn on_neg_open(&mut self, sub: &str, filter: &Value, msg: &str) {
         let cfg = &self.shared.cfg;
         if sub.is_empty() || sub.len() > 64 {
             return self
@@ -418,29 +444,27 @@ impl Conn {
                 .await;
         }
         if !self.auth_ok(cfg.auth_sync) {
-            return self.send(json!(["NEG-ERR", sub, self.auth_reason()])).await;
+            return self.neg_err(sub, self.auth_reason()).await;
         }
         // Re-opening an id replaces its session (NIP-77).
         self.negs.close(sub);
         if self.negs.len() >= cfg.max_neg_sessions {
-            let m = format!(
-                "closed: at most {} open sessions per connection",
+            let m = Prefix::Closed.reason(format_args!(
+                "at most {} open sessions per connection",
                 cfg.max_neg_sessions
-            );
-            return self.send(json!(["NEG-ERR", sub, m])).await;
+            ));
+            return self.neg_err(sub, m).await;
         }
         let mut filter = match Filter::from_value(filter) {
             Ok(f) => f,
             Err(e) => {
-                return self
-                    .send(json!(["NEG-ERR", sub, format!("invalid: {}", e.0)]))
-                    .await;
+                return self.neg_err(sub, Prefix::Invalid.reason(e.0)).await;
             }
         };
         filter.limit = None;
         let Ok(bytes) = hex::decode(msg) else {
             return self
-                .send(json!(["NEG-ERR", sub, "invalid: message is not hex"]))
+                .neg_err(sub, Prefix::Invalid.reason("message is not hex"))
                 .await;
         };
         // The cap is the operator's (like strfry's maxSyncEvents) and bounds the sets loaded
@@ -455,39 +479,38 @@ impl Conn {
         {
             Ok(s) => self.reconcile(sub, s, bytes).await,
             Err(StoreError::TooMany { max }) => {
-                let m = format!("blocked: this query matches too many records (max {max})");
-                self.send(json!(["NEG-ERR", sub, m, max])).await
+                let reason = Prefix::Blocked.reason(format_args!(
+                    "this query matches too many records (max {max})"
+                ));
+                self.send(RelayMessage::NegErr {
+                    sub: sub.into(),
+                    reason,
+                    max: Some(max as u64),
+                })
+                .await
             }
             Err(StoreError::Busy(_)) => {
-                let m = "error: busy: too many negentropy sets open; try again later";
-                self.send(json!(["NEG-ERR", sub, m])).await
+                let m =
+                    Prefix::Error.reason("busy: too many negentropy sets open; try again later");
+                self.neg_err(sub, m).await
             }
             Err(e) => {
                 tracing::error!("negentropy set failed: {e}");
-                self.send(json!(["NEG-ERR", sub, "error: store failed"]))
+                self.neg_err(sub, Prefix::Error.reason("store failed"))
                     .await
             }
         }
     }
 
-    async fn on_neg_msg(&mut self, sub: Option<&str>, msg: Option<&str>) {
-        let (Some(sub), Some(msg)) = (sub, msg) else {
-            return self
-                .notice("invalid: NEG-MSG needs a subscription id and a message")
-                .await;
-        };
+    async fn on_neg_msg(&mut self, sub: &str, msg: &str) {
         let Some(session) = self.negs.take(sub) else {
             return self
-                .send(json!([
-                    "NEG-ERR",
-                    sub,
-                    "closed: no open session with this id"
-                ]))
+                .neg_err(sub, Prefix::Closed.reason("no open session with this id"))
                 .await;
         };
         let Ok(bytes) = hex::decode(msg) else {
             return self
-                .send(json!(["NEG-ERR", sub, "invalid: message is not hex"]))
+                .neg_err(sub, Prefix::Invalid.reason("message is not hex"))
                 .await;
         };
         self.reconcile(sub, session, bytes).await;
@@ -497,17 +520,20 @@ impl Conn {
         match neg::reconcile(session, bytes).await {
             Ok((session, out)) => {
                 self.negs.put(sub.to_string(), session);
-                self.send(json!(["NEG-MSG", sub, hex::encode(out)])).await;
+                self.send(RelayMessage::NegMsg {
+                    sub: sub.into(),
+                    hex: hex::encode(out),
+                })
+                .await;
             }
             Err(NegError::Storage(e)) => {
                 tracing::error!("negentropy step failed: {e}");
-                self.send(json!(["NEG-ERR", sub, "error: store failed"]))
+                self.neg_err(sub, Prefix::Error.reason("store failed"))
                     .await;
             }
             Err(e) => {
                 debug_assert!(!self.negs.contains(sub));
-                self.send(json!(["NEG-ERR", sub, format!("invalid: {e}")]))
-                    .await;
+                self.neg_err(sub, Prefix::Invalid.reason(e)).await;
             }
         }
     }
