@@ -5,6 +5,7 @@ use orly::config::{self, StoreConfig};
 use orly::relay::{self, RelayConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,6 +43,39 @@ struct Args {
     /// Only these pubkeys (hex) pass the AUTH requirements (repeatable; default: any).
     #[arg(long = "auth-pubkey")]
     auth_pubkeys: Vec<String>,
+    /// Open connections at most (also kept 64 under the open-files limit).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Open connections per client address at most.
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_ip: usize,
+    /// Seconds from TCP accept to the WebSocket upgrade (or the end of a NIP-11 fetch).
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
+    handshake_timeout: f64,
+    /// Seconds of silence after which a WebSocket is pinged.
+    #[arg(long, default_value_t = 30.0, value_parser = seconds)]
+    ping_interval: f64,
+    /// Seconds without any frame (pongs included) after which a WebSocket is closed.
+    #[arg(long, default_value_t = 90.0, value_parser = seconds)]
+    idle_timeout: f64,
+    /// Seconds one message may take from its first byte to its last.
+    #[arg(long, default_value_t = 60.0, value_parser = seconds)]
+    message_timeout: f64,
+    /// Bytes of unfinished messages held over all connections at most; past it, the connection
+    /// whose bytes do not fit is closed.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_pending_bytes: usize,
+    /// Messages read per second per connection; reading slows down past it (0: no limit).
+    #[arg(long, default_value_t = 10_000)]
+    max_messages_per_second: u32,
+}
+
+/// A positive number of seconds (fractions allowed).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 * 365.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
 }
 
 #[tokio::main]
@@ -75,6 +109,14 @@ async fn run(a: Args) -> anyhow::Result<()> {
         auth_write: a.auth_write,
         auth_sync: a.auth_sync,
         auth_pubkeys: pubkeys,
+        max_connections: a.max_connections.max(1),
+        max_connections_per_ip: a.max_connections_per_ip.max(1),
+        handshake_timeout: Duration::from_secs_f64(a.handshake_timeout),
+        ping_interval: Duration::from_secs_f64(a.ping_interval),
+        idle_timeout: Duration::from_secs_f64(a.idle_timeout),
+        message_timeout: Duration::from_secs_f64(a.message_timeout),
+        max_pending_bytes: a.max_pending_bytes,
+        max_messages_per_second: a.max_messages_per_second,
         ..RelayConfig::default()
     };
     tracing::info!(store = %store_cfg, ?cfg, "starting orly-relay");

@@ -2,6 +2,7 @@
 //! protocol message (`OK false`, `CLOSED`, `NEG-ERR`, `NOTICE`); nothing a client sends can end
 //! the relay.
 
+use super::limits::Meter;
 use super::neg::{self, NegSessions};
 use super::server::Shared;
 use crate::event::wire::{ClientMessage, Prefix, RelayMessage, kind};
@@ -17,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Frames handled together at most (see `run`).
 const EVENT_BATCH: usize = 256;
@@ -38,8 +41,12 @@ struct Conn {
     authed: Option<[u8; 32]>,
 }
 
-pub(super) async fn run<S>(ws: WebSocketStream<S>, shared: Arc<Shared>, addr: SocketAddr)
-where
+pub(super) async fn run<S>(
+    ws: WebSocketStream<S>,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    meter: Arc<Meter>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
@@ -54,6 +61,14 @@ where
     });
     let mut live = shared.live.subscribe();
     let idle = shared.cfg.neg_idle_timeout;
+    let (ping_every, idle_limit) = (shared.cfg.ping_interval, shared.cfg.idle_timeout);
+    let message_limit = shared.cfg.message_timeout;
+    let rate = std::num::NonZeroU32::new(shared.cfg.max_messages_per_second).map(|r| {
+        let burst = r.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+        governor::RateLimiter::direct(governor::Quota::per_second(r).allow_burst(burst))
+    });
+    let mut last_heard = tokio::time::Instant::now();
+    let mut pinged = false;
     let mut c = Conn {
         shared,
         out,
@@ -67,18 +82,32 @@ where
     })
     .await;
     let mut tick = tokio::time::interval(
-        idle.min(std::time::Duration::from_secs(5))
+        idle.min(ping_every)
+            .min(message_limit / 2)
+            .min(std::time::Duration::from_secs(5))
             .max(std::time::Duration::from_millis(50)),
     );
-    loop {
+    let close_reason = loop {
         tokio::select! {
-            frame = stream.next() => match frame {
+            frame = stream.next() => {
+                // Any complete frame (pongs included) shows the client is there, and ends
+                // what the meter counted as unfinished.
+                meter.message_done();
+                last_heard = tokio::time::Instant::now();
+                pinged = false;
+                if let Some(r) = &rate {
+                    r.until_ready().await;
+                }
+                match frame {
                 Some(Ok(Message::Text(t))) => {
                     // Frames that have arrived already are handled together, so a burst of
                     // EVENTs (a sync uploading) is stored in one batch.
                     let mut texts = vec![t];
                     let mut next = None;
-                    while texts.len() < EVENT_BATCH {
+                    // Each frame of the batch spends a token of the message rate too.
+                    while texts.len() < EVENT_BATCH
+                        && rate.as_ref().is_none_or(|r| r.check().is_ok())
+                    {
                         match stream.next().now_or_never() {
                             Some(Some(Ok(Message::Text(t)))) => texts.push(t),
                             Some(other) => {
@@ -88,23 +117,25 @@ where
                             None => break,
                         }
                     }
+                    meter.message_done();
                     c.handle_all(&texts).await;
                     match next {
                         Some(Some(Ok(Message::Binary(_)))) => c.notice("invalid: binary messages are not supported").await,
-                        Some(Some(Ok(Message::Close(_)))) | Some(None) => break,
+                        Some(Some(Ok(Message::Close(_)))) | Some(None) => break None,
                         Some(Some(Err(e))) => {
                             tracing::debug!(%addr, "connection error: {e}");
-                            break;
+                            break None;
                         }
                         _ => {}
                     }
                 }
                 Some(Ok(Message::Binary(_))) => c.notice("invalid: binary messages are not supported").await,
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(%addr, "connection error: {e}");
-                    break;
+                    break None;
+                }
                 }
             },
             ev = live.recv() => match ev {
@@ -112,17 +143,43 @@ where
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     c.notice(&format!("error: {n} live events were dropped (client too slow)")).await;
                 }
-                Err(_) => break,
+                Err(_) => break None,
             },
             _ = tick.tick() => {
                 for sub in c.negs.expire(idle) {
                     c.neg_err(&sub, Prefix::Closed.reason("session idle for too long")).await;
                 }
+                if meter.pending_for().is_some_and(|t| t > message_limit) {
+                    break Some((CloseCode::Policy, "a message took too long to arrive"));
+                }
+                let silent = last_heard.elapsed();
+                if silent > idle_limit {
+                    break Some((CloseCode::Away, "idle for too long"));
+                }
+                if silent > ping_every && !pinged {
+                    pinged = true;
+                    let _ = c.out.send(Message::Ping(Vec::new().into())).await;
+                }
             }
         }
+    };
+    if let Some((code, reason)) = close_reason {
+        tracing::debug!(%addr, "closing: {reason}");
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = c.out.send(Message::Close(Some(frame))).await;
     }
     drop(c);
-    let _ = writer.await;
+    // A client that stopped reading must not hold the connection through the writer.
+    let mut writer = writer;
+    if tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 impl Conn {

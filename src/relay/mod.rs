@@ -5,6 +5,7 @@
 //! runs one client's session; `neg` holds the per-connection negentropy sessions.
 
 mod conn;
+mod limits;
 mod neg;
 mod nip11;
 mod server;
@@ -49,6 +50,23 @@ pub struct RelayConfig {
     pub auth_sync: bool,
     /// When non-empty, only these authenticated pubkeys pass the auth requirements.
     pub auth_pubkeys: HashSet<[u8; 32]>,
+    /// Open connections at most (also kept under the process's open-files limit).
+    pub max_connections: usize,
+    /// Open connections per client address at most.
+    pub max_connections_per_ip: usize,
+    /// Longest time from TCP accept to a WebSocket upgrade (or the end of a plain HTTP
+    /// exchange such as a NIP-11 fetch).
+    pub handshake_timeout: Duration,
+    /// A WebSocket silent this long is pinged.
+    pub ping_interval: Duration,
+    /// A WebSocket from which nothing (not even a pong) arrived this long is closed.
+    pub idle_timeout: Duration,
+    /// Longest time one message may take to arrive, from its first byte to its last.
+    pub message_timeout: Duration,
+    /// Bytes of unfinished messages held over all connections at most.
+    pub max_pending_bytes: usize,
+    /// Messages read per second per connection (reading slows down past it; 0 = no limit).
+    pub max_messages_per_second: u32,
 }
 
 impl Default for RelayConfig {
@@ -68,11 +86,28 @@ impl Default for RelayConfig {
             auth_write: false,
             auth_sync: false,
             auth_pubkeys: HashSet::new(),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            message_timeout: Duration::from_secs(60),
+            max_pending_bytes: 256 << 20,
+            max_messages_per_second: 10_000,
         }
     }
 }
 
 impl RelayConfig {
+    /// Connections the relay admits: the configured cap, kept 64 descriptors under the open
+    /// files limit (for the store, the listener and the accept that must fail cleanly).
+    pub fn effective_max_connections(&self) -> usize {
+        match limits::open_files_limit() {
+            Some(files) => self.max_connections.min(files.saturating_sub(64).max(1)),
+            None => self.max_connections,
+        }
+    }
+
     /// The negentropy frame limit actually used: hex doubles bytes, and the JSON envelope needs
     /// room, so half the message cap less some slack, never below the protocol's 4096.
     pub fn effective_neg_frame_limit(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! Accepting connections: HTTP/1.1 via hyper, NIP-11 for `Accept: application/nostr+json`,
 //! WebSocket upgrade for everything Nostr.
 
+use super::limits::{Admission, Admitted, Meter, Metered, PendingBudget, Refusal};
 use super::{RelayConfig, conn, nip11};
 use crate::event::Event;
 use crate::store::Store;
@@ -10,7 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -25,6 +26,10 @@ pub(super) struct Shared {
     /// Events published so far: a subscription gets live only the events after its start (a
     /// busy connection may read older ones from the channel after its REQ was answered).
     pub(super) live_seq: std::sync::atomic::AtomicU64,
+    /// Open connections, in total and per address.
+    admission: Arc<Admission>,
+    /// Bytes of unfinished messages over all connections.
+    pub(super) pending: Arc<PendingBudget>,
 }
 
 impl Shared {
@@ -69,11 +74,15 @@ pub fn serve(
 ) -> std::io::Result<RelayHandle> {
     let local_addr = listener.local_addr()?;
     let (live, _) = tokio::sync::broadcast::channel(4096);
+    let admission = Admission::new(cfg.effective_max_connections(), cfg.max_connections_per_ip);
+    let pending = PendingBudget::new(cfg.max_pending_bytes);
     let shared = Arc::new(Shared {
         store,
         cfg,
         live,
         live_seq: std::sync::atomic::AtomicU64::new(0),
+        admission,
+        pending,
     });
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
@@ -82,18 +91,15 @@ pub fn serve(
                 _ = &mut stop_rx => break,
                 acc = listener.accept() => match acc {
                     Ok((tcp, addr)) => {
+                        let admitted = match shared.admission.admit(addr.ip()) {
+                            Ok(a) => a,
+                            Err(why) => {
+                                refuse(&tcp, addr, why);
+                                continue;
+                            }
+                        };
                         let _ = tcp.set_nodelay(true);
-                        let shared = shared.clone();
-                        tokio::spawn(async move {
-                            let svc = hyper::service::service_fn(move |req| {
-                                let shared = shared.clone();
-                                async move { Ok::<_, std::convert::Infallible>(route(req, shared, addr)) }
-                            });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(tcp), svc)
-                                .with_upgrades()
-                                .await;
-                        });
+                        tokio::spawn(handshake(tcp, addr, admitted, shared.clone()));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -111,10 +117,51 @@ pub fn serve(
     })
 }
 
+/// Answers a connection over the caps with a 503 (best effort, never waiting) and closes it.
+fn refuse(tcp: &tokio::net::TcpStream, addr: SocketAddr, why: Refusal) {
+    let reason = match why {
+        Refusal::Full => "the relay holds its maximum of connections",
+        Refusal::PerAddress => "too many connections from this address",
+    };
+    tracing::debug!(%addr, "connection refused: {reason}");
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{reason}",
+        reason.len()
+    );
+    let _ = tcp.try_write(resp.as_bytes());
+}
+
+/// HTTP up to the WebSocket upgrade (or the end of a plain HTTP exchange), within the
+/// handshake timeout: a client that sends its request slowly, or keeps an HTTP connection
+/// open without upgrading, is closed then. The connection's place is held until it ends.
+async fn handshake(
+    tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    admitted: Admitted,
+    shared: Arc<Shared>,
+) {
+    let admitted = Arc::new(Mutex::new(Some(admitted)));
+    let place = admitted.clone();
+    let limit = shared.cfg.handshake_timeout;
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        let place = place.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(req, shared, addr, place)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    if tokio::time::timeout(limit, conn).await.is_err() {
+        tracing::debug!(%addr, "closed: no WebSocket upgrade within {limit:?}");
+    }
+}
+
 fn route(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     addr: SocketAddr,
+    place: Arc<Mutex<Option<Admitted>>>,
 ) -> Response<Full<Bytes>> {
     let wants_ws = req
         .headers()
@@ -127,15 +174,18 @@ fn route(
         };
         let accept = derive_accept_key(key.as_bytes());
         let upgrade = hyper::upgrade::on(&mut req);
+        // The WebSocket keeps the connection's place for as long as it lives.
+        let admitted = place.lock().unwrap_or_else(|p| p.into_inner()).take();
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
             let mut cfg = WebSocketConfig::default();
             cfg.max_message_size = Some(shared.cfg.max_message_bytes);
             cfg.max_frame_size = Some(shared.cfg.max_message_bytes);
-            let ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg))
-                    .await;
-            conn::run(ws, shared, addr).await;
+            let meter = Meter::new(shared.pending.clone());
+            let io = Metered::new(TokioIo::new(upgraded), meter.clone());
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
+            conn::run(ws, shared, addr, meter).await;
+            drop(admitted);
         });
         let mut resp = Response::new(Full::new(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
