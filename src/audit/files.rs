@@ -59,6 +59,22 @@ pub(crate) fn read_segment(path: &Path) -> io::Result<Vec<u8>> {
     fs::read(path)
 }
 
+/// Whether a writer has the directory open now (it holds `LOCK`). Takes a shared lock on a
+/// read-only handle for an instant: never writes, never creates the file.
+pub(crate) fn writer_active(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(fs::TryLockError::WouldBlock) => true,
+        Err(fs::TryLockError::Error(_)) => false,
+    }
+}
+
 /// Reads `HEAD.json`; `Ok(None)` when it does not exist.
 pub(crate) fn read_head(dir: &Path) -> Result<Option<Head>, String> {
     let path = dir.join(HEAD_FILE);
