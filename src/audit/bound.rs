@@ -14,7 +14,7 @@ pub const MAX_FILTER_BYTES: usize = 2048;
 
 /// Most bytes one record's line takes (the longest every field at its bound can produce, with
 /// room to spare); the log grows by at most this much per record.
-pub const MAX_RECORD_BYTES: usize = 16 * 1024;
+pub const MAX_RECORD_BYTES: usize = 8 * 1024;
 
 /// Bytes a char takes once JSON-escaped the way serde_json writes it.
 fn escaped_len(c: char) -> usize {
