@@ -22,19 +22,24 @@
 //! - Every line is signed by the audit key (`sig`, [`super::signed`]); a restart adopts only
 //!   records it can authenticate and never seals what it did not write ([`super::resume`]).
 
-use std::fs::TryLockError;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use ed25519_dalek::SigningKey;
 
-use super::files::{LOCK_FILE, list_segments, read_head, segment_name, sync_dir, write_head};
+use super::clock::now_rfc3339;
+#[cfg(test)]
+use super::fault::Fault;
+use super::fault::{Armed, sync_or_fault, write_all_or_fault};
+use super::files::{
+    io_err, list_segments, lock_dir, read_head, segment_name, sync_dir, write_head,
+};
 use super::keys::sign;
 use super::record::{
     AuditEvent, AuditRecord, Excluded, HEAD_VERSION, Head, checkpoint_message, head_message,
-    line_hash, now_rfc3339,
+    line_hash,
 };
 use super::resume::{TailError, recovery_reason, resume};
 use super::signed::{OpenSyncs, seal_line};
@@ -108,16 +113,6 @@ struct ChainState {
     fault: Option<Fault>,
 }
 
-/// An I/O failure to simulate; root ignores permissions, so tests cannot provoke these for real.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Fault {
-    /// Half the line reaches the file, then the write fails (ENOSPC mid-record).
-    PartialWrite,
-    /// The line is written but fsync fails.
-    Fsync,
-}
-
 impl ChainState {
     fn rotate(&mut self) {
         self.file = None;
@@ -130,31 +125,6 @@ impl ChainState {
             seq: self.next_seq - 1,
             hash: self.last_hash.clone(),
         }
-    }
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
-    let path = path.to_path_buf();
-    move |source| AuditError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
-/// Takes the directory's advisory `LOCK` (released when the file is closed, also on a crash).
-fn lock_dir(dir: &Path) -> Result<File, AuditError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("create", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(AuditError::InUse(dir.to_path_buf())),
-        Err(TryLockError::Error(source)) => Err(io_err("lock", &path)(source)),
     }
 }
 
@@ -546,40 +516,13 @@ impl AuditChain {
     }
 }
 
-/// The fault injected into the next write or fsync (tests only).
+/// The fault armed for the next write or fsync (tests only).
 #[cfg(test)]
-fn st_fault(st: &mut ChainState) -> Option<Fault> {
+fn st_fault(st: &mut ChainState) -> Armed {
     st.fault.take()
 }
 
 #[cfg(not(test))]
-fn st_fault(_: &mut ChainState) -> Option<()> {
+fn st_fault(_: &mut ChainState) -> Armed {
     None
-}
-
-#[cfg(not(test))]
-fn write_all_or_fault(file: &mut File, line: &[u8], _: Option<()>) -> io::Result<()> {
-    file.write_all(line)
-}
-
-#[cfg(not(test))]
-fn sync_or_fault(file: &File, _: Option<()>) -> io::Result<()> {
-    file.sync_data()
-}
-
-#[cfg(test)]
-fn write_all_or_fault(file: &mut File, line: &[u8], fault: Option<Fault>) -> io::Result<()> {
-    if let Some(Fault::PartialWrite) = fault {
-        file.write_all(&line[..line.len() / 2])?;
-        return Err(io::Error::other("injected: no space left on device"));
-    }
-    file.write_all(line)
-}
-
-#[cfg(test)]
-fn sync_or_fault(file: &File, fault: Option<Fault>) -> io::Result<()> {
-    if let Some(Fault::Fsync) = fault {
-        return Err(io::Error::other("injected: fsync failed"));
-    }
-    file.sync_data()
 }

@@ -19,6 +19,8 @@
 
 mod bound;
 mod chain;
+mod clock;
+mod fault;
 mod files;
 mod keys;
 mod record;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 
-use super::chain::Fault;
+use super::fault::Fault;
 use super::files::{HEAD_FILE, segment_name, write_head};
 use super::record::Head;
 use super::{
