@@ -101,6 +101,20 @@ pub(crate) fn writer_active(dir: &Path) -> bool {
     }
 }
 
+/// The first line of a segment (without `\n`), read without reading the rest; `None` when it
+/// cannot be read or has no complete line within `max` bytes.
+pub(crate) fn first_line(path: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::io::{BufRead, BufReader, Read};
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let mut reader = BufReader::new(File::open(path).ok()?.take(max));
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).ok()?;
+    (line.pop() == Some(b'\n')).then_some(line)
+}
+
 /// Reads `HEAD.json`; `Ok(None)` when it does not exist.
 pub(crate) fn read_head(dir: &Path) -> Result<Option<Head>, String> {
     let path = dir.join(HEAD_FILE);

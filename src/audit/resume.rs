@@ -118,7 +118,7 @@ pub(crate) fn resume(
     check_head(head, key, &tail, scan.want_hash.as_deref()).map_err(TailError::Broken)?;
     let (file_index, file_len) = if scan.excluded.is_empty() {
         let len = match segments.last() {
-            Some((_, path)) => read_segment(path).map_or(0, |b| b.len() as u64),
+            Some((_, path)) => std::fs::metadata(path).map_or(0, |m| m.len()),
             None => 0,
         };
         (last_index, len)

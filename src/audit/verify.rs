@@ -15,7 +15,8 @@ use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
 use super::files::{
-    HEAD_FILE, list_segments, read_head, read_segment, segment_name, split_lines, writer_active,
+    HEAD_FILE, first_line, list_segments, read_head, read_segment, segment_name, split_lines,
+    writer_active,
 };
 use super::keys::verify_sig;
 use super::record::{
@@ -26,6 +27,10 @@ use super::report::{
     BrokenRecord, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
 };
 use super::signed::{OpenSyncs, authenticate};
+
+/// Longest first line read when looking for recovery records (their lists are bounded by what
+/// a service can have in flight; this is far above that).
+const MAX_RECOVERY_LINE: u64 = 16 << 20;
 
 /// Walks every segment in order and `HEAD.json`. With `pubkey`, every checkpoint and the head
 /// must carry a valid signature by it, and every record after the head its own; without,
@@ -142,20 +147,16 @@ impl Walk<'_> {
     /// then judges them like any record).
     fn find_exclusions(&mut self, segments: &[(u64, std::path::PathBuf)]) {
         for (_, path) in segments {
-            let Ok(bytes) = read_segment(path) else {
+            let Some(first) = first_line(path, MAX_RECOVERY_LINE) else {
                 continue;
             };
-            let (lines, _) = split_lines(&bytes);
-            let Some(first) = lines.first() else {
-                continue;
-            };
-            let Ok(record) = serde_json::from_slice::<AuditRecord>(first) else {
+            let Ok(record) = serde_json::from_slice::<AuditRecord>(&first) else {
                 continue;
             };
             if record.event != AuditEvent::Recovery
                 || self
                     .pubkey
-                    .is_some_and(|key| authenticate(first, &record, key).is_err())
+                    .is_some_and(|key| authenticate(&first, &record, key).is_err())
             {
                 continue;
             }
