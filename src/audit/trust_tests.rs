@@ -368,3 +368,21 @@ fn logs_of_format_1_still_verify_and_are_continued_in_format_2() {
         VerifyReport::Ok(s) => panic!("unknown format accepted: {s:?}"),
     }
 }
+
+#[test]
+fn a_record_slipped_in_while_the_writer_runs_is_named_not_the_writers_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key();
+    let o = opts(0, 1 << 20);
+    let chain = AuditChain::open(dir.path(), Some(key.clone()), o).expect("open");
+    fill(&chain, 3);
+    let seq = append_forged(dir.path(), 1);
+    // The writer knows nothing of it: its next record links to its own last one.
+    fill(&chain, 2);
+    drop(chain);
+    let (file, line, at_seq, why) = unauthenticated(verify(dir.path(), Some(&key.verifying_key())));
+    assert_eq!((file, line, at_seq), (segment_name(1), seq, Some(seq)));
+    assert!(why.contains("not signed"), "{why}");
+    // The head vouches for the writer's records after it: no restart may work around that.
+    assert!(AuditChain::open(dir.path(), Some(key), o).is_err());
+}

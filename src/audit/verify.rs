@@ -62,6 +62,8 @@ pub fn verify(dir: impl AsRef<Path>, pubkey: Option<&VerifyingKey>) -> VerifyRep
         head_hash: None,
         exclusions: HashMap::new(),
         open: OpenSyncs::default(),
+        prev_line: Vec::new(),
+        seen_signed: false,
     };
     let dir = dir.as_ref();
     match walk.run(dir) {
@@ -98,6 +100,10 @@ struct Walk<'a> {
     /// Lines left out by recovery records, by segment name, with the recovery record's seq.
     exclusions: HashMap<String, (Excluded, u64)>,
     open: OpenSyncs,
+    /// The last record's line, to judge it when the next one does not link.
+    prev_line: Vec<u8>,
+    /// Whether a signed record came before (after one, an unsigned record is an intruder).
+    seen_signed: bool,
 }
 
 impl Walk<'_> {
@@ -233,6 +239,13 @@ impl Walk<'_> {
             .map_err(|e| broken(name, lineno, None, Problem::BadJson(e.to_string())))?;
         let at = |problem| broken(name, lineno, Some(record.seq), problem);
         let expected = self.summary.last_seq + 1;
+        if record.seq != expected || record.prev != self.summary.last_hash {
+            // A record slipped in while the writer ran breaks the link of the writer's next
+            // one: name the intruder when its signature gives it away.
+            if let Some(blame) = self.unauthentic_previous() {
+                return Err(blame);
+            }
+        }
         if record.seq != expected {
             return Err(at(Problem::SeqGap {
                 expected,
@@ -273,7 +286,28 @@ impl Walk<'_> {
         self.summary.last_seq = record.seq;
         self.summary.records += 1;
         self.prev_at = Some((name.to_string(), lineno));
+        self.seen_signed |= record.sig.is_some();
+        self.prev_line.clear();
+        self.prev_line.extend_from_slice(line);
         Ok(record.event == AuditEvent::Checkpoint)
+    }
+
+    /// With a public key: the previous record, as unauthenticated, if it carries an invalid
+    /// signature or none although records before it were signed.
+    fn unauthentic_previous(&self) -> Option<BrokenRecord> {
+        let key = self.pubkey?;
+        let (file, line) = self.prev_at.as_ref()?;
+        let record: AuditRecord = serde_json::from_slice(&self.prev_line).ok()?;
+        if record.sig.is_none() && !self.seen_signed {
+            return None; // a log of format 1: nothing to tell by
+        }
+        let why = authenticate(&self.prev_line, &record, key).err()?;
+        Some(broken(
+            file,
+            *line,
+            Some(record.seq),
+            Problem::Unauthenticated(why.to_string()),
+        ))
     }
 
     /// Follows syncs and what recovery and outcome records say about decisions.
