@@ -147,7 +147,7 @@ pub struct AuditRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<Vec<u64>>,
     /// On `recovery`: seqs of allowed decisions written but never confirmed by `HEAD.json`
-    /// (the writer stopped between the record and the head): their callers got no answer.
+    /// (the writer stopped between the record and the head): their callers most likely got no answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unconfirmed: Option<Vec<u64>>,
     /// On `recovery`: lines left out of the chain because they could not be authenticated.

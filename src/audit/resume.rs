@@ -371,7 +371,8 @@ pub(crate) fn recovery_reason(
     if !unconfirmed.is_empty() {
         parts.push(format!(
             "{} allowed decision(s) were written but never confirmed (the service stopped \
-             before HEAD.json named them), so their callers got no answer: unconfirmed: {}",
+             before HEAD.json named them), so their callers most likely got no answer: \
+             unconfirmed: {}",
             unconfirmed.len(),
             seqs(unconfirmed)
         ));
