@@ -438,3 +438,107 @@ fn verify_detects_a_forged_checkpoint_in_the_middle_of_the_log() {
         "without --pubkey the re-chained log links up: {out}"
     );
 }
+
+/// Starts the service again on `log`'s audit directory (and store); returns it.
+fn restart_service(log: &Log) -> Proc {
+    let p = |n: &str| log.root.join("pki").join(n).display().to_string();
+    let envs = [
+        ("ORLY_TLS_CERT", p("server.pem")),
+        ("ORLY_TLS_KEY", p("server.key")),
+        ("ORLY_TLS_CLIENT_CA", p("ca.pem")),
+        ("ORLY_POLICY", p("policy.toml")),
+        ("ORLY_TOKEN_KEYS", p("token.pub")),
+        ("ORLY_AUDIT_KEY", p("audit.key")),
+        ("ORLY_AUDIT_DIR", log.audit.display().to_string()),
+    ];
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let store = log.root.join("store");
+    spawn_service(
+        "orly-sync-negentropy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            store.to_str().unwrap(),
+        ],
+        &envs,
+    )
+}
+
+/// Issue 14: a record appended after the signed head, chained correctly with SHA-256 (admin bob
+/// allowed to push to an exfiltration relay), is named by `audit verify`; a restart does not
+/// adopt it, records the incident first, and never seals it.
+#[test]
+fn a_forged_record_after_the_signed_head_is_named_and_never_sealed() {
+    let log = service_log();
+    let mut l = lines(&log.audit);
+    let last: AuditRecord = serde_json::from_str(l.last().unwrap()).unwrap();
+    let forged = serde_json::json!({
+        "time": last.time,
+        "seq": last.seq + 1,
+        "prev": line_hash(l.last().unwrap()),
+        "event": "decision",
+        "allowed": true,
+        "reason": "allowed by policy",
+        "admin": "bob",
+        "rpc": "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer",
+        "peer": "wss://exfil.example.com/",
+        "direction": "up",
+    })
+    .to_string();
+    l.push(forged.clone());
+    write_lines(&log.audit, &l);
+    let n = l.len();
+
+    let (code, out) = verify(&log.audit, Some(&log.audit_pub));
+    assert_eq!(code, 1, "the forged record passed: {out}");
+    assert!(
+        out.contains(&format!("{SEGMENT} line {n} (seq {n})"))
+            && out.contains("cannot authenticate"),
+        "does not name the forged record (line {n}): {out}"
+    );
+
+    // A restart leaves it out: a new segment starts with the incident, and what is sealed from
+    // then on never covers the forged line.
+    // The service opens the log right after it announces its address; how it stops does not
+    // matter here.
+    let svc = restart_service(&log);
+    let second = log.audit.join("audit-000002.jsonl");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&second).is_ok_and(|t| t.ends_with('\n'))
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(svc);
+    let text = std::fs::read_to_string(&second).expect("a new segment");
+    let recs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs[0]["event"], "recovery", "{text}");
+    assert_eq!(recs[0]["seq"].as_u64(), Some(n as u64), "{text}");
+    assert_eq!(
+        recs[0]["excluded"][0]["line"].as_u64(),
+        Some(n as u64),
+        "{text}"
+    );
+    assert!(
+        recs[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("incident"),
+        "{text}"
+    );
+    let forged_hash = line_hash(&forged);
+    assert!(
+        !text.contains(&forged_hash),
+        "the forged record was sealed: {text}"
+    );
+    let (code, out) = verify(&log.audit, Some(&log.audit_pub));
+    assert_eq!(code, 0, "after the restart: {out}");
+    assert!(
+        out.contains("INCIDENT") && out.contains(&format!("{SEGMENT} from line {n}")),
+        "{out}"
+    );
+}

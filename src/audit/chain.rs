@@ -13,24 +13,36 @@
 //!   fsync fails (after which the kernel may have dropped the dirty pages, so the on-disk state is
 //!   unknown), the chain is *poisoned*: every later call returns [`AuditError::Poisoned`] until
 //!   the chain is reopened, and [`AuditChain::open`] re-reads the tail and refuses a torn one.
-//! - A failed checkpoint or `HEAD.json` update after a durable record returns `Err` too (the
-//!   request is refused although its record exists — the log over-reports, never under-reports)
-//!   but does not poison: the chain in memory still matches the disk, and the next call retries.
+//! - A failed checkpoint or `HEAD.json` update after a durable record returns `Err` too, and does
+//!   not poison (the chain in memory still matches the disk; the next call retries). The caller
+//!   refuses its request although the record exists, so an [`AuditEvent::Outcome`] record is
+//!   appended at once saying the call was refused: the log never says "allowed" alone for a call
+//!   that was answered UNAVAILABLE. (If even that cannot be written, the next start lists the
+//!   decision as unconfirmed.)
+//! - Every line is signed by the audit key (`sig`, [`super::signed`]); a restart adopts only
+//!   records it can authenticate and never seals what it did not write ([`super::resume`]).
 
-use std::fs::TryLockError;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use ed25519_dalek::SigningKey;
 
-use super::files::{LOCK_FILE, list_segments, read_head, segment_name, sync_dir, write_head};
+use super::clock::now_rfc3339;
+#[cfg(test)]
+use super::fault::Fault;
+use super::fault::{Armed, sync_or_fault, write_all_or_fault};
+use super::files::{
+    io_err, list_segments, lock_dir, read_head, segment_name, sync_dir, write_head,
+};
 use super::keys::sign;
 use super::record::{
-    AuditEvent, AuditRecord, Head, checkpoint_message, head_message, line_hash, now_rfc3339,
+    AuditEvent, AuditRecord, Excluded, HEAD_VERSION, Head, checkpoint_message, head_message,
+    line_hash,
 };
-use super::resume::{TailError, check_head, find_tail};
+use super::resume::{TailError, recovery_reason, resume};
+use super::signed::{OpenSyncs, seal_line};
 use super::{AuditEntry, AuditError, AuditOptions};
 
 /// Where a record landed: its seq and the hash of its line (what the next record's `prev` holds).
@@ -93,20 +105,12 @@ struct ChainState {
     file_len: u64,
     /// Lines written to `file` but not fsynced yet (deferred appends).
     unsynced: bool,
+    /// Allowed syncs not finished yet (listed in checkpoints, reported after a crash).
+    open_syncs: OpenSyncs,
     poisoned: Option<String>,
     /// Test-only fault injection for the next line write.
     #[cfg(test)]
     fault: Option<Fault>,
-}
-
-/// An I/O failure to simulate; root ignores permissions, so tests cannot provoke these for real.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Fault {
-    /// Half the line reaches the file, then the write fails (ENOSPC mid-record).
-    PartialWrite,
-    /// The line is written but fsync fails.
-    Fsync,
 }
 
 impl ChainState {
@@ -124,38 +128,18 @@ impl ChainState {
     }
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
-    let path = path.to_path_buf();
-    move |source| AuditError::Io {
-        action,
-        path,
-        source,
-    }
-}
-
-/// Takes the directory's advisory `LOCK` (released when the file is closed, also on a crash).
-fn lock_dir(dir: &Path) -> Result<File, AuditError> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("create", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(AuditError::InUse(dir.to_path_buf())),
-        Err(TryLockError::Error(source)) => Err(io_err("lock", &path)(source)),
-    }
-}
-
 impl AuditChain {
     /// Opens (creating `dir` if needed) and resumes the chain after the last record on disk.
     ///
-    /// Refuses with [`AuditError::BrokenTail`] when the last segment has an incomplete or invalid
-    /// line or a broken link, when `HEAD.json` is missing although records exist, names a record
-    /// beyond the end of the log or disagrees with it, or — when a key is given — is unsigned or
-    /// not signed by it. It only checks the last segment; [`super::verify`] checks everything.
+    /// Refuses with [`AuditError::BrokenTail`] when the log has an incomplete or invalid line or
+    /// a broken link up to the record `HEAD.json` names, when `HEAD.json` is missing although
+    /// records exist, names a record beyond the end of the log or disagrees with it, or — when a
+    /// key is given — is unsigned or not signed by it. With a key, records after the head that
+    /// are not whole, chained and signed by it are left out: the chain continues in a new
+    /// segment from the last authentic record, and the first record written is a
+    /// [`AuditEvent::Recovery`] saying what was left out. That record also lists the syncs that
+    /// never finished and the decisions never confirmed to their callers, if any. It only reads
+    /// the end of the log; [`super::verify`] checks everything.
     pub fn open(
         dir: impl AsRef<Path>,
         signing_key: Option<SigningKey>,
@@ -174,12 +158,12 @@ impl AuditChain {
         };
 
         let head = read_head(&dir).map_err(&broken)?;
-        let (tail, file_index, file_len) = find_tail(&segments, head.as_ref().map(|h| h.seq))
-            .map_err(|e| match e {
+        let found =
+            resume(&segments, head.as_ref(), signing_key.as_ref()).map_err(|e| match e {
                 TailError::Io(e) => e,
                 TailError::Broken(reason) => broken(reason),
             })?;
-        check_head(head.as_ref(), signing_key.as_ref(), &tail).map_err(broken)?;
+        let tail = found.tail;
 
         let chain = Self {
             state: Mutex::new(ChainState {
@@ -188,10 +172,11 @@ impl AuditChain {
                 last_file: tail.last_file,
                 last_was_checkpoint: tail.last_was_checkpoint,
                 since_checkpoint: tail.since_checkpoint,
-                file_index,
+                file_index: found.file_index,
                 file: None,
-                file_len,
+                file_len: found.file_len,
                 unsynced: false,
+                open_syncs: found.open_syncs,
                 poisoned: None,
                 #[cfg(test)]
                 fault: None,
@@ -213,6 +198,7 @@ impl AuditChain {
             }
             // A crash between the record that filled the segment and its rotation checkpoint.
             chain.seal_if_due(&mut st)?;
+            chain.write_recovery(&mut st, found.excluded, found.unconfirmed)?;
             // Also creates HEAD.json for a new directory, and catches up a head that lags.
             chain.store_head(&st)?;
         }
@@ -228,9 +214,60 @@ impl AuditChain {
         let mut st = self.usable_state()?;
         let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
         let written = self.write_record(&mut st, &record, true)?;
-        self.seal_if_due(&mut st)?;
-        self.store_head(&st)?;
+        if let Err(e) = self
+            .seal_if_due(&mut st)
+            .and_then(|()| self.store_head(&st))
+        {
+            self.record_refusal(&mut st, &record, &e);
+            return Err(e);
+        }
         Ok(written)
+    }
+
+    /// The record is durable but its call is about to be refused: say so in the log.
+    fn record_refusal(&self, st: &mut ChainState, record: &AuditRecord, why: &AuditError) {
+        if st.poisoned.is_some() {
+            return;
+        }
+        let outcome =
+            AuditEntry::outcome_of(record, format!("refused: audit log unavailable ({why})"))
+                .into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
+        match self.write_record(st, &outcome, true) {
+            // Most likely fails like the first time; the outcome is durable in the segment.
+            Ok(_) => {
+                let _ = self.store_head(st);
+            }
+            Err(e) => tracing::error!(
+                "seq {} is in the audit log but its call was refused, and the record saying so \
+                 could not be written ({e}); the next start lists it as unconfirmed",
+                record.seq
+            ),
+        }
+    }
+
+    /// At start-up: says what the previous writer left behind, when there is anything to say.
+    fn write_recovery(
+        &self,
+        st: &mut ChainState,
+        excluded: Vec<Excluded>,
+        unconfirmed: Vec<u64>,
+    ) -> Result<(), AuditError> {
+        for seq in &unconfirmed {
+            st.open_syncs.remove(*seq);
+        }
+        let interrupted = st.open_syncs.to_vec();
+        if excluded.is_empty() && interrupted.is_empty() && unconfirmed.is_empty() {
+            return Ok(());
+        }
+        let reason = recovery_reason(st.next_seq - 1, &excluded, &interrupted, &unconfirmed);
+        let record = AuditEntry::recovery(reason, excluded, interrupted, unconfirmed).into_record(
+            now_rfc3339(),
+            st.next_seq,
+            st.last_hash.clone(),
+        );
+        self.write_record(st, &record, true)?;
+        st.open_syncs.clear();
+        Ok(())
     }
 
     /// Appends one record without waiting for its fsync: for the record of something already
@@ -339,7 +376,13 @@ impl AuditChain {
             .key
             .as_ref()
             .map(|key| sign(key, &checkpoint_message(covered, &st.last_hash)));
-        let record = AuditRecord::checkpoint(now_rfc3339(), st.next_seq, st.last_hash.clone(), sig);
+        let record = AuditRecord::checkpoint(
+            now_rfc3339(),
+            st.next_seq,
+            st.last_hash.clone(),
+            sig,
+            st.open_syncs.to_vec(),
+        );
         self.write_record(st, &record, true)
     }
 
@@ -349,10 +392,11 @@ impl AuditChain {
         record: &AuditRecord,
         durable: bool,
     ) -> Result<AuditRecordRef, AuditError> {
-        let mut line = serde_json::to_vec(record)?;
+        let mut line = seal_line(serde_json::to_vec(record)?, self.key.as_ref());
         let hash = line_hash(&line);
         line.push(b'\n');
         self.write_line(st, &line, durable)?;
+        st.open_syncs.apply(record, false);
         st.next_seq += 1;
         st.last_hash.clone_from(&hash);
         st.last_file = st.file_index;
@@ -459,7 +503,7 @@ impl AuditChain {
     fn store_head(&self, st: &ChainState) -> Result<(), AuditError> {
         let last = st.last_ref();
         let head = Head {
-            version: 1,
+            version: HEAD_VERSION,
             sig: self
                 .key
                 .as_ref()
@@ -472,40 +516,13 @@ impl AuditChain {
     }
 }
 
-/// The fault injected into the next write or fsync (tests only).
+/// The fault armed for the next write or fsync (tests only).
 #[cfg(test)]
-fn st_fault(st: &mut ChainState) -> Option<Fault> {
+fn st_fault(st: &mut ChainState) -> Armed {
     st.fault.take()
 }
 
 #[cfg(not(test))]
-fn st_fault(_: &mut ChainState) -> Option<()> {
+fn st_fault(_: &mut ChainState) -> Armed {
     None
-}
-
-#[cfg(not(test))]
-fn write_all_or_fault(file: &mut File, line: &[u8], _: Option<()>) -> io::Result<()> {
-    file.write_all(line)
-}
-
-#[cfg(not(test))]
-fn sync_or_fault(file: &File, _: Option<()>) -> io::Result<()> {
-    file.sync_data()
-}
-
-#[cfg(test)]
-fn write_all_or_fault(file: &mut File, line: &[u8], fault: Option<Fault>) -> io::Result<()> {
-    if let Some(Fault::PartialWrite) = fault {
-        file.write_all(&line[..line.len() / 2])?;
-        return Err(io::Error::other("injected: no space left on device"));
-    }
-    file.write_all(line)
-}
-
-#[cfg(test)]
-fn sync_or_fault(file: &File, fault: Option<Fault>) -> io::Result<()> {
-    if let Some(Fault::Fsync) = fault {
-        return Err(io::Error::other("injected: fsync failed"));
-    }
-    file.sync_data()
 }

@@ -1,7 +1,7 @@
 //! The directory layout: segment names, listing, line splitting and durable writes. Shared by the
 //! writer ([`super::AuditChain`]) and the verifier so both read the directory the same way.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,62 @@ pub(crate) fn read_segment(path: &Path) -> io::Result<Vec<u8>> {
         return Err(io::Error::other("not a regular file"));
     }
     fs::read(path)
+}
+
+/// Maps an I/O error to [`AuditError::Io`] naming what was attempted on which path.
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditError {
+    let path = path.to_path_buf();
+    move |source| AuditError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Takes the directory's advisory `LOCK` (released when the file is closed, also on a crash).
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(AuditError::InUse(dir.to_path_buf())),
+        Err(TryLockError::Error(source)) => Err(io_err("lock", &path)(source)),
+    }
+}
+
+/// Whether a writer has the directory open now (it holds `LOCK`). Takes a shared lock on a
+/// read-only handle for an instant: never writes, never creates the file.
+pub(crate) fn writer_active(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(TryLockError::WouldBlock) => true,
+        Err(TryLockError::Error(_)) => false,
+    }
+}
+
+/// The first line of a segment (without `\n`), read without reading the rest; `None` when it
+/// cannot be read or has no complete line within `max` bytes.
+pub(crate) fn first_line(path: &Path, max: u64) -> Option<Vec<u8>> {
+    use std::io::{BufRead, BufReader, Read};
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    let mut reader = BufReader::new(File::open(path).ok()?.take(max));
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).ok()?;
+    (line.pop() == Some(b'\n')).then_some(line)
 }
 
 /// Reads `HEAD.json`; `Ok(None)` when it does not exist.

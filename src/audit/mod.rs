@@ -6,34 +6,49 @@
 //! record API has no field that could carry a secret, on purpose.
 //!
 //! - [`AuditChain`] is the writer: one JSON line per record, each carrying the SHA-256 of the
-//!   previous line, fsynced before [`AuditChain::append`] returns, so a caller that only proceeds
-//!   on `Ok` fails closed.
+//!   previous line and its own Ed25519 signature by the audit key, fsynced before
+//!   [`AuditChain::append`] returns, so a caller that only proceeds on `Ok` fails closed.
+//!   Every field is cut to a bound ([`MAX_FIELD_BYTES`]), so a record is at most
+//!   [`MAX_RECORD_BYTES`] whatever a caller sends.
 //! - Checkpoints (every `checkpoint_every` records, at rotation, on [`AuditChain::checkpoint`])
 //!   sign `(seq, hash)` with the Ed25519 audit key, so rewriting the chain needs the key.
 //! - `HEAD.json` is re-signed on every append so that cutting records off the end is detectable.
-//! - [`verify`] walks the directory and names the first broken record.
+//! - A restarted writer adopts only records it can authenticate, leaves the rest out (recording
+//!   the incident), and lists the syncs that never finished.
+//! - [`verify`] walks the directory and names the first broken or unauthenticated record.
 
+mod bound;
 mod chain;
+mod clock;
+mod fault;
 mod files;
 mod keys;
 mod record;
+mod report;
 mod resume;
+mod signed;
 mod verify;
 
 #[cfg(test)]
 mod tamper_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;
 
 use std::io;
 use std::path::PathBuf;
 
+pub use bound::{MAX_FIELD_BYTES, MAX_FILTER_BYTES, MAX_RECORD_BYTES};
 pub use chain::{AuditChain, AuditRecordRef};
 pub use keys::{generate_signing_key, load_signing_key, load_verifying_key, write_key_pair};
 pub use record::{
-    AuditEntry, AuditEvent, AuditRecord, CheckpointSeal, SyncCounts, ZERO_HASH, line_hash,
+    AuditEntry, AuditEvent, AuditRecord, CheckpointSeal, Excluded, SyncCounts, ZERO_HASH, line_hash,
 };
-pub use verify::{BrokenRecord, Problem, SignatureStatus, VerifyReport, VerifySummary, verify};
+pub use report::{
+    BrokenRecord, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
+};
+pub use verify::verify;
 
 /// Tuning for an [`AuditChain`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

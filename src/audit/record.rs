@@ -1,10 +1,10 @@
 //! The record format: what one JSON line holds, how a line is hashed and which messages the audit
-//! key signs. Nothing here does I/O.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+//! key signs, and the bounds every field is cut to. Nothing here does I/O.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use super::bound::{MAX_FIELD_BYTES, bound_filter, bound_text};
 
 /// `prev` of the very first record, and the hash an empty chain "ends" with.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -12,6 +12,11 @@ pub const ZERO_HASH: &str = "000000000000000000000000000000000000000000000000000
 /// Domain separation: a checkpoint signature can never be replayed as a head signature.
 const CHECKPOINT_DOMAIN: &str = "orly-audit-checkpoint";
 const HEAD_DOMAIN: &str = "orly-audit-head";
+const RECORD_DOMAIN: &str = "orly-audit-record";
+
+/// `HEAD.json` version this code writes: 2 = every record carries its own signature (`sig`).
+/// Version 1 logs (records unsigned, only checkpoints and the head) are still read.
+pub(crate) const HEAD_VERSION: u32 = 2;
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +28,14 @@ pub enum AuditEvent {
     SyncFinished,
     /// A seal over the chain so far, written by the chain itself.
     Checkpoint,
+    /// What the caller of an earlier decision (`decision_seq`) really got, when it differs from
+    /// that decision: written when the record was durable but the call was refused after it
+    /// (the head could not be updated), so the log never says "allowed" for a refused call.
+    Outcome,
+    /// Written by the writer at start-up when it found something to report about the log it
+    /// resumes: lines it did not write (`excluded`), allowed syncs that never finished
+    /// (`interrupted`), decisions that were never confirmed to their caller (`unconfirmed`).
+    Recovery,
 }
 
 /// Event counts of a finished sync.
@@ -38,6 +51,22 @@ pub struct SyncCounts {
     pub sent: u64,
 }
 
+/// Lines of a segment that a restarted writer found after the last record it could
+/// authenticate and left out of the chain (listed in a [`AuditEvent::Recovery`] record).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Excluded {
+    /// Segment name.
+    pub file: String,
+    /// First excluded line (1-based); everything from there to the end of the file is excluded.
+    pub line: u64,
+    /// Bytes excluded (from the start of that line to the end of the file).
+    pub bytes: u64,
+    /// Hex SHA-256 of those bytes, so they cannot be changed afterwards unnoticed.
+    pub sha256: String,
+    /// Why the first excluded line could not be authenticated.
+    pub why: String,
+}
+
 /// The body of a checkpoint record: the last record it covers and the audit key's signature.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointSeal {
@@ -49,6 +78,9 @@ pub struct CheckpointSeal {
     /// `"orly-audit-checkpoint\n{seq}\n{hash}"`; absent when no key is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sig: Option<String>,
+    /// Seqs of the allowed syncs without a finished record when the checkpoint was written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_syncs: Vec<u64>,
 }
 
 /// One line of the audit log, exactly as serialised. Field order is the on-disk order.
@@ -104,15 +136,40 @@ pub struct AuditRecord {
     /// Why a sync failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On an allowed decision that starts a sync: a `sync_finished` record with this record's
+    /// seq as its `decision_seq` must follow (else the sync was interrupted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_sync: Option<bool>,
+    /// On `sync_finished` and `outcome`: the seq of the decision this record completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_seq: Option<u64>,
+    /// On `recovery`: seqs of allowed syncs that have no finished record (the writer stopped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<Vec<u64>>,
+    /// On `recovery`: seqs of allowed decisions written but never confirmed by `HEAD.json`
+    /// (the writer stopped between the record and the head): their callers most likely got no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<Vec<u64>>,
+    /// On `recovery`: lines left out of the chain because they could not be authenticated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<Vec<Excluded>>,
     /// Present on, and only on, checkpoint records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<CheckpointSeal>,
+    /// Base64 Ed25519 signature by the audit key over
+    /// `"orly-audit-record\n" + hex(SHA-256(line without this field))`; always the last field.
+    /// Absent when the writer has no key (and in logs of format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// The caller's part of a record: everything but `time`, `seq` and `prev`, which the chain fills.
 ///
 /// Built with [`AuditEntry::decision`] or [`AuditEntry::sync_finished`] and the setters. There is
-/// deliberately no setter for a token, key or any other secret.
+/// deliberately no setter for a token, key or any other secret. Values are kept as given until
+/// the chain writes the record, which cuts every field to its bound ([`MAX_FIELD_BYTES`],
+/// [`MAX_FILTER_BYTES`]) — after [`AuditEntry::redact`], so a secret is never hashed into a
+/// truncation marker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
     record: AuditRecord,
@@ -151,7 +208,13 @@ impl AuditEntry {
                 counts: None,
                 duration_ms: None,
                 error: None,
+                starts_sync: None,
+                decision_seq: None,
+                interrupted: None,
+                unconfirmed: None,
+                excluded: None,
                 checkpoint: None,
+                sig: None,
             },
         }
     }
@@ -220,25 +283,110 @@ impl AuditEntry {
         self
     }
 
-    /// Completes the record with the chain's fields.
+    /// Marks an allowed decision as the start of a sync, whose `sync_finished` record will name
+    /// it with [`AuditEntry::decision_seq`].
+    #[must_use]
+    pub fn starts_sync(mut self) -> Self {
+        self.record.starts_sync = Some(true);
+        self
+    }
+
+    /// The seq of the decision this record completes (the sync's allow record).
+    #[must_use]
+    pub fn decision_seq(mut self, seq: u64) -> Self {
+        self.record.decision_seq = Some(seq);
+        self
+    }
+
+    /// Passes the peer through `url` and the free-text fields (reason, error) through `text`:
+    /// the gateway's way to keep URL secrets out of the log, before anything is cut or hashed.
+    #[must_use]
+    pub fn redact(mut self, url: impl Fn(&str) -> String, text: impl Fn(&str) -> String) -> Self {
+        let r = &mut self.record;
+        r.peer = r.peer.as_deref().map(url);
+        r.reason = r.reason.as_deref().map(&text);
+        r.error = r.error.as_deref().map(&text);
+        self
+    }
+
+    /// The outcome a caller really got for the decision `of`, copying who and what from it.
+    pub(crate) fn outcome_of(of: &AuditRecord, reason: String) -> Self {
+        let mut e = Self::new(AuditEvent::Outcome);
+        let r = &mut e.record;
+        r.allowed = Some(false);
+        r.reason = Some(reason);
+        r.decision_seq = Some(of.seq);
+        r.admin.clone_from(&of.admin);
+        r.cert_fingerprint.clone_from(&of.cert_fingerprint);
+        r.token_jti.clone_from(&of.token_jti);
+        r.source.clone_from(&of.source);
+        r.trace_id.clone_from(&of.trace_id);
+        r.rpc.clone_from(&of.rpc);
+        e
+    }
+
+    /// A recovery record (see [`AuditEvent::Recovery`]). Its lists are bounded by what the
+    /// service can have in flight: `interrupted` by the concurrency cap, `unconfirmed` by the
+    /// few calls between the last head update and the stop, `excluded` by the segments a
+    /// writer accepts to leave out.
+    pub(crate) fn recovery(
+        reason: String,
+        mut excluded: Vec<Excluded>,
+        interrupted: Vec<u64>,
+        unconfirmed: Vec<u64>,
+    ) -> Self {
+        let list = |v: Vec<u64>| (!v.is_empty()).then_some(v);
+        for x in &mut excluded {
+            x.why = bound_text(std::mem::take(&mut x.why), MAX_FIELD_BYTES);
+        }
+        let mut e = Self::new(AuditEvent::Recovery);
+        e.record.reason = Some(reason);
+        e.record.excluded = (!excluded.is_empty()).then_some(excluded);
+        e.record.interrupted = list(interrupted);
+        e.record.unconfirmed = list(unconfirmed);
+        e
+    }
+
+    /// Completes the record with the chain's fields, every field cut to its bound.
     pub(crate) fn into_record(self, time: String, seq: u64, prev: String) -> AuditRecord {
+        let cut = |v: Option<String>| v.map(|v| bound_text(v, MAX_FIELD_BYTES));
+        let r = self.record;
         AuditRecord {
             time,
             seq,
             prev,
-            ..self.record
+            reason: cut(r.reason),
+            admin: cut(r.admin),
+            cert_fingerprint: cut(r.cert_fingerprint),
+            token_jti: cut(r.token_jti),
+            source: cut(r.source),
+            trace_id: cut(r.trace_id),
+            rpc: cut(r.rpc),
+            peer: cut(r.peer),
+            filter: r.filter.map(bound_filter),
+            direction: cut(r.direction),
+            error: cut(r.error),
+            sig: None,
+            ..r
         }
     }
 }
 
 impl AuditRecord {
-    /// A checkpoint record sealing `(seq - 1, prev)`.
-    pub(crate) fn checkpoint(time: String, seq: u64, prev: String, sig: Option<String>) -> Self {
+    /// A checkpoint record sealing `(seq - 1, prev)`, listing the syncs still open.
+    pub(crate) fn checkpoint(
+        time: String,
+        seq: u64,
+        prev: String,
+        sig: Option<String>,
+        open_syncs: Vec<u64>,
+    ) -> Self {
         let mut record = AuditEntry::new(AuditEvent::Checkpoint).into_record(time, seq, prev);
         record.checkpoint = Some(CheckpointSeal {
             seq: seq - 1,
             hash: record.prev.clone(),
             sig,
+            open_syncs,
         });
         record
     }
@@ -254,6 +402,11 @@ pub(crate) fn checkpoint_message(seq: u64, hash: &str) -> String {
     format!("{CHECKPOINT_DOMAIN}\n{seq}\n{hash}")
 }
 
+/// The exact bytes a record signature covers: the record's line without its `sig` field.
+pub(crate) fn record_message(body: &[u8]) -> String {
+    format!("{RECORD_DOMAIN}\n{}", hex::encode(Sha256::digest(body)))
+}
+
 /// The exact bytes a head signature covers.
 pub(crate) fn head_message(seq: u64, hash: &str) -> String {
     format!("{HEAD_DOMAIN}\n{seq}\n{hash}")
@@ -262,7 +415,7 @@ pub(crate) fn head_message(seq: u64, hash: &str) -> String {
 /// `HEAD.json`: the last record the writer acknowledged, signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Head {
-    /// Format version, 1.
+    /// Format version: [`HEAD_VERSION`] when written by this code; 1 for older logs.
     pub version: u32,
     /// Seq of the last record (0 when the chain is empty).
     pub seq: u64,
@@ -276,55 +429,9 @@ pub(crate) struct Head {
     pub sig: Option<String>,
 }
 
-/// Current time as RFC 3339 UTC with milliseconds.
-pub(crate) fn now_rfc3339() -> String {
-    format_rfc3339_millis(SystemTime::now())
-}
-
-/// Formats without a date library; times before 1970 clamp to the epoch.
-pub(crate) fn format_rfc3339_millis(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs();
-    let (y, m, d) = civil_from_days(secs / 86_400);
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod unit {
     use super::*;
-
-    #[test]
-    fn formats_rfc3339_millis() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_709_251_199_007); // leap day 2024
-        assert_eq!(format_rfc3339_millis(t), "2024-02-29T23:59:59.007Z");
-        assert_eq!(
-            format_rfc3339_millis(UNIX_EPOCH),
-            "1970-01-01T00:00:00.000Z"
-        );
-        let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(format_rfc3339_millis(t), "2000-02-29T00:00:00.000Z");
-    }
 
     #[test]
     fn optional_fields_are_skipped_and_order_is_stable() {
@@ -345,7 +452,7 @@ mod unit {
 
     #[test]
     fn checkpoint_covers_previous_record() {
-        let rec = AuditRecord::checkpoint("T".into(), 8, "ab".into(), None);
+        let rec = AuditRecord::checkpoint("T".into(), 8, "ab".into(), None, vec![3]);
         let seal = rec.checkpoint.expect("seal");
         assert_eq!((seal.seq, seal.hash.as_str()), (7, "ab"));
         assert_eq!(rec.event, AuditEvent::Checkpoint);

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use super::files::{HEAD_FILE, segment_name, write_head};
 use super::keys::sign;
 use super::record::{Head, checkpoint_message, head_message, line_hash};
-use super::tests::{expect_ok, fill, key, lines, opts, segment_count, write_lines};
+use super::tests::{expect_ok, fill, key, lines, opts, records, segment_count, write_lines};
 use super::{
     AuditChain, AuditError, AuditEvent, AuditRecord, BrokenRecord, Problem, SignatureStatus,
     VerifyReport, verify,
@@ -123,7 +123,15 @@ fn edited_field_is_blamed_on_the_edited_record() {
             at(&b),
             (segment_name(index).as_str(), i as u64 + 1, Some(6))
         );
-        assert_eq!(b.problem, Problem::HashMismatch { next_seq: 7 });
+        if pk.is_some() {
+            // With the key, the record's own signature says more than the broken link.
+            assert!(
+                matches!(&b.problem, Problem::Unauthenticated(why) if why.contains("edited")),
+                "{b}"
+            );
+        } else {
+            assert_eq!(b.problem, Problem::HashMismatch { next_seq: 7 });
+        }
     }
 }
 
@@ -326,7 +334,18 @@ fn bad_json_incomplete_line_and_missing_head() {
     let b = broken(verify(dir.path(), None));
     assert_eq!(b.line, lines(dir.path(), n).len() as u64);
     assert_eq!(b.problem, Problem::IncompleteLine);
-    assert!(open_err(dir.path(), Some(key)).contains("incomplete last line"));
+    // Without a key nothing after the head can be told apart from a forgery: refused.
+    assert!(open_err(dir.path(), None).contains("incomplete last line"));
+    // With it, the fragment (never acknowledged, never signed) is left out and said so.
+    let chain = AuditChain::open(dir.path(), Some(key.clone()), opts(4, 1500)).expect("open");
+    drop(chain);
+    let first = &records(dir.path(), n + 1)[0];
+    assert_eq!(first.event, AuditEvent::Recovery);
+    let x = &first.excluded.as_ref().expect("excluded")[0];
+    assert_eq!((x.file.as_str(), x.bytes), (segment_name(n).as_str(), 14));
+    assert!(x.why.contains("incomplete last line"), "{}", x.why);
+    let s = expect_ok(verify(dir.path(), Some(&key.verifying_key())));
+    assert_eq!(s.excluded.len(), 1);
 
     let (dir, key) = signed_log();
     fs::remove_file(dir.path().join(HEAD_FILE)).expect("rm head");

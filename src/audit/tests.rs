@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 
-use super::chain::Fault;
+use super::fault::Fault;
 use super::files::{HEAD_FILE, segment_name, write_head};
 use super::record::Head;
 use super::{
@@ -275,11 +275,29 @@ fn failed_head_update_refuses_then_recovers_with_a_consistent_chain() {
     let head = dir.path().join(HEAD_FILE);
     fs::remove_file(&head).expect("remove head");
     fs::create_dir_all(head.join("blocker")).expect("mkdir");
-    assert!(chain.append(entry(3)).is_err());
+    // Seq 4 is durable, but its caller is refused: the log must not say "allowed" alone.
+    let allowed = AuditEntry::decision(true, "allowed")
+        .admin("alice")
+        .rpc("/x");
+    assert!(chain.append(allowed).is_err());
     fs::remove_dir_all(&head).expect("rmdir");
-    assert_eq!(chain.append(entry(4)).expect("append").seq, 5);
+    let recs = records(dir.path(), 1);
+    let outcome = &recs[4];
+    assert_eq!(
+        (outcome.event, outcome.decision_seq, outcome.allowed),
+        (AuditEvent::Outcome, Some(4), Some(false)),
+        "{outcome:?}"
+    );
+    let reason = outcome.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("refused: audit log unavailable"),
+        "{reason}"
+    );
+    assert_eq!(outcome.admin.as_deref(), Some("alice"));
+    assert_eq!(chain.append(entry(4)).expect("append").seq, 6);
     let s = expect_ok(verify(dir.path(), Some(&key.verifying_key())));
-    assert_eq!(s.records, 5);
+    assert_eq!(s.records, 6);
+    assert_eq!(s.overruled, vec![4]);
 }
 
 #[test]

@@ -1,218 +1,41 @@
 //! [`verify`]: the offline checker behind `orly audit verify`. Reads the audit directory, never
 //! writes to it, and names the first record (or file) that breaks the chain.
+//!
+//! What it proves, with the public key: every record up to the one `HEAD.json` names is vouched
+//! for by the head's signature (through the hash chain), and every record after it carries its
+//! own signature by the audit key — so a record someone else appended, however well chained, is
+//! named. Lines a restarted writer left out (listed, with their hash, in its signed recovery
+//! record) are reported as an incident, not part of the chain. It also lists the allowed syncs
+//! that never finished. Without the public key it proves only that the records link up.
 
-use std::fmt;
+use std::collections::HashMap;
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
 
-use super::files::{HEAD_FILE, list_segments, read_head, read_segment, segment_name, split_lines};
+use super::files::{
+    HEAD_FILE, first_line, list_segments, read_head, read_segment, segment_name, split_lines,
+    writer_active,
+};
 use super::keys::verify_sig;
 use super::record::{
-    AuditEvent, AuditRecord, Head, ZERO_HASH, checkpoint_message, head_message, line_hash,
+    AuditEvent, AuditRecord, Excluded, HEAD_VERSION, Head, ZERO_HASH, checkpoint_message,
+    head_message, line_hash,
 };
+use super::report::{
+    BrokenRecord, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
+};
+use super::signed::{OpenSyncs, authenticate};
 
-/// Outcome of [`verify`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifyReport {
-    /// The whole log is intact.
-    Ok(VerifySummary),
-    /// The first problem found, in log order (segments, then `HEAD.json`).
-    Broken(BrokenRecord),
-}
-
-impl VerifyReport {
-    /// Whether the log verified.
-    pub fn is_ok(&self) -> bool {
-        matches!(self, Self::Ok(_))
-    }
-}
-
-/// How a signature fared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureStatus {
-    /// Checked against the given public key.
-    Verified,
-    /// Signed, but no public key was given, so not checked.
-    Unchecked,
-    /// Not signed (the writer had no key); only possible without a public key.
-    Unsigned,
-}
-
-/// What an intact log holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifySummary {
-    /// Segments read.
-    pub files: u64,
-    /// Records, checkpoints included.
-    pub records: u64,
-    /// Seq of the last record (0 when empty).
-    pub last_seq: u64,
-    /// Hash of the last record ([`ZERO_HASH`] when empty).
-    pub last_hash: String,
-    /// Checkpoint records.
-    pub checkpoints: u64,
-    /// Checkpoints whose signature verified against the public key.
-    pub checkpoints_verified: u64,
-    /// Signed checkpoints not checked because no public key was given.
-    pub checkpoints_unchecked: u64,
-    /// Checkpoints written without a key.
-    pub checkpoints_unsigned: u64,
-    /// The head's signature; `None` when there is no `HEAD.json` (only accepted for an empty log).
-    pub head_signature: Option<SignatureStatus>,
-    /// Records after the one `HEAD.json` names: the writer stopped (crash, failed head update)
-    /// between a record and its head update. Still chained, so not an error.
-    pub head_lag: u64,
-}
-
-/// Where the chain breaks first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokenRecord {
-    /// Segment name (or `HEAD.json`).
-    pub file: String,
-    /// 1-based line; 0 when the problem is the file as a whole.
-    pub line: u64,
-    /// Seq of the record involved, when known.
-    pub seq: Option<u64>,
-    /// What is wrong.
-    pub problem: Problem,
-}
-
-/// Why a record, segment or head is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
-    /// The file or directory could not be read.
-    #[error("cannot read: {0}")]
-    Unreadable(String),
-    /// A segment is absent from the numbered sequence.
-    #[error("segment is missing from the sequence (deleted)")]
-    MissingFile,
-    /// The line is not a record.
-    #[error("not a valid record (bad JSON): {0}")]
-    BadJson(String),
-    /// The segment ends without a newline.
-    #[error("incomplete last line: a write was interrupted or the file was edited")]
-    IncompleteLine,
-    /// The seq is not the next one.
-    #[error(
-        "seq {found} where {expected} was expected: records were deleted, inserted or reordered"
-    )]
-    SeqGap {
-        /// The seq that should be here.
-        expected: u64,
-        /// The seq found.
-        found: u64,
-    },
-    /// This record's hash is not the `prev` of the next one.
-    #[error(
-        "hash does not match `prev` of the next record (seq {next_seq}): this record was edited \
-         (or that record's `prev` was)"
-    )]
-    HashMismatch {
-        /// Seq of the record whose `prev` disagrees.
-        next_seq: u64,
-    },
-    /// The first record does not start the chain.
-    #[error("prev is {found}, expected {expected}: the chain does not start here")]
-    PrevMismatch {
-        /// The expected `prev`.
-        expected: String,
-        /// The `prev` found.
-        found: String,
-    },
-    /// Structurally wrong record (checkpoint without seal, seal on another event).
-    #[error("malformed record: {0}")]
-    Malformed(&'static str),
-    /// The checkpoint's seal is not the record right before it.
-    #[error("checkpoint covers seq {seq} / {hash}, not the record before it")]
-    CheckpointCoversWrongRecord {
-        /// Seq the seal claims.
-        seq: u64,
-        /// Hash the seal claims.
-        hash: String,
-    },
-    /// A public key was given but the checkpoint is unsigned.
-    #[error("checkpoint is unsigned but a public key was given")]
-    CheckpointUnsigned,
-    /// The checkpoint signature does not verify.
-    #[error("checkpoint signature does not verify with the public key: forged or altered")]
-    CheckpointSignatureInvalid,
-    /// A segment other than the last does not end with its rotation checkpoint.
-    #[error("segment does not end with its rotation checkpoint: records were removed from its end")]
-    SegmentNotSealed,
-    /// Records exist but `HEAD.json` does not.
-    #[error("HEAD.json is missing: the end of the log cannot be vouched for (deleted?)")]
-    HeadMissing,
-    /// `HEAD.json` cannot be parsed.
-    #[error("{0}")]
-    HeadInvalid(String),
-    /// A public key was given but `HEAD.json` is unsigned.
-    #[error("HEAD.json is unsigned but a public key was given")]
-    HeadUnsigned,
-    /// `HEAD.json`'s signature does not verify.
-    #[error("HEAD.json signature does not verify with the public key: forged or altered")]
-    HeadSignatureInvalid,
-    /// `HEAD.json` names a record past the end of the log.
-    #[error(
-        "HEAD.json records seq {head_seq} but the log ends at seq {last_seq}: records were cut off the end"
-    )]
-    Truncated {
-        /// Seq in the head.
-        head_seq: u64,
-        /// Last seq in the log.
-        last_seq: u64,
-    },
-    /// `HEAD.json`'s hash disagrees with the record it names.
-    #[error("HEAD.json hash does not match the record it names: the end of the log was rewritten")]
-    HeadMismatch,
-}
-
-impl fmt::Display for BrokenRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if self.line > 0 {
-            write!(f, " line {}", self.line)?;
-        }
-        if let Some(seq) = self.seq {
-            write!(f, " (seq {seq})")?;
-        }
-        write!(f, ": {}", self.problem)
-    }
-}
-
-impl fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Broken(broken) => write!(f, "BROKEN: {broken}"),
-            Self::Ok(s) => {
-                write!(
-                    f,
-                    "OK: {} records in {} files, last seq {}; checkpoints: {} ({} verified, {} \
-                     unchecked, {} unsigned); head: ",
-                    s.records,
-                    s.files,
-                    s.last_seq,
-                    s.checkpoints,
-                    s.checkpoints_verified,
-                    s.checkpoints_unchecked,
-                    s.checkpoints_unsigned
-                )?;
-                match s.head_signature {
-                    Some(status) => write!(f, "{status:?}")?,
-                    None => write!(f, "none")?,
-                }
-                if s.head_lag > 0 {
-                    write!(f, ", lagging {} records", s.head_lag)?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
+/// Longest first line read when looking for recovery records (their lists are bounded by what
+/// a service can have in flight; this is far above that).
+const MAX_RECOVERY_LINE: u64 = 16 << 20;
 
 /// Walks every segment in order and `HEAD.json`. With `pubkey`, every checkpoint and the head
-/// must carry a valid signature by it; without, signatures are counted but not checked (a forger
-/// who rewrote the chain and its checkpoints is then only caught if they got the links wrong).
+/// must carry a valid signature by it, and every record after the head its own; without,
+/// signatures are counted but not checked (a forger who rewrote the chain and its checkpoints is
+/// then only caught if they got the links wrong).
 pub fn verify(dir: impl AsRef<Path>, pubkey: Option<&VerifyingKey>) -> VerifyReport {
     let mut walk = Walk {
         pubkey,
@@ -227,13 +50,32 @@ pub fn verify(dir: impl AsRef<Path>, pubkey: Option<&VerifyingKey>) -> VerifyRep
             checkpoints_unsigned: 0,
             head_signature: None,
             head_lag: 0,
+            excluded: Vec::new(),
+            interrupted: Vec::new(),
+            running: Vec::new(),
+            recorded_interrupted: Vec::new(),
+            recorded_unconfirmed: Vec::new(),
+            overruled: Vec::new(),
         },
         prev_at: None,
         head_seq: None,
         head_hash: None,
+        exclusions: HashMap::new(),
+        open: OpenSyncs::default(),
+        prev_line: Vec::new(),
+        seen_signed: false,
     };
-    match walk.run(dir.as_ref()) {
-        Ok(()) => VerifyReport::Ok(walk.summary),
+    let dir = dir.as_ref();
+    match walk.run(dir) {
+        Ok(()) => {
+            let open = walk.open.to_vec();
+            if writer_active(dir) {
+                walk.summary.running = open;
+            } else {
+                walk.summary.interrupted = open;
+            }
+            VerifyReport::Ok(walk.summary)
+        }
         Err(broken) => VerifyReport::Broken(broken),
     }
 }
@@ -255,6 +97,13 @@ struct Walk<'a> {
     head_seq: Option<u64>,
     /// Hash of the record the head names, once walked past.
     head_hash: Option<String>,
+    /// Lines left out by recovery records, by segment name, with the recovery record's seq.
+    exclusions: HashMap<String, (Excluded, u64)>,
+    open: OpenSyncs,
+    /// The last record's line, to judge it when the next one does not link.
+    prev_line: Vec<u8>,
+    /// Whether a signed record came before (after one, an unsigned record is an intruder).
+    seen_signed: bool,
 }
 
 impl Walk<'_> {
@@ -275,6 +124,7 @@ impl Walk<'_> {
                 Problem::Unreadable(e.to_string()),
             )
         })?;
+        self.find_exclusions(&segments);
         let mut last_name = segment_name(1);
         let mut last_lines = 0;
         for (pos, (index, path)) in segments.iter().enumerate() {
@@ -288,64 +138,90 @@ impl Walk<'_> {
                     Problem::MissingFile,
                 ));
             }
-            last_name = segment_name(*index);
-            last_lines = self.walk_segment(&last_name, path, pos + 1 == segments.len())?;
+            let name = segment_name(*index);
+            let lines = self.walk_segment(&name, path, pos + 1 == segments.len())?;
+            if let Some(lines) = lines {
+                (last_name, last_lines) = (name, lines);
+            }
         }
         let head = head.map_err(|e| broken(HEAD_FILE, 0, None, Problem::HeadInvalid(e)))?;
         self.check_head(head, &last_name, last_lines)
     }
 
-    /// Returns the number of lines in the segment.
+    /// A recovery record is always the first line of the segment it opens: collects what the
+    /// authentic ones left out (with a public key, unsigned ones are ignored here; the walk
+    /// then judges them like any record).
+    fn find_exclusions(&mut self, segments: &[(u64, std::path::PathBuf)]) {
+        for (_, path) in segments {
+            let Some(first) = first_line(path, MAX_RECOVERY_LINE) else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<AuditRecord>(&first) else {
+                continue;
+            };
+            if record.event != AuditEvent::Recovery
+                || self
+                    .pubkey
+                    .is_some_and(|key| authenticate(&first, &record, key).is_err())
+            {
+                continue;
+            }
+            for x in record.excluded.iter().flatten() {
+                self.exclusions
+                    .insert(x.file.clone(), (x.clone(), record.seq));
+            }
+        }
+    }
+
+    /// Returns the number of lines in the segment that belong to the chain, `None` when the
+    /// whole segment was left out.
     fn walk_segment(
         &mut self,
         name: &str,
         path: &Path,
         is_last: bool,
-    ) -> Result<u64, BrokenRecord> {
+    ) -> Result<Option<u64>, BrokenRecord> {
         let bytes = read_segment(path)
             .map_err(|e| broken(name, 0, None, Problem::Unreadable(e.to_string())))?;
+        let exclusion = self.exclusions.get(name).cloned();
         let (lines, partial) = split_lines(&bytes);
+        let keep = exclusion.as_ref().map_or(lines.len(), |(x, _)| {
+            usize::try_from(x.line.saturating_sub(1)).map_or(lines.len(), |l| l.min(lines.len()))
+        });
         let mut sealed = false;
-        for (i, line) in lines.iter().enumerate() {
+        let mut offset = 0;
+        for (i, line) in lines.iter().enumerate().take(keep) {
             let lineno = i as u64 + 1;
-            let record: AuditRecord = serde_json::from_slice(line)
-                .map_err(|e| broken(name, lineno, None, Problem::BadJson(e.to_string())))?;
-            let at = |problem| broken(name, lineno, Some(record.seq), problem);
-            let expected = self.summary.last_seq + 1;
-            if record.seq != expected {
-                return Err(at(Problem::SeqGap {
-                    expected,
-                    found: record.seq,
-                }));
-            }
-            if record.prev != self.summary.last_hash {
-                return Err(match &self.prev_at {
-                    Some((file, line)) => broken(
-                        file,
-                        *line,
-                        Some(self.summary.last_seq),
-                        Problem::HashMismatch {
-                            next_seq: record.seq,
-                        },
-                    ),
-                    None => at(Problem::PrevMismatch {
-                        expected: self.summary.last_hash.clone(),
-                        found: record.prev.clone(),
-                    }),
-                });
-            }
-            self.check_seal(&record).map_err(at)?;
-            sealed = record.event == AuditEvent::Checkpoint;
-            let hash = line_hash(line);
-            if self.head_seq == Some(record.seq) {
-                self.head_hash = Some(hash.clone());
-            }
-            self.summary.last_hash = hash;
-            self.summary.last_seq = record.seq;
-            self.summary.records += 1;
-            self.prev_at = Some((name.to_string(), lineno));
+            offset += line.len() + 1;
+            sealed = self.walk_record(name, lineno, line)?;
         }
-        let count = lines.len() as u64;
+        let count = keep as u64;
+        if let Some((x, recorded_at)) = exclusion {
+            let rest = &bytes[offset.min(bytes.len())..];
+            if rest.len() as u64 != x.bytes || hex::encode(Sha256::digest(rest)) != x.sha256 {
+                return Err(broken(
+                    name,
+                    count + 1,
+                    None,
+                    Problem::ExcludedChanged {
+                        recorded_at,
+                        bytes: x.bytes,
+                        sha256: x.sha256,
+                    },
+                ));
+            }
+            self.summary.excluded.push(ExcludedLines {
+                file: name.to_string(),
+                line: x.line,
+                bytes: x.bytes,
+                recorded_at,
+            });
+            if keep == 0 {
+                return Ok(None);
+            }
+            self.summary.files += 1;
+            return Ok(Some(count));
+        }
         if partial.is_some() {
             return Err(broken(name, count + 1, None, Problem::IncompleteLine));
         }
@@ -354,7 +230,100 @@ impl Walk<'_> {
             return Err(broken(name, count, seq, Problem::SegmentNotSealed));
         }
         self.summary.files += 1;
-        Ok(count)
+        Ok(Some(count))
+    }
+
+    /// Checks one line; returns whether it is a checkpoint.
+    fn walk_record(&mut self, name: &str, lineno: u64, line: &[u8]) -> Result<bool, BrokenRecord> {
+        let record: AuditRecord = serde_json::from_slice(line)
+            .map_err(|e| broken(name, lineno, None, Problem::BadJson(e.to_string())))?;
+        let at = |problem| broken(name, lineno, Some(record.seq), problem);
+        let expected = self.summary.last_seq + 1;
+        if record.seq != expected || record.prev != self.summary.last_hash {
+            // A record slipped in while the writer ran breaks the link of the writer's next
+            // one: name the intruder when its signature gives it away.
+            if let Some(blame) = self.unauthentic_previous() {
+                return Err(blame);
+            }
+        }
+        if record.seq != expected {
+            return Err(at(Problem::SeqGap {
+                expected,
+                found: record.seq,
+            }));
+        }
+        if record.prev != self.summary.last_hash {
+            return Err(match &self.prev_at {
+                Some((file, line)) => broken(
+                    file,
+                    *line,
+                    Some(self.summary.last_seq),
+                    Problem::HashMismatch {
+                        next_seq: record.seq,
+                    },
+                ),
+                None => at(Problem::PrevMismatch {
+                    expected: self.summary.last_hash.clone(),
+                    found: record.prev.clone(),
+                }),
+            });
+        }
+        self.check_seal(&record).map_err(at)?;
+        // Up to the head, the signed head vouches for the record through the chain; after it,
+        // only the record's own signature can.
+        if let (Some(key), Some(head_seq)) = (self.pubkey, self.head_seq)
+            && record.seq > head_seq
+        {
+            authenticate(line, &record, key)
+                .map_err(|why| at(Problem::Unauthenticated(why.to_string())))?;
+        }
+        self.note(&record);
+        let hash = line_hash(line);
+        if self.head_seq == Some(record.seq) {
+            self.head_hash = Some(hash.clone());
+        }
+        self.summary.last_hash = hash;
+        self.summary.last_seq = record.seq;
+        self.summary.records += 1;
+        self.prev_at = Some((name.to_string(), lineno));
+        self.seen_signed |= record.sig.is_some();
+        self.prev_line.clear();
+        self.prev_line.extend_from_slice(line);
+        Ok(record.event == AuditEvent::Checkpoint)
+    }
+
+    /// With a public key: the previous record, as unauthenticated, if it carries an invalid
+    /// signature or none although records before it were signed.
+    fn unauthentic_previous(&self) -> Option<BrokenRecord> {
+        let key = self.pubkey?;
+        let (file, line) = self.prev_at.as_ref()?;
+        let record: AuditRecord = serde_json::from_slice(&self.prev_line).ok()?;
+        if record.sig.is_none() && !self.seen_signed {
+            return None; // a log of format 1: nothing to tell by
+        }
+        let why = authenticate(&self.prev_line, &record, key).err()?;
+        Some(broken(
+            file,
+            *line,
+            Some(record.seq),
+            Problem::Unauthenticated(why.to_string()),
+        ))
+    }
+
+    /// Follows syncs and what recovery and outcome records say about decisions.
+    fn note(&mut self, record: &AuditRecord) {
+        self.open.apply(record, false);
+        match record.event {
+            AuditEvent::Recovery => {
+                let s = &mut self.summary;
+                s.recorded_interrupted
+                    .extend(record.interrupted.iter().flatten());
+                s.recorded_unconfirmed
+                    .extend(record.unconfirmed.iter().flatten());
+            }
+            AuditEvent::Outcome => self.summary.overruled.extend(record.decision_seq),
+            _ => {}
+        }
     }
 
     fn check_seal(&mut self, record: &AuditRecord) -> Result<(), Problem> {
@@ -406,6 +375,13 @@ impl Walk<'_> {
             return Ok(());
         };
         let at_head = |problem| broken(HEAD_FILE, 0, Some(head.seq), problem);
+        if !(1..=HEAD_VERSION).contains(&head.version) {
+            return Err(at_head(Problem::HeadInvalid(format!(
+                "{HEAD_FILE} has format version {}, this version of orly reads 1 to \
+                 {HEAD_VERSION} (written by a newer orly?)",
+                head.version
+            ))));
+        }
         let status = match (self.pubkey, &head.sig) {
             (Some(key), Some(sig)) => {
                 if !verify_sig(key, &head_message(head.seq, &head.hash), sig) {

@@ -172,11 +172,13 @@ enum CertsCmd {
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Verify the audit chain: reports the first broken record (edit, deletion, reordering,
-    /// truncation, forged checkpoint). Exit 0 intact, 1 broken.
+    /// truncation, forged checkpoint, a record not signed by the audit key), incidents recorded
+    /// at restarts and syncs that never finished. Exit 0 intact, 1 broken.
     Verify {
         /// Audit directory.
         dir: PathBuf,
-        /// Audit public key (audit.pub): checkpoint and head signatures must verify with it.
+        /// Audit public key (audit.pub): record, checkpoint and head signatures must verify with
+        /// it; without it nothing is authenticated (the output says so).
         #[arg(long)]
         pubkey: Option<PathBuf>,
     },

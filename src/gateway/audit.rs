@@ -1,7 +1,9 @@
 //! The audit object of the gateway: appends to the [`AuditChain`] off the async threads and
-//! fails closed. Every layer and the sync gate record through it.
+//! fails closed. Every layer and the sync gate record through it, so this is also the one place
+//! that keeps URL secrets (user information, query values) out of every record.
 
 use crate::audit::{AuditChain, AuditEntry};
+use crate::policy::{redact_url, redact_urls_in};
 use crate::service::CallInfo;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +30,16 @@ impl AuditLog {
         rpc: &str,
         entry: AuditEntry,
     ) -> Result<(), String> {
+        self.append(call, rpc, entry, true).await.map(|_| ())
+    }
+
+    /// Like [`Self::record`], returning the record's seq (what a later record refers to).
+    pub async fn record_seq(
+        &self,
+        call: &CallInfo,
+        rpc: &str,
+        entry: AuditEntry,
+    ) -> Result<u64, String> {
         self.append(call, rpc, entry, true).await
     }
 
@@ -39,7 +51,7 @@ impl AuditLog {
         rpc: &str,
         entry: AuditEntry,
     ) -> Result<(), String> {
-        self.append(call, rpc, entry, false).await
+        self.append(call, rpc, entry, false).await.map(|_| ())
     }
 
     /// Makes deferred records durable; an fsync failure poisons the chain, so every later
@@ -59,8 +71,10 @@ impl AuditLog {
         rpc: &str,
         entry: AuditEntry,
         durable: bool,
-    ) -> Result<(), String> {
-        let mut e = entry.rpc(rpc);
+    ) -> Result<u64, String> {
+        // Before anything else touches the values: the chain cuts long fields and hashes
+        // the whole, and a hash of a short password is no secret.
+        let mut e = entry.rpc(rpc).redact(redact_url, redact_urls_in);
         if let Some(a) = &call.admin {
             e = e.admin(a.clone());
         }
@@ -87,7 +101,7 @@ impl AuditLog {
         })
         .await
         .map_err(|e| format!("audit writer failed: {e}"))?
-        .map(|_| ())
+        .map(|r| r.seq)
         .map_err(|e| e.to_string());
         super::telemetry::record_audit_latency(started.elapsed());
         if let Err(e) = &res {

@@ -7,7 +7,7 @@ use super::audit::AuditLog;
 use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
 use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
-use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView};
+use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_url};
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::service::{Admission, CallInfo, SyncGate};
 use crate::sync::{Direction, Progress, SyncRequest};
@@ -27,6 +27,14 @@ pub struct SecureGate {
 
 /// One running sync counted against a cap; uncounted when dropped (when the sync ends).
 struct Running(Arc<AtomicUsize>);
+
+/// What the gate holds for an admitted sync until it ends (its [`Admission::hold`]).
+struct Admitted {
+    /// The service-wide and the admin's slot.
+    _slots: (Running, Running),
+    /// Seq of the allow record, named by the finished record.
+    decision_seq: u64,
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -166,18 +174,25 @@ impl SyncGate for SecureGate {
                 .deny(call, Some(req), busy(&format!("limit of admin {admin}")))
                 .await);
         };
-        let allow = with_request(AuditEntry::decision(true, "allowed by policy"), req);
-        if let Err(e) = self.audit.record(call, SYNC_PATH, allow).await {
-            return Err(Status::unavailable(format!(
-                "refused: audit log unavailable ({e})"
-            )));
-        }
+        let allow =
+            with_request(AuditEntry::decision(true, "allowed by policy"), req).starts_sync();
+        let decision_seq = match self.audit.record_seq(call, SYNC_PATH, allow).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                return Err(Status::unavailable(format!(
+                    "refused: audit log unavailable ({e})"
+                )));
+            }
+        };
         Ok(Admission {
             admin,
             max_events: Some(grant.max_events),
             peer_url: Some(grant.peer_url.as_str().to_string()),
             call: call.clone(),
-            hold: Some(Box::new((total, mine))),
+            hold: Some(Box::new(Admitted {
+                _slots: (total, mine),
+                decision_seq,
+            })),
         })
     }
 
@@ -187,12 +202,16 @@ impl SyncGate for SecureGate {
         req: &pb::SyncPeerRequest,
         status: Status,
     ) -> Status {
-        let r = Refusal::new(
-            status.code(),
-            format!("invalid request: {}", status.message()),
-        );
-        let e = AuditEntry::decision(false, r.reason.clone())
-            .peer(req.peer_url.chars().take(512).collect::<String>());
+        // The message may quote the URL in a form the URL redaction cannot spot (no scheme).
+        let raw = req.peer_url.as_str();
+        let mut reason = format!("invalid request: {}", status.message());
+        if !raw.is_empty() {
+            let shown = redact_url(raw);
+            reason = reason
+                .replace(&format!("{raw:?}"), &format!("{shown:?}"))
+                .replace(raw, &shown);
+        }
+        let e = AuditEntry::decision(false, reason).peer(raw);
         match self.audit.record(call, SYNC_PATH, e).await {
             Ok(()) => status,
             Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
@@ -231,6 +250,10 @@ impl SyncGate for SecureGate {
             .duration_ms(took.as_millis() as u64);
         if let Some(err) = &last.error {
             e = e.error(err.clone());
+        }
+        let admitted = adm.hold.as_ref().and_then(|h| h.downcast_ref::<Admitted>());
+        if let Some(a) = admitted {
+            e = e.decision_seq(a.decision_seq);
         }
         if let Err(err) = self.audit.record_done(&adm.call, SYNC_PATH, e).await {
             tracing::error!("sync finished but its audit record could not be written: {err}");

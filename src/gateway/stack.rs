@@ -42,7 +42,9 @@ pub async fn serve(
     let key = match &sec.audit_key {
         Some(p) => Some(load_signing_key(p).map_err(|e| anyhow::anyhow!("ORLY_AUDIT_KEY: {e}"))?),
         None => {
-            tracing::warn!("ORLY_AUDIT_KEY not set: audit checkpoints are unsigned");
+            tracing::warn!(
+                "ORLY_AUDIT_KEY not set: audit records are not authenticated (unsigned)"
+            );
             None
         }
     };

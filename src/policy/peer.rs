@@ -72,12 +72,10 @@ impl PeerUrl {
     pub fn path_and_query(&self) -> &str {
         &self.url[self.authority_end..]
     }
-    /// The URL with any query replaced by `?<redacted>`, for audit records and error messages.
+    /// The URL with any query replaced by `?<redacted>`, for audit records and error messages
+    /// (the same [`redact_url`] that every other place showing a URL uses).
     pub fn redacted(&self) -> String {
-        match self.url.find('?') {
-            Some(q) => format!("{}?<redacted>", &self.url[..q]),
-            None => self.url.clone(),
-        }
+        redact_url(&self.url)
     }
 }
 
@@ -86,6 +84,65 @@ impl fmt::Display for PeerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
+}
+
+/// What replaces a secret in a shown URL.
+const REDACTED: &str = "<redacted>";
+
+/// A URL as it may be shown to anyone (audit records, responses, logs, traces): user information
+/// (`user:pass@`), the query and the fragment are each replaced by `<redacted>`; scheme, host,
+/// port and path stay. Works on any text, valid URL or not (a refused URL is shown too), and
+/// never fails.
+///
+/// Conservative on purpose: user information is everything between `://` (or the start, when
+/// there is no scheme) and the last `@` before the query, so a password that holds `/` is
+/// hidden too, at the price of also hiding a path before an `@` in it.
+pub(crate) fn redact_url(raw: &str) -> String {
+    let (scheme, rest) = match raw.find("://") {
+        Some(at) => raw.split_at(at + 3),
+        None => ("", raw),
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (before, after) = rest.split_at(end);
+    let mut out = String::with_capacity(raw.len().min(256) + 2 * REDACTED.len());
+    out.push_str(scheme);
+    match before.rfind('@') {
+        Some(at) => {
+            out.push_str(REDACTED);
+            out.push_str(&before[at..]);
+        }
+        None => out.push_str(before),
+    }
+    if after.starts_with('?') {
+        out.push('?');
+        out.push_str(REDACTED);
+    }
+    if after.contains('#') {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// `text` with every URL in it (a run of non-space characters around `://`) passed through
+/// [`redact_url`]: for free text such as an error message that may quote a URL.
+pub(crate) fn redact_urls_in(text: &str) -> String {
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>');
+    let mut out = String::with_capacity(text.len().min(1024));
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| {
+                i + rest[i..].chars().next().map_or(1, char::len_utf8)
+            });
+        let end = rest[at..].find(ends_url).map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Normalizes a client-supplied peer URL, refusing anything but plain `ws`/`wss` URLs.

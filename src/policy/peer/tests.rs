@@ -242,3 +242,48 @@ fn glob_agrees_with_reference_exhaustively() {
         }
     }
 }
+
+#[test]
+fn redact_url_hides_userinfo_query_and_fragment_of_any_text() {
+    let cases = [
+        ("wss://relay.example/", "wss://relay.example/"),
+        (
+            "ws://user:hunter2@relay.example:7777/p?auth=s3cret&x=1#frag",
+            "ws://<redacted>@relay.example:7777/p?<redacted>#<redacted>",
+        ),
+        (
+            "wss://relay.example/?auth=s3cret",
+            "wss://relay.example/?<redacted>",
+        ),
+        ("wss://@relay.example", "wss://<redacted>@relay.example"),
+        // A password with '/' or '@' in it is hidden whole.
+        ("ws://u:p/a@ss@host/x", "ws://<redacted>@host/x"),
+        // Not a URL we accept, shown anyway: http, no scheme, empty.
+        ("http://u:p@h/?k=v", "http://<redacted>@h/?<redacted>"),
+        ("user:pw@host", "<redacted>@host"),
+        ("", ""),
+        ("wss://relay.example/#x", "wss://relay.example/#<redacted>"),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(redact_url(raw), want, "{raw}");
+    }
+}
+
+#[test]
+fn redact_urls_in_text_finds_each_url() {
+    let text = "invalid relay URL \"http://bob:hunter2@h.example/?auth=s3cret\": scheme must be \
+                ws or wss; also wss://x.example/?t=1 and ws://a:b@c";
+    let out = redact_urls_in(text);
+    for secret in ["hunter2", "s3cret", "t=1", "a:b"] {
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
+    assert_eq!(
+        out,
+        "invalid relay URL \"http://<redacted>@h.example/?<redacted>\": scheme must be ws or \
+         wss; also wss://x.example/?<redacted> and ws://<redacted>@c"
+    );
+    assert_eq!(redact_urls_in("no url here"), "no url here");
+    assert_eq!(redact_urls_in("://"), "://");
+    // Multi-byte text before a URL.
+    assert_eq!(redact_urls_in("é ws://u@h"), "é ws://<redacted>@h");
+}
