@@ -1,5 +1,7 @@
 //! Kind classes: which storage rule applies to an event (NIP-01).
 
+use super::wire::kind;
+
 /// Storage semantics of a kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindClass {
@@ -19,7 +21,7 @@ impl KindClass {
     /// The class of `kind`.
     pub fn of(kind: u16) -> Self {
         match kind {
-            5 => Self::Deletion,
+            kind::DELETION => Self::Deletion,
             0 | 3 | 10000..=19999 => Self::Replaceable,
             20000..=29999 => Self::Ephemeral,
             30000..=39999 => Self::Addressable,

@@ -729,7 +729,7 @@ fn apply_deletion(ov: &mut Overlay<'_>, del: &Event) -> Result<(), StoreError> {
                 };
                 if let Some(bytes) = ov.get(Slot::Events, &target)? {
                     let ev = decode_event(&bytes)?;
-                    if ev.pubkey != del.pubkey || ev.kind == 5 {
+                    if ev.pubkey != del.pubkey || ev.class() == KindClass::Deletion {
                         continue;
                     }
                     remove_event(ov, &target)?;
