@@ -181,27 +181,62 @@ fn launcher_logs_in_a_file_are_plain_text_or_json() {
     }
 }
 
+/// Runs `cmd` to its end, stdout and stderr captured; kills it (and fails) after 30 s.
+fn run_bounded(mut cmd: Command, what: &str) -> (Option<i32>, String) {
+    let err_file = tempfile::NamedTempFile::new().expect("temp file");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(err_file.reopen().expect("reopen")));
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(err_file.path()).unwrap_or_default(),
+    )
+}
+
 /// A value that is neither `text` nor `json` stops a service before it starts, naming it.
 #[test]
 fn an_unknown_log_format_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = service_cmd("orly-db", &tmp.path().join("db"), Some("xml"))
-        .output()
-        .expect("run orly-db");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let cmd = service_cmd("orly-db", &tmp.path().join("db"), Some("xml"));
+    let (code, err) = run_bounded(cmd, "orly-db with ORLY_LOG_FORMAT=xml");
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("ORLY_LOG_FORMAT") && err.contains("xml"),
         "{err}"
     );
     assert!(!tmp.path().join("db").exists(), "nothing started: {err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_orly-launcher"))
-        .env("ORLY_LOG_FORMAT", "xml")
-        .output()
-        .expect("run orly-launcher");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orly-launcher"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ORLY_DATA_DIR", tmp.path().join("launcher"))
+        .env("ORLY_DB_LISTEN", "127.0.0.1:0")
+        .env("ORLY_RELAY_LISTEN", "127.0.0.1:0")
+        .env("ORLY_LOG_FORMAT", "xml");
+    let (code, err) = run_bounded(cmd, "orly-launcher with ORLY_LOG_FORMAT=xml");
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("ORLY_LOG_FORMAT"), "{err}");
+    assert!(
+        !tmp.path().join("launcher").exists(),
+        "nothing started: {err}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
