@@ -1974,3 +1974,94 @@ fn sighup_right_after_announce_does_not_kill_the_service() {
         drop(p);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// server reflection for v1alpha clients (old grpcurl, grpc_cli, grpcio)
+
+/// Services listed by `grpc.reflection.v1alpha` over `ch`, sorted.
+async fn v1alpha_services(
+    ch: &Channel,
+    token: Option<&str>,
+    trace: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let mut rc = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    tokio::time::timeout(CALL_LIMIT, async move {
+        let mut resp = rc
+            .server_reflection_info(with_meta(tokio_stream::iter(vec![req]), token, trace))
+            .await?
+            .into_inner();
+        let m = resp
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::internal("no reflection reply"))?;
+        match m.message_response {
+            Some(MessageResponse::ListServicesResponse(l)) => {
+                let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+                v.sort();
+                Ok(v)
+            }
+            other => panic!("unexpected reflection reply {other:?}"),
+        }
+    })
+    .await
+    .expect("reflection call timed out")
+}
+
+/// v1alpha reflection on the secured service sits behind the whole stack, as v1 does: an
+/// admin with certificate and token gets the list (audited as allowed); without the token the
+/// call is refused and audited with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_goes_through_the_security_stack() {
+    tokio::time::timeout(TEST_LIMIT, reflection_v1alpha_secured())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn reflection_v1alpha_secured() {
+    const RPC: &str = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+    let fx = Fixture::new();
+    let alice = fx.client("alice");
+    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
+    let svc = fx.start();
+    let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
+    let token = fx.token("alice", &alice);
+
+    let before = audit_records(&fx.audit_dir).len();
+    let names = v1alpha_services(&ch, Some(&token), &trace_id(1))
+        .await
+        .unwrap_or_else(|st| panic!("refused: {st:?}\n{}", tail(&fx.log_text(), 30)));
+    for want in [
+        "orlysync.negentropy.v1.NegentropyService",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+    let recs = new_records(&fx.audit_dir, before, 1).await;
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(
+        recs[0].get("allowed"),
+        Some(&Value::Bool(true)),
+        "{recs:#?}"
+    );
+    assert_eq!(s(&recs[0], "rpc"), RPC, "{recs:#?}");
+    assert_eq!(s(&recs[0], "admin"), "alice", "{recs:#?}");
+
+    let before = audit_records(&fx.audit_dir).len();
+    let trace = trace_id(2);
+    let st = v1alpha_services(&ch, None, &trace)
+        .await
+        .expect_err("v1alpha reflection without a token");
+    assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
+    let recs = new_records(&fx.audit_dir, before, 1).await;
+    one_refusal(&recs, "token required", Some(&trace), Some("alice")).unwrap();
+    assert_eq!(s(&recs[0], "rpc"), RPC, "{recs:#?}");
+}

@@ -30,7 +30,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    let _telemetry = orly::telemetry::init("orly-db");
+    let _telemetry = match orly::telemetry::init("orly-db") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("orly-db: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,10 @@ async fn main() -> ExitCode {
         .about("Starts, health-checks, restarts and stops the orly services")
         .after_help(env_help())
         .get_matches();
-    orly::config::init_logging();
+    if let Err(e) = orly::telemetry::init_logging() {
+        eprintln!("orly-launcher: {e}");
+        return ExitCode::from(2);
+    }
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(std::path::Path::to_path_buf));

@@ -81,7 +81,13 @@ fn seconds(s: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    let _telemetry = orly::telemetry::init("orly-relay");
+    let _telemetry = match orly::telemetry::init("orly-relay") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("orly-relay: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -38,7 +38,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    let _telemetry = orly::telemetry::init("orly-sync-negentropy");
+    let _telemetry = match orly::telemetry::init("orly-sync-negentropy") {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("orly-sync-negentropy: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

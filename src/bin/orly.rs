@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use orly::cli::{self, gen_events::GenSpec};
+use orly::cli::{self, gen_events::GenSpec, output};
+use orly::errln;
 use orly::event::Filter;
 use orly::store::{FjallStore, Order};
 use std::io::Write;
@@ -235,7 +236,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -259,19 +260,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{} exists (use --force)", policy_path.display());
             }
             std::fs::write(&policy_path, policy)?;
-            println!("wrote a development PKI to {}:", pki.dir.display());
-            println!(
-                "  ca.pem ca.key server.pem server.key token.key token.pub audit.key audit.pub policy.toml"
-            );
-            for a in &admins {
-                println!("  {a}.pem {a}.key");
-            }
-            println!(
-                "service: ORLY_TLS_CERT=server.pem ORLY_TLS_KEY=server.key ORLY_TLS_CLIENT_CA=ca.pem ORLY_POLICY=policy.toml ORLY_TOKEN_KEYS=token.pub ORLY_AUDIT_KEY=audit.key"
-            );
-            println!(
-                "client:  orly token mint --admin NAME --key token.key --cert NAME.pem --out NAME.token"
-            );
+            output::print(|out| {
+                writeln!(out, "wrote a development PKI to {}:", pki.dir.display())?;
+                writeln!(
+                    out,
+                    "  ca.pem ca.key server.pem server.key token.key token.pub audit.key audit.pub policy.toml"
+                )?;
+                for a in &admins {
+                    writeln!(out, "  {a}.pem {a}.key")?;
+                }
+                writeln!(
+                    out,
+                    "service: ORLY_TLS_CERT=server.pem ORLY_TLS_KEY=server.key ORLY_TLS_CLIENT_CA=ca.pem ORLY_POLICY=policy.toml ORLY_TOKEN_KEYS=token.pub ORLY_AUDIT_KEY=audit.key"
+                )?;
+                writeln!(
+                    out,
+                    "client:  orly token mint --admin NAME --key token.key --cert NAME.pem --out NAME.token"
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Audit(AuditCmd::Verify { dir, pubkey }) => {
@@ -280,7 +286,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let report = orly::audit::verify(&dir, key.as_ref());
-            println!("{report}");
+            output::print(|out| writeln!(out, "{report}"))?;
             Ok(if report.is_ok() {
                 ExitCode::SUCCESS
             } else {
@@ -297,13 +303,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Box::new(std::io::BufReader::with_capacity(1 << 20, f))
             };
             let pb = cli::progress_bar(None, "{spinner} {pos} lines {per_sec}");
-            let mut stderr = std::io::stderr();
             let started = std::time::Instant::now();
-            let s = cli::import::import(&store, reader, &mut stderr, &pb)?;
+            let s = cli::import::import(&store, reader, &mut output::QuietStderr, &pb)?;
             pb.finish_and_clear();
             store.close(None)?;
             let secs = started.elapsed().as_secs_f64();
-            eprintln!(
+            errln!(
                 "imported {} lines in {secs:.2}s: accepted {}, replaced {}, duplicate {}, superseded {}, deleted {}, ephemeral {}, rejected {}",
                 s.lines,
                 s.accepted,
@@ -328,18 +333,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 Order::NewestFirst
             };
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            let mut io_err = None;
-            store.query_blocking(&f, order, |ev| match writeln!(out, "{}", ev.to_json()) {
-                Ok(()) => true,
-                Err(e) => {
-                    io_err = Some(e);
-                    false
+            let mut query_err = None;
+            output::print_with(1 << 20, |out| {
+                let mut io_err = None;
+                // A failed write (the reader gone) ends the query: the export stops early.
+                let queried =
+                    store.query_blocking(&f, order, |ev| match writeln!(out, "{}", ev.to_json()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            io_err = Some(e);
+                            false
+                        }
+                    });
+                if let Err(e) = queried {
+                    query_err = Some(e);
                 }
+                io_err.map_or(Ok(()), Err)
             })?;
-            match io_err.map_or_else(|| out.flush(), Err) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-                r => r.map(|()| ExitCode::SUCCESS).context("writing stdout"),
+            match query_err {
+                Some(e) => Err(e.into()),
+                None => Ok(ExitCode::SUCCESS),
             }
         }
         Cmd::Stats { json, check, data } => {
@@ -350,37 +363,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "stats": st, "integrity": report })
-                );
-            } else {
-                println!("events: {}", st.events);
-                println!(
+            output::print(|out| {
+                if json {
+                    return writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({ "stats": st, "integrity": report })
+                    );
+                }
+                writeln!(out, "events: {}", st.events)?;
+                writeln!(
+                    out,
                     "first created_at: {}",
                     st.first_created_at.map_or("-".into(), |t| t.to_string())
-                );
-                println!(
+                )?;
+                writeln!(
+                    out,
                     "last created_at: {}",
                     st.last_created_at.map_or("-".into(), |t| t.to_string())
-                );
-                println!("disk: {:.1} MiB", st.disk_bytes as f64 / 1048576.0);
+                )?;
+                writeln!(out, "disk: {:.1} MiB", st.disk_bytes as f64 / 1048576.0)?;
                 for (k, n) in &st.by_kind {
-                    println!("kind {k}: {n}");
+                    writeln!(out, "kind {k}: {n}")?;
                 }
                 if let Some(r) = &report {
-                    println!(
+                    writeln!(
+                        out,
                         "integrity: {} events, {} index entries, {} problems",
                         r.events,
                         r.index_entries,
                         r.problems.len()
-                    );
+                    )?;
                     for p in &r.problems {
-                        println!("  {p}");
+                        writeln!(out, "  {p}")?;
                     }
                 }
-            }
+                Ok(())
+            })?;
             let broken = report.is_some_and(|r| !r.problems.is_empty());
             Ok(if broken {
                 ExitCode::from(1)
@@ -411,22 +430,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 span_days,
                 until,
             };
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
             let end = skip.saturating_add(count);
-            let mut at = skip;
-            while at < end {
-                let next = (at + 50_000).min(end);
-                for ev in cli::gen_events::generate(&spec, at..next) {
-                    if let Err(e) = writeln!(out, "{}", ev.to_json()) {
-                        if e.kind() == std::io::ErrorKind::BrokenPipe {
-                            return Ok(ExitCode::SUCCESS);
-                        }
-                        return Err(e.into());
+            // A failed write (the reader gone) ends generation there.
+            output::print_with(1 << 20, |out| {
+                let mut at = skip;
+                while at < end {
+                    let next = (at + 50_000).min(end);
+                    for ev in cli::gen_events::generate(&spec, at..next) {
+                        writeln!(out, "{}", ev.to_json())?;
                     }
+                    at = next;
                 }
-                at = next;
-            }
-            out.flush()?;
+                Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -463,7 +479,7 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
     ) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(ExitCode::from(orly::sync::exit::USAGE));
         }
     };
@@ -488,7 +504,7 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
                 .await;
                 // A clean close leaves no journal for the next open to replay.
                 if let Err(e) = tokio::task::spawn_blocking(move || store.close(None)).await? {
-                    eprintln!("warning: store flush failed: {e}");
+                    errln!("warning: store flush failed: {e}");
                 }
                 return anyhow::Ok(code);
             }
@@ -539,7 +555,7 @@ fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                     )
                 }
                 None => {
-                    eprintln!(
+                    errln!(
                         "warning: no --cert: the token is not bound to a certificate and the sync service will refuse it"
                     );
                     None
@@ -564,9 +580,9 @@ fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                         .mode(0o600)
                         .open(&p)?;
                     writeln!(f, "{tok}")?;
-                    eprintln!("wrote token for {admin} to {}", p.display());
+                    errln!("wrote token for {admin} to {}", p.display());
                 }
-                None => println!("{tok}"),
+                None => output::print(|out| writeln!(out, "{tok}"))?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -579,7 +595,8 @@ fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {file}"))?
             };
             let v = orly::auth::inspect(text.trim())?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let text = serde_json::to_string_pretty(&v)?;
+            output::print(|out| writeln!(out, "{text}"))?;
             Ok(ExitCode::SUCCESS)
         }
     }

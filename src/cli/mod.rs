@@ -4,6 +4,7 @@
 pub mod gen_events;
 pub mod import;
 pub mod lines;
+pub mod output;
 pub mod sync;
 
 use std::path::PathBuf;

@@ -55,7 +55,10 @@ impl Display {
     /// Shows one update.
     pub fn show(&self, p: &Progress) {
         if self.json {
-            println!("{}", serde_json::to_string(p).unwrap_or_default());
+            super::output::stdout_line(format_args!(
+                "{}",
+                serde_json::to_string(p).unwrap_or_default()
+            ));
         } else {
             self.bar.set_message(format!(
                 "round {} · have {} · need {} · fetched {} · sent {}",
@@ -73,7 +76,7 @@ impl Display {
             Some(_) => exit::for_kind(p.error_kind.as_deref().unwrap_or("incomplete")),
         };
         if !self.json {
-            eprintln!(
+            crate::errln!(
                 "{}: {} rounds, have {}, need {}, fetched {}, sent {}, skipped {}, dropped {}, refused uploads {}, {} B up / {} B down",
                 if p.complete {
                     "sync complete"
@@ -93,13 +96,13 @@ impl Display {
             );
             if p.rejected > 0 {
                 let why = p.last_refusal.as_deref().unwrap_or("no reason given");
-                eprintln!(
+                crate::errln!(
                     "the relay refused {} uploads; last reason: {why}",
                     p.rejected
                 );
             }
             if let Some(e) = &p.error {
-                eprintln!("error: {e}");
+                crate::errln!("error: {e}");
             }
         }
         code

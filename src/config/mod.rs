@@ -73,17 +73,6 @@ impl std::fmt::Display for StoreConfig {
 pub const DEFAULT_LOG_FILTER: &str =
     "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
 
-/// Logs to stderr; `RUST_LOG` overrides the default level (info). Services use
-/// `telemetry::init`, which also sets up OpenTelemetry.
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {
     #[cfg(unix)]

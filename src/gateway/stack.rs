@@ -105,7 +105,8 @@ pub async fn serve(
         .trace_fn(crate::telemetry::grpc_span)
         .layer(layers)
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection.v1)
+        .add_service(reflection.v1alpha)
         .add_service(SyncService::new(store, gate, defaults).into_server())
         .serve_with_incoming_shutdown(incoming(listener, tls, ip, audit.clone()), shutdown)
         .await;

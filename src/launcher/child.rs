@@ -248,9 +248,16 @@ impl fmt::Display for StopOutcome {
 fn last_words<'a>(lines: impl Iterator<Item = &'a String>) -> String {
     let plain: Vec<String> = lines.map(|l| strip_ansi(l)).collect();
     let routine = |l: &&String| {
-        [" INFO ", " DEBUG ", " TRACE "]
-            .iter()
-            .any(|m| l.contains(m))
+        [
+            " INFO ",
+            " DEBUG ",
+            " TRACE ",
+            r#""level":"INFO""#,
+            r#""level":"DEBUG""#,
+            r#""level":"TRACE""#,
+        ]
+        .iter()
+        .any(|m| l.contains(m))
     };
     let telling: Vec<&String> = plain.iter().filter(|l| !routine(l)).collect();
     match (telling.is_empty(), plain.last()) {
@@ -293,8 +300,27 @@ pub fn parse_announce(name: ServiceName, line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
-/// Copies `pipe` line by line to the launcher's stdout (or stderr), prefixed `[name] `,
-/// showing each line to `inspect` first. Invalid UTF-8 is replaced, not fatal.
+/// The launcher's stderr line for a service's stderr `line`: prefixed `[name] ` in text logs; in
+/// JSON logs (`ORLY_LOG_FORMAT=json`, which the services inherit) the service's JSON object with
+/// `"service":"name"` added, and any other line (a fatal error, a panic) wrapped as
+/// `{"service":..,"fields":{"message":..}}`, so every line a log shipper reads is JSON.
+fn stderr_line(name: ServiceName, line: &str) -> String {
+    if crate::telemetry::log_format() != crate::telemetry::LogFormat::Json {
+        return format!("[{name}] {line}");
+    }
+    let service = serde_json::Value::from(name.as_str());
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(mut obj)) => {
+            obj.insert("service".into(), service);
+            serde_json::Value::Object(obj).to_string()
+        }
+        _ => serde_json::json!({ "service": service, "fields": { "message": line } }).to_string(),
+    }
+}
+
+/// Copies `pipe` line by line to the launcher's stdout (or stderr), prefixed `[name] ` (or, for
+/// stderr in JSON logs, see [`stderr_line`]), showing each line to `inspect` first. Invalid
+/// UTF-8 is replaced, not fatal.
 async fn forward(
     pipe: impl AsyncRead + Unpin,
     name: ServiceName,
@@ -316,7 +342,7 @@ async fn forward(
         // Whole lines under the lock, so services' lines never interleave mid-line. A closed
         // launcher stdout must not stop the child: write errors are ignored.
         if to_stderr {
-            let _ = writeln!(std::io::stderr().lock(), "[{name}] {line}");
+            let _ = writeln!(std::io::stderr().lock(), "{}", stderr_line(name, line));
         } else {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "[{name}] {line}");

@@ -31,6 +31,11 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "secret orly-db requires of the other services (default: a new random one per run)",
     ),
     (
+        "ORLY_LOG_FORMAT",
+        "text (default; colours only on a terminal) or json (one object per line) for the \
+         launcher's log lines and, passed through, the services'",
+    ),
+    (
         "ORLY_LAUNCHER_SYNC_NEGENTROPY_ENABLED",
         "true to also run orly-sync-negentropy (default false)",
     ),

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -123,7 +124,7 @@ pub(super) async fn run<S>(
                         Some(Some(Ok(Message::Binary(_)))) => c.notice("invalid: binary messages are not supported").await,
                         Some(Some(Ok(Message::Close(_)))) | Some(None) => break None,
                         Some(Some(Err(e))) => {
-                            tracing::debug!(%addr, "connection error: {e}");
+                            c.fail(addr, &e).await;
                             break None;
                         }
                         _ => {}
@@ -133,7 +134,7 @@ pub(super) async fn run<S>(
                 Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    tracing::debug!(%addr, "connection error: {e}");
+                    c.fail(addr, &e).await;
                     break None;
                 }
                 }
@@ -219,6 +220,21 @@ impl Conn {
             max: None,
         })
         .await;
+    }
+
+    /// The connection ends on a read error. A frame or message over the size cap is closed with
+    /// 1009 (message too big) and the cap in the reason, so the client learns why instead of
+    /// seeing 1005 (no status); the rest of that frame is never read.
+    async fn fail(&self, addr: SocketAddr, e: &WsError) {
+        tracing::debug!(%addr, "connection error: {e}");
+        if let WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) = e {
+            let reason = format!("message too big: {size} bytes, the limit is {max_size}");
+            let frame = CloseFrame {
+                code: CloseCode::Size,
+                reason: reason.into(),
+            };
+            let _ = self.out.send(Message::Close(Some(frame))).await;
+        }
     }
 
     /// Handles frames in order; runs of `EVENT`s are checked one by one and stored in one

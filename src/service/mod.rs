@@ -21,25 +21,48 @@ pub const SYNC_SERVICE_NAME: &str = "orlysync.negentropy.v1.NegentropyService";
 /// gRPC health service name of the store service.
 pub const DB_SERVICE_NAME: &str = "orlydb.v1.DatabaseService";
 
-/// The reflection service listing exactly the services this process serves (`served`, plus
-/// health and reflection), over every proto of this crate (what `grpcurl` uses).
+/// Server reflection in both protocol versions: `grpc.reflection.v1` (grpcurl 1.8.8 and later)
+/// and `grpc.reflection.v1alpha` (older grpcurl, `grpc_cli`, grpcio), each listing exactly the
+/// services this process serves (`served`, plus health and both reflections) over every proto
+/// of this crate. Add both to the server.
+pub struct Reflection<V1, V1Alpha> {
+    /// `grpc.reflection.v1.ServerReflection`.
+    pub v1: tonic_reflection::server::v1::ServerReflectionServer<V1>,
+    /// `grpc.reflection.v1alpha.ServerReflection`.
+    pub v1alpha: tonic_reflection::server::v1alpha::ServerReflectionServer<V1Alpha>,
+}
+
+/// Builds [`Reflection`] for a process serving `served`.
 pub fn reflection(
     served: &[&'static str],
 ) -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
+    Reflection<
         impl tonic_reflection::server::v1::ServerReflection,
+        impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
     tonic_reflection::server::Error,
 > {
-    let mut b = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name("grpc.health.v1.Health")
-        .with_service_name("grpc.reflection.v1.ServerReflection");
-    for s in served {
-        b = b.with_service_name(*s);
-    }
-    b.build_v1()
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Each version describes the other too, so both list the same services.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .with_service_name("grpc.health.v1.Health")
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        for s in served {
+            b = b.with_service_name(*s);
+        }
+        b
+    };
+    Ok(Reflection {
+        v1: builder().build_v1()?,
+        v1alpha: builder().build_v1alpha()?,
+    })
 }
 
 /// Keeps the health status of `service` in step with the store's readiness: SERVING when the

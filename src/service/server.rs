@@ -23,11 +23,13 @@ pub async fn serve_db(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
+    let reflection = super::reflection(&[DB_SERVICE_NAME])?;
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
-        .add_service(super::reflection(&[DB_SERVICE_NAME])?)
+        .add_service(reflection.v1)
+        .add_service(reflection.v1alpha)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             DbService::new(store, stop),
             crate::store::db_auth::RequireToken::new(token),
@@ -52,11 +54,13 @@ pub async fn serve_sync_plain(
 ) -> anyhow::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = super::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
+    let reflection = super::reflection(&[SYNC_SERVICE_NAME])?;
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
         .add_service(health)
-        .add_service(super::reflection(&[SYNC_SERVICE_NAME])?)
+        .add_service(reflection.v1)
+        .add_service(reflection.v1alpha)
         .add_service(SyncService::new(store, gate, defaults).into_server())
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

@@ -4,8 +4,13 @@
 //!
 //! Spans: one per RPC (`grpc_span`, parent taken from the W3C `traceparent` metadata), one per
 //! sync job, children per negentropy round and per transfer batch (in `sync`).
+//!
+//! Log lines go to stderr as text or JSON (`log`, `ORLY_LOG_FORMAT`).
 
+mod log;
 mod metrics;
+
+pub use log::{LOG_FORMAT_ENV, LogFormat};
 
 pub use metrics::{
     count_auth_failure, count_events_moved, count_refusal, count_sync, record_audit_latency,
@@ -33,13 +38,34 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs logging (stderr, `RUST_LOG`) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
-/// OTLP trace and metric exporters. Call once at the start of a service's `main`, inside the
-/// tokio runtime.
-pub fn init(service: &'static str) -> TelemetryGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG_FILTER));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+/// The format this process logs in, once [`init`] or [`init_logging`] has run.
+pub fn log_format() -> LogFormat {
+    log::installed()
+}
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG_FILTER))
+}
+
+/// Installs logging only (stderr, `RUST_LOG`, `ORLY_LOG_FORMAT`), for processes that export
+/// nothing (the launcher). Fails on a bad `ORLY_LOG_FORMAT`, before anything is logged.
+pub fn init_logging() -> Result<LogFormat, String> {
+    let format = LogFormat::from_env()?;
+    let _ = tracing_subscriber::registry()
+        .with(log_filter())
+        .with(log::layer(format))
+        .try_init();
+    Ok(format)
+}
+
+/// Installs logging (stderr, `RUST_LOG`, `ORLY_LOG_FORMAT`) and, when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace and metric exporters. Call once at the
+/// start of a service's `main`, inside the tokio runtime. Fails on a bad `ORLY_LOG_FORMAT`,
+/// before anything is logged or exported.
+pub fn init(service: &'static str) -> Result<TelemetryGuard, String> {
+    let filter = log_filter();
+    let fmt = log::layer(LogFormat::from_env()?);
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
         .ok()
         .filter(|e| !e.trim().is_empty());
@@ -48,10 +74,10 @@ pub fn init(service: &'static str) -> TelemetryGuard {
             .with(filter)
             .with(fmt)
             .try_init();
-        return TelemetryGuard {
+        return Ok(TelemetryGuard {
             traces: None,
             metrics: None,
-        };
+        });
     };
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -103,7 +129,7 @@ pub fn init(service: &'static str) -> TelemetryGuard {
         .with(otel_layer)
         .try_init();
     tracing::info!(%endpoint, "OpenTelemetry export enabled");
-    TelemetryGuard { traces, metrics }
+    Ok(TelemetryGuard { traces, metrics })
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
