@@ -131,6 +131,8 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         bytes_received: n(p.bytes_received),
         error_kind: p.error_kind.clone().unwrap_or_default(),
         last_refusal: p.last_refusal.clone().unwrap_or_default(),
+        already_had_count: n(p.already_had),
+        splits: n(p.splits),
     }
 }
 
@@ -261,7 +263,7 @@ impl NegentropyService for SyncService {
                     }
                 };
                 if result.is_ok() {
-                    last.complete = true;
+                    last.mark_complete();
                 }
                 let msg = to_pb(&last, &id);
                 update(&syncs, &id, |e| {
@@ -368,22 +370,28 @@ fn job_peer(syncs: &Syncs, id: &str) -> String {
 pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
     let n = |v: i64| v.max(0) as u64;
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Progress {
+    let mut progress = Progress {
         peer_url: p.peer_url.clone(),
         round: n(p.round),
         have: n(p.have_count),
         need: n(p.need_count),
         fetched: n(p.fetched_count),
         sent: n(p.sent_count),
+        already_had: n(p.already_had_count),
         skipped: n(p.skipped_count),
         dropped: n(p.dropped_count),
         rejected: n(p.rejected_count),
-        splits: 0,
+        splits: n(p.splits),
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
         complete: p.complete,
         error: text(&p.error),
         error_kind: text(&p.error_kind).or_else(|| text(&p.error).map(|_| "incomplete".into())),
         last_refusal: text(&p.last_refusal),
+        differs: Vec::new(),
+    };
+    if progress.complete && progress.error.is_none() {
+        progress.mark_complete();
     }
+    progress
 }
