@@ -427,8 +427,12 @@ async fn a_service_that_dies_mid_call_leaves_its_clients_incomplete_not_auth() {
         assert_eq!(last["error_kind"], "incomplete", "{last}");
         let err = last["error"].as_str().unwrap_or_default();
         assert!(!err.contains("certificate"), "{last}");
+        // The service had answered (its headers go out as the job starts), so normally the
+        // stream broke; were it killed between the job's start and its headers going out,
+        // the call would fail before the answer: still incomplete.
         assert!(
-            err.contains("broke off the call after it started"),
+            err.contains("broke off the call after it started")
+                || err.contains("closed the connection before answering"),
             "{last}"
         );
     }

@@ -242,6 +242,33 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// How long a connection whose handshake failed is kept half-closed (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read (and dropped) from it meanwhile.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection whose handshake failed without resetting it. Under TLS 1.3 the client
+/// has already sent its first request when our alert (why its certificate was refused) goes
+/// out; closing with those bytes unread would answer with a TCP reset, which can destroy the
+/// alert before the client reads it, and the client would report a broken connection instead
+/// of a refused certificate. So: our FIN after the alert, then read and drop what the client
+/// still sends until it closes, bounded in time and bytes.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// Accepts connections, applies the per-IP limit, runs handshakes concurrently and yields the
 /// verified connections. Refused connections and failed handshakes are audited.
 pub fn incoming(
@@ -289,7 +316,8 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let (tx, audit) = (tx.clone(), audit.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         let cert = stream
                             .get_ref()
@@ -309,12 +337,13 @@ pub fn incoming(
                             }))
                             .await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         let reason = format!("tls handshake failed: {e}");
                         super::telemetry::count_auth_failure("tls");
                         let _ = audit
                             .record(&call, "connect", AuditEntry::decision(false, reason))
                             .await;
+                        linger(tcp).await;
                     }
                     Err(_) => {
                         let _ = audit
