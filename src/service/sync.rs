@@ -132,7 +132,7 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         error_kind: p.error_kind.clone().unwrap_or_default(),
         last_refusal: p.last_refusal.clone().unwrap_or_default(),
         already_had_count: n(p.already_had),
-        splits: n(p.splits),
+        split_count: n(p.splits),
     }
 }
 
@@ -381,7 +381,7 @@ pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
         skipped: n(p.skipped_count),
         dropped: n(p.dropped_count),
         rejected: n(p.rejected_count),
-        splits: n(p.splits),
+        splits: n(p.split_count),
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
         complete: p.complete,
@@ -394,4 +394,40 @@ pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
         progress.mark_complete();
     }
     progress
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter crosses the wire: client mode shows what direct mode shows.
+    #[test]
+    fn progress_crosses_the_wire_whole() {
+        let p = Progress {
+            peer_url: "ws://127.0.0.1:7777".into(),
+            round: 1,
+            have: 2,
+            need: 3,
+            fetched: 4,
+            sent: 5,
+            already_had: 6,
+            skipped: 7,
+            dropped: 8,
+            rejected: 9,
+            splits: 10,
+            bytes_sent: 11,
+            bytes_received: 12,
+            complete: false,
+            error: Some("timed out: no reply".into()),
+            error_kind: Some("timeout".into()),
+            last_refusal: Some("blocked: no".into()),
+            differs: Vec::new(),
+        };
+        assert_eq!(progress_from_pb(&to_pb(&p, "0123")), p);
+        let mut done = p.clone();
+        done.mark_complete();
+        assert_eq!(done.differs, vec!["dropped", "rejected"]);
+        assert_eq!(progress_from_pb(&to_pb(&done, "0123")), done);
+        assert_eq!(done.exit_code(), crate::sync::exit::DIFFER);
+    }
 }

@@ -243,3 +243,36 @@ pub mod exit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_final_progress() {
+        let mut p = Progress::default();
+        assert_eq!(p.exit_code(), exit::INCOMPLETE, "never ended");
+        p.mark_complete();
+        assert_eq!((p.exit_code(), p.difference_text()), (exit::SUCCESS, None));
+        p.dropped = 1;
+        p.rejected = 3;
+        p.mark_complete();
+        assert_eq!(p.exit_code(), exit::DIFFER);
+        assert_eq!(
+            p.difference_text().as_deref(),
+            Some(
+                "1 event dropped (failed verification or not asked for) and 3 uploads refused \
+                 by the relay"
+            )
+        );
+        p.complete = false;
+        p.error = Some("refused by relay: blocked: no".into());
+        p.error_kind = Some("refused".into());
+        assert_eq!(
+            p.exit_code(),
+            exit::REFUSED,
+            "an error wins over differences"
+        );
+        assert_eq!(SyncError::Capped(5).exit_code(), exit::REFUSED);
+    }
+}
