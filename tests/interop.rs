@@ -291,6 +291,10 @@ async fn orly_sync_up_counts_rate_limited_refusals_from_nostr_relay_builder() {
         rejected > 0,
         "the default rate limit should refuse some: {last}"
     );
+    // Completed, but the relay lacks what it refused: exit 7, the cause named in the JSON.
+    assert_eq!(code, 7, "{last} / {err}");
+    assert_eq!(last["complete"], true, "{last}");
+    assert_eq!(last["differs"], serde_json::json!(["rejected"]), "{last}");
     let on_relay = db_ids(&relay.db).await;
     assert_eq!(
         on_relay.len() as u64,

@@ -537,9 +537,11 @@ fn five_concurrent_client_syncs_store_exactly_the_union() {
         assert!(have <= 4 * 80, "sync {i}: {v}");
         assert_eq!(sent, 0, "sync {i}: {v}");
         assert!((80..=95).contains(&need), "sync {i}: need {need}: {v}");
-        // An id another sync stored meanwhile is counted as skipped, not fetched.
+        // An id another sync stored meanwhile is not fetched: skipped when known before the
+        // fetch, already had when another sync stored it first.
         let skipped = v["skipped"].as_u64().expect("skipped");
-        assert_eq!(fetched + skipped, need, "sync {i}: {v}");
+        let already_had = v["already_had"].as_u64().expect("already_had");
+        assert_eq!(fetched + skipped + already_had, need, "sync {i}: {v}");
         assert!(
             fetched >= 80,
             "sync {i}: its own 80 events are fetched: {v}"
@@ -562,6 +564,13 @@ fn five_concurrent_client_syncs_store_exactly_the_union() {
         got.len(),
         want.len(),
         "event count in the store after 5 concurrent syncs"
+    );
+    // Each event is counted as fetched by the one sync that stored it.
+    let fetched: u64 = outs.iter().map(|o| counters(&last_json(o))[2]).sum();
+    assert_eq!(
+        fetched,
+        (want.len() - 5) as u64,
+        "fetched add up to the store's gain"
     );
     assert_eq!(got, want, "the store holds exactly the union");
     let (code, n, v) = stats_check(&svc_dir);

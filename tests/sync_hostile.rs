@@ -24,6 +24,8 @@ const EXIT_REFUSED: i32 = 3;
 const EXIT_AUTH: i32 = 4;
 const EXIT_TIMEOUT: i32 = 5;
 const EXIT_INCOMPLETE: i32 = 6;
+/// Completed, but the two sides still differ (events dropped, uploads refused).
+const EXIT_DIFFER: i32 = 7;
 
 // ---------------------------------------------------------------------------------------------
 // Running `orly sync` as a child process, bounded.
@@ -720,8 +722,9 @@ async fn unasked_and_forged_events_are_dropped_and_the_sync_completes() {
     let fake = fake_relay(relay_set, OnNegOpen::Correct, OnReq::Junk).await;
     let r = orly_sync(&fake.url, &local, &["--json"], &[]).await;
     r.no_panic();
+    // Completed, but what was dropped never reached the store: a cron job must see it.
     assert_eq!(
-        r.code, EXIT_OK,
+        r.code, EXIT_DIFFER,
         "stderr:\n{}\nstdout:\n{}",
         r.stderr, r.stdout
     );
@@ -729,6 +732,7 @@ async fn unasked_and_forged_events_are_dropped_and_the_sync_completes() {
     let log = fake.script.log.lock().unwrap();
     assert!(log.reqs >= 2, "several REQ batches expected: {}", log.reqs);
     assert_eq!(last["complete"], true, "{last}");
+    assert_eq!(last["differs"], json!(["dropped"]), "{last}");
     assert_eq!(last["need"], only_relay.len() as u64, "{last}");
     assert_eq!(last["fetched"], only_relay.len() as u64, "{last}");
     assert_eq!(last["dropped"], log.junk_sent as u64, "{last}");
@@ -761,6 +765,79 @@ async fn unasked_and_forged_events_are_dropped_and_the_sync_completes() {
     got.sort_by_key(|e| e.id);
     want.sort_by_key(|e| e.id);
     assert_eq!(got, want);
+}
+
+/// Without `--json` the summary line names why the sides still differ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_events_are_named_in_the_summary_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pre, relay_set, _) = fixture();
+    let local = local_store(tmp.path(), &pre);
+    let fake = fake_relay(relay_set, OnNegOpen::Correct, OnReq::Junk).await;
+    let r = orly_sync(&fake.url, &local, &[], &[]).await;
+    r.no_panic();
+    assert_eq!(r.code, EXIT_DIFFER, "stderr:\n{}", r.stderr);
+    let dropped = fake.script.log.lock().unwrap().junk_sent;
+    assert!(
+        r.stderr.contains(&format!(
+            "sync complete, but {dropped} events dropped (failed verification or not asked for):"
+        )),
+        "summary should name the cause:\n{}",
+        r.stderr
+    );
+}
+
+/// Client mode tells the same truth: the sync service runs the job against the same relay,
+/// and `orly sync --server` exits 7 with the cause in its summary and its JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_events_exit_7_in_client_mode_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (pre, relay_set, only_relay) = fixture();
+    let store = local_store(tmp.path(), &pre);
+    let fake = fake_relay(relay_set, OnNegOpen::Correct, OnReq::Junk).await;
+    let svc = spawn_service(
+        "orly-sync-negentropy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            store.to_str().unwrap(),
+        ],
+        &[("ORLY_DB_TYPE", "fjall")],
+    );
+    let mut cmd = tokio::process::Command::new(bin("orly"));
+    cmd.args(["sync", &fake.url, "--server", &svc.addr, "--json"])
+        .env_remove("ORLY_DATA_DIR")
+        .env_remove("ORLY_SYNC_CA")
+        .env_remove("ORLY_SYNC_CERT")
+        .env_remove("ORLY_SYNC_KEY")
+        .env_remove("ORLY_SYNC_TOKEN")
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("client-mode sync ends within 90 s")
+        .expect("run orly");
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: Duration::ZERO,
+    };
+    r.no_panic();
+    assert_eq!(
+        r.code, EXIT_DIFFER,
+        "stderr:\n{}\nstdout:\n{}",
+        r.stderr, r.stdout
+    );
+    let last = r.last_json();
+    let junk_sent = fake.script.log.lock().unwrap().junk_sent as u64;
+    assert!(junk_sent > 0);
+    assert_eq!(last["complete"], true, "{last}");
+    assert_eq!(last["dropped"], junk_sent, "{last}");
+    assert_eq!(last["fetched"], only_relay.len() as u64, "{last}");
+    assert_eq!(last["differs"], json!(["dropped"]), "{last}");
+    drop(svc);
+    assert_eq!(ids(&store), union(&pre, &only_relay));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

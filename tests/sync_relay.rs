@@ -71,8 +71,9 @@ fn both_directions_converge_and_second_run_moves_nothing() {
 }
 
 /// The per-sync event cap (an admin's `max_events_per_sync` reaches the engine as
-/// `max_events`) is exact in both directions: exactly that many events move, then the sync is
-/// refused with "limit", and what moved stays stored.
+/// `max_events`) is exact in both directions: exactly that many events move, then the sync
+/// stops, reported as the service's policy (not as the relay's refusal), and what moved stays
+/// stored.
 #[test]
 fn the_event_cap_moves_exactly_that_many_then_refuses() {
     use orly::store::{FjallStore, Store};
@@ -103,7 +104,14 @@ fn the_event_cap_moves_exactly_that_many_then_refuses() {
         };
         let res = rt.block_on(SyncJob::new(store.clone(), req).unwrap().run(|_| {}));
         match res {
-            Err(SyncError::Refused(m)) => assert!(m.starts_with("limit:"), "{m}"),
+            Err(e @ SyncError::Capped(n)) => {
+                assert_eq!(n, cap);
+                assert_eq!(
+                    e.to_string(),
+                    format!("stopped by the service's policy: at most {cap} events per sync")
+                );
+                assert_eq!(e.exit_code(), orly::sync::exit::REFUSED);
+            }
             other => panic!("{direction:?}: expected the cap's refusal, got {other:?}"),
         }
         let local_count = rt.block_on(store.count(Default::default())).unwrap();

@@ -45,10 +45,23 @@ pub struct SyncCounts {
     pub have: u64,
     /// Ids only the peer had.
     pub need: u64,
-    /// Events fetched from the peer.
+    /// Events fetched from the peer and newly stored.
     pub fetched: u64,
-    /// Events sent to the peer.
+    /// Events sent to the peer and accepted by it as new.
     pub sent: u64,
+    /// Events moved that the receiving side already had (stored first by another sync).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub already_had: u64,
+    /// Events received and dropped (failed verification, not asked for): the sides differ.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+    /// Uploads the peer refused: the sides differ.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rejected: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Lines of a segment that a restarted writer found after the last record it could

@@ -37,6 +37,7 @@ pub(super) fn entry(i: u64) -> AuditEntry {
                 need: 2,
                 fetched: 2,
                 sent: 0,
+                ..Default::default()
             })
             .duration_ms(12)
     } else {

@@ -42,13 +42,16 @@ touches no local files. In client mode --ca/--cert/--key/--token-file are for th
 (mTLS and the admin token); in direct mode --ca adds a private CA for a wss:// relay.
 
 Exit codes:
-  0  the sync completed
+  0  the sync completed, and the two sides agree on everything it moved
   1  local failure (store, I/O)
   2  usage error (bad flag, filter or URL)
   3  refused by the relay or by the sync service's policy or limits
   4  authentication failed (NIP-42 AUTH, or the service's certificate/token checks)
   5  timed out (connect, first reply or idle)
-  6  incomplete (disconnected, protocol error, service unreachable or not ready, cancelled)";
+  6  incomplete (disconnected, protocol error, service unreachable or not ready, cancelled)
+  7  the sync completed, but the two sides still differ: events were dropped (failed
+     verification, not asked for) or the relay refused uploads; the summary line names the
+     cause, and the final --json line lists it in \"differs\" (\"dropped\", \"rejected\")";
 
 #[derive(Subcommand)]
 enum Cmd {

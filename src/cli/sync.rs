@@ -7,10 +7,12 @@ use crate::peer::PeerOptions;
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use crate::store::Store;
-use crate::sync::{Direction, Progress, SyncJob, SyncRequest, exit};
+use crate::sync::{Direction, Progress, SyncJob, SyncRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod conn;
 
 /// Where the sync runs.
 pub enum Mode {
@@ -68,26 +70,24 @@ impl Display {
         }
     }
 
-    /// Shows the result and returns the exit code.
+    /// Shows the result and returns the exit code (see [`Progress::exit_code`]).
     pub fn finish(&self, p: &Progress) -> u8 {
         self.bar.finish_and_clear();
-        let code = match &p.error {
-            None => exit::SUCCESS,
-            Some(_) => exit::for_kind(p.error_kind.as_deref().unwrap_or("incomplete")),
-        };
+        let code = p.exit_code();
         if !self.json {
+            let head = match (p.complete, p.difference_text()) {
+                (true, Some(differs)) => format!("sync complete, but {differs}"),
+                (true, None) => "sync complete".to_string(),
+                (false, _) => "sync failed".to_string(),
+            };
             crate::errln!(
-                "{}: {} rounds, have {}, need {}, fetched {}, sent {}, skipped {}, dropped {}, refused uploads {}, {} B up / {} B down",
-                if p.complete {
-                    "sync complete"
-                } else {
-                    "sync failed"
-                },
+                "{head}: {} rounds, have {}, need {}, fetched {}, sent {}, already had {}, skipped {}, dropped {}, refused uploads {}, {} B up / {} B down",
                 p.round,
                 p.have,
                 p.need,
                 p.fetched,
                 p.sent,
+                p.already_had,
                 p.skipped,
                 p.dropped,
                 p.rejected,
@@ -122,7 +122,7 @@ async fn direct(store: Arc<dyn Store>, req: SyncRequest, display: &Display) -> u
     let job = match SyncJob::new(store, req) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("error: {e}");
+            crate::errln!("error: {e}");
             return e.exit_code();
         }
     };
@@ -164,38 +164,10 @@ fn fail(display: &Display, peer: &str, kind: &str, msg: String) -> u8 {
 
 /// Connects to the sync service (TLS when `--ca` is given).
 pub async fn connect_service(t: &ServiceTarget) -> Result<tonic::transport::Channel, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-    let scheme = if t.ca.is_some() { "https" } else { "http" };
-    let mut ep = Endpoint::from_shared(format!("{scheme}://{}", t.addr))
-        .map_err(|e| {
-            format!(
-                "Failed to connect to sync service at {}: bad address: {e}",
-                t.addr
-            )
-        })?
-        .connect_timeout(Duration::from_secs(10))
-        .tcp_nodelay(true);
-    if let Some(ca) = &t.ca {
-        let read =
-            |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-        let host = t
-            .addr
-            .rsplit_once(':')
-            .map_or(t.addr.as_str(), |(h, _)| h)
-            .trim_matches(['[', ']']);
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(ca)?))
-            .domain_name(host);
-        match (&t.cert, &t.key) {
-            (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
-            (None, None) => {}
-            _ => return Err("--cert and --key go together".into()),
-        }
-        ep = ep.tls_config(tls).map_err(|e| format!("TLS setup: {e}"))?;
-    }
-    ep.connect()
+    conn::connect(t)
         .await
-        .map_err(|e| format!("Failed to connect to sync service at {}: {e}", t.addr))
+        .map(|(channel, _)| channel)
+        .map_err(|f| f.message)
 }
 
 /// The request message for a sync.
@@ -218,9 +190,9 @@ pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
 
 async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     let peer = req.peer_url.clone();
-    let channel = match connect_service(t).await {
+    let (channel, tls) = match conn::connect(t).await {
         Ok(c) => c,
-        Err(e) => return fail(display, &peer, "incomplete", e),
+        Err(f) => return fail(display, &peer, f.kind, f.message),
     };
     let mut msg = tonic::Request::new(request_message(&req));
     if let Some(f) = &t.token_file {
@@ -251,7 +223,19 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     let mut client = NegentropyServiceClient::new(channel);
     let mut stream = match client.sync_with_peer(msg).await {
         Ok(r) => r.into_inner(),
-        Err(s) => return fail(display, &peer, status_kind(t, &s), status_message(t, &s)),
+        Err(s) => {
+            // Refused in the TLS handshake: the verdict on our certificate came as an alert.
+            if let Some(alert) = tls.refused_certificate() {
+                return fail(
+                    display,
+                    &peer,
+                    "auth",
+                    conn::refused_message(&t.addr, &alert),
+                );
+            }
+            let (kind, m) = (status_kind(&s), status_message(t, &s, Phase::BeforeAnswer));
+            return fail(display, &peer, kind, m);
+        }
     };
     let mut last = Progress {
         peer_url: peer.clone(),
@@ -267,8 +251,8 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
             }
             Ok(None) => break,
             Err(s) => {
-                last.error = Some(status_message(t, &s));
-                last.error_kind = Some(status_kind(t, &s).into());
+                last.error = Some(status_message(t, &s, Phase::Answered));
+                last.error_kind = Some(status_kind(&s).into());
                 break;
             }
         }
@@ -286,11 +270,21 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     display.finish(&last)
 }
 
-fn status_kind(t: &ServiceTarget, s: &tonic::Status) -> &'static str {
+/// Where a call to the service failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the service answered (its response headers): the connection and the security
+    /// stack's refusals land here.
+    BeforeAnswer,
+    /// After it answered: the call had started, so a broken stream is a sync cut short.
+    Answered,
+}
+
+/// The error class (see `SyncError::kind`) of a failed call. A refused client certificate is
+/// told apart before this (see `conn`): a closed or reset connection is never "auth".
+fn status_kind(s: &tonic::Status) -> &'static str {
     use tonic::Code;
     match s.code() {
-        // Under TLS 1.3 a refused client certificate surfaces as a failed first call.
-        Code::Unknown | Code::Cancelled if t.ca.is_some() => "auth",
         Code::InvalidArgument => "invalid",
         Code::PermissionDenied | Code::ResourceExhausted => "refused",
         Code::Unauthenticated => "auth",
@@ -299,23 +293,33 @@ fn status_kind(t: &ServiceTarget, s: &tonic::Status) -> &'static str {
     }
 }
 
-fn status_message(t: &ServiceTarget, s: &tonic::Status) -> String {
+fn status_message(t: &ServiceTarget, s: &tonic::Status, phase: Phase) -> String {
     use tonic::Code;
-    let mut m = match s.code() {
-        Code::Unavailable if s.message().contains("not ready") => {
+    let broken = matches!(
+        s.code(),
+        Code::Unknown | Code::Cancelled | Code::Unavailable | Code::Internal
+    );
+    let mut m = match (phase, s.code()) {
+        (Phase::Answered, _) if broken => format!(
+            "sync service at {} broke off the call after it started ({}): the sync stopped part \
+             way; what was stored stays stored",
+            t.addr,
+            s.message()
+        ),
+        (_, Code::Unavailable) if s.message().contains("not ready") => {
             format!("sync service not ready at {}: {}", t.addr, s.message())
         }
-        Code::Unavailable => format!(
+        (_, Code::Unavailable) => format!(
             "Failed to connect to sync service at {}: {}",
             t.addr,
             s.message()
         ),
-        Code::Unknown | Code::Cancelled if t.ca.is_some() => format!(
-            "sync service at {} closed the call ({}): check the client certificate and CA",
+        (_, Code::Unknown | Code::Cancelled) => format!(
+            "sync service at {} closed the connection before answering ({})",
             t.addr,
             s.message()
         ),
-        code => format!("sync service at {}: {code:?}: {}", t.addr, s.message()),
+        (_, code) => format!("sync service at {}: {code:?}: {}", t.addr, s.message()),
     };
     if let Some(wait) = retry_after(s) {
         m.push_str(&format!(" (retry after {:.1}s)", wait.as_secs_f64()));

@@ -244,6 +244,9 @@ impl SyncGate for SecureGate {
             need: last.need,
             fetched: last.fetched,
             sent: last.sent,
+            already_had: last.already_had,
+            dropped: last.dropped,
+            rejected: last.rejected,
         };
         let mut e = with_request(AuditEntry::sync_finished(), req)
             .counts(counts)

@@ -1,9 +1,10 @@
-//! Transport: accept → per-IP limit → TLS 1.3 handshake requiring a client certificate signed by
+//! Transport: accept → per-IP limit (see `ip_limit.rs` for how an over-limit connection is
+//! answered) → TLS 1.3 handshake requiring a client certificate signed by
 //! the configured CA (and not revoked by the CRL). The certificate, key, CA and CRL are reloaded
 //! on SIGHUP and when the files change; live connections keep the config they started with.
 
 use super::audit::AuditLog;
-use super::ip_limit::IpLimiter;
+use super::ip_limit::{ConnAdmission, IpLimiter};
 use crate::audit::AuditEntry;
 use crate::service::CallInfo;
 use rustls::pki_types::{
@@ -12,6 +13,7 @@ use rustls::pki_types::{
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -179,6 +181,16 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// The verified client certificate (leaf, DER).
     pub client_cert: Option<Arc<Vec<u8>>>,
+    /// Set while the per-IP token taken at accept is unspent: it pays for the first call
+    /// (shared by every request of the connection, so only one call uses it).
+    pub prepaid: Arc<AtomicBool>,
+}
+
+impl ConnInfo {
+    /// Spends the token taken at accept, if it is still there.
+    pub fn take_prepaid(&self) -> bool {
+        self.prepaid.swap(false, Ordering::AcqRel)
+    }
 }
 
 /// A TLS connection handed to tonic.
@@ -230,6 +242,33 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// How long a connection whose handshake failed is kept half-closed (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read (and dropped) from it meanwhile.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes a connection whose handshake failed without resetting it. Under TLS 1.3 the client
+/// has already sent its first request when our alert (why its certificate was refused) goes
+/// out; closing with those bytes unread would answer with a TCP reset, which can destroy the
+/// alert before the client reads it, and the client would report a broken connection instead
+/// of a refused certificate. So: our FIN after the alert, then read and drop what the client
+/// still sends until it closes, bounded in time and bytes.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
 /// Accepts connections, applies the per-IP limit, runs handshakes concurrently and yields the
 /// verified connections. Refused connections and failed handshakes are audited.
 pub fn incoming(
@@ -256,23 +295,29 @@ pub fn incoming(
                 source: Some(remote),
                 ..Default::default()
             };
-            if let Err(refusal) = ip_limit.check_ip(remote.ip()) {
-                super::telemetry::count_refusal(&refusal);
-                let _ = audit
-                    .record(
-                        &call,
-                        "connect",
-                        AuditEntry::decision(false, refusal.reason),
-                    )
-                    .await;
-                drop(tcp);
-                continue;
-            }
+            let prepaid = match ip_limit.admit_connection(remote.ip()) {
+                ConnAdmission::Paid => true,
+                // Its call will be refused with the retry delay, which a closed socket cannot say.
+                ConnAdmission::Unpaid => false,
+                ConnAdmission::Closed(refusal) => {
+                    super::telemetry::count_refusal(&refusal);
+                    let _ = audit
+                        .record(
+                            &call,
+                            "connect",
+                            AuditEntry::decision(false, refusal.reason),
+                        )
+                        .await;
+                    drop(tcp);
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
             let (tx, audit) = (tx.clone(), audit.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = acceptor.accept(tcp).into_fallible();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                     Ok(Ok(stream)) => {
                         let cert = stream
                             .get_ref()
@@ -283,6 +328,7 @@ pub fn incoming(
                         let info = ConnInfo {
                             remote,
                             client_cert: cert,
+                            prepaid: Arc::new(AtomicBool::new(prepaid)),
                         };
                         let _ = tx
                             .send(Ok(TlsConn {
@@ -291,12 +337,13 @@ pub fn incoming(
                             }))
                             .await;
                     }
-                    Ok(Err(e)) => {
+                    Ok(Err((e, tcp))) => {
                         let reason = format!("tls handshake failed: {e}");
                         super::telemetry::count_auth_failure("tls");
                         let _ = audit
                             .record(&call, "connect", AuditEntry::decision(false, reason))
                             .await;
+                        linger(tcp).await;
                     }
                     Err(_) => {
                         let _ = audit

@@ -23,8 +23,11 @@ pub fn starter_policy(admins: &[String]) -> Result<String, PolicyError> {
          # Edits are picked up without a restart (file change or SIGHUP).\n\
          \n\
          [service]\n\
-         per_ip_rate_per_minute = 120  # requests per minute per IP, before authentication\n\
-         per_ip_burst = 20             # extra requests per IP allowed at once\n\
+         # A sync costs one per-IP token: its connection pays for its call. Keep per_ip_burst at\n\
+         # or above max_concurrent_total, so one address (a NAT, a cron host) can start as many\n\
+         # syncs at once as the service runs; a refused caller is told when to retry.\n\
+         per_ip_rate_per_minute = 120  # calls (or connections) per minute per IP, before authentication\n\
+         per_ip_burst = 20             # calls one IP may start at once above that rate\n\
          max_concurrent_total = 16     # syncs running at once, all admins together\n",
     );
     for name in admins {
@@ -40,9 +43,9 @@ pub fn starter_policy(admins: &[String]) -> Result<String, PolicyError> {
              peers = [\"*\"]                      # any ws:// or wss:// peer\n\
              directions = [\"both\"]              # down and up (and dry runs)\n\
              max_events_per_sync = 1000000\n\
-             rate_per_minute = 60\n\
-             burst = 10\n\
-             max_concurrent = 2\n"
+             rate_per_minute = 60               # calls per minute (one per sync)\n\
+             burst = 10                         # calls at once above that rate (>= max_concurrent)\n\
+             max_concurrent = 2                 # this admin's syncs running at once\n"
         );
     }
     out.push_str(
@@ -103,6 +106,22 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// One sync costs one per-IP token and one admin token, so the bursts must cover the
+    /// concurrency the starter promises: one address can start `max_concurrent_total` syncs at
+    /// once, and each admin its `max_concurrent`.
+    #[test]
+    fn starter_limits_admit_what_the_concurrency_caps_promise() {
+        let names = vec!["alice".to_owned(), "bob".to_owned()];
+        let policy = Policy::from_toml_str(&starter_policy(&names).expect("starter")).unwrap();
+        let s = policy.service();
+        assert!(s.per_ip_burst.get() >= s.max_concurrent_total.get());
+        for a in policy.admins() {
+            let l = a.limits();
+            assert!(l.burst.get() >= l.max_concurrent.get());
+            assert!(l.max_concurrent.get() <= s.max_concurrent_total.get());
         }
     }
 

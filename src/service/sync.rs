@@ -131,6 +131,8 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         bytes_received: n(p.bytes_received),
         error_kind: p.error_kind.clone().unwrap_or_default(),
         last_refusal: p.last_refusal.clone().unwrap_or_default(),
+        already_had_count: n(p.already_had),
+        split_count: n(p.splits),
     }
 }
 
@@ -261,7 +263,7 @@ impl NegentropyService for SyncService {
                     }
                 };
                 if result.is_ok() {
-                    last.complete = true;
+                    last.mark_complete();
                 }
                 let msg = to_pb(&last, &id);
                 update(&syncs, &id, |e| {
@@ -368,22 +370,64 @@ fn job_peer(syncs: &Syncs, id: &str) -> String {
 pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
     let n = |v: i64| v.max(0) as u64;
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    Progress {
+    let mut progress = Progress {
         peer_url: p.peer_url.clone(),
         round: n(p.round),
         have: n(p.have_count),
         need: n(p.need_count),
         fetched: n(p.fetched_count),
         sent: n(p.sent_count),
+        already_had: n(p.already_had_count),
         skipped: n(p.skipped_count),
         dropped: n(p.dropped_count),
         rejected: n(p.rejected_count),
-        splits: 0,
+        splits: n(p.split_count),
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
         complete: p.complete,
         error: text(&p.error),
         error_kind: text(&p.error_kind).or_else(|| text(&p.error).map(|_| "incomplete".into())),
         last_refusal: text(&p.last_refusal),
+        differs: Vec::new(),
+    };
+    if progress.complete && progress.error.is_none() {
+        progress.mark_complete();
+    }
+    progress
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter crosses the wire: client mode shows what direct mode shows.
+    #[test]
+    fn progress_crosses_the_wire_whole() {
+        let p = Progress {
+            peer_url: "ws://127.0.0.1:7777".into(),
+            round: 1,
+            have: 2,
+            need: 3,
+            fetched: 4,
+            sent: 5,
+            already_had: 6,
+            skipped: 7,
+            dropped: 8,
+            rejected: 9,
+            splits: 10,
+            bytes_sent: 11,
+            bytes_received: 12,
+            complete: false,
+            error: Some("timed out: no reply".into()),
+            error_kind: Some("timeout".into()),
+            last_refusal: Some("blocked: no".into()),
+            differs: Vec::new(),
+        };
+        assert_eq!(progress_from_pb(&to_pb(&p, "0123")), p);
+        let mut done = p.clone();
+        done.mark_complete();
+        assert_eq!(done.differs, vec!["dropped", "rejected"]);
+        assert_eq!(progress_from_pb(&to_pb(&done, "0123")), done);
+        assert_eq!(done.exit_code(), crate::sync::exit::DIFFER);
     }
 }

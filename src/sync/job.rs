@@ -7,8 +7,8 @@ use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_REFILL, UPLOAD_WINDOW};
 use crate::event::{Event, Filter};
 use crate::negentropy::NegError;
 use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
-use crate::store::Store;
 use crate::store::{NegSession as StoreSession, StoreError};
+use crate::store::{SaveOutcome, Store};
 use serde_json::json;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -39,7 +39,8 @@ pub struct SyncRequest {
     /// Negentropy frame size limit in bytes (0 = none, else ≥ 4096); `None` = negotiate from
     /// the relay's NIP-11 `max_message_length` (60 000 when it says nothing).
     pub frame_size_limit: Option<u64>,
-    /// Most events to move (fetched + sent); None = no cap.
+    /// Most events to move (fetched + sent): the sync service's policy for the admin (reported
+    /// as such, [`SyncError::Capped`]); None = no cap.
     pub max_events: Option<u64>,
     /// Connection options.
     pub peer: PeerOptions,
@@ -70,6 +71,8 @@ struct State {
     fetches: HashMap<String, (HashSet<[u8; 32]>, tracing::Span)>,
     fetch_seq: u64,
     uploads: HashSet<String>,
+    /// `OK`s received for uploads (progress is reported every window's worth).
+    upload_answers: u64,
     to_save: Vec<Event>,
     challenge: Option<String>,
     /// Id of our AUTH event awaiting its `OK`; nothing new is sent meanwhile.
@@ -81,6 +84,8 @@ struct State {
     /// Work refused with `auth-required`, resumed once our AUTH is accepted.
     parked: Parked,
     moved: u64,
+    /// Ids of refused uploads (up to [`REFUSALS_RECHECKED`]), checked at the end.
+    refused: Vec<[u8; 32]>,
 }
 
 #[derive(Default)]
@@ -97,6 +102,8 @@ impl Parked {
 }
 
 const NOW_SLACK: u64 = 366 * 86_400;
+/// Refused uploads remembered to be checked against the store at the end of a sync.
+const REFUSALS_RECHECKED: usize = 100_000;
 /// AUTH events sent before giving up (a relay may rotate its challenge under load).
 const MAX_AUTH_ATTEMPTS: u32 = 3;
 /// How long to wait for the relay's NIP-11 document when negotiating the frame size.
@@ -168,6 +175,7 @@ impl SyncJob {
             fetches: HashMap::new(),
             fetch_seq: 0,
             uploads: HashSet::new(),
+            upload_answers: 0,
             to_save: Vec::new(),
             challenge: None,
             auth_pending: None,
@@ -176,21 +184,24 @@ impl SyncJob {
             auth_attempts: 0,
             parked: Parked::default(),
             moved: 0,
+            refused: Vec::new(),
         };
         let res = self.drive(&mut st, &filter, &mut on_progress).await;
         // Keep what arrived even when the job fails part way.
         let flushed = self.flush(&mut st).await;
-        st.p.bytes_sent = st.conn.bytes.sent.load(Ordering::Relaxed);
-        st.p.bytes_received = st.conn.bytes.received.load(Ordering::Relaxed);
         let res = res.and(flushed);
+        let res = match res {
+            Ok(()) => self.recheck_refusals(&mut st).await,
+            Err(e) => Err(e),
+        };
         match &res {
-            Ok(()) => st.p.complete = true,
+            Ok(()) => st.p.mark_complete(),
             Err(e) => {
                 st.p.error = Some(e.to_string());
                 st.p.error_kind = Some(e.kind().to_string());
             }
         }
-        on_progress(&st.p);
+        report(&mut st, &mut on_progress);
         st.conn.close().await;
         res.map(|()| st.p)
     }
@@ -316,9 +327,7 @@ impl SyncJob {
             && st.fetches.is_empty()
             && st.uploads.is_empty()
         {
-            return Err(SyncError::Refused(format!(
-                "limit: at most {cap} events may move in one sync"
-            )));
+            return Err(SyncError::Capped(cap));
         }
         Ok(())
     }
@@ -356,7 +365,7 @@ impl SyncJob {
                         st.session = None;
                     }
                 }
-                on_progress(&st.p);
+                report(st, on_progress);
             }
             RelayMsg::NegErr { sub, reason, max } => {
                 let Some(sess) = st.session.take_if(|s| s.sub == sub) else {
@@ -436,7 +445,7 @@ impl SyncJob {
                     // Ids the relay did not deliver free their place under the cap.
                     st.moved -= missing.len() as u64;
                     self.flush(st).await?;
-                    on_progress(&st.p);
+                    report(st, on_progress);
                     let _ = st.conn.send(json!(["CLOSE", sub])).await;
                 }
             }
@@ -473,16 +482,26 @@ impl SyncJob {
                         }
                         return Ok(());
                     }
-                    if accepted {
+                    st.upload_answers += 1;
+                    if message.starts_with("duplicate:") {
+                        // Another sync sent it first, or the relay holds a newer version:
+                        // not new there, and not a difference either.
+                        st.p.already_had += 1;
+                    } else if accepted {
                         st.p.sent += 1;
                     } else {
                         st.p.rejected += 1;
+                        if st.refused.len() < REFUSALS_RECHECKED
+                            && let Ok(raw) = crate::event::decode_hex32(&id)
+                        {
+                            st.refused.push(raw);
+                        }
                         st.p.last_refusal = Some(message);
                     }
                     if st.uploads.is_empty()
-                        || (st.p.sent + st.p.rejected).is_multiple_of(UPLOAD_WINDOW as u64)
+                        || st.upload_answers.is_multiple_of(UPLOAD_WINDOW as u64)
                     {
-                        on_progress(&st.p);
+                        report(st, on_progress);
                     }
                 }
             }
@@ -552,16 +571,54 @@ impl SyncJob {
         Ok(())
     }
 
+    /// A refused upload whose event is gone from our store by the end of the sync was
+    /// replaced by a newer version or deleted by its author — typically by what this sync
+    /// fetched (the relay refused the old version because it holds the new one). The sides
+    /// agree on it, so it counts as `already_had`, not as a difference. Past
+    /// [`REFUSALS_RECHECKED`] refusals the rest stay counted as differences.
+    async fn recheck_refusals(&self, st: &mut State) -> Result<(), SyncError> {
+        if st.refused.is_empty() {
+            return Ok(());
+        }
+        let ids = std::mem::take(&mut st.refused);
+        let asked = ids.len() as u64;
+        let held = self.store.get_by_ids(ids).await?.len() as u64;
+        let gone = asked.saturating_sub(held);
+        st.p.rejected -= gone;
+        st.p.already_had += gone;
+        if st.p.rejected == 0 {
+            st.p.last_refusal = None;
+        }
+        Ok(())
+    }
+
     async fn flush(&self, st: &mut State) -> Result<(), SyncError> {
         if st.to_save.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut st.to_save);
         let outcomes = self.store.save(batch).await?;
-        st.p.fetched += outcomes.iter().filter(|o| o.is_stored()).count() as u64;
-        st.p.skipped += outcomes.iter().filter(|o| !o.is_stored()).count() as u64;
+        for o in outcomes {
+            // Only what this save added counts as fetched, so syncs running at once into one
+            // store add up to what it gained; an event another sync stored first was moved
+            // for nothing.
+            match o {
+                SaveOutcome::Accepted | SaveOutcome::Replaced => st.p.fetched += 1,
+                SaveOutcome::Duplicate => st.p.already_had += 1,
+                SaveOutcome::Superseded | SaveOutcome::Deleted | SaveOutcome::Ephemeral => {
+                    st.p.skipped += 1
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// Hands the counters, with the bytes moved so far, to the caller.
+fn report(st: &mut State, on_progress: &mut (impl FnMut(&Progress) + Send)) {
+    st.p.bytes_sent = st.conn.bytes.sent.load(Ordering::Relaxed);
+    st.p.bytes_received = st.conn.bytes.received.load(Ordering::Relaxed);
+    on_progress(&st.p);
 }
 
 async fn send(st: &State, v: serde_json::Value) -> Result<(), SyncError> {

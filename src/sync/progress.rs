@@ -61,16 +61,24 @@ pub struct Progress {
     pub have: u64,
     /// Ids the relay has and we lack (distinct).
     pub need: u64,
-    /// Events fetched, verified and stored.
+    /// Events fetched, verified and newly stored by this sync (a newer version replacing an
+    /// older one counts). Over syncs running at once into one store, these add up to what the
+    /// store gained.
     pub fetched: u64,
-    /// Events uploaded and accepted by the relay.
+    /// Events uploaded that the relay accepted as new (not those it answered `duplicate:`).
     pub sent: u64,
-    /// Needed ids not fetched or not stored: superseded or deleted here, or stored meanwhile
-    /// (by another sync).
+    /// Events moved that the receiving side already had when they arrived: fetched events
+    /// another sync stored first, uploads the relay answered `duplicate:` (another sync sent
+    /// them first, or it holds a newer version), and refused uploads of events replaced or
+    /// deleted here by the end of the sync. Moved, not new; the sides agree on them.
+    pub already_had: u64,
+    /// Needed ids not fetched, or fetched and not stored: known here as stored, superseded or
+    /// deleted before the fetch, or superseded, deleted or ephemeral when saved.
     pub skipped: u64,
     /// Events received but dropped: not asked for, or failing verification.
     pub dropped: u64,
-    /// Uploads the relay refused.
+    /// Uploads the relay refused, of events still held here at the end of the sync: the
+    /// sides differ by these.
     pub rejected: u64,
     /// Time ranges split after a size refusal.
     pub splits: u64,
@@ -86,9 +94,71 @@ pub struct Progress {
     /// The relay's reason for the last refused upload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_refusal: Option<String>,
+    /// On a completed sync: why the two sides still differ, by counter name (`"dropped"`,
+    /// `"rejected"`); empty when they agree. See [`Progress::differences`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differs: Vec<&'static str>,
     /// With `error`: its class (see `SyncError::kind`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+}
+
+impl Progress {
+    /// Why a completed sync left the two sides different, by counter name: `"dropped"` (events
+    /// received that failed verification or were not asked for) and `"rejected"` (uploads the
+    /// relay refused). Empty when nothing was lost that way.
+    pub fn differences(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.dropped > 0 {
+            v.push("dropped");
+        }
+        if self.rejected > 0 {
+            v.push("rejected");
+        }
+        v
+    }
+
+    /// Marks the final message of a sync that completed, naming what still differs.
+    pub fn mark_complete(&mut self) {
+        self.complete = true;
+        self.error = None;
+        self.error_kind = None;
+        self.differs = self.differences();
+    }
+
+    /// The exit code of `orly sync` for this final progress: the error's class, else
+    /// [`exit::DIFFER`] when the sides still differ, else [`exit::SUCCESS`] (a progress that
+    /// is neither complete nor failed never ended: [`exit::INCOMPLETE`]).
+    pub fn exit_code(&self) -> u8 {
+        match &self.error {
+            Some(_) => exit::for_kind(self.error_kind.as_deref().unwrap_or("incomplete")),
+            None if !self.complete => exit::INCOMPLETE,
+            None if !self.differences().is_empty() => exit::DIFFER,
+            None => exit::SUCCESS,
+        }
+    }
+
+    /// What still differs after a completed sync, in words for the summary line
+    /// (`"2 events dropped (failed verification or not asked for) and 3 uploads refused by
+    /// the relay"`); `None` when the sides agree.
+    pub fn difference_text(&self) -> Option<String> {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = Vec::new();
+        if self.dropped > 0 {
+            parts.push(format!(
+                "{} dropped (failed verification or not asked for)",
+                plural(self.dropped, "event", "events")
+            ));
+        }
+        if self.rejected > 0 {
+            parts.push(format!(
+                "{} refused by the relay",
+                plural(self.rejected, "upload", "uploads")
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join(" and "))
+    }
 }
 
 /// Why a sync ended without completing.
@@ -100,6 +170,10 @@ pub enum SyncError {
     /// The relay refused (NOTICE, CLOSED or NEG-ERR), with its text.
     #[error("refused by relay: {0}")]
     Refused(String),
+    /// The job's own event cap ([`super::SyncRequest::max_events`], set only by the sync
+    /// service from the admin's policy) stopped it with differences left to move.
+    #[error("stopped by the service's policy: at most {0} events per sync")]
+    Capped(u64),
     /// The relay requires NIP-42 AUTH and we have no key, or it refused ours.
     #[error("authentication failed: {0}")]
     Auth(String),
@@ -123,7 +197,7 @@ impl SyncError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "invalid",
-            Self::Refused(_) => "refused",
+            Self::Refused(_) | Self::Capped(_) => "refused",
             Self::Auth(_) => "auth",
             Self::Timeout(_) | Self::Connect(PeerError::ConnectTimeout(_)) => "timeout",
             Self::Connect(_) | Self::Incomplete(_) => "incomplete",
@@ -153,6 +227,9 @@ pub mod exit {
     pub const TIMEOUT: u8 = 5;
     /// Stopped part way: disconnect, protocol error, unreachable peer or service, cancelled.
     pub const INCOMPLETE: u8 = 6;
+    /// The sync completed, but the two sides still differ: events were dropped (failed
+    /// verification, not asked for) or the relay refused uploads.
+    pub const DIFFER: u8 = 7;
 
     /// The exit code for an error class (see `SyncError::kind`).
     pub fn for_kind(kind: &str) -> u8 {
@@ -164,5 +241,38 @@ pub mod exit {
             "store" => FAILURE,
             _ => INCOMPLETE,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_final_progress() {
+        let mut p = Progress::default();
+        assert_eq!(p.exit_code(), exit::INCOMPLETE, "never ended");
+        p.mark_complete();
+        assert_eq!((p.exit_code(), p.difference_text()), (exit::SUCCESS, None));
+        p.dropped = 1;
+        p.rejected = 3;
+        p.mark_complete();
+        assert_eq!(p.exit_code(), exit::DIFFER);
+        assert_eq!(
+            p.difference_text().as_deref(),
+            Some(
+                "1 event dropped (failed verification or not asked for) and 3 uploads refused \
+                 by the relay"
+            )
+        );
+        p.complete = false;
+        p.error = Some("refused by relay: blocked: no".into());
+        p.error_kind = Some("refused".into());
+        assert_eq!(
+            p.exit_code(),
+            exit::REFUSED,
+            "an error wins over differences"
+        );
+        assert_eq!(SyncError::Capped(5).exit_code(), exit::REFUSED);
     }
 }
