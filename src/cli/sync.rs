@@ -7,7 +7,7 @@ use crate::peer::PeerOptions;
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use crate::store::Store;
-use crate::sync::{Direction, Progress, SyncJob, SyncRequest};
+use crate::sync::{Direction, ErrorKind, Progress, SyncJob, SyncRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,11 +149,11 @@ async fn direct(store: Arc<dyn Store>, req: SyncRequest, display: &Display) -> u
     }
 }
 
-fn fail(display: &Display, peer: &str, kind: &str, msg: String) -> u8 {
+fn fail(display: &Display, peer: &str, kind: ErrorKind, msg: String) -> u8 {
     let p = Progress {
         peer_url: peer.to_string(),
         error: Some(msg),
-        error_kind: Some(kind.into()),
+        error_kind: Some(kind),
         ..Default::default()
     };
     if display.json {
@@ -205,7 +205,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
                     return fail(
                         display,
                         &peer,
-                        "invalid",
+                        ErrorKind::Invalid,
                         format!("token in {} is not valid text", f.display()),
                     );
                 }
@@ -214,7 +214,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
                 return fail(
                     display,
                     &peer,
-                    "invalid",
+                    ErrorKind::Invalid,
                     format!("cannot read token file {}: {e}", f.display()),
                 );
             }
@@ -229,7 +229,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
                 return fail(
                     display,
                     &peer,
-                    "auth",
+                    ErrorKind::Auth,
                     conn::refused_message(&t.addr, &alert),
                 );
             }
@@ -252,7 +252,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
             Ok(None) => break,
             Err(s) => {
                 last.error = Some(status_message(t, &s, Phase::Answered));
-                last.error_kind = Some(status_kind(&s).into());
+                last.error_kind = Some(status_kind(&s));
                 break;
             }
         }
@@ -262,7 +262,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
             "sync service at {} ended the stream without a result",
             t.addr
         ));
-        last.error_kind = Some("incomplete".into());
+        last.error_kind = Some(ErrorKind::Incomplete);
     }
     if display.json {
         display.show(&last);
@@ -282,14 +282,15 @@ enum Phase {
 
 /// The error class (see `SyncError::kind`) of a failed call. A refused client certificate is
 /// told apart before this (see `conn`): a closed or reset connection is never "auth".
-fn status_kind(s: &tonic::Status) -> &'static str {
+/// The class of a refused or failed call: the one place gRPC status codes become kinds.
+fn status_kind(s: &tonic::Status) -> ErrorKind {
     use tonic::Code;
     match s.code() {
-        Code::InvalidArgument => "invalid",
-        Code::PermissionDenied | Code::ResourceExhausted => "refused",
-        Code::Unauthenticated => "auth",
-        Code::DeadlineExceeded => "timeout",
-        _ => "incomplete",
+        Code::InvalidArgument => ErrorKind::Invalid,
+        Code::PermissionDenied | Code::ResourceExhausted => ErrorKind::Refused,
+        Code::Unauthenticated => ErrorKind::Auth,
+        Code::DeadlineExceeded => ErrorKind::Timeout,
+        _ => ErrorKind::Incomplete,
     }
 }
 

@@ -79,9 +79,10 @@ impl Prefix {
         Prefix::ALL.into_iter().find(|p| p.as_str() == word)
     }
 
-    /// Whether `message` starts with this prefix.
+    /// Whether `message` starts with this prefix: `word:`, or the bare word alone (some
+    /// relays send `auth-required` with nothing after it).
     pub fn starts(self, message: &str) -> bool {
-        Prefix::of(message) == Some(self)
+        Prefix::of(message) == Some(self) || message == self.as_str()
     }
 
     /// `"word: text"`.

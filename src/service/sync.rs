@@ -10,7 +10,7 @@ use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
     NegentropyService, NegentropyServiceServer,
 };
 use crate::store::Store;
-use crate::sync::{Direction, Progress, SyncJob, SyncRequest};
+use crate::sync::{Direction, ErrorKind, Progress, SyncJob, SyncRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -129,7 +129,7 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         rejected_count: n(p.rejected),
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
-        error_kind: p.error_kind.clone().unwrap_or_default(),
+        error_kind: p.error_kind.map(|k| k.as_str().into()).unwrap_or_default(),
         last_refusal: p.last_refusal.clone().unwrap_or_default(),
         already_had_count: n(p.already_had),
         split_count: n(p.splits),
@@ -240,8 +240,8 @@ impl NegentropyService for SyncService {
                 });
                 let result = tokio::select! {
                     r = run => r.map_err(|e| (e.to_string(), e.kind())),
-                    _ = tx.closed() => Err(("cancelled: the caller went away".to_string(), "cancelled")),
-                    _ = cancel_rx => Err(("cancelled by CancelSync".to_string(), "cancelled")),
+                    _ = tx.closed() => Err(("cancelled: the caller went away".to_string(), ErrorKind::Cancelled)),
+                    _ = cancel_rx => Err(("cancelled by CancelSync".to_string(), ErrorKind::Cancelled)),
                 };
                 let mut last = match &result {
                     Ok(p) => p.clone(),
@@ -258,7 +258,7 @@ impl NegentropyService for SyncService {
                         }
                         p.complete = false;
                         p.error = Some(e.clone());
-                        p.error_kind = Some(kind.to_string());
+                        p.error_kind = Some(*kind);
                         p
                     }
                 };
@@ -272,7 +272,7 @@ impl NegentropyService for SyncService {
                     e.cancel = None;
                     e.finished_at = Some(Instant::now());
                 });
-                crate::telemetry::count_sync(last.error_kind.as_deref().unwrap_or("complete"));
+                crate::telemetry::count_sync(last.error_kind.map_or("complete", ErrorKind::as_str));
                 crate::telemetry::count_events_moved("down", last.fetched);
                 crate::telemetry::count_events_moved("up", last.sent);
                 // The caller gets its answer first; the completion record (not a decision)
@@ -386,7 +386,9 @@ pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
         bytes_received: n(p.bytes_received),
         complete: p.complete,
         error: text(&p.error),
-        error_kind: text(&p.error_kind).or_else(|| text(&p.error).map(|_| "incomplete".into())),
+        error_kind: text(&p.error_kind)
+            .map(|k| ErrorKind::parse(&k))
+            .or_else(|| text(&p.error).map(|_| ErrorKind::Incomplete)),
         last_refusal: text(&p.last_refusal),
         differs: Vec::new(),
     };
@@ -419,7 +421,7 @@ mod tests {
             bytes_received: 12,
             complete: false,
             error: Some("timed out: no reply".into()),
-            error_kind: Some("timeout".into()),
+            error_kind: Some(ErrorKind::Timeout),
             last_refusal: Some("blocked: no".into()),
             differs: Vec::new(),
         };

@@ -4,6 +4,7 @@
 
 use super::progress::{Direction, Progress, SyncError};
 use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_REFILL, UPLOAD_WINDOW};
+use crate::event::wire::{ClientMessage, Prefix};
 use crate::event::{Event, Filter};
 use crate::negentropy::NegError;
 use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
@@ -147,7 +148,7 @@ impl SyncJob {
                 on_progress(&Progress {
                     peer_url: self.req.peer_url.clone(),
                     error: Some(e.to_string()),
-                    error_kind: Some(e.kind().to_string()),
+                    error_kind: Some(e.kind()),
                     ..Default::default()
                 });
                 return Err(e);
@@ -198,7 +199,7 @@ impl SyncJob {
             Ok(()) => st.p.mark_complete(),
             Err(e) => {
                 st.p.error = Some(e.to_string());
-                st.p.error_kind = Some(e.kind().to_string());
+                st.p.error_kind = Some(e.kind());
             }
         }
         report(&mut st, &mut on_progress);
@@ -276,11 +277,12 @@ impl SyncJob {
         let init = neg.initiate().await.map_err(neg_failed)?;
         st.sessions_opened += 1;
         let sub = format!("orly-neg-{}", st.sessions_opened);
-        send(
-            st,
-            json!(["NEG-OPEN", sub, f.to_value(), hex::encode(init)]),
-        )
-        .await?;
+        let open = ClientMessage::NegOpen {
+            sub: sub.clone(),
+            filter: f.to_value(),
+            hex: hex::encode(init),
+        };
+        send(st, open).await?;
         st.session = Some(NegSession { sub, neg, range });
         Ok(())
     }
@@ -301,7 +303,11 @@ impl SyncJob {
             let sub = format!("orly-req-{}", st.fetch_seq);
             let hexes: Vec<String> = ids.iter().map(hex::encode).collect();
             let span = tracing::info_span!("fetch_batch", sub = %sub, ids = ids.len(), missing = tracing::field::Empty);
-            send(st, json!(["REQ", sub, {"ids": hexes}])).await?;
+            let req = ClientMessage::Req {
+                sub: sub.clone(),
+                filters: vec![json!({ "ids": hexes })],
+            };
+            send(st, req).await?;
             st.fetches.insert(sub, (ids, span));
         }
         while st.uploads.len() < UPLOAD_WINDOW && !st.have_q.is_empty() && st.moved < cap {
@@ -319,7 +325,7 @@ impl SyncJob {
                 st.uploads.insert(ev.id_hex());
                 let v =
                     serde_json::to_value(&ev).map_err(|e| SyncError::Incomplete(e.to_string()))?;
-                send(st, json!(["EVENT", v])).await?;
+                send(st, ClientMessage::Event(v)).await?;
             }
         }
         if st.moved >= cap
@@ -359,9 +365,12 @@ impl SyncJob {
                 st.p.round += 1;
                 self.learn(st, step.have, step.need).await?;
                 match step.reply {
-                    Some(m) => send(st, json!(["NEG-MSG", sub, hex::encode(m)])).await?,
+                    Some(m) => {
+                        let hex = hex::encode(m);
+                        send(st, ClientMessage::NegMsg { sub, hex }).await?
+                    }
                     None => {
-                        send(st, json!(["NEG-CLOSE", sub])).await?;
+                        send(st, ClientMessage::NegClose { sub }).await?;
                         st.session = None;
                     }
                 }
@@ -384,7 +393,7 @@ impl SyncJob {
                     st.ranges.push((lo, mid));
                     st.ranges.push((mid + 1, hi));
                     st.p.splits += 1;
-                } else if reason.starts_with("auth-required") {
+                } else if Prefix::AuthRequired.starts(&reason) {
                     self.authenticate(st, &reason).await?;
                     st.parked.ranges.push(sess.range);
                 } else {
@@ -393,14 +402,14 @@ impl SyncJob {
             }
             RelayMsg::Closed { sub, message } => {
                 if let Some(sess) = st.session.take_if(|s| s.sub == sub) {
-                    if message.starts_with("auth-required") {
+                    if Prefix::AuthRequired.starts(&message) {
                         self.authenticate(st, &message).await?;
                         st.parked.ranges.push(sess.range);
                     } else {
                         return Err(SyncError::Refused(message));
                     }
                 } else if let Some((ids, _span)) = st.fetches.remove(&sub) {
-                    if message.starts_with("auth-required") {
+                    if Prefix::AuthRequired.starts(&message) {
                         self.authenticate(st, &message).await?;
                         st.moved -= ids.len() as u64;
                         st.parked.need.extend(ids);
@@ -446,7 +455,7 @@ impl SyncJob {
                     st.moved -= missing.len() as u64;
                     self.flush(st).await?;
                     report(st, on_progress);
-                    let _ = st.conn.send(json!(["CLOSE", sub])).await;
+                    let _ = st.conn.send_msg(&ClientMessage::Close { sub }).await;
                 }
             }
             RelayMsg::Ok {
@@ -474,7 +483,7 @@ impl SyncJob {
                     st.need_q.extend(parked.need);
                     st.have_q.extend(parked.have);
                 } else if st.uploads.remove(&id) {
-                    if message.starts_with("auth-required") && !accepted {
+                    if Prefix::AuthRequired.starts(&message) && !accepted {
                         self.authenticate(st, &message).await?;
                         if let Ok(raw) = crate::event::decode_hex32(&id) {
                             st.moved -= 1;
@@ -483,7 +492,7 @@ impl SyncJob {
                         return Ok(());
                     }
                     st.upload_answers += 1;
-                    if message.starts_with("duplicate:") {
+                    if Prefix::Duplicate.starts(&message) {
                         // Another sync sent it first, or the relay holds a newer version:
                         // not new there, and not a difference either.
                         st.p.already_had += 1;
@@ -621,8 +630,8 @@ fn report(st: &mut State, on_progress: &mut (impl FnMut(&Progress) + Send)) {
     on_progress(&st.p);
 }
 
-async fn send(st: &State, v: serde_json::Value) -> Result<(), SyncError> {
-    st.conn.send(v).await.map_err(disconnected)
+async fn send(st: &State, m: ClientMessage) -> Result<(), SyncError> {
+    st.conn.send_msg(&m).await.map_err(disconnected)
 }
 
 fn disconnected(e: PeerError) -> SyncError {
@@ -633,7 +642,7 @@ fn disconnected(e: PeerError) -> SyncError {
 /// other refusals end the job.
 fn is_size_refusal(reason: &str, max: Option<u64>) -> bool {
     let r = reason.to_ascii_lowercase();
-    r.starts_with("blocked:")
+    Prefix::Blocked.starts(&r)
         && (max.is_some()
             || [
                 "too many",

@@ -5,7 +5,7 @@ mod job;
 mod progress;
 
 pub use job::{SyncJob, SyncRequest};
-pub use progress::{Direction, Progress, SyncError, exit};
+pub use progress::{Direction, ErrorKind, Progress, SyncError, exit};
 
 /// Default negentropy frame size limit in (binary) bytes: 60 000, as strfry, which keeps
 /// hex-encoded frames under the common 131 072-byte WebSocket cap.

@@ -100,7 +100,7 @@ pub struct Progress {
     pub differs: Vec<&'static str>,
     /// With `error`: its class (see `SyncError::kind`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_kind: Option<String>,
+    pub error_kind: Option<ErrorKind>,
 }
 
 impl Progress {
@@ -131,7 +131,7 @@ impl Progress {
     /// is neither complete nor failed never ended: [`exit::INCOMPLETE`]).
     pub fn exit_code(&self) -> u8 {
         match &self.error {
-            Some(_) => exit::for_kind(self.error_kind.as_deref().unwrap_or("incomplete")),
+            Some(_) => self.error_kind.unwrap_or(ErrorKind::Incomplete).exit_code(),
             None if !self.complete => exit::INCOMPLETE,
             None if !self.differences().is_empty() => exit::DIFFER,
             None => exit::SUCCESS,
@@ -194,20 +194,94 @@ pub enum SyncError {
 impl SyncError {
     /// The class of failure, as carried in `SyncProgress.error_kind` so client mode exits with
     /// the same code as direct mode.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Invalid(_) => "invalid",
-            Self::Refused(_) | Self::Capped(_) => "refused",
-            Self::Auth(_) => "auth",
-            Self::Timeout(_) | Self::Connect(PeerError::ConnectTimeout(_)) => "timeout",
-            Self::Connect(_) | Self::Incomplete(_) => "incomplete",
-            Self::Store(_) => "store",
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::Refused(_) | Self::Capped(_) => ErrorKind::Refused,
+            Self::Auth(_) => ErrorKind::Auth,
+            Self::Timeout(_) | Self::Connect(PeerError::ConnectTimeout(_)) => ErrorKind::Timeout,
+            Self::Connect(_) | Self::Incomplete(_) => ErrorKind::Incomplete,
+            Self::Store(_) => ErrorKind::Store,
         }
     }
 
     /// The documented exit code of `orly sync` for this failure.
     pub fn exit_code(&self) -> u8 {
-        exit::for_kind(self.kind())
+        self.kind().exit_code()
+    }
+}
+
+/// The class of a sync's failure: what `orly sync` exits with, and what crosses the wire as
+/// `SyncProgress.error_kind` (the lowercase name) so client mode exits as direct mode does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Bad request: flags, filter, URL.
+    Invalid,
+    /// Refused by the relay, or by the sync service's policy or limits.
+    Refused,
+    /// NIP-42, or the service's certificate or token checks.
+    Auth,
+    /// Connect, first reply or idle timeout.
+    Timeout,
+    /// Stopped part way: disconnected, protocol error, unreachable.
+    Incomplete,
+    /// Cancelled (CancelSync, or the caller went away).
+    Cancelled,
+    /// The local store failed.
+    Store,
+}
+
+impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Invalid,
+        ErrorKind::Refused,
+        ErrorKind::Auth,
+        ErrorKind::Timeout,
+        ErrorKind::Incomplete,
+        ErrorKind::Cancelled,
+        ErrorKind::Store,
+    ];
+
+    /// The name on the wire and in `--json` lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Incomplete => "incomplete",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Store => "store",
+        }
+    }
+
+    /// Reads a name from the wire; a name this version does not know is `Incomplete` (the
+    /// sync did not complete, whatever the reason).
+    pub fn parse(name: &str) -> ErrorKind {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .unwrap_or(ErrorKind::Incomplete)
+    }
+
+    /// The documented exit code of `orly sync`: the one place kinds become exit codes.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Invalid => exit::USAGE,
+            ErrorKind::Refused => exit::REFUSED,
+            ErrorKind::Auth => exit::AUTH,
+            ErrorKind::Timeout => exit::TIMEOUT,
+            ErrorKind::Store => exit::FAILURE,
+            ErrorKind::Incomplete | ErrorKind::Cancelled => exit::INCOMPLETE,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -230,18 +304,6 @@ pub mod exit {
     /// The sync completed, but the two sides still differ: events were dropped (failed
     /// verification, not asked for) or the relay refused uploads.
     pub const DIFFER: u8 = 7;
-
-    /// The exit code for an error class (see `SyncError::kind`).
-    pub fn for_kind(kind: &str) -> u8 {
-        match kind {
-            "invalid" => USAGE,
-            "refused" => REFUSED,
-            "auth" => AUTH,
-            "timeout" => TIMEOUT,
-            "store" => FAILURE,
-            _ => INCOMPLETE,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -267,12 +329,25 @@ mod tests {
         );
         p.complete = false;
         p.error = Some("refused by relay: blocked: no".into());
-        p.error_kind = Some("refused".into());
+        p.error_kind = Some(ErrorKind::Refused);
         assert_eq!(
             p.exit_code(),
             exit::REFUSED,
             "an error wins over differences"
         );
         assert_eq!(SyncError::Capped(5).exit_code(), exit::REFUSED);
+    }
+
+    #[test]
+    fn error_kinds_cross_the_wire_by_name() {
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::parse(k.as_str()), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert_eq!(
+            ErrorKind::parse("from-a-newer-version"),
+            ErrorKind::Incomplete
+        );
+        assert_eq!(ErrorKind::Cancelled.exit_code(), exit::INCOMPLETE);
     }
 }

@@ -6,6 +6,7 @@
 //! call — exactly what a service that dies says. [`TlsSeen`] tells the two apart.
 
 use super::ServiceTarget;
+use crate::sync::ErrorKind;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -46,14 +47,14 @@ impl TlsSeen {
 
 /// A failed connection: its error class (see `SyncError::kind`) and what to tell the user.
 pub struct ConnectFailure {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
 }
 
 /// Connects to the sync service (TLS when `--ca` is given).
 pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFailure> {
     let failed = |message: String| ConnectFailure {
-        kind: "incomplete",
+        kind: ErrorKind::Incomplete,
         message,
     };
     let ep = Endpoint::from_shared(format!("http://{}", t.addr))
@@ -70,7 +71,7 @@ pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFai
         None => ep.connect().await,
         Some(ca) => {
             let tls = Tls::new(t, ca).map_err(|e| ConnectFailure {
-                kind: "invalid",
+                kind: ErrorKind::Invalid,
                 message: e,
             })?;
             let seen = seen.clone();
@@ -85,7 +86,7 @@ pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFai
         Ok(channel) => Ok((channel, seen)),
         Err(e) => Err(match seen.refused_certificate() {
             Some(alert) => ConnectFailure {
-                kind: "auth",
+                kind: ErrorKind::Auth,
                 message: refused_message(&t.addr, &alert),
             },
             None => failed(format!(

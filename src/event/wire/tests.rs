@@ -147,6 +147,11 @@ fn prefixes_are_read_only_when_they_are_words_of_the_protocol() {
         assert!(p.starts(&m));
     }
     assert_eq!(Prefix::of("auth-required"), None, "no colon: free text");
+    assert!(
+        Prefix::AuthRequired.starts("auth-required"),
+        "but the bare word is that prefix"
+    );
+    assert!(!Prefix::AuthRequired.starts("auth-required-ish: x"));
     assert_eq!(Prefix::of("nope: x"), None);
     assert_eq!(Prefix::of("Blocked: x"), None, "prefixes are lowercase");
     assert_eq!(Prefix::of("blocked:x"), Some(Prefix::Blocked));
