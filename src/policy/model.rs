@@ -9,44 +9,8 @@ use std::num::{NonZeroU32, NonZeroU64};
 
 use super::peer::PeerPattern;
 
-/// Which way events move in a sync, as named in the policy and in requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// Fetch events the peer has and we lack.
-    Down,
-    /// Send events we have and the peer lacks.
-    Up,
-    /// Both of the above.
-    Both,
-    /// Reconcile only (dry run): count differences, move nothing.
-    None,
-}
-
-impl Direction {
-    /// Every direction, in policy order.
-    pub const ALL: [Direction; 4] = [Self::Down, Self::Up, Self::Both, Self::None];
-
-    /// The name used in policy files and messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Down => "down",
-            Self::Up => "up",
-            Self::Both => "both",
-            Self::None => "none",
-        }
-    }
-
-    /// Parses a policy name (`down`, `up`, `both`, `none`), exactly as written.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == name)
-    }
-}
-
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which way events move in a sync, as named in the policy and in requests: the sync's own.
+pub use crate::sync::Direction;
 
 /// The directions an admin may request.
 ///

@@ -4,8 +4,8 @@
 use crate::peer::PeerError;
 use crate::store::StoreError;
 
-/// Which way events move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+/// Which way events move: on the command line, in requests and in the admin policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Fetch what the relay has and we lack.
@@ -20,6 +20,14 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Every direction, in policy order.
+    pub const ALL: [Direction; 4] = [Self::Down, Self::Up, Self::Both, Self::None];
+
+    /// Parses a name (`down`, `up`, `both`, `none`), exactly as written.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::parse(name)
+    }
+
     /// Parses `down|up|both|none`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -47,6 +55,12 @@ impl Direction {
 
     pub(crate) fn uploads(self) -> bool {
         matches!(self, Self::Up | Self::Both)
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
