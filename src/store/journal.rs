@@ -77,18 +77,9 @@ fn journals(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Filter, Keys, sign_event};
-    use crate::store::{FjallStore, Order};
-
-    fn all(s: &FjallStore) -> Vec<Event> {
-        let mut v = Vec::new();
-        s.query_blocking(&Filter::default(), Order::OldestFirst, |e| {
-            v.push(e);
-            true
-        })
-        .unwrap();
-        v
-    }
+    use crate::event::{Event, Keys, sign_event};
+    use crate::store::FjallStore;
+    use crate::store::tests::all;
 
     fn journal_bytes(dir: &Path) -> u64 {
         journals(dir)

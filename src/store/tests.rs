@@ -13,7 +13,7 @@ fn ev(keys: &Keys, at: u64, kind: u16, tags: Vec<Vec<String>>, content: &str) ->
     sign_event(keys, at, kind, tags, content)
 }
 
-fn all(s: &FjallStore) -> Vec<Event> {
+pub(super) fn all(s: &FjallStore) -> Vec<Event> {
     let mut v = Vec::new();
     s.query_blocking(&Filter::default(), Order::OldestFirst, |e| {
         v.push(e);
