@@ -309,6 +309,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let started = std::time::Instant::now();
             let s = cli::import::import(&store, reader, &mut output::QuietStderr, &pb)?;
             pb.finish_and_clear();
+            // Compacts the negentropy index after the bulk load, then leaves no journal behind.
+            store.flush()?;
             store.close(None)?;
             let secs = started.elapsed().as_secs_f64();
             errln!(

@@ -577,24 +577,27 @@ impl FjallStore {
     /// [`FjallStore::close`] for a service that is stopping: gives up on the memtable flush
     /// after [`FLUSH_WAIT`] rather than hang (the journal then stays, and is replayed).
     pub fn close_at_stop(self) -> Result<bool, StoreError> {
+        // What the service wrote may be a bulk load: compact the index as `flush` does.
+        self.flush_memtables(Some(FLUSH_WAIT), true)?;
         self.close(Some(FLUSH_WAIT))
     }
 
     /// [`FjallStore::flush`], giving up on the memtable flush after `wait` if given.
     pub fn flush_within(&self, wait: Option<std::time::Duration>) -> Result<(), StoreError> {
-        self.flush_memtables(wait).map(|_| ())
+        self.flush_memtables(wait, true).map(|_| ())
     }
 
-    /// Flushes, then closes the store so that the next open costs the same whatever was written
-    /// before: with every memtable in tables, the journal holds nothing the next open needs,
-    /// and it is emptied (see [`super::journal`]). Without this, an open replays the whole
-    /// active journal (up to 64 MB: about half a second after a 100 000-event import).
+    /// Writes the memtables out, then closes the store so that the next open costs the same
+    /// whatever was written before: with every memtable in tables, the journal holds nothing
+    /// the next open needs, and it is emptied (see [`super::journal`]). Without this, an open
+    /// replays the whole active journal (up to 64 MB after a large import). It does not compact
+    /// the negentropy index: after a bulk load, call [`FjallStore::flush`] first.
     ///
     /// Returns whether the journal was emptied. It is left as it is (and replayed at the next
     /// open, which is always correct) when the flush gave up, or when another clone of this
     /// store is still alive and so the database is not closed yet.
     pub fn close(self, wait: Option<std::time::Duration>) -> Result<bool, StoreError> {
-        let flushed = self.flush_memtables(wait)?;
+        let flushed = self.flush_memtables(wait, false)?;
         let Ok(inner) = Arc::try_unwrap(self.inner) else {
             tracing::debug!("store still shared at close: its journal is kept");
             return Ok(false);
@@ -609,9 +612,14 @@ impl FjallStore {
         super::journal::empty_after_clean_close(&path)
     }
 
-    /// Persists the journal, then writes every memtable out as tables; returns false if that
-    /// did not finish within `wait` (the journal still holds the data).
-    fn flush_memtables(&self, wait: Option<std::time::Duration>) -> Result<bool, StoreError> {
+    /// Persists the journal, then writes every memtable out as tables (and compacts the
+    /// negentropy index if `compact`); returns false if the tables were not written within
+    /// `wait` (the journal still holds the data).
+    fn flush_memtables(
+        &self,
+        wait: Option<std::time::Duration>,
+        compact: bool,
+    ) -> Result<bool, StoreError> {
         self.inner.db.persist(fjall::PersistMode::SyncAll)?;
         // Flushed tables spare the next open re-inserting the journal into memtables (for a
         // fresh 100k-event import that costs seconds). fjall still reads the active journal
@@ -648,6 +656,9 @@ impl FjallStore {
         // small index keyspace holds many stale versions that each sync session would read
         // past: compact it (a few MB per million events). The data is durable already, so a
         // failed compaction only costs speed.
+        if !compact {
+            return Ok(true);
+        }
         if let Err(e) = self.ks(Slot::NegIndex).major_compact() {
             tracing::warn!("compacting the negentropy index failed (sync sessions read more): {e}");
         }
