@@ -196,15 +196,13 @@ impl SyncGate for SecureGate {
         })
     }
 
-    async fn refuse_invalid(
-        &self,
-        call: &CallInfo,
-        req: &pb::SyncPeerRequest,
-        status: Status,
-    ) -> Status {
+    async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
         // The message may quote the URL in a form the URL redaction cannot spot (no scheme).
         let raw = req.peer_url.as_str();
-        let mut reason = format!("invalid request: {}", status.message());
+        let mut reason = match status.code() {
+            Code::InvalidArgument => format!("invalid request: {}", status.message()),
+            _ => status.message().to_string(),
+        };
         if !raw.is_empty() {
             let shown = redact_url(raw);
             reason = reason

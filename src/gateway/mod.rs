@@ -5,6 +5,7 @@
 mod admin_limit;
 mod audit;
 mod audit_layer;
+mod body;
 mod check;
 mod config;
 mod gate;

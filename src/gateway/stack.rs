@@ -1,11 +1,14 @@
 //! The security stack, in the order of DESIGN.md §7:
 //! accept → per-IP limit → TLS 1.3 with client certificate → identity → token → per-admin rate
-//! → (policy + concurrency + audit of SyncWithPeer in the gate, where the body is visible)
+//! → the request message read and decoded (refused with a record when it is too large or not
+//! protobuf) → (policy + concurrency + audit of SyncWithPeer in the gate, where the body is
+//! visible)
 //! → audit of other calls → handler.
 
 use super::admin_limit::AdminRateLimit;
 use super::audit::AuditLog;
 use super::audit_layer::AuditAllowed;
+use super::body::RequestMessage;
 use super::check::CheckLayer;
 use super::config::SecurityConfig;
 use super::gate::SecureGate;
@@ -77,6 +80,7 @@ pub async fn serve(
             AdminRateLimit::new(policy.clone()),
             audit.clone(),
         ))
+        .layer(RequestMessage::new(audit.clone()))
         .layer(CheckLayer::new(
             AuditAllowed {
                 audit: audit.clone(),

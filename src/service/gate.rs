@@ -59,13 +59,9 @@ pub struct Admission {
 pub trait SyncGate: Send + Sync + 'static {
     /// Admits or refuses a validated request. A refusal is already audited when this returns.
     async fn admit(&self, call: &CallInfo, req: &SyncRequest) -> Result<Admission, Status>;
-    /// Records a request refused as invalid before admission; returns the status to send.
-    async fn refuse_invalid(
-        &self,
-        call: &CallInfo,
-        req: &pb::SyncPeerRequest,
-        status: Status,
-    ) -> Status;
+    /// Records a request refused before admission (invalid, or the service not ready); returns
+    /// the status to send (INVALID_ARGUMENT is recorded as an "invalid request").
+    async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status;
     /// Records the handler's decision on a `CancelSync` (an admin may cancel only the syncs it
     /// started): `Ok(reason)` when allowed. `Err` when refused, or when the record cannot be
     /// written (fail closed).
@@ -99,12 +95,7 @@ impl SyncGate for OpenGate {
         })
     }
 
-    async fn refuse_invalid(
-        &self,
-        _call: &CallInfo,
-        _req: &pb::SyncPeerRequest,
-        status: Status,
-    ) -> Status {
+    async fn refuse(&self, _call: &CallInfo, _req: &pb::SyncPeerRequest, status: Status) -> Status {
         status
     }
 

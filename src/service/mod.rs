@@ -10,7 +10,7 @@ mod sync;
 pub use db::{DbService, store_status};
 pub use gate::{Admission, CallInfo, OpenGate, SyncGate};
 pub use server::{serve_db, serve_sync_plain};
-pub use sync::{SyncDefaults, SyncService, progress_from_pb};
+pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService, progress_from_pb};
 
 use crate::store::Store;
 use std::sync::Arc;

@@ -20,6 +20,10 @@ use tonic::{Request, Response, Status};
 /// Finished syncs remembered for `GetSyncStatus`/`ListSyncs`.
 const KEEP_FINISHED: usize = 200;
 
+/// Largest request message decoded, in bytes (tonic's default, stated): behind the gateway a
+/// larger one is refused, with its audit record, before it reaches the codec.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// Defaults applied to every sync the service runs.
 #[derive(Debug, Clone, Default)]
 pub struct SyncDefaults {
@@ -54,7 +58,7 @@ impl SyncService {
 
     /// Wraps it as a tonic service.
     pub fn into_server(self) -> NegentropyServiceServer<Self> {
-        NegentropyServiceServer::new(self)
+        NegentropyServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     /// Turns a request into a validated [`SyncRequest`]; INVALID_ARGUMENT names the field.
@@ -178,10 +182,11 @@ impl NegentropyService for SyncService {
         let body = request.into_inner();
         let req = match self.validate(&body) {
             Ok(r) => r,
-            Err(s) => return Err(self.gate.refuse_invalid(&call, &body, s).await),
+            Err(s) => return Err(self.gate.refuse(&call, &body, s).await),
         };
         if let Err(e) = self.store.ready().await {
-            return Err(Status::unavailable(format!("sync service not ready: {e}")));
+            let s = Status::unavailable(format!("sync service not ready: {e}"));
+            return Err(self.gate.refuse(&call, &body, s).await);
         }
         let admission: Admission = self.gate.admit(&call, &req).await?;
         let mut req = req;
@@ -189,8 +194,6 @@ impl NegentropyService for SyncService {
         if let Some(url) = &admission.peer_url {
             req.peer_url = url.clone();
         }
-        let job = SyncJob::new(self.store.clone(), req.clone())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
 
         let sync_id = hex::encode(rand::random::<[u8; 12]>());
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SyncProgress, Status>>(64);
@@ -223,6 +226,7 @@ impl NegentropyService for SyncService {
         }
         let syncs = self.syncs.clone();
         let gate = self.gate.clone();
+        let store = self.store.clone();
         let id = sync_id.clone();
         let span = tracing::info_span!("sync_job", sync_id = %id, peer = %req.peer_url, direction = req.direction.as_str());
         tokio::spawn(tracing::Instrument::instrument(
@@ -230,14 +234,23 @@ impl NegentropyService for SyncService {
                 let started = Instant::now();
                 let progress_tx = tx.clone();
                 let (s2, id2) = (syncs.clone(), id.clone());
-                let run = job.run(move |p: &Progress| {
-                    let msg = to_pb(p, &id2);
-                    update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
-                    // A slow reader misses intermediate updates, never the final one (sent below).
-                    if !p.complete && p.error.is_none() {
-                        let _ = progress_tx.try_send(Ok(msg));
-                    }
-                });
+                // Built here, after the allow record: a job that cannot be built (the checked
+                // request was valid, so this should not happen) ends as a failed sync, with its
+                // finished record, rather than as a refusal the log would call allowed.
+                let job_req = req.clone();
+                let run = async move {
+                    SyncJob::new(store, job_req)?
+                        .run(move |p: &Progress| {
+                            let msg = to_pb(p, &id2);
+                            update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
+                            // A slow reader misses intermediate updates, never the final one
+                            // (sent below).
+                            if !p.complete && p.error.is_none() {
+                                let _ = progress_tx.try_send(Ok(msg));
+                            }
+                        })
+                        .await
+                };
                 let result = tokio::select! {
                     r = run => r.map_err(|e| (e.to_string(), e.kind())),
                     _ = tx.closed() => Err(("cancelled: the caller went away".to_string(), "cancelled")),
