@@ -7,9 +7,9 @@ use super::audit::AuditLog;
 use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
 use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
-use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_url};
+use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_quoting};
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::service::{Admission, CallInfo, SyncGate};
+use crate::service::{Admission, CallInfo, SyncGate, shown_status};
 use crate::sync::{Direction, Progress, SyncRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -199,19 +199,14 @@ impl SyncGate for SecureGate {
     async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
         // The message may quote the URL in a form the URL redaction cannot spot (no scheme).
         let raw = req.peer_url.as_str();
-        let mut reason = match status.code() {
-            Code::InvalidArgument => format!("invalid request: {}", status.message()),
-            _ => status.message().to_string(),
+        let message = redact_quoting(status.message(), raw);
+        let reason = match status.code() {
+            Code::InvalidArgument => format!("invalid request: {message}"),
+            _ => message,
         };
-        if !raw.is_empty() {
-            let shown = redact_url(raw);
-            reason = reason
-                .replace(&format!("{raw:?}"), &format!("{shown:?}"))
-                .replace(raw, &shown);
-        }
         let e = AuditEntry::decision(false, reason).peer(raw);
         match self.audit.record(call, SYNC_PATH, e).await {
-            Ok(()) => status,
+            Ok(()) => shown_status(&status, raw),
             Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
         }
     }

@@ -33,7 +33,7 @@ pub use model::{
     AdminLimits, AdminPolicy, Direction, DirectionSet, Policy, ServiceLimits, is_valid_admin_name,
 };
 pub use peer::{MAX_PEER_URL_LEN, PeerPattern, PeerUrl, PeerUrlError, normalize_peer_url};
-pub(crate) use peer::{redact_url, redact_urls_in};
+pub(crate) use peer::{redact_quoting, redact_url, redact_urls_in};
 pub use reload::{PolicyHandle, spawn_watcher};
 pub use starter::{STARTER_TRUST_DOMAIN, starter_policy};
 

