@@ -213,3 +213,161 @@ async fn secrets_and_sizes() {
     }
     assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_sees_only_its_own_syncs_and_an_auditor_sees_all() {
+    tokio::time::timeout(TEST_LIMIT, visibility())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+/// Who asks, in the visibility table.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    Alice,
+    Bob,
+    Carol,
+}
+
+/// What is asked about alice's sync.
+#[derive(Clone, Copy, Debug)]
+enum Ask {
+    List,
+    Status,
+    Cancel,
+}
+
+async fn visibility() {
+    let fx = Fixture::with_policy(&policy_toml(
+        "",
+        &[
+            AdminSpec::open("alice"),
+            AdminSpec::open("bob"),
+            AdminSpec {
+                extra: "role = \"auditor\"",
+                ..AdminSpec::open("carol")
+            },
+        ],
+    ));
+    let svc = tokio::task::block_in_place(|| fx.start(1));
+    let mut who = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let cert = fx.client(name);
+        let token = fx.token(name, &cert);
+        who.push((connect(&svc.addr, &fx.ca_pem, &cert).await, token));
+    }
+    let at = |w: Who| &who[w as usize];
+    // Alice's sync, held open against a relay that never answers, with a secret in its URL.
+    let (relay, relay_task) = stalling_relay().await;
+    let (ch_a, tok_a) = at(Who::Alice);
+    let held = sync_open(
+        ch_a,
+        tok_a,
+        sync_req(
+            &format!("ws://{relay}/?auth=s3cret"),
+            npb::Direction::Down,
+            60,
+        ),
+    )
+    .await
+    .expect("alice's sync is admitted");
+    let start = Instant::now();
+    let id = loop {
+        let all = list_syncs(ch_a, tok_a).await.expect("ListSyncs");
+        if let Some(s) = all.iter().find(|s| s.running && s.admin == "alice") {
+            break s.sync_id.clone();
+        }
+        assert!(start.elapsed() < CALL_LIMIT, "alice's sync is never listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let want_peer = format!("ws://{relay}/?<redacted>");
+
+    // Each row: who asks what about alice's sync → the status → whether it is shown → the one
+    // record of the call (allowed, or refused with its reason).
+    let rows: [(Who, Ask, Code, bool, &str); 8] = [
+        (Who::Bob, Ask::List, Code::Ok, false, "allowed"),
+        (Who::Bob, Ask::Status, Code::NotFound, false, "allowed"),
+        (
+            Who::Bob,
+            Ask::Cancel,
+            Code::PermissionDenied,
+            false,
+            "started by another admin",
+        ),
+        (Who::Carol, Ask::List, Code::Ok, true, "allowed"),
+        (Who::Carol, Ask::Status, Code::Ok, true, "allowed"),
+        (
+            Who::Carol,
+            Ask::Cancel,
+            Code::PermissionDenied,
+            false,
+            "started by another admin",
+        ),
+        (Who::Alice, Ask::List, Code::Ok, true, "allowed"),
+        (Who::Alice, Ask::Status, Code::Ok, true, "allowed"),
+    ];
+    let mut failures = Vec::new();
+    for (w, ask, code, shown, reason) in rows {
+        let name = format!("{w:?} {ask:?}");
+        let me = name.split(' ').next().unwrap_or_default().to_lowercase();
+        let (ch, token) = at(w);
+        let before = audit_records(&fx.audit_dir).len();
+        let got: Result<Option<npb::SyncStatus>, tonic::Status> = match ask {
+            Ask::List => list_syncs(ch, token)
+                .await
+                .map(|all| all.into_iter().find(|s| s.sync_id == id)),
+            Ask::Status => sync_status(ch, token, &id).await.map(Some),
+            Ask::Cancel => cancel_sync(ch, token, &id).await.map(|_| None),
+        };
+        match got {
+            Ok(seen) => {
+                if code != Code::Ok {
+                    failures.push(format!("[{name}] answered, expected {code:?}: {seen:?}"));
+                }
+                if seen.is_some() != shown {
+                    failures.push(format!("[{name}] alice's sync shown: {}", seen.is_some()));
+                }
+                if let Some(s) = seen {
+                    let peer = s.progress.unwrap_or_default().peer_url;
+                    if peer != want_peer {
+                        failures.push(format!("[{name}] the peer is shown as {peer:?}"));
+                    }
+                }
+            }
+            Err(st) if st.code() != code => failures.push(format!(
+                "[{name}] status {:?} ({}), expected {code:?}",
+                st.code(),
+                st.message()
+            )),
+            Err(st) if st.message().contains(&relay) => {
+                failures.push(format!("[{name}] the refusal names alice's peer: {st:?}"))
+            }
+            Err(_) => {}
+        }
+        // Exactly one record of the call: NOT_FOUND is an allowed call's answer.
+        let recs = new_records(&fx.audit_dir, before, 1).await;
+        let allowed = matches!(code, Code::Ok | Code::NotFound);
+        let ok = recs.len() == 1
+            && s(&recs[0], "admin") == me
+            && recs[0].get("allowed") == Some(&serde_json::Value::Bool(allowed))
+            && s(&recs[0], "reason").contains(reason);
+        if !ok {
+            failures.push(format!("[{name}] expected one record {reason:?}: {recs:?}"));
+        }
+    }
+    // Bob lists nobody's syncs but his own (he has none).
+    let (ch_b, tok_b) = at(Who::Bob);
+    let bobs = list_syncs(ch_b, tok_b).await.expect("bob lists");
+    if !bobs.is_empty() {
+        failures.push(format!("bob lists syncs of others: {bobs:?}"));
+    }
+    // CancelSync stays with the owner.
+    match cancel_sync(ch_a, tok_a, &id).await {
+        Ok(true) => {}
+        other => failures.push(format!("alice could not cancel her own sync: {other:?}")),
+    }
+    drop(held);
+    relay_task.abort();
+    drop(svc);
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
+}

@@ -1,7 +1,7 @@
 //! The body-level decision for `SyncWithPeer`, where the request message is visible: the admin's
 //! policy (peer URL, direction, filter scope, event cap), concurrency caps, and the audit records
 //! of the decision and of the finished sync — through the same policy and audit objects as the
-//! layers.
+//! layers. Also whose syncs a caller may see (its own; all with the policy's `auditor` role).
 
 use super::audit::AuditLog;
 use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
@@ -9,7 +9,7 @@ use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
 use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_quoting};
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::service::{Admission, CallInfo, SyncGate, shown_status};
+use crate::service::{Admission, CallInfo, SyncGate, Visibility, shown_status};
 use crate::sync::{Direction, Progress, SyncRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -208,6 +208,17 @@ impl SyncGate for SecureGate {
         match self.audit.record(call, SYNC_PATH, e).await {
             Ok(()) => shown_status(&status, raw),
             Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
+        }
+    }
+
+    fn visibility(&self, call: &CallInfo) -> Visibility {
+        let Some(admin) = &call.admin else {
+            return Visibility::Nothing;
+        };
+        let policy = self.policy.current();
+        match policy.admin_by_name(admin).into_result() {
+            Ok(a) if a.role().sees_all_syncs() => Visibility::All,
+            _ => Visibility::Own(admin.clone()),
         }
     }
 

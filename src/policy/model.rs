@@ -119,6 +119,39 @@ impl Default for ServiceLimits {
     }
 }
 
+/// What an admin may see of the service beyond its own syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Sees (lists, watches) only the syncs it started. The default.
+    #[default]
+    Admin,
+    /// Also sees every other admin's syncs (ListSyncs, GetSyncStatus), e.g. for a compliance
+    /// officer; cancelling stays with the admin who started a sync.
+    Auditor,
+}
+
+impl Role {
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a policy name (`admin`, `auditor`), exactly as written.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Admin, Self::Auditor]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
+    /// Whether this role sees the syncs of other admins.
+    pub fn sees_all_syncs(self) -> bool {
+        self == Self::Auditor
+    }
+}
+
 /// One admin's quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminLimits {
@@ -142,6 +175,7 @@ pub struct AdminPolicy {
     pub(super) kinds: Option<BTreeSet<u16>>,
     pub(super) authors: Option<BTreeSet<[u8; 32]>>,
     pub(super) limits: AdminLimits,
+    pub(super) role: Role,
 }
 
 impl AdminPolicy {
@@ -172,6 +206,10 @@ impl AdminPolicy {
     /// Quotas.
     pub fn limits(&self) -> AdminLimits {
         self.limits
+    }
+    /// What this admin may see beyond its own syncs.
+    pub fn role(&self) -> Role {
+        self.role
     }
 }
 

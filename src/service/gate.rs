@@ -72,6 +72,28 @@ pub struct Admission {
     pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
+/// Whose syncs a caller may see (`ListSyncs`, `GetSyncStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every sync (an auditor; a service without tenants).
+    All,
+    /// The syncs this admin started.
+    Own(String),
+    /// None (a caller with no identity).
+    Nothing,
+}
+
+impl Visibility {
+    /// Whether a sync started by `owner` is visible.
+    pub fn sees(&self, owner: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Own(admin) => admin == owner,
+            Self::Nothing => false,
+        }
+    }
+}
+
 /// Decides on sync requests and records their outcome.
 #[tonic::async_trait]
 pub trait SyncGate: Send + Sync + 'static {
@@ -81,6 +103,8 @@ pub trait SyncGate: Send + Sync + 'static {
     /// the status to send, its message [`shown`] (INVALID_ARGUMENT is recorded as an "invalid
     /// request").
     async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status;
+    /// Whose syncs the caller may see; cancelling is decided apart (owner only).
+    fn visibility(&self, call: &CallInfo) -> Visibility;
     /// Records the handler's decision on a `CancelSync` (an admin may cancel only the syncs it
     /// started): `Ok(reason)` when allowed. `Err` when refused, or when the record cannot be
     /// written (fail closed).
@@ -99,7 +123,8 @@ pub trait SyncGate: Send + Sync + 'static {
     );
 }
 
-/// Admits everything: for a service bound to loopback with no security configured.
+/// Admits everything and shows every sync: for a service bound to loopback with no security
+/// configured (no tenants).
 pub struct OpenGate;
 
 #[tonic::async_trait]
@@ -116,6 +141,10 @@ impl SyncGate for OpenGate {
 
     async fn refuse(&self, _call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
         shown_status(&status, &req.peer_url)
+    }
+
+    fn visibility(&self, _call: &CallInfo) -> Visibility {
+        Visibility::All
     }
 
     async fn cancel_decision(

@@ -1,6 +1,7 @@
 //! `orlysync.negentropy.v1.NegentropyService`: runs a [`SyncJob`] per `SyncWithPeer` call and
 //! streams its real progress. Many calls run at once over one store; a caller that goes away
 //! cancels its job, and `CancelSync` stops one by id. What a cancelled job stored stays stored.
+//! A caller sees (lists, watches) the syncs its gate says it may: behind the gateway its own.
 
 use super::gate::{Admission, CallInfo, SyncGate, shown};
 use crate::event::Filter;
@@ -317,26 +318,34 @@ impl NegentropyService for SyncService {
         &self,
         request: Request<pb::GetSyncStatusRequest>,
     ) -> Result<Response<pb::SyncStatus>, Status> {
+        let visible = self.gate.visibility(&CallInfo::from_request(&request));
         let id = request.into_inner().sync_id;
         let m = self
             .syncs
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?;
+        // Another admin's sync is not found, as if it did not exist. The id is not echoed: it is
+        // the caller's input, of any size.
         m.get(&id)
+            .filter(|e| visible.sees(&e.status.admin))
             .map(|e| Response::new(e.status.clone()))
-            // The id is not echoed: it is the caller's input, of any size.
             .ok_or_else(|| Status::not_found("sync_id: no such sync"))
     }
 
     async fn list_syncs(
         &self,
-        _request: Request<pb::ListSyncsRequest>,
+        request: Request<pb::ListSyncsRequest>,
     ) -> Result<Response<pb::ListSyncsResponse>, Status> {
+        let visible = self.gate.visibility(&CallInfo::from_request(&request));
         let m = self
             .syncs
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?;
-        let mut syncs: Vec<pb::SyncStatus> = m.values().map(|e| e.status.clone()).collect();
+        let mut syncs: Vec<pb::SyncStatus> = m
+            .values()
+            .filter(|e| visible.sees(&e.status.admin))
+            .map(|e| e.status.clone())
+            .collect();
         syncs.sort_by_key(|s| std::cmp::Reverse(s.started_at));
         Ok(Response::new(pb::ListSyncsResponse { syncs }))
     }

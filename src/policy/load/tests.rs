@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::policy::{Direction, IdentityLookup, Policy, PolicyError};
+use crate::policy::{Direction, IdentityLookup, Policy, PolicyError, Role};
 
 const ALICE: &str = "3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d";
 
@@ -42,6 +42,7 @@ fn example_policy_is_valid() {
     assert_eq!(alice.kinds().map(|k| k.len()), Some(3));
     assert_eq!(alice.authors().map(|a| a.len()), Some(1));
     assert!(alice.directions().allows(Direction::Both));
+    assert_eq!(alice.role(), Role::Auditor);
     assert!(matches!(
         policy.admin_for_identity("alice"),
         IdentityLookup::Unknown { .. }
@@ -252,5 +253,27 @@ fn load_reports_missing_and_oversized_files() {
     assert!(
         err.to_string().starts_with(&bad.display().to_string()),
         "{err}"
+    );
+}
+
+#[test]
+fn role_defaults_to_admin_and_auditor_sees_all_syncs() {
+    let policy = Policy::from_toml_str(MINIMAL).expect("valid");
+    let alice = policy.admin_by_name("alice").into_result().expect("alice");
+    assert_eq!(alice.role(), Role::Admin);
+    assert!(!alice.role().sees_all_syncs());
+    let text = format!("{MINIMAL}role = \"auditor\"\n");
+    let policy = Policy::from_toml_str(&text).expect("valid");
+    let alice = policy.admin_by_name("alice").into_result().expect("alice");
+    assert_eq!(alice.role(), Role::Auditor);
+    assert!(alice.role().sees_all_syncs());
+    let text = format!("{MINIMAL}role = \"root\"\n");
+    let err = Policy::from_toml_str(&text).expect_err("unknown role");
+    assert_eq!(
+        err.validation_errors()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["admin \"alice\".role: unknown role \"root\" (expected admin or auditor)"]
     );
 }
