@@ -371,3 +371,59 @@ async fn visibility() {
     drop(svc);
     assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_living_longer_than_the_policy_allows_is_refused() {
+    tokio::time::timeout(TEST_LIMIT, token_lifetime())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn token_lifetime() {
+    // The default policy maximum: 30 days.
+    let fx = Fixture::new();
+    let svc = tokio::task::block_in_place(|| fx.start(1));
+    let alice = fx.client("alice");
+    let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
+    let day = Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    // Each row: the token's lifetime → the status of a ListSyncs → one record with its reason.
+    let rows: [(&str, Duration, Code, &str); 4] = [
+        (
+            "ten years",
+            day * 3650,
+            Code::Unauthenticated,
+            "token lifetime too long: 315360000 s, the policy allows at most 2592000 s",
+        ),
+        (
+            "31 days",
+            day * 31,
+            Code::Unauthenticated,
+            "token lifetime too long: 2678400 s",
+        ),
+        ("30 days", day * 30, Code::Ok, "allowed"),
+        ("one hour", Duration::from_secs(3600), Code::Ok, "allowed"),
+    ];
+    let mut failures = Vec::new();
+    for (name, ttl, code, reason) in rows {
+        let token = fx.token_for("alice", &alice, now, ttl);
+        let before = audit_records(&fx.audit_dir).len();
+        let got = list_syncs(&ch, &token).await;
+        match (&got, code) {
+            (Ok(_), Code::Ok) => {}
+            (Err(st), c) if st.code() == c => {}
+            _ => failures.push(format!("[{name}] {got:?}, expected {code:?}")),
+        }
+        let recs = new_records(&fx.audit_dir, before, 1).await;
+        let allowed = code == Code::Ok;
+        let ok = recs.len() == 1
+            && recs[0].get("allowed") == Some(&serde_json::Value::Bool(allowed))
+            && s(&recs[0], "admin") == "alice"
+            && s(&recs[0], "reason").contains(reason);
+        if !ok {
+            failures.push(format!("[{name}] expected one record {reason:?}: {recs:?}"));
+        }
+    }
+    drop(svc);
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
+}

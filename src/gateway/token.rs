@@ -1,5 +1,6 @@
 //! Per-admin tokens: `authorization: Bearer <JWT>`, verified against the key set, bound to the
-//! connection's client certificate, issued to the admin the certificate names, not revoked.
+//! connection's client certificate, issued to the admin the certificate names, not revoked, and
+//! living no longer than the policy allows.
 
 use super::check::{Check, is_health};
 use super::refusal::Refusal;
@@ -127,6 +128,9 @@ impl Check for TokenCheck {
             }
             policy
                 .check_token_id(&v.jti)
+                .map_err(|d| deny(format!("token refused: {d}")))?;
+            policy
+                .check_token_lifetime(v.lifetime_secs)
                 .map_err(|d| deny(format!("token refused: {d}")))?;
             Ok(())
         })

@@ -35,6 +35,7 @@ struct RawService {
     per_ip_rate_per_minute: Option<i64>,
     per_ip_burst: Option<i64>,
     max_concurrent_total: Option<i64>,
+    max_token_lifetime_seconds: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +178,14 @@ fn validate(raw: RawPolicy, errors: &mut Errors) -> Policy {
                 s.max_concurrent_total,
                 defaults.max_concurrent_total.get(),
             ),
+            max_token_lifetime_seconds: errors
+                .positive(
+                    "service.max_token_lifetime_seconds".into(),
+                    s.max_token_lifetime_seconds,
+                    Some(defaults.max_token_lifetime_seconds.get()),
+                )
+                .and_then(NonZeroU64::new)
+                .unwrap_or(defaults.max_token_lifetime_seconds),
         },
     };
 

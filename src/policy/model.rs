@@ -98,7 +98,10 @@ impl fmt::Display for DirectionSet {
     }
 }
 
-/// Service-wide limits applied before any admin is known.
+/// Default longest token lifetime: 30 days.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Service-wide limits: applied before any admin is known, or to every admin alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {
     /// Sustained requests per minute from one IP address, before authentication.
@@ -107,6 +110,9 @@ pub struct ServiceLimits {
     pub per_ip_burst: NonZeroU32,
     /// Syncs running at once across all admins.
     pub max_concurrent_total: NonZeroU32,
+    /// Longest lifetime of an admin token (`exp` minus the earlier of `iat` and `nbf`), in
+    /// seconds; a longer-lived token is refused however valid it is otherwise.
+    pub max_token_lifetime_seconds: NonZeroU64,
 }
 
 impl Default for ServiceLimits {
@@ -115,6 +121,8 @@ impl Default for ServiceLimits {
             per_ip_rate_per_minute: NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
             per_ip_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
             max_concurrent_total: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
+            max_token_lifetime_seconds: NonZeroU64::new(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)
+                .unwrap_or(NonZeroU64::MIN),
         }
     }
 }

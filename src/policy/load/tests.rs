@@ -277,3 +277,31 @@ fn role_defaults_to_admin_and_auditor_sees_all_syncs() {
         ["admin \"alice\".role: unknown role \"root\" (expected admin or auditor)"]
     );
 }
+
+#[test]
+fn token_lifetime_defaults_to_thirty_days_and_must_be_positive() {
+    let policy = Policy::from_toml_str(MINIMAL).expect("valid");
+    assert_eq!(
+        policy.service().max_token_lifetime_seconds.get(),
+        30 * 86_400
+    );
+    assert!(policy.check_token_lifetime(30 * 86_400).is_ok());
+    let denial = policy
+        .check_token_lifetime(30 * 86_400 + 1)
+        .expect_err("a day too long");
+    assert_eq!(
+        denial.message,
+        "token lifetime too long: 2592001 s, the policy allows at most 2592000 s \
+         (service.max_token_lifetime_seconds)"
+    );
+    let text = format!("[service]\nmax_token_lifetime_seconds = 3600\n{MINIMAL}");
+    let policy = Policy::from_toml_str(&text).expect("valid");
+    assert!(policy.check_token_lifetime(3600).is_ok());
+    assert!(policy.check_token_lifetime(3601).is_err());
+    let text = format!("[service]\nmax_token_lifetime_seconds = 0\n{MINIMAL}");
+    let err = Policy::from_toml_str(&text).expect_err("zero");
+    assert_eq!(
+        err.validation_errors()[0].to_string(),
+        "service.max_token_lifetime_seconds: must be at least 1, got 0"
+    );
+}
