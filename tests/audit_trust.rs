@@ -19,6 +19,7 @@ use gateway::*;
 
 use orly::proto::orlysync::negentropy::v1 as npb;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 /// The growth of the log per refused call that the test holds the service to: the documented
@@ -456,4 +457,77 @@ async fn undecodable() {
     assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
     let (code, out) = fx.verify(&fx.audit_dir);
     assert_eq!(code, 0, "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A policy the service cannot enforce: it exits before it binds its port (issue 14 §3).
+
+#[test]
+fn a_policy_that_does_not_load_stops_the_service_before_it_listens() {
+    let fx = Fixture::new();
+    let policy = fx.root.join("policy.toml");
+    // Each row: what the policy file is → exit code 1, no address announced, stderr names why,
+    // and the audit directory untouched.
+    let rows: [(&str, Option<&str>, &str); 3] = [
+        (
+            "not TOML",
+            Some("[[admin]\nname = \"alice\"\n"),
+            "cannot parse policy",
+        ),
+        (
+            "TOML but invalid",
+            Some("[[admin]]\nname = \"alice\"\npeers = [\"*\"]\ndirections = [\"sideways\"]\n"),
+            "invalid policy",
+        ),
+        ("missing", None, "cannot read policy file"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, text, why)) in rows.into_iter().enumerate() {
+        match text {
+            Some(t) => std::fs::write(&policy, t).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&policy);
+            }
+        }
+        let n = i as u32 + 1;
+        let mut child = fx
+            .command(n, "info")
+            .spawn()
+            .expect("spawn orly-sync-negentropy");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break Some(st);
+            }
+            if start.elapsed() > START_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stdout = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            use std::io::Read;
+            let _ = out.read_to_string(&mut stdout);
+        }
+        let stderr = fx.log_text(n);
+        match status {
+            None => failures.push(format!("[{name}] still running after {START_LIMIT:?}")),
+            Some(st) if st.code() != Some(1) => {
+                failures.push(format!("[{name}] exit {st:?}, expected 1"))
+            }
+            Some(_) => {}
+        }
+        if stdout.contains("listening on") {
+            failures.push(format!("[{name}] announced an address: {stdout:?}"));
+        }
+        if !stderr.contains(why) {
+            failures.push(format!("[{name}] stderr does not say {why:?}: {stderr}"));
+        }
+    }
+    if fx.audit_dir.exists() {
+        failures.push("the audit directory was created".into());
+    }
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
 }

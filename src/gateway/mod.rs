@@ -20,6 +20,6 @@ mod token;
 pub use audit::AuditLog;
 pub use config::{SecurityArgs, SecurityConfig};
 pub use refusal::Refusal;
-pub use stack::serve;
+pub use stack::Gateway;
 pub use tls::{ConnInfo, TlsFiles};
 pub use token::{TOKEN_AUDIENCE, TOKEN_ISSUER};
