@@ -427,3 +427,120 @@ async fn token_lifetime() {
     drop(svc);
     assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_admins_flood_is_bounded_per_call_and_stopped_by_its_rate_while_others_work() {
+    tokio::time::timeout(TEST_LIMIT, flood_against_others())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+/// Most a refusal made before the request message is read (rate limit) may add to the log: it
+/// records who and why, never what the call carried.
+const HEAD_REFUSAL_BOUND: u64 = 1024;
+
+async fn flood_against_others() {
+    // Bob may fetch from one relay, 5 calls at once then one a minute; alice is unlimited.
+    const BURST: u32 = 5;
+    let fx = Fixture::with_policy(&policy_toml(
+        "",
+        &[
+            AdminSpec::open("alice"),
+            AdminSpec {
+                peers: "\"wss://relay.example.com/\"",
+                directions: "\"down\"",
+                rate_per_minute: 1,
+                burst: BURST,
+                ..AdminSpec::open("bob")
+            },
+        ],
+    ));
+    let svc = tokio::task::block_in_place(|| fx.start(1));
+    let alice = fx.client("alice");
+    let alice_token = fx.token("alice", &alice);
+    let ch_alice = connect(&svc.addr, &fx.ca_pem, &alice).await;
+    let bob = fx.client("bob");
+    let bob_token = fx.token("bob", &bob);
+    let ch_bob = connect(&svc.addr, &fx.ca_pem, &bob).await;
+
+    // Bob floods with 3 MB peer URLs he may not use; after each of his calls alice lists.
+    const CALLS: usize = 30;
+    let huge = format!("ws://127.0.0.1:9/{}", "a".repeat(3 << 20));
+    let started = Instant::now();
+    let mut failures = Vec::new();
+    let (mut denied, mut limited) = (0u64, 0u64);
+    for i in 0..CALLS {
+        let (before_bytes, before) = (log_bytes(&fx.audit_dir), audit_records(&fx.audit_dir));
+        let st = sync_call(
+            &ch_bob,
+            &bob_token,
+            sync_req(&huge, npb::Direction::Down, 5),
+        )
+        .await
+        .expect_err("bob's 3 MB URL was served");
+        let (bound, reason) = match st.code() {
+            Code::PermissionDenied => {
+                denied += 1;
+                (orly::audit::MAX_RECORD_BYTES as u64, "peer")
+            }
+            Code::ResourceExhausted => {
+                limited += 1;
+                (HEAD_REFUSAL_BOUND, "rate limited")
+            }
+            c => {
+                failures.push(format!("[bob call {i}] status {c:?}: {}", st.message()));
+                continue;
+            }
+        };
+        // The refusal is durable before its answer: the log has grown already.
+        let recs = audit_records(&fx.audit_dir);
+        let new = &recs[before.len().min(recs.len())..];
+        let grown = log_bytes(&fx.audit_dir) - before_bytes;
+        if let Err(e) = one_refusal(new, SYNC_PATH, reason, "bob") {
+            failures.push(format!("[bob call {i}] {e}"));
+        }
+        if grown > bound {
+            failures.push(format!(
+                "[bob call {i}] {:?} grew the log by {grown} bytes, more than {bound}",
+                st.code()
+            ));
+        }
+        // Alice is not hurt.
+        if let Err(st) = list_syncs(&ch_alice, &alice_token).await {
+            failures.push(format!("[alice after bob's call {i}] {st:?}"));
+        }
+    }
+    // Bob's burst, plus what his rate grants while the flood lasts, got to the policy.
+    let granted = u64::from(BURST) + started.elapsed().as_secs() / 60 + 1;
+    eprintln!(
+        "{CALLS} calls of bob in {:?}: {denied} denied by policy, {limited} rate limited; log {} \
+         bytes",
+        started.elapsed(),
+        log_bytes(&fx.audit_dir)
+    );
+    if denied > granted || denied < u64::from(BURST) {
+        failures.push(format!(
+            "{denied} of bob's calls reached the policy, expected {BURST} to {granted}"
+        ));
+    }
+    if limited + denied != CALLS as u64 {
+        failures.push(format!(
+            "{limited} rate limited + {denied} denied != {CALLS}"
+        ));
+    }
+    // And alice still syncs.
+    match sync_call(
+        &ch_alice,
+        &alice_token,
+        sync_req("ws://127.0.0.1:9/", npb::Direction::Down, 5),
+    )
+    .await
+    {
+        Ok(p) if p.last().is_some_and(|p| !p.error.is_empty()) => {}
+        other => failures.push(format!("alice's sync after the flood: {other:?}")),
+    }
+    drop(svc);
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
+    let (code, out) = fx.verify(&fx.audit_dir);
+    assert_eq!(code, 0, "{out}");
+}
