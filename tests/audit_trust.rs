@@ -13,345 +13,18 @@
 //! Every wait is bounded; nothing binds anything but 127.0.0.1 port 0.
 
 mod common;
-use common::*;
+#[path = "common/gateway.rs"]
+mod gateway;
+use gateway::*;
 
-use futures_util::StreamExt;
-use orly::auth::{IssuedCert, MintRequest, TestPki, TokenSigningKey};
-use orly::gateway::{TOKEN_AUDIENCE, TOKEN_ISSUER};
 use orly::proto::orlysync::negentropy::v1 as npb;
-use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-
-/// Bound on one gRPC call (including reading its whole stream).
-const CALL_LIMIT: Duration = Duration::from_secs(30);
-/// Bound on a whole test.
-const TEST_LIMIT: Duration = Duration::from_secs(300);
-/// Bound on a service announcing its address.
-const START_LIMIT: Duration = Duration::from_secs(60);
-/// How long an expected audit record may take to appear.
-const AUDIT_WAIT: Duration = Duration::from_secs(10);
-
-const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
 
 /// The growth of the log per refused call that the test holds the service to: the documented
 /// bound on one record.
 const PER_CALL_BOUND: u64 = orly::audit::MAX_RECORD_BYTES as u64;
-
-/// Environment variables the service reads; removed from every spawn so the test's own
-/// environment cannot leak in.
-const SERVICE_ENV: [&str; 10] = [
-    "ORLY_TLS_CERT",
-    "ORLY_TLS_KEY",
-    "ORLY_TLS_CLIENT_CA",
-    "ORLY_TLS_CRL",
-    "ORLY_POLICY",
-    "ORLY_TOKEN_KEYS",
-    "ORLY_AUDIT_DIR",
-    "ORLY_AUDIT_KEY",
-    "ORLY_DATA_DIR",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-];
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    pki: TestPki,
-    ca_pem: String,
-    token_key: TokenSigningKey,
-    audit_dir: PathBuf,
-    audit_pub: PathBuf,
-}
-
-impl Fixture {
-    /// PKI, token and audit keys, and a policy: `alice` may sync with any peer in any
-    /// direction; `bob` only down from one relay.
-    fn new() -> Self {
-        orly::init_crypto();
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        let pki = TestPki::new().expect("test CA");
-        let ca_pem = pki.ca_cert_pem();
-        let server = pki.issue_localhost_server().expect("server cert");
-        std::fs::write(root.join("ca.pem"), &ca_pem).unwrap();
-        std::fs::write(root.join("server.pem"), &server.cert_pem).unwrap();
-        std::fs::write(root.join("server.key"), &server.key_pem).unwrap();
-        let pair = orly::auth::generate_ed25519_pem_pair().expect("token key pair");
-        std::fs::write(root.join("token.pub"), &pair.public_pem).unwrap();
-        let token_key = TokenSigningKey::from_pkcs8_pem(&pair.private_pem).expect("token key");
-        orly::audit::write_key_pair(&root.join("audit.key"), &root.join("audit.pub"))
-            .expect("audit key pair");
-        let mut policy = String::from(
-            "[service]\nper_ip_rate_per_minute = 100000\nper_ip_burst = 10000\n\
-             max_concurrent_total = 16\n",
-        );
-        for (name, peers, directions) in [
-            ("alice", "\"*\"", "\"both\""),
-            ("bob", "\"wss://relay.example.com/\"", "\"down\""),
-        ] {
-            policy.push_str(&format!(
-                "\n[[admin]]\nname = \"{name}\"\nidentities = [\"spiffe://orly.local/admin/{name}\"]\n\
-                 peers = [{peers}]\ndirections = [{directions}]\nmax_events_per_sync = 1000000\n\
-                 rate_per_minute = 100000\nburst = 10000\nmax_concurrent = 8\n"
-            ));
-        }
-        std::fs::write(root.join("policy.toml"), policy).unwrap();
-        Fixture {
-            audit_pub: root.join("audit.pub"),
-            audit_dir: root.join("audit"),
-            pki,
-            ca_pem,
-            token_key,
-            root,
-            _tmp: tmp,
-        }
-    }
-
-    fn client(&self, name: &str) -> IssuedCert {
-        self.pki.issue_client(name).expect("client cert")
-    }
-
-    fn token(&self, admin: &str, cert: &IssuedCert) -> String {
-        orly::auth::mint(
-            &self.token_key,
-            &MintRequest {
-                issuer: TOKEN_ISSUER,
-                audience: TOKEN_AUDIENCE,
-                admin,
-                ttl: Duration::from_secs(3600),
-                cert_der: Some(cert.cert_der.as_slice()),
-                now: SystemTime::now(),
-            },
-        )
-        .expect("mint")
-    }
-
-    /// Starts the service (stderr to `service-N.log`); waits (bounded) for its address.
-    fn start(&self, n: u32) -> Proc {
-        let p = |f: &str| self.root.join(f).display().to_string();
-        let log = self.root.join(format!("service-{n}.log"));
-        let mut cmd = Command::new(bin("orly-sync-negentropy"));
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir", &p("store")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("create service log"));
-        for k in SERVICE_ENV {
-            cmd.env_remove(k);
-        }
-        cmd.env("RUST_LOG", "info,fjall=warn,lsm_tree=warn,h2=warn")
-            .env("ORLY_TLS_CERT", p("server.pem"))
-            .env("ORLY_TLS_KEY", p("server.key"))
-            .env("ORLY_TLS_CLIENT_CA", p("ca.pem"))
-            .env("ORLY_POLICY", p("policy.toml"))
-            .env("ORLY_TOKEN_KEYS", p("token.pub"))
-            .env("ORLY_AUDIT_DIR", self.audit_dir.display().to_string())
-            .env("ORLY_AUDIT_KEY", p("audit.key"));
-        let mut child = cmd.spawn().expect("spawn orly-sync-negentropy");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line.clone());
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                line.clear();
-            }
-        });
-        let line = rx.recv_timeout(START_LIMIT).unwrap_or_default();
-        match line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|_| line.contains("listening on"))
-        {
-            Some(addr) => Proc {
-                child,
-                addr: addr.to_string(),
-                name: "orly-sync-negentropy",
-            },
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "service did not announce its address (got {line:?}); log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-        }
-    }
-
-    fn verify(&self, dir: &Path) -> (i32, String) {
-        let (code, out, err) = orly(&[
-            "audit",
-            "verify",
-            dir.to_str().unwrap(),
-            "--pubkey",
-            self.audit_pub.to_str().unwrap(),
-        ]);
-        (code, format!("{out}{err}"))
-    }
-}
-
-async fn connect(addr: &str, ca_pem: &str, cert: &IssuedCert) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem))
-        .domain_name("localhost");
-    let ep = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .expect("client TLS config")
-        .connect_timeout(Duration::from_secs(5));
-    tokio::time::timeout(CALL_LIMIT, ep.connect())
-        .await
-        .expect("connect timed out")
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
-}
-
-fn request<T>(body: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(body);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("token is ASCII"),
-    );
-    r
-}
-
-fn sync_req(peer: &str, direction: npb::Direction, timeout: u32) -> npb::SyncPeerRequest {
-    npb::SyncPeerRequest {
-        peer_url: peer.to_string(),
-        direction: direction as i32,
-        timeout_seconds: timeout,
-        ..Default::default()
-    }
-}
-
-/// One SyncWithPeer call, read to its end (bounded).
-async fn sync_call(
-    ch: &Channel,
-    token: &str,
-    body: npb::SyncPeerRequest,
-) -> Result<Vec<npb::SyncProgress>, tonic::Status> {
-    let mut c = NegentropyServiceClient::new(ch.clone())
-        .max_decoding_message_size(8 << 20)
-        .max_encoding_message_size(8 << 20);
-    tokio::time::timeout(CALL_LIMIT, async move {
-        let mut stream = c.sync_with_peer(request(body, token)).await?.into_inner();
-        let mut all = Vec::new();
-        while let Some(m) = stream.message().await? {
-            all.push(m);
-        }
-        Ok(all)
-    })
-    .await
-    .expect("SyncWithPeer call timed out")
-}
-
-async fn list_syncs(ch: &Channel, token: &str) -> Result<(), tonic::Status> {
-    let mut c = NegentropyServiceClient::new(ch.clone());
-    tokio::time::timeout(
-        CALL_LIMIT,
-        c.list_syncs(request(npb::ListSyncsRequest {}, token)),
-    )
-    .await
-    .expect("ListSyncs timed out")
-    .map(|_| ())
-}
-
-/// A relay that completes the WebSocket handshake and then never answers: a sync against it
-/// stays open until its reply timeout or until the caller goes away.
-async fn stalling_relay() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
-                    while let Some(Ok(_)) = ws.next().await {}
-                }
-            });
-        }
-    });
-    (addr, h)
-}
-
-/// Segments of `dir`, sorted.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Every complete record in `dir`'s segments, in order.
-fn audit_records(dir: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    for f in segments(dir) {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-            out.push(serde_json::from_str(line.trim_end()).expect("audit line is JSON"));
-        }
-    }
-    out
-}
-
-/// Total bytes of the segments.
-fn log_bytes(dir: &Path) -> u64 {
-    segments(dir)
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum()
-}
-
-fn all_text(dir: &Path) -> String {
-    let mut text = String::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        text.push_str(&String::from_utf8_lossy(
-            &std::fs::read(e.path()).unwrap_or_default(),
-        ));
-    }
-    text
-}
-
-/// Waits (bounded) until `pred` holds for the records of `dir`.
-async fn wait_records(dir: &Path, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
-    loop {
-        let recs = audit_records(dir);
-        if pred(&recs) {
-            return recs;
-        }
-        assert!(
-            start.elapsed() < AUDIT_WAIT,
-            "timed out waiting for {what}; records:\n{}",
-            recs.iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -648,4 +321,213 @@ async fn killed_during_syncs() {
         out.contains("recorded as interrupted") && !out.contains("interrupted syncs ("),
         "{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals that used to leave no record (issue 14 §1): a message too large for the codec, a body
+// that is not protobuf, anything but one message, a method nobody serves. Each row: what is
+// sent → the status → exactly one record of that call, refused, with its reason.
+
+/// What one row sends.
+enum Call {
+    /// A typed SyncWithPeer call.
+    Sync(Box<npb::SyncPeerRequest>),
+    /// Raw messages (none, one, several; any bytes) to a path.
+    Raw(&'static str, Vec<Vec<u8>>),
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_and_oversized_requests_are_refused_with_exactly_one_record() {
+    tokio::time::timeout(TEST_LIMIT, undecodable())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn undecodable() {
+    use prost::Message;
+    let fx = Fixture::new();
+    let svc = tokio::task::block_in_place(|| fx.start(1));
+    let alice = fx.client("alice");
+    let token = fx.token("alice", &alice);
+    let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
+    let limit = orly::service::MAX_REQUEST_BYTES;
+    let garbage = vec![0xff; 16];
+    let valid_sync = sync_req("ws://127.0.0.1:9/", npb::Direction::Down, 5).encode_to_vec();
+    let rows: Vec<(&str, Call, Code, String)> = vec![
+        (
+            "a 20 MB SyncWithPeer message",
+            Call::Sync(Box::new(sync_req(
+                &format!("ws://127.0.0.1:9/{}", "a".repeat(20 << 20)),
+                npb::Direction::Down,
+                5,
+            ))),
+            Code::OutOfRange,
+            format!("more than the {limit} allowed"),
+        ),
+        (
+            "a 5 MB ListSyncs message",
+            Call::Raw(LIST_PATH, vec![vec![0; 5 << 20]]),
+            Code::OutOfRange,
+            format!("more than the {limit} allowed"),
+        ),
+        (
+            "a SyncWithPeer body that is not protobuf",
+            Call::Raw(SYNC_PATH, vec![garbage.clone()]),
+            Code::InvalidArgument,
+            "not a valid SyncPeerRequest message".into(),
+        ),
+        (
+            "a ListSyncs body that is not protobuf",
+            Call::Raw(LIST_PATH, vec![garbage.clone()]),
+            Code::InvalidArgument,
+            "not a valid ListSyncsRequest message".into(),
+        ),
+        (
+            "a GetSyncStatus body that is not protobuf",
+            Call::Raw(STATUS_PATH, vec![garbage.clone()]),
+            Code::InvalidArgument,
+            "not a valid GetSyncStatusRequest message".into(),
+        ),
+        (
+            "a CancelSync body that is not protobuf",
+            Call::Raw(CANCEL_PATH, vec![garbage.clone()]),
+            Code::InvalidArgument,
+            "not a valid CancelSyncRequest message".into(),
+        ),
+        (
+            "a SyncWithPeer call without a message",
+            Call::Raw(SYNC_PATH, vec![]),
+            Code::InvalidArgument,
+            "no SyncPeerRequest message".into(),
+        ),
+        (
+            "a SyncWithPeer call with two messages",
+            Call::Raw(SYNC_PATH, vec![valid_sync.clone(), valid_sync.clone()]),
+            Code::InvalidArgument,
+            "more than one SyncPeerRequest message".into(),
+        ),
+        (
+            "a method the service does not have",
+            Call::Raw(
+                "/orlysync.negentropy.v1.NegentropyService/DeleteEverything",
+                vec![vec![]],
+            ),
+            Code::Unimplemented,
+            "unknown method".into(),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, send, code, reason) in rows {
+        let before = audit_records(&fx.audit_dir).len();
+        let (rpc, got) = match send {
+            Call::Sync(body) => (
+                SYNC_PATH,
+                sync_call(&ch, &token, *body).await.map(|m| m.len()),
+            ),
+            Call::Raw(path, msgs) => (path, raw_call(&ch, &token, path, msgs).await),
+        };
+        match got {
+            Ok(n) => failures.push(format!("[{name}] served ({n} messages), expected {code:?}")),
+            Err(st) if st.code() != code => failures.push(format!(
+                "[{name}] status {:?} ({}), expected {code:?}",
+                st.code(),
+                st.message()
+            )),
+            Err(st) if st.message().len() > 1024 => failures.push(format!(
+                "[{name}] a grpc-message of {} bytes",
+                st.message().len()
+            )),
+            Err(_) => {}
+        }
+        let recs = new_records(&fx.audit_dir, before, 1).await;
+        if let Err(e) = one_refusal(&recs, rpc, &reason, "alice") {
+            failures.push(format!("[{name}] {e}"));
+        }
+    }
+    // Control: the connection still serves, and a valid call is recorded allowed, once.
+    let before = audit_records(&fx.audit_dir).len();
+    if let Err(st) = list_syncs(&ch, &token).await {
+        failures.push(format!("[control] ListSyncs after the rows: {st:?}"));
+    }
+    let recs = new_records(&fx.audit_dir, before, 1).await;
+    if recs.len() != 1 || recs[0].get("allowed") != Some(&Value::Bool(true)) {
+        failures.push(format!("[control] records of a valid ListSyncs: {recs:?}"));
+    }
+    drop(svc);
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
+    let (code, out) = fx.verify(&fx.audit_dir);
+    assert_eq!(code, 0, "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A policy the service cannot enforce: it exits before it binds its port (issue 14 §3).
+
+#[test]
+fn a_policy_that_does_not_load_stops_the_service_before_it_listens() {
+    let fx = Fixture::new();
+    let policy = fx.root.join("policy.toml");
+    // Each row: what the policy file is → exit code 1, no address announced, stderr names why,
+    // and the audit directory untouched.
+    let rows: [(&str, Option<&str>, &str); 3] = [
+        (
+            "not TOML",
+            Some("[[admin]\nname = \"alice\"\n"),
+            "cannot parse policy",
+        ),
+        (
+            "TOML but invalid",
+            Some("[[admin]]\nname = \"alice\"\npeers = [\"*\"]\ndirections = [\"sideways\"]\n"),
+            "invalid policy",
+        ),
+        ("missing", None, "cannot read policy file"),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, text, why)) in rows.into_iter().enumerate() {
+        match text {
+            Some(t) => std::fs::write(&policy, t).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&policy);
+            }
+        }
+        let n = i as u32 + 1;
+        let mut child = fx
+            .command(n, "info")
+            .spawn()
+            .expect("spawn orly-sync-negentropy");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break Some(st);
+            }
+            if start.elapsed() > START_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut stdout = String::new();
+        if let Some(mut out) = child.stdout.take() {
+            use std::io::Read;
+            let _ = out.read_to_string(&mut stdout);
+        }
+        let stderr = fx.log_text(n);
+        match status {
+            None => failures.push(format!("[{name}] still running after {START_LIMIT:?}")),
+            Some(st) if st.code() != Some(1) => {
+                failures.push(format!("[{name}] exit {st:?}, expected 1"))
+            }
+            Some(_) => {}
+        }
+        if stdout.contains("listening on") {
+            failures.push(format!("[{name}] announced an address: {stdout:?}"));
+        }
+        if !stderr.contains(why) {
+            failures.push(format!("[{name}] stderr does not say {why:?}: {stderr}"));
+        }
+    }
+    if fx.audit_dir.exists() {
+        failures.push("the audit directory was created".into());
+    }
+    assert!(failures.is_empty(), "\n  - {}", failures.join("\n  - "));
 }

@@ -26,8 +26,9 @@ fn escaped_len(c: char) -> usize {
 }
 
 /// `value` if its escaped form fits in `max` bytes; otherwise its longest prefix that fits
-/// together with `…[truncated: N bytes, sha256 HEX]`, N and HEX of the whole value.
-pub(crate) fn bound_text(value: String, max: usize) -> String {
+/// together with `…[truncated: N bytes, sha256 HEX]`, N and HEX of the whole value. (Also the
+/// bound of what a caller is shown, e.g. a status message.)
+pub fn bound_text(value: String, max: usize) -> String {
     let total: usize = value.chars().map(escaped_len).sum();
     if total <= max {
         return value;

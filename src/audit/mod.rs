@@ -39,7 +39,7 @@ mod trust_tests;
 use std::io;
 use std::path::PathBuf;
 
-pub use bound::{MAX_FIELD_BYTES, MAX_FILTER_BYTES, MAX_RECORD_BYTES};
+pub use bound::{MAX_FIELD_BYTES, MAX_FILTER_BYTES, MAX_RECORD_BYTES, bound_text};
 pub use chain::{AuditChain, AuditRecordRef};
 pub use keys::{generate_signing_key, load_signing_key, load_verifying_key, write_key_pair};
 pub use record::{

@@ -195,6 +195,9 @@ pub struct VerifiedToken {
     pub jti: String,
     /// `exp`, unix seconds.
     pub exp: u64,
+    /// How long the token lives: `exp` minus the earlier of `iat` and `nbf`, in seconds (the
+    /// caller holds it to its policy's maximum).
+    pub lifetime_secs: u64,
     /// The kid of the key that verified the signature.
     pub kid: String,
     /// Whether the token was bound to (and matched) the presented certificate.
@@ -326,6 +329,7 @@ impl TokenVerifier {
             admin: sub.to_owned(),
             jti: jti.to_owned(),
             exp,
+            lifetime_secs: exp.saturating_sub(nbf.min(iat)),
             kid: kid.to_owned(),
             cert_bound,
         })

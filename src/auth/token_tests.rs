@@ -360,6 +360,7 @@ fn verified_token_fields_and_rotation() {
         assert_eq!(ok.admin, ADMIN);
         assert_eq!(ok.kid, key.kid());
         assert_eq!(ok.exp, unix_secs(f.now) + TTL);
+        assert_eq!(ok.lifetime_secs, TTL);
         assert_eq!(ok.jti.len(), 32);
         assert!(ok.cert_bound);
     }
@@ -450,4 +451,27 @@ fn inspect_shows_unverified_content_without_signature() {
     let sig = token.rsplit('.').next().unwrap_or_default();
     assert!(!out.to_string().contains(sig));
     assert_eq!(inspect("nope"), Err(TokenError::Malformed));
+}
+
+/// The lifetime runs from the earlier of `iat` and `nbf`: a token cannot look short-lived by
+/// naming a late `nbf` (or a late `iat`).
+#[test]
+fn lifetime_counts_from_the_earlier_of_iat_and_nbf() {
+    let f = Fixture::new();
+    let v = f.verifier();
+    let now = unix_secs(f.now);
+    let ten_years = 10 * 365 * 86_400;
+    for (iat, nbf, want) in [
+        (now, now, ten_years),
+        (now - 3600, now, ten_years + 3600),
+        (now, now - 7200, ten_years + 7200),
+    ] {
+        let mut claims = f.claims();
+        claims["iat"] = json!(iat);
+        claims["nbf"] = json!(nbf);
+        claims["exp"] = json!(now + ten_years);
+        let token = f.craft(&f.ed, &f.header(), &claims);
+        let ok = v.verify(&token, Some(&f.cert_a), f.now).expect("verifies");
+        assert_eq!(ok.lifetime_secs, want, "iat {iat}, nbf {nbf}");
+    }
 }

@@ -76,6 +76,12 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .security
         .validate(&listen, a.insecure)
         .map_err(anyhow::Error::msg)?;
+    // Policy, keys, certificates and the audit log are checked before the port is bound: a
+    // service that could not enforce its policy never listens.
+    let gateway = secured
+        .as_ref()
+        .map(orly::gateway::Gateway::prepare)
+        .transpose()?;
     tracing::info!(%listen, store = %store_cfg, security = ?a.security, "starting orly-sync-negentropy");
     let store = store_cfg.open().await?;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -83,9 +89,11 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     config::keep_alive_on_sighup();
     config::announce("orly-sync-negentropy", listener.local_addr()?);
-    match secured {
-        Some(sec) => {
-            orly::gateway::serve(listener, store, sec, defaults, config::shutdown_signal()).await?
+    match gateway {
+        Some(gateway) => {
+            gateway
+                .serve(listener, store, defaults, config::shutdown_signal())
+                .await?
         }
         None => {
             orly::service::serve_sync_plain(

@@ -89,24 +89,33 @@ where
                 parts.extensions.insert(CallInfo::default());
             }
             if let Err(refusal) = check.check(&mut parts).await {
-                let call = parts
-                    .extensions
-                    .get::<CallInfo>()
-                    .cloned()
-                    .unwrap_or_default();
-                let rpc = parts.uri.path().to_string();
-                super::telemetry::count_refusal(&refusal);
-                let entry = crate::audit::AuditEntry::decision(false, refusal.reason.clone());
-                if let Err(e) = audit.record(&call, &rpc, entry).await {
-                    let r = Refusal::new(
-                        tonic::Code::Unavailable,
-                        format!("refused: audit log unavailable ({e})"),
-                    );
-                    return Ok(r.to_http());
-                }
-                return Ok(refusal.to_http());
+                return Ok(refuse(&audit, &parts, refusal).await);
             }
             inner.call(http::Request::from_parts(parts, body)).await
         })
     }
+}
+
+/// Answers a call refused before its handler: exactly one audit record with the reason, then the
+/// refusal's status — or UNAVAILABLE when the record cannot be written (fail closed).
+pub async fn refuse(
+    audit: &AuditLog,
+    parts: &http::request::Parts,
+    refusal: Refusal,
+) -> http::Response<tonic::body::Body> {
+    let call = parts
+        .extensions
+        .get::<CallInfo>()
+        .cloned()
+        .unwrap_or_default();
+    super::telemetry::count_refusal(&refusal);
+    let entry = crate::audit::AuditEntry::decision(false, refusal.reason.clone());
+    if let Err(e) = audit.record(&call, parts.uri.path(), entry).await {
+        let r = Refusal::new(
+            tonic::Code::Unavailable,
+            format!("refused: audit log unavailable ({e})"),
+        );
+        return r.to_http();
+    }
+    refusal.to_http()
 }

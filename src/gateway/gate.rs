@@ -1,15 +1,15 @@
 //! The body-level decision for `SyncWithPeer`, where the request message is visible: the admin's
 //! policy (peer URL, direction, filter scope, event cap), concurrency caps, and the audit records
 //! of the decision and of the finished sync — through the same policy and audit objects as the
-//! layers.
+//! layers. Also whose syncs a caller may see (its own; all with the policy's `auditor` role).
 
 use super::audit::AuditLog;
 use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
 use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
-use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_url};
+use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_quoting};
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::service::{Admission, CallInfo, SyncGate};
+use crate::service::{Admission, CallInfo, SyncGate, Visibility, shown_status};
 use crate::sync::{Direction, Progress, SyncRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -196,25 +196,29 @@ impl SyncGate for SecureGate {
         })
     }
 
-    async fn refuse_invalid(
-        &self,
-        call: &CallInfo,
-        req: &pb::SyncPeerRequest,
-        status: Status,
-    ) -> Status {
+    async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
         // The message may quote the URL in a form the URL redaction cannot spot (no scheme).
         let raw = req.peer_url.as_str();
-        let mut reason = format!("invalid request: {}", status.message());
-        if !raw.is_empty() {
-            let shown = redact_url(raw);
-            reason = reason
-                .replace(&format!("{raw:?}"), &format!("{shown:?}"))
-                .replace(raw, &shown);
-        }
+        let message = redact_quoting(status.message(), raw);
+        let reason = match status.code() {
+            Code::InvalidArgument => format!("invalid request: {message}"),
+            _ => message,
+        };
         let e = AuditEntry::decision(false, reason).peer(raw);
         match self.audit.record(call, SYNC_PATH, e).await {
-            Ok(()) => status,
+            Ok(()) => shown_status(&status, raw),
             Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
+        }
+    }
+
+    fn visibility(&self, call: &CallInfo) -> Visibility {
+        let Some(admin) = &call.admin else {
+            return Visibility::Nothing;
+        };
+        let policy = self.policy.current();
+        match policy.admin_by_name(admin).into_result() {
+            Ok(a) if a.role().sees_all_syncs() => Visibility::All,
+            _ => Visibility::Own(admin.clone()),
         }
     }
 

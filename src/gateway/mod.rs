@@ -5,6 +5,7 @@
 mod admin_limit;
 mod audit;
 mod audit_layer;
+mod body;
 mod check;
 mod config;
 mod gate;
@@ -19,6 +20,6 @@ mod token;
 pub use audit::AuditLog;
 pub use config::{SecurityArgs, SecurityConfig};
 pub use refusal::Refusal;
-pub use stack::serve;
+pub use stack::Gateway;
 pub use tls::{ConnInfo, TlsFiles};
 pub use token::{TOKEN_AUDIENCE, TOKEN_ISSUER};

@@ -33,18 +33,20 @@ impl Refusal {
         }
     }
 
-    /// The status sent to the caller.
+    /// The status sent to the caller: the reason as it may be shown (URL secrets redacted,
+    /// at most [`crate::service::MAX_SHOWN_MESSAGE`] bytes), whatever a check put in it.
     pub fn to_status(&self) -> tonic::Status {
+        let message = crate::service::shown(&self.reason, "");
         match self.retry_after {
             Some(d) => {
                 use tonic_types::{ErrorDetails, StatusExt};
                 tonic::Status::with_error_details(
                     self.code,
-                    &self.reason,
+                    message,
                     ErrorDetails::with_retry_info(Some(d)),
                 )
             }
-            None => tonic::Status::new(self.code, &self.reason),
+            None => tonic::Status::new(self.code, message),
         }
     }
 

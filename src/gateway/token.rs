@@ -1,5 +1,6 @@
 //! Per-admin tokens: `authorization: Bearer <JWT>`, verified against the key set, bound to the
-//! connection's client certificate, issued to the admin the certificate names, not revoked.
+//! connection's client certificate, issued to the admin the certificate names, not revoked, and
+//! living no longer than the policy allows.
 
 use super::check::{Check, is_health};
 use super::refusal::Refusal;
@@ -8,7 +9,7 @@ use crate::auth::{KeySet, TokenVerifier};
 use crate::policy::PolicyHandle;
 use crate::service::CallInfo;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use tonic::Code;
@@ -22,25 +23,35 @@ pub const TOKEN_AUDIENCE: &str = "orly-sync-negentropy";
 #[derive(Clone)]
 pub struct TokenCheck {
     verifier: Arc<RwLock<Arc<TokenVerifier>>>,
+    keys: PathBuf,
     policy: PolicyHandle,
 }
 
+fn load_verifier(p: &Path) -> Result<Arc<TokenVerifier>, String> {
+    let ks = KeySet::from_file(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(Arc::new(TokenVerifier::new(
+        ks,
+        TOKEN_ISSUER,
+        TOKEN_AUDIENCE,
+    )))
+}
+
 impl TokenCheck {
-    /// Loads the key set (one PEM public key or a JWKS file) and watches it.
+    /// Loads the key set (one PEM public key or a JWKS file).
     pub fn new(keys: PathBuf, policy: PolicyHandle) -> Result<Self, String> {
-        let load = |p: &PathBuf| -> Result<Arc<TokenVerifier>, String> {
-            let ks = KeySet::from_file(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            Ok(Arc::new(TokenVerifier::new(
-                ks,
-                TOKEN_ISSUER,
-                TOKEN_AUDIENCE,
-            )))
-        };
-        let me = Self {
-            verifier: Arc::new(RwLock::new(load(&keys)?)),
+        Ok(Self {
+            verifier: Arc::new(RwLock::new(load_verifier(&keys)?)),
+            keys,
             policy,
-        };
-        let cell = me.verifier.clone();
+        })
+    }
+
+    /// Reloads the key set when its file changes (checked every `poll`), keeping the previous
+    /// keys when the new file is unusable. The caller owns the task.
+    pub fn spawn_watcher(&self, poll: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let cell = self.verifier.clone();
+        let keys = self.keys.clone();
+        let load = load_verifier;
         tokio::spawn(async move {
             let stamp = |p: &PathBuf| {
                 std::fs::metadata(p)
@@ -49,7 +60,7 @@ impl TokenCheck {
             };
             let mut last = stamp(&keys);
             loop {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                tokio::time::sleep(poll).await;
                 let now = stamp(&keys);
                 if now != last {
                     last = now;
@@ -66,8 +77,7 @@ impl TokenCheck {
                     }
                 }
             }
-        });
-        Ok(me)
+        })
     }
 }
 
@@ -127,6 +137,9 @@ impl Check for TokenCheck {
             }
             policy
                 .check_token_id(&v.jti)
+                .map_err(|d| deny(format!("token refused: {d}")))?;
+            policy
+                .check_token_lifetime(v.lifetime_secs)
                 .map_err(|d| deny(format!("token refused: {d}")))?;
             Ok(())
         })

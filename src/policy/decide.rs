@@ -17,6 +17,8 @@ pub enum DenialCode {
     AdminRevoked,
     /// The token id is listed in `[revoked] jti`.
     TokenRevoked,
+    /// The token lives longer than `service.max_token_lifetime_seconds`.
+    TokenLifetimeTooLong,
     /// The peer URL is not a plain `ws`/`wss` URL (an invalid argument rather than a refusal).
     PeerUrlInvalid,
     /// No peer pattern of the admin matches the peer URL.
@@ -38,6 +40,7 @@ impl DenialCode {
             Self::UnknownIdentity => "unknown_identity",
             Self::AdminRevoked => "admin_revoked",
             Self::TokenRevoked => "token_revoked",
+            Self::TokenLifetimeTooLong => "token_lifetime_too_long",
             Self::PeerUrlInvalid => "peer_url_invalid",
             Self::PeerNotAllowed => "peer_not_allowed",
             Self::DirectionNotAllowed => "direction_not_allowed",
@@ -53,6 +56,7 @@ impl DenialCode {
             Self::UnknownIdentity => "unknown identity",
             Self::AdminRevoked => "admin revoked",
             Self::TokenRevoked => "token revoked",
+            Self::TokenLifetimeTooLong => "token lifetime too long",
             Self::PeerUrlInvalid => "invalid peer url",
             Self::PeerNotAllowed => "peer not allowed",
             Self::DirectionNotAllowed => "direction not allowed",
@@ -183,6 +187,21 @@ impl Policy {
     pub fn check_token_id(&self, jti: &str) -> Result<(), Denial> {
         if self.is_jti_revoked(jti) {
             return Err(Denial::new(DenialCode::TokenRevoked, jti));
+        }
+        Ok(())
+    }
+
+    /// Refuses a token that lives (`exp` minus the earlier of `iat` and `nbf`) longer than the
+    /// policy's `service.max_token_lifetime_seconds`: a stolen long-lived token is a standing
+    /// key, whatever its binding.
+    pub fn check_token_lifetime(&self, lifetime_secs: u64) -> Result<(), Denial> {
+        let max = self.service.max_token_lifetime_seconds.get();
+        if lifetime_secs > max {
+            let detail = format!(
+                "{lifetime_secs} s, the policy allows at most {max} s \
+                 (service.max_token_lifetime_seconds)"
+            );
+            return Err(Denial::new(DenialCode::TokenLifetimeTooLong, &detail));
         }
         Ok(())
     }

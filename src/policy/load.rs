@@ -11,7 +11,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::model::{
-    AdminLimits, AdminPolicy, Direction, DirectionSet, Policy, ServiceLimits, is_valid_admin_name,
+    AdminLimits, AdminPolicy, Direction, DirectionSet, Policy, Role, ServiceLimits,
+    is_valid_admin_name,
 };
 use super::peer::PeerPattern;
 use super::{PolicyError, ValidationError};
@@ -34,6 +35,7 @@ struct RawService {
     per_ip_rate_per_minute: Option<i64>,
     per_ip_burst: Option<i64>,
     max_concurrent_total: Option<i64>,
+    max_token_lifetime_seconds: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +51,7 @@ struct RawAdmin {
     rate_per_minute: Option<i64>,
     burst: Option<i64>,
     max_concurrent: Option<i64>,
+    role: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -175,6 +178,14 @@ fn validate(raw: RawPolicy, errors: &mut Errors) -> Policy {
                 s.max_concurrent_total,
                 defaults.max_concurrent_total.get(),
             ),
+            max_token_lifetime_seconds: errors
+                .positive(
+                    "service.max_token_lifetime_seconds".into(),
+                    s.max_token_lifetime_seconds,
+                    Some(defaults.max_token_lifetime_seconds.get()),
+                )
+                .and_then(NonZeroU64::new)
+                .unwrap_or(defaults.max_token_lifetime_seconds),
         },
     };
 
@@ -361,6 +372,18 @@ fn validate_admin(raw: RawAdmin, label: &str, errors: &mut Errors) -> Option<Adm
         set
     });
 
+    let role = match raw.role.as_deref().map(|r| (r, Role::from_name(r))) {
+        None => Role::default(),
+        Some((_, Some(role))) => role,
+        Some((r, None)) => {
+            errors.push(
+                at("role"),
+                format!("unknown role {r:?} (expected admin or auditor)"),
+            );
+            Role::default()
+        }
+    };
+
     let max_events = errors.positive(at("max_events_per_sync"), raw.max_events_per_sync, None);
     let rate = errors.positive_u32_opt(at("rate_per_minute"), raw.rate_per_minute, None);
     let burst = errors.positive_u32_opt(at("burst"), raw.burst, None);
@@ -380,6 +403,7 @@ fn validate_admin(raw: RawAdmin, label: &str, errors: &mut Errors) -> Option<Adm
         kinds,
         authors,
         limits,
+        role,
     })
 }
 

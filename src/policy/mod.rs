@@ -30,10 +30,11 @@ use std::path::PathBuf;
 pub use decide::{Denial, DenialCode, IdentityLookup, SyncGrant, SyncRequestView};
 pub use load::MAX_POLICY_FILE_LEN;
 pub use model::{
-    AdminLimits, AdminPolicy, Direction, DirectionSet, Policy, ServiceLimits, is_valid_admin_name,
+    AdminLimits, AdminPolicy, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, Direction, DirectionSet, Policy,
+    Role, ServiceLimits, is_valid_admin_name,
 };
 pub use peer::{MAX_PEER_URL_LEN, PeerPattern, PeerUrl, PeerUrlError, normalize_peer_url};
-pub(crate) use peer::{redact_url, redact_urls_in};
+pub(crate) use peer::{redact_quoting, redact_url, redact_urls_in};
 pub use reload::{PolicyHandle, spawn_watcher};
 pub use starter::{STARTER_TRUST_DOMAIN, starter_policy};
 

@@ -62,7 +62,10 @@ impl fmt::Display for DirectionSet {
     }
 }
 
-/// Service-wide limits applied before any admin is known.
+/// Default longest token lifetime: 30 days.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Service-wide limits: applied before any admin is known, or to every admin alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceLimits {
     /// Sustained requests per minute from one IP address, before authentication.
@@ -71,6 +74,9 @@ pub struct ServiceLimits {
     pub per_ip_burst: NonZeroU32,
     /// Syncs running at once across all admins.
     pub max_concurrent_total: NonZeroU32,
+    /// Longest lifetime of an admin token (`exp` minus the earlier of `iat` and `nbf`), in
+    /// seconds; a longer-lived token is refused however valid it is otherwise.
+    pub max_token_lifetime_seconds: NonZeroU64,
 }
 
 impl Default for ServiceLimits {
@@ -79,7 +85,42 @@ impl Default for ServiceLimits {
             per_ip_rate_per_minute: NonZeroU32::new(120).unwrap_or(NonZeroU32::MIN),
             per_ip_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
             max_concurrent_total: NonZeroU32::new(16).unwrap_or(NonZeroU32::MIN),
+            max_token_lifetime_seconds: NonZeroU64::new(DEFAULT_MAX_TOKEN_LIFETIME_SECONDS)
+                .unwrap_or(NonZeroU64::MIN),
         }
+    }
+}
+
+/// What an admin may see of the service beyond its own syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Sees (lists, watches) only the syncs it started. The default.
+    #[default]
+    Admin,
+    /// Also sees every other admin's syncs (ListSyncs, GetSyncStatus), e.g. for a compliance
+    /// officer; cancelling stays with the admin who started a sync.
+    Auditor,
+}
+
+impl Role {
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    /// Parses a policy name (`admin`, `auditor`), exactly as written.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Admin, Self::Auditor]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+
+    /// Whether this role sees the syncs of other admins.
+    pub fn sees_all_syncs(self) -> bool {
+        self == Self::Auditor
     }
 }
 
@@ -106,6 +147,7 @@ pub struct AdminPolicy {
     pub(super) kinds: Option<BTreeSet<u16>>,
     pub(super) authors: Option<BTreeSet<[u8; 32]>>,
     pub(super) limits: AdminLimits,
+    pub(super) role: Role,
 }
 
 impl AdminPolicy {
@@ -136,6 +178,10 @@ impl AdminPolicy {
     /// Quotas.
     pub fn limits(&self) -> AdminLimits {
         self.limits
+    }
+    /// What this admin may see beyond its own syncs.
+    pub fn role(&self) -> Role {
+        self.role
     }
 }
 

@@ -124,10 +124,12 @@ pub(crate) fn redact_url(raw: &str) -> String {
     out
 }
 
-/// `text` with every URL in it (a run of non-space characters around `://`) passed through
-/// [`redact_url`]: for free text such as an error message that may quote a URL.
+/// `text` with every URL in it (a run of non-space characters around `://`, up to a space or a
+/// quote) passed through [`redact_url`]: for free text such as an error message that may quote
+/// a URL. Applied twice, it changes nothing more; a `<` or `>` in a URL (`?a=<b>&auth=…`) does
+/// not end it, so nothing after them escapes the redaction.
 pub(crate) fn redact_urls_in(text: &str) -> String {
-    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>');
+    let ends_url = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`');
     let mut out = String::with_capacity(text.len().min(1024));
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -143,6 +145,20 @@ pub(crate) fn redact_urls_in(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `text` with `raw_url` redacted wherever it is quoted — as is or `{:?}`-escaped — even in a
+/// form [`redact_urls_in`] cannot spot (no scheme, as in `user:pass@host`), then every URL in it
+/// ([`redact_urls_in`]): for a message about a URL a client sent.
+pub(crate) fn redact_quoting(text: &str, raw_url: &str) -> String {
+    let mut text = text.to_string();
+    if !raw_url.is_empty() {
+        let shown = redact_url(raw_url);
+        text = text
+            .replace(&format!("{raw_url:?}"), &format!("{shown:?}"))
+            .replace(raw_url, &shown);
+    }
+    redact_urls_in(&text)
 }
 
 /// Normalizes a client-supplied peer URL, refusing anything but plain `ws`/`wss` URLs.

@@ -9,6 +9,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::Status;
 
+/// Most bytes of a message shown to a caller (a status's `grpc-message`, a progress error).
+pub const MAX_SHOWN_MESSAGE: usize = 1024;
+
+/// `text` as it may be shown to a caller, another admin or a log: URL user information and
+/// query values redacted (also of `raw_url`, the URL the client sent, wherever it is quoted),
+/// then cut to [`MAX_SHOWN_MESSAGE`] bytes with the SHA-256 of the whole.
+pub fn shown(text: &str, raw_url: &str) -> String {
+    crate::audit::bound_text(
+        crate::policy::redact_quoting(text, raw_url),
+        MAX_SHOWN_MESSAGE,
+    )
+}
+
+/// `status` with its message [`shown`].
+pub fn shown_status(status: &Status, raw_url: &str) -> Status {
+    Status::new(status.code(), shown(status.message(), raw_url))
+}
+
 /// What the transport and the gateway layers learned about a call (request extensions).
 #[derive(Debug, Clone, Default)]
 pub struct CallInfo {
@@ -54,18 +72,39 @@ pub struct Admission {
     pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
+/// Whose syncs a caller may see (`ListSyncs`, `GetSyncStatus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every sync (an auditor; a service without tenants).
+    All,
+    /// The syncs this admin started.
+    Own(String),
+    /// None (a caller with no identity).
+    Nothing,
+}
+
+impl Visibility {
+    /// Whether a sync started by `owner` is visible.
+    pub fn sees(&self, owner: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Own(admin) => admin == owner,
+            Self::Nothing => false,
+        }
+    }
+}
+
 /// Decides on sync requests and records their outcome.
 #[tonic::async_trait]
 pub trait SyncGate: Send + Sync + 'static {
     /// Admits or refuses a validated request. A refusal is already audited when this returns.
     async fn admit(&self, call: &CallInfo, req: &SyncRequest) -> Result<Admission, Status>;
-    /// Records a request refused as invalid before admission; returns the status to send.
-    async fn refuse_invalid(
-        &self,
-        call: &CallInfo,
-        req: &pb::SyncPeerRequest,
-        status: Status,
-    ) -> Status;
+    /// Records a request refused before admission (invalid, or the service not ready); returns
+    /// the status to send, its message [`shown`] (INVALID_ARGUMENT is recorded as an "invalid
+    /// request").
+    async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status;
+    /// Whose syncs the caller may see; cancelling is decided apart (owner only).
+    fn visibility(&self, call: &CallInfo) -> Visibility;
     /// Records the handler's decision on a `CancelSync` (an admin may cancel only the syncs it
     /// started): `Ok(reason)` when allowed. `Err` when refused, or when the record cannot be
     /// written (fail closed).
@@ -84,7 +123,8 @@ pub trait SyncGate: Send + Sync + 'static {
     );
 }
 
-/// Admits everything: for a service bound to loopback with no security configured.
+/// Admits everything and shows every sync: for a service bound to loopback with no security
+/// configured (no tenants).
 pub struct OpenGate;
 
 #[tonic::async_trait]
@@ -99,13 +139,12 @@ impl SyncGate for OpenGate {
         })
     }
 
-    async fn refuse_invalid(
-        &self,
-        _call: &CallInfo,
-        _req: &pb::SyncPeerRequest,
-        status: Status,
-    ) -> Status {
-        status
+    async fn refuse(&self, _call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
+        shown_status(&status, &req.peer_url)
+    }
+
+    fn visibility(&self, _call: &CallInfo) -> Visibility {
+        Visibility::All
     }
 
     async fn cancel_decision(
@@ -124,7 +163,7 @@ impl SyncGate for OpenGate {
         took: Duration,
     ) {
         tracing::info!(
-            admin = %admission.admin, peer = %req.peer_url, direction = req.direction.as_str(),
+            admin = %admission.admin, peer = %crate::policy::redact_url(&req.peer_url), direction = req.direction.as_str(),
             fetched = last.fetched, sent = last.sent, error = ?last.error, ms = took.as_millis() as u64,
             "sync finished"
         );

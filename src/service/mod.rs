@@ -8,9 +8,11 @@ mod server;
 mod sync;
 
 pub use db::{DbService, store_status};
-pub use gate::{Admission, CallInfo, OpenGate, SyncGate};
+pub use gate::{
+    Admission, CallInfo, MAX_SHOWN_MESSAGE, OpenGate, SyncGate, Visibility, shown, shown_status,
+};
 pub use server::{serve_db, serve_sync_plain};
-pub use sync::{SyncDefaults, SyncService, progress_from_pb};
+pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService, progress_from_pb};
 
 use crate::store::Store;
 use std::sync::Arc;

@@ -1,10 +1,12 @@
 //! `orlysync.negentropy.v1.NegentropyService`: runs a [`SyncJob`] per `SyncWithPeer` call and
 //! streams its real progress. Many calls run at once over one store; a caller that goes away
 //! cancels its job, and `CancelSync` stops one by id. What a cancelled job stored stays stored.
+//! A caller sees (lists, watches) the syncs its gate says it may: behind the gateway its own.
 
-use super::gate::{Admission, CallInfo, SyncGate};
+use super::gate::{Admission, CallInfo, SyncGate, shown};
 use crate::event::Filter;
 use crate::peer::PeerOptions;
+use crate::policy::redact_url;
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
     NegentropyService, NegentropyServiceServer,
@@ -19,6 +21,10 @@ use tonic::{Request, Response, Status};
 
 /// Finished syncs remembered for `GetSyncStatus`/`ListSyncs`.
 const KEEP_FINISHED: usize = 200;
+
+/// Largest request message decoded, in bytes (tonic's default, stated): behind the gateway a
+/// larger one is refused, with its audit record, before it reaches the codec.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// Defaults applied to every sync the service runs.
 #[derive(Debug, Clone, Default)]
@@ -54,7 +60,7 @@ impl SyncService {
 
     /// Wraps it as a tonic service.
     pub fn into_server(self) -> NegentropyServiceServer<Self> {
-        NegentropyServiceServer::new(self)
+        NegentropyServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
     }
 
     /// Turns a request into a validated [`SyncRequest`]; INVALID_ARGUMENT names the field.
@@ -62,8 +68,13 @@ impl SyncService {
         if r.peer_url.trim().is_empty() {
             return Err(Status::invalid_argument("peer_url: required"));
         }
-        crate::peer::validate_url(&r.peer_url)
-            .map_err(|e| Status::invalid_argument(format!("peer_url: {e}")))?;
+        // The cause, not the URL: the caller sent it, and it may be huge or hold a secret.
+        crate::peer::validate_url(&r.peer_url).map_err(|e| {
+            Status::invalid_argument(match e {
+                crate::peer::PeerError::BadUrl(_, why) => format!("peer_url: {why}"),
+                e => format!("peer_url: {e}"),
+            })
+        })?;
         let filter = match &r.filter {
             Some(f) => Filter::try_from(f).map_err(Status::invalid_argument)?,
             None => Filter::default(),
@@ -112,17 +123,24 @@ impl SyncService {
     }
 }
 
+/// The progress as the caller, other admins (status, list) and the registry see it: the URL
+/// without its secrets, texts bounded.
 fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
     let n = |v: u64| v.min(i64::MAX as u64) as i64;
+    let text = |t: &Option<String>| {
+        t.as_deref()
+            .map(|t| shown(t, &p.peer_url))
+            .unwrap_or_default()
+    };
     pb::SyncProgress {
-        peer_url: p.peer_url.clone(),
+        peer_url: redact_url(&p.peer_url),
         round: n(p.round),
         have_count: n(p.have),
         need_count: n(p.need),
         fetched_count: n(p.fetched),
         sent_count: n(p.sent),
         complete: p.complete,
-        error: p.error.clone().unwrap_or_default(),
+        error: text(&p.error),
         sync_id: sync_id.to_string(),
         skipped_count: n(p.skipped),
         dropped_count: n(p.dropped),
@@ -130,7 +148,7 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
         error_kind: p.error_kind.map(|k| k.as_str().into()).unwrap_or_default(),
-        last_refusal: p.last_refusal.clone().unwrap_or_default(),
+        last_refusal: text(&p.last_refusal),
         already_had_count: n(p.already_had),
         split_count: n(p.splits),
     }
@@ -178,10 +196,11 @@ impl NegentropyService for SyncService {
         let body = request.into_inner();
         let req = match self.validate(&body) {
             Ok(r) => r,
-            Err(s) => return Err(self.gate.refuse_invalid(&call, &body, s).await),
+            Err(s) => return Err(self.gate.refuse(&call, &body, s).await),
         };
         if let Err(e) = self.store.ready().await {
-            return Err(Status::unavailable(format!("sync service not ready: {e}")));
+            let s = Status::unavailable(format!("sync service not ready: {e}"));
+            return Err(self.gate.refuse(&call, &body, s).await);
         }
         let admission: Admission = self.gate.admit(&call, &req).await?;
         let mut req = req;
@@ -189,8 +208,6 @@ impl NegentropyService for SyncService {
         if let Some(url) = &admission.peer_url {
             req.peer_url = url.clone();
         }
-        let job = SyncJob::new(self.store.clone(), req.clone())
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
 
         let sync_id = hex::encode(rand::random::<[u8; 12]>());
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::SyncProgress, Status>>(64);
@@ -208,7 +225,7 @@ impl NegentropyService for SyncService {
                         sync_id: sync_id.clone(),
                         running: true,
                         progress: Some(pb::SyncProgress {
-                            peer_url: req.peer_url.clone(),
+                            peer_url: redact_url(&req.peer_url),
                             sync_id: sync_id.clone(),
                             ..Default::default()
                         }),
@@ -223,21 +240,31 @@ impl NegentropyService for SyncService {
         }
         let syncs = self.syncs.clone();
         let gate = self.gate.clone();
+        let store = self.store.clone();
         let id = sync_id.clone();
-        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %req.peer_url, direction = req.direction.as_str());
+        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(&req.peer_url), direction = req.direction.as_str());
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let started = Instant::now();
                 let progress_tx = tx.clone();
                 let (s2, id2) = (syncs.clone(), id.clone());
-                let run = job.run(move |p: &Progress| {
-                    let msg = to_pb(p, &id2);
-                    update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
-                    // A slow reader misses intermediate updates, never the final one (sent below).
-                    if !p.complete && p.error.is_none() {
-                        let _ = progress_tx.try_send(Ok(msg));
-                    }
-                });
+                // Built here, after the allow record: a job that cannot be built (the checked
+                // request was valid, so this should not happen) ends as a failed sync, with its
+                // finished record, rather than as a refusal the log would call allowed.
+                let job_req = req.clone();
+                let run = async move {
+                    SyncJob::new(store, job_req)?
+                        .run(move |p: &Progress| {
+                            let msg = to_pb(p, &id2);
+                            update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
+                            // A slow reader misses intermediate updates, never the final one
+                            // (sent below).
+                            if !p.complete && p.error.is_none() {
+                                let _ = progress_tx.try_send(Ok(msg));
+                            }
+                        })
+                        .await
+                };
                 let result = tokio::select! {
                     r = run => r.map_err(|e| (e.to_string(), e.kind())),
                     _ = tx.closed() => Err(("cancelled: the caller went away".to_string(), ErrorKind::Cancelled)),
@@ -291,25 +318,34 @@ impl NegentropyService for SyncService {
         &self,
         request: Request<pb::GetSyncStatusRequest>,
     ) -> Result<Response<pb::SyncStatus>, Status> {
+        let visible = self.gate.visibility(&CallInfo::from_request(&request));
         let id = request.into_inner().sync_id;
         let m = self
             .syncs
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?;
+        // Another admin's sync is not found, as if it did not exist. The id is not echoed: it is
+        // the caller's input, of any size.
         m.get(&id)
+            .filter(|e| visible.sees(&e.status.admin))
             .map(|e| Response::new(e.status.clone()))
-            .ok_or_else(|| Status::not_found(format!("sync_id: no sync {id:?}")))
+            .ok_or_else(|| Status::not_found("sync_id: no such sync"))
     }
 
     async fn list_syncs(
         &self,
-        _request: Request<pb::ListSyncsRequest>,
+        request: Request<pb::ListSyncsRequest>,
     ) -> Result<Response<pb::ListSyncsResponse>, Status> {
+        let visible = self.gate.visibility(&CallInfo::from_request(&request));
         let m = self
             .syncs
             .lock()
             .map_err(|_| Status::internal("registry poisoned"))?;
-        let mut syncs: Vec<pb::SyncStatus> = m.values().map(|e| e.status.clone()).collect();
+        let mut syncs: Vec<pb::SyncStatus> = m
+            .values()
+            .filter(|e| visible.sees(&e.status.admin))
+            .map(|e| e.status.clone())
+            .collect();
         syncs.sort_by_key(|s| std::cmp::Reverse(s.started_at));
         Ok(Response::new(pb::ListSyncsResponse { syncs }))
     }

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::policy::{Direction, IdentityLookup, Policy, PolicyError};
+use crate::policy::{Direction, IdentityLookup, Policy, PolicyError, Role};
 
 const ALICE: &str = "3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d";
 
@@ -42,6 +42,7 @@ fn example_policy_is_valid() {
     assert_eq!(alice.kinds().map(|k| k.len()), Some(3));
     assert_eq!(alice.authors().map(|a| a.len()), Some(1));
     assert!(alice.directions().allows(Direction::Both));
+    assert_eq!(alice.role(), Role::Auditor);
     assert!(matches!(
         policy.admin_for_identity("alice"),
         IdentityLookup::Unknown { .. }
@@ -252,5 +253,55 @@ fn load_reports_missing_and_oversized_files() {
     assert!(
         err.to_string().starts_with(&bad.display().to_string()),
         "{err}"
+    );
+}
+
+#[test]
+fn role_defaults_to_admin_and_auditor_sees_all_syncs() {
+    let policy = Policy::from_toml_str(MINIMAL).expect("valid");
+    let alice = policy.admin_by_name("alice").into_result().expect("alice");
+    assert_eq!(alice.role(), Role::Admin);
+    assert!(!alice.role().sees_all_syncs());
+    let text = format!("{MINIMAL}role = \"auditor\"\n");
+    let policy = Policy::from_toml_str(&text).expect("valid");
+    let alice = policy.admin_by_name("alice").into_result().expect("alice");
+    assert_eq!(alice.role(), Role::Auditor);
+    assert!(alice.role().sees_all_syncs());
+    let text = format!("{MINIMAL}role = \"root\"\n");
+    let err = Policy::from_toml_str(&text).expect_err("unknown role");
+    assert_eq!(
+        err.validation_errors()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["admin \"alice\".role: unknown role \"root\" (expected admin or auditor)"]
+    );
+}
+
+#[test]
+fn token_lifetime_defaults_to_thirty_days_and_must_be_positive() {
+    let policy = Policy::from_toml_str(MINIMAL).expect("valid");
+    assert_eq!(
+        policy.service().max_token_lifetime_seconds.get(),
+        30 * 86_400
+    );
+    assert!(policy.check_token_lifetime(30 * 86_400).is_ok());
+    let denial = policy
+        .check_token_lifetime(30 * 86_400 + 1)
+        .expect_err("a day too long");
+    assert_eq!(
+        denial.message,
+        "token lifetime too long: 2592001 s, the policy allows at most 2592000 s \
+         (service.max_token_lifetime_seconds)"
+    );
+    let text = format!("[service]\nmax_token_lifetime_seconds = 3600\n{MINIMAL}");
+    let policy = Policy::from_toml_str(&text).expect("valid");
+    assert!(policy.check_token_lifetime(3600).is_ok());
+    assert!(policy.check_token_lifetime(3601).is_err());
+    let text = format!("[service]\nmax_token_lifetime_seconds = 0\n{MINIMAL}");
+    let err = Policy::from_toml_str(&text).expect_err("zero");
+    assert_eq!(
+        err.validation_errors()[0].to_string(),
+        "service.max_token_lifetime_seconds: must be at least 1, got 0"
     );
 }

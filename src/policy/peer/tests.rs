@@ -286,4 +286,29 @@ fn redact_urls_in_text_finds_each_url() {
     assert_eq!(redact_urls_in("://"), "://");
     // Multi-byte text before a URL.
     assert_eq!(redact_urls_in("é ws://u@h"), "é ws://<redacted>@h");
+    // Angle brackets inside a URL do not end it (nothing after them escapes).
+    assert_eq!(
+        redact_urls_in("to ws://h/?a=<b>&auth=s3cret: refused"),
+        "to ws://h/?<redacted> refused"
+    );
+    assert_eq!(redact_urls_in("<ws://a:b@h/>"), "<ws://<redacted>@h/>");
+}
+
+#[test]
+fn redacting_twice_changes_nothing_more() {
+    for text in [
+        "cannot connect to ws://127.0.0.1:9/?auth=s3cret: refused",
+        "invalid relay URL \"http://bob:hunter2@h.example/?auth=s3cret\": scheme",
+        "ws://u:p@h/p?q#f and wss://h/?x=1",
+        "user:pw@host",
+    ] {
+        let once = redact_urls_in(text);
+        assert_eq!(redact_urls_in(&once), once, "{text}");
+        let quoted = redact_quoting(text, "user:pw@host");
+        assert_eq!(redact_quoting(&quoted, "user:pw@host"), quoted, "{text}");
+        assert!(
+            !quoted.contains("s3cret") && !quoted.contains("pw@"),
+            "{quoted}"
+        );
+    }
 }
