@@ -18,6 +18,12 @@
 //! Env: ORLY_BENCH_CALLS (default 200, at most 5000), ORLY_BENCH_AUDIT_DIR (put the audit log
 //! elsewhere, e.g. on tmpfs, to separate fsync cost from the rest of the stack).
 //! Only 127.0.0.1 port 0; every wait bounded; the whole run is bounded by RUN_LIMIT.
+//!
+//! `-- load` runs the load bench instead: 50 concurrent client-mode syncs from 10 admins
+//! (`support/load.rs`).
+
+#[path = "support/load.rs"]
+mod load;
 
 use orly::auth::{MintRequest, TokenSigningKey};
 use orly::proto::orlysync::negentropy::v1 as npb;
@@ -265,6 +271,10 @@ fn report(m: &Mode) -> f64 {
 }
 
 fn main() {
+    if std::env::args().skip(1).any(|a| a == "load") {
+        load::run();
+        return;
+    }
     orly::init_crypto();
     let calls: usize = std::env::var("ORLY_BENCH_CALLS")
         .ok()
