@@ -14,6 +14,8 @@ mod damaged_index;
 mod harness;
 #[path = "crash/import_kill.rs"]
 mod import_kill;
+#[path = "crash/pki.rs"]
+mod pki;
 #[path = "crash/service_kill.rs"]
 mod service_kill;
 #[path = "crash/sync_kill.rs"]

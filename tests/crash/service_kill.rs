@@ -5,6 +5,7 @@
 //! rerun moves nothing, and the audit log verifies again, across every round's restart.
 
 use super::harness::*;
+use super::pki::Pki;
 use crate::common::*;
 use std::time::Instant;
 
