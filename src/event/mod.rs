@@ -26,6 +26,11 @@ use sha2::{Digest, Sha256};
 /// Largest event accepted from anywhere, in bytes of JSON (the relay and importer cap lines too).
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
+/// Latest `created_at` accepted (2^63 - 1): the gRPC API carries times as int64, so a later
+/// event would be stored by an embedded store but refused by orly-db, and a sync over orly-db
+/// that fetched one would fail as a whole.
+pub const MAX_CREATED_AT: u64 = i64::MAX as u64;
+
 /// A 32-byte event id: sha256 of the canonical serialization.
 pub type EventId = [u8; 32];
 /// A 32-byte x-only public key.
@@ -72,6 +77,9 @@ pub enum EventError {
     /// The signature does not verify.
     #[error("invalid: bad signature")]
     BadSignature,
+    /// `created_at` is later than [`MAX_CREATED_AT`].
+    #[error("invalid: created_at {0} is later than {MAX_CREATED_AT}")]
+    TooLate(u64),
 }
 
 impl Event {
@@ -140,8 +148,12 @@ impl Event {
                 && Form::FALLBACKS.iter().any(|&f| self.id_in(f) == self.id))
     }
 
-    /// Checks that the id matches the content and that the signature verifies.
+    /// Checks that `created_at` is at most [`MAX_CREATED_AT`], that the id matches the content
+    /// and that the signature verifies: what every event from outside must pass to be stored.
     pub fn verify(&self) -> Result<(), EventError> {
+        if self.created_at > MAX_CREATED_AT {
+            return Err(EventError::TooLate(self.created_at));
+        }
         if !self.id_matches() {
             return Err(EventError::BadId);
         }

@@ -230,6 +230,45 @@ mod tests {
     }
 
     #[test]
+    fn a_server_with_more_ids_than_a_frame_holds_sends_those_that_fit() {
+        // Found by fuzz/neg_differential: when the ids of a range did not all fit in the frame,
+        // the server dropped the ones that did and fingerprinted the whole rest instead. A
+        // client with few items then asked for the same range again, forever (a fresh store
+        // syncing down from a relay with more events than one frame holds made no progress),
+        // and the replies differed from the reference implementation's.
+        let (big, _) = sets(11, 3, 3000, 100_000);
+        let small: Vec<Item> = big[..3].to_vec();
+        let want = expected(&small, &big);
+        for limit in [4096u64, 60_000] {
+            let (mut oc, mut os) = (ours(&small, limit), ours(&big, limit));
+            let (mut tc, mut ts) = (theirs(&small, limit), theirs(&big, limit));
+            let mut msg = oc.initiate().unwrap();
+            assert_eq!(msg, tc.initiate().unwrap());
+            let (mut h, mut n, mut th, mut tn) = (vec![], vec![], vec![], vec![]);
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                assert!(rounds < 100, "no progress, limit {limit}");
+                let reply = os.respond(&msg).unwrap();
+                assert!(reply.len() as u64 <= limit, "reply within the frame limit");
+                assert_eq!(reply, ts.reconcile(&msg).unwrap(), "reply, limit {limit}");
+                let next = oc.next(&reply, &mut h, &mut n).unwrap();
+                assert_eq!(
+                    next,
+                    tc.reconcile_with_ids(&reply, &mut th, &mut tn).unwrap()
+                );
+                match next {
+                    Some(m) => msg = m,
+                    None => break,
+                }
+            }
+            let h: HashSet<[u8; 32]> = h.into_iter().collect();
+            let n: HashSet<[u8; 32]> = n.into_iter().collect();
+            assert_eq!((h, n), want, "have and need, limit {limit}");
+        }
+    }
+
+    #[test]
     fn hostile_messages_get_errors_not_panics() {
         let (a, b) = sets(7, 2000, 50, 500);
         let mut client = ours(&a, 0);

@@ -226,6 +226,13 @@ impl<S: NegStorage> Reconciler<S> {
                         for id in &ids {
                             o.out.extend_from_slice(id);
                         }
+                        // Written even when it fills the frame (the ids were cut to fit): they
+                        // are the progress of this round, and the closing fingerprint starts
+                        // after them. Dropping them left a client that has few of these items
+                        // asking for the same range forever.
+                        out.append(o);
+                        o = Writer::continuing(&out);
+                        emitted = upper;
                     }
                 }
                 m => return Err(at(format!("unknown mode {m}"))),

@@ -65,6 +65,14 @@ impl SyncService {
 
     /// Turns a request into a validated [`SyncRequest`]; INVALID_ARGUMENT names the field.
     pub fn validate(&self, r: &pb::SyncPeerRequest) -> Result<SyncRequest, Status> {
+        self.defaults.validate(r)
+    }
+}
+
+impl SyncDefaults {
+    /// Turns a request into a validated [`SyncRequest`] with these defaults; INVALID_ARGUMENT
+    /// names the field. Needs no store, so the request fuzz target reaches it.
+    pub fn validate(&self, r: &pb::SyncPeerRequest) -> Result<SyncRequest, Status> {
         if r.peer_url.trim().is_empty() {
             return Err(Status::invalid_argument("peer_url: required"));
         }
@@ -107,7 +115,7 @@ impl SyncService {
             }
             other => other,
         };
-        let mut peer = self.defaults.peer.clone();
+        let mut peer = self.peer.clone();
         if r.timeout_seconds > 0 {
             peer.reply_timeout = Duration::from_secs(u64::from(r.timeout_seconds.min(3600)));
         }
