@@ -160,10 +160,10 @@ fn events_jsonl(path: &Path) {
 
 fn policy(rate: u32) -> String {
     format!(
-        "[service]\nper_ip_rate_per_minute = {rate}\nper_ip_burst = {rate}\nmax_concurrent_total = 64\n\n\
+        "[service]\nper_ip_rate_per_minute = {rate}\nper_ip_burst = {rate}\nmax_concurrent_total = 256\n\n\
          [[admin]]\nname = \"alice\"\nidentities = [\"spiffe://orly.local/admin/alice\", \"alice\"]\n\
          peers = [\"*\"]\ndirections = [\"both\"]\nmax_events_per_sync = 1000000\n\
-         rate_per_minute = {rate}\nburst = {rate}\nmax_concurrent = 64\n\n\
+         rate_per_minute = {rate}\nburst = {rate}\nmax_concurrent = 256\n\n\
          [revoked]\njti = []\nadmins = []\n"
     )
 }

@@ -24,9 +24,9 @@
 //! - Group commit: [`AuditChain::append`] writes its line under the state lock, then takes its
 //!   turn to commit — one fsync and one `HEAD.json` update for every line written so far, done
 //!   by the first caller whose line is not durable yet; callers whose lines that commit covered
-//!   return without an fsync of their own. The data fsync runs outside the state lock, so
-//!   records keep being written meanwhile (for the next commit). No caller returns before its
-//!   own record is fsynced and named by the head.
+//!   return without an fsync of their own. Both run outside the state lock, so records keep
+//!   being written meanwhile (for the next commit); the turn keeps head writes in order. No
+//!   caller returns before its own record is fsynced and named by the head.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -47,6 +47,8 @@ use super::signed::{OpenSyncs, seal_line};
 use super::{AuditEntry, AuditError, AuditOptions};
 
 mod commit;
+
+use commit::Turn;
 
 /// Where a record landed: its seq and the hash of its line (what the next record's `prev` holds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,10 +91,9 @@ impl Drop for AuditChain {
     /// A record deferred after the last checkpoint (a sync that finished during shutdown) is
     /// made durable and named by the head before the directory lock goes.
     fn drop(&mut self) {
-        let pending = self
-            .state
-            .lock()
-            .is_ok_and(|st| st.unsynced && st.poisoned.is_none());
+        let pending = self.state.lock().is_ok_and(|st| {
+            (st.unsynced || st.headed_seq < st.next_seq - 1) && st.poisoned.is_none()
+        });
         if pending && let Err(e) = self.sync_deferred() {
             tracing::error!("audit log closed with records that could not be made durable: {e}");
         }
@@ -201,6 +202,7 @@ impl AuditChain {
             _lock: lock,
         };
         {
+            let turn = chain.turn()?;
             let mut st = chain.usable_state()?;
             // A writer killed with deferred records left them in the page cache only: make the
             // tail durable before a head can name it.
@@ -214,7 +216,7 @@ impl AuditChain {
             chain.seal_if_due(&mut st)?;
             chain.write_recovery(&mut st, found.excluded, found.unconfirmed)?;
             // Also creates HEAD.json for a new directory, and catches up a head that lags.
-            chain.store_head(&mut st)?;
+            chain.store_head(&turn, &mut st)?;
         }
         Ok(chain)
     }
@@ -226,19 +228,17 @@ impl AuditChain {
     /// On `Err` the caller must refuse the request it was auditing. The error says why (e.g. "No
     /// space left on device", "Permission denied").
     pub fn append(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
-        let (record, written) = {
+        let (record, written, sealed) = {
             let mut st = self.usable_state()?;
             let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
             let written = self.write_record(&mut st, &record, false)?;
-            if let Err(e) = self.seal_if_due(&mut st) {
-                self.record_refusal(&mut st, &record, &e);
-                return Err(e);
-            }
-            (record, written)
+            let sealed = self.seal_if_due(&mut st);
+            (record, written, sealed)
         };
-        if let Err(e) = self.commit(written.seq) {
+        let turn = self.turn()?;
+        if let Err(e) = sealed.and_then(|()| self.commit(&turn, written.seq)) {
             if let Ok(mut st) = self.usable_state() {
-                self.record_refusal(&mut st, &record, &e);
+                self.record_refusal(&turn, &mut st, &record, &e);
             }
             return Err(e);
         }
@@ -246,7 +246,13 @@ impl AuditChain {
     }
 
     /// The record is durable but its call is about to be refused: say so in the log.
-    fn record_refusal(&self, st: &mut ChainState, record: &AuditRecord, why: &AuditError) {
+    fn record_refusal(
+        &self,
+        turn: &Turn<'_>,
+        st: &mut ChainState,
+        record: &AuditRecord,
+        why: &AuditError,
+    ) {
         if st.poisoned.is_some() {
             return;
         }
@@ -256,7 +262,7 @@ impl AuditChain {
         match self.write_record(st, &outcome, true) {
             // Most likely fails like the first time; the outcome is durable in the segment.
             Ok(_) => {
-                let _ = self.store_head(st);
+                let _ = self.store_head(turn, st);
             }
             Err(e) => tracing::error!(
                 "seq {} is in the audit log but its call was refused, and the record saying so \
@@ -292,18 +298,16 @@ impl AuditChain {
     }
 
     /// Appends one record without waiting for its fsync: for the record of something already
-    /// done, which no caller has to refuse. An `Err` means the line is not written, or (like
-    /// `append`) that a due checkpoint or the head update failed after it was; it becomes durable with the next [`Self::append`], [`Self::sync_deferred`] or checkpoint,
-    /// and an fsync failure then poisons the chain, so later requests are refused.
+    /// done, which no caller has to refuse. An `Err` means the line is not written, or that a
+    /// due checkpoint failed after it was; it becomes durable (and named by the head) with the
+    /// next [`Self::append`], [`Self::sync_deferred`] or checkpoint, and an fsync failure then
+    /// poisons the chain, so later requests are refused.
     pub fn append_deferred(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
         let mut st = self.usable_state()?;
         let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
         let written = self.write_record(&mut st, &record, false)?;
+        // A due checkpoint makes everything durable; the head follows with the next commit.
         self.seal_if_due(&mut st)?;
-        if !st.unsynced {
-            // A checkpoint was due and made everything durable.
-            self.store_head(&mut st)?;
-        }
         Ok(written)
     }
 
@@ -311,19 +315,22 @@ impl AuditChain {
     /// none). The service calls it every second. An fsync failure poisons the chain (and says
     /// so once, not at every tick: a poisoned chain refuses at once).
     pub fn sync_deferred(&self) -> Result<(), AuditError> {
+        let turn = self.turn()?;
         let last = {
             let st = self.usable_state()?;
-            if !st.unsynced {
+            let last = st.next_seq - 1;
+            if !st.unsynced && st.headed_seq >= last {
                 return Ok(());
             }
-            st.next_seq - 1
+            last
         };
-        self.commit(last)
+        self.commit(&turn, last)
     }
 
     /// Writes a checkpoint now (at clean shutdown), unless the last record already is one.
     /// Returns the last record (the checkpoint).
     pub fn checkpoint(&self) -> Result<AuditRecordRef, AuditError> {
+        let turn = self.turn()?;
         let mut st = self.usable_state()?;
         if !st.last_was_checkpoint {
             self.write_checkpoint(&mut st)?;
@@ -331,7 +338,7 @@ impl AuditChain {
                 st.rotate();
             }
         }
-        self.store_head(&mut st)?;
+        self.store_head(&turn, &mut st)?;
         Ok(st.last_ref())
     }
 

@@ -1,7 +1,8 @@
 //! The commit half of [`AuditChain::append`]: making written records durable (one fsync shared
 //! by every record written meanwhile: group commit) and naming the last durable one in a signed
-//! `HEAD.json`. Head writes happen under the state lock, so they stay in order; the data fsync
-//! does not, so records keep being written while it runs.
+//! `HEAD.json`. Commits take turns ([`Turn`]), and every head write happens during a turn, so
+//! heads are written in order and never go back; the fsync and the head write run outside the
+//! state lock, so records keep being written meanwhile.
 
 use super::{AuditChain, ChainState, st_fault};
 use crate::audit::AuditError;
@@ -10,14 +11,28 @@ use crate::audit::fault::sync_or_fault;
 use crate::audit::files::{io_err, segment_name, write_head};
 use crate::audit::keys::sign;
 use crate::audit::record::{HEAD_VERSION, Head, head_message};
+use std::sync::MutexGuard;
+
+/// The commit turn, held while committing or writing the head. Taken before the state lock,
+/// never while holding it.
+pub(in crate::audit) struct Turn<'a> {
+    _guard: MutexGuard<'a, ()>,
+}
 
 impl AuditChain {
+    /// Waits for the commit turn.
+    pub(super) fn turn(&self) -> Result<Turn<'_>, AuditError> {
+        self.commit_turn
+            .lock()
+            .map(|g| Turn { _guard: g })
+            .map_err(|_| {
+                AuditError::Poisoned("a thread panicked while committing the audit log".into())
+            })
+    }
+
     /// Makes every record up to at least `seq` durable and named by `HEAD.json`, unless a commit
-    /// before this one already did. One at a time; the fsync runs without the state lock.
-    pub(super) fn commit(&self, seq: u64) -> Result<(), AuditError> {
-        let _turn = self.commit_turn.lock().map_err(|_| {
-            AuditError::Poisoned("a thread panicked while committing the audit log".into())
-        })?;
+    /// before this one already did.
+    pub(super) fn commit(&self, _turn: &Turn<'_>, seq: u64) -> Result<(), AuditError> {
         let (file, path, fault, target, target_file) = {
             let mut st = self.usable_state()?;
             if st.headed_seq >= seq {
@@ -40,29 +55,28 @@ impl AuditChain {
             let fault = st_fault(&mut st);
             (file, path, fault, st.last_ref(), st.last_file)
         };
-        // Lines written before this point are covered; later ones wait for the next commit.
-        #[cfg(test)]
-        if file.is_some() {
+        // Every line up to `target` is written: this fsync covers them (a rotation since was
+        // preceded by a durable checkpoint). Lines written from now on wait for the next commit.
+        if let Some(file) = file {
+            #[cfg(test)]
             self.commit_fsyncs
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        if let Some(file) = file
-            && let Err(source) = sync_or_fault(&file, fault)
-        {
-            if let Ok(mut st) = self.state.lock() {
+            let synced = sync_or_fault(&file, fault);
+            let mut st = self.state.lock().map_err(|_| {
+                AuditError::Poisoned("a thread panicked while holding the audit lock".into())
+            })?;
+            if let Err(source) = synced {
                 st.poisoned = Some(format!("fsync of {} failed: {source}", path.display()));
+                return Err(io_err("fsync", &path)(source));
             }
-            return Err(io_err("fsync", &path)(source));
+            if st.next_seq - 1 == target.seq {
+                st.unsynced = false;
+            }
         }
-        let mut st = self.usable_state()?;
-        if st.next_seq - 1 == target.seq {
-            st.unsynced = false;
-        }
-        if st.headed_seq >= target.seq {
-            return Ok(()); // a later head (sync_deferred, a checkpoint) covers it already
-        }
+        // Only a turn writes the head, so nothing named a later record since `target` was read.
         self.write_head_for(&target, target_file)?;
-        st.headed_seq = target.seq;
+        let mut st = self.usable_state()?;
+        st.headed_seq = st.headed_seq.max(target.seq);
         Ok(())
     }
 
@@ -77,15 +91,19 @@ impl AuditChain {
     /// shipping heads off-host is the fix); without a key anyone can rewrite the head, so it only
     /// catches careless truncation; a crash between the record's fsync and the rename leaves the
     /// head behind, which `verify` reports as a lag, not an error.
-    pub(super) fn store_head(&self, st: &mut ChainState) -> Result<(), AuditError> {
+    pub(super) fn store_head(
+        &self,
+        _turn: &Turn<'_>,
+        st: &mut ChainState,
+    ) -> Result<(), AuditError> {
         let last = st.last_ref();
         self.write_head_for(&last, st.last_file)?;
         st.headed_seq = st.headed_seq.max(last.seq);
         Ok(())
     }
 
-    /// Writes `HEAD.json` naming `last`, in segment `last_file`. Callers hold the state lock,
-    /// which keeps head writes in order.
+    /// Writes `HEAD.json` naming `last`, in segment `last_file`. Callers hold the turn, which
+    /// keeps head writes in order.
     fn write_head_for(&self, last: &AuditRecordRef, last_file: u64) -> Result<(), AuditError> {
         let last = last.clone();
         let head = Head {
