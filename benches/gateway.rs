@@ -1,6 +1,8 @@
-//! Per-call cost of the security stack (issue 5, "Benchmark"): the same short sync call — the
-//! relay and the service's store hold the same 100 events, `--dir both`, so nothing moves —
-//! repeated N times over ONE established connection, against
+//! Per-call cost of the security stack (issue 5, "Benchmark"; issue 14 §3): the same short sync
+//! call — the relay and the service's store hold the same 100 events, `--dir both`, so nothing
+//! moves — repeated N times over ONE established connection per mode, by 1, 8 and 32 concurrent
+//! callers (the audit log's group commit lets concurrent allow records share one fsync),
+//! against
 //!   plain:  `orly-sync-negentropy` on loopback without security (plaintext gRPC, open gate);
 //!   secure: the full stack — mTLS, token, per-IP and per-admin limits (high enough never to
 //!           trigger), policy, and the hash-chained audit log (per call an allow record,
@@ -13,7 +15,8 @@
 //!           with `serve_with_incoming*`), which costs it ~40 ms per call in delayed ACKs, so
 //!           `plain-nd` is the fair baseline until that is fixed.
 //! Calls alternate between the modes in blocks so machine noise hits all alike.
-//! Prints calls/s, p50 and p99 of each and the secure/plain throughput ratios (goal >= 0.8).
+//! Prints, at each concurrency, calls/s (wall clock), p50 and p99 of each mode and the
+//! secure/plain throughput ratios (goal >= 0.8).
 //!
 //! Env: ORLY_BENCH_CALLS (default 200, at most 5000), ORLY_BENCH_AUDIT_DIR (put the audit log
 //! elsewhere, e.g. on tmpfs, to separate fsync cost from the rest of the stack).
@@ -38,6 +41,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 const EVENTS: usize = 100;
 const BLOCK: usize = 20;
+/// Callers at once, one level after the other.
+const CONCURRENCY: [usize; 3] = [1, 8, 32];
 const WARMUP: usize = 10;
 const CALL_LIMIT: Duration = Duration::from_secs(30);
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -161,10 +166,10 @@ fn events_jsonl(path: &Path) {
 
 fn policy(rate: u32) -> String {
     format!(
-        "[service]\nper_ip_rate_per_minute = {rate}\nper_ip_burst = {rate}\nmax_concurrent_total = 16\n\n\
+        "[service]\nper_ip_rate_per_minute = {rate}\nper_ip_burst = {rate}\nmax_concurrent_total = 256\n\n\
          [[admin]]\nname = \"alice\"\nidentities = [\"spiffe://orly.local/admin/alice\", \"alice\"]\n\
          peers = [\"*\"]\ndirections = [\"both\"]\nmax_events_per_sync = 1000000\n\
-         rate_per_minute = {rate}\nburst = {rate}\nmax_concurrent = 4\n\n\
+         rate_per_minute = {rate}\nburst = {rate}\nmax_concurrent = 256\n\n\
          [revoked]\njti = []\nadmins = []\n"
     )
 }
@@ -174,6 +179,28 @@ struct Mode {
     channel: Channel,
     token: Option<String>,
     lat: Vec<Duration>,
+    /// Wall-clock time of this mode's blocks at the current concurrency.
+    wall: Duration,
+}
+
+/// `n` calls of mode `m` by `callers` concurrent callers; their latencies, and the block's
+/// wall-clock time.
+async fn block(m: &Mode, peer: &str, n: usize, callers: usize) -> (Vec<Duration>, Duration) {
+    let started = Instant::now();
+    let per = n.div_ceil(callers);
+    let workers = (0..callers).map(|_| async {
+        let mut lat = Vec::with_capacity(per);
+        for _ in 0..per {
+            lat.push(one_call(m, peer).await);
+        }
+        lat
+    });
+    let lat: Vec<Duration> = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    (lat, started.elapsed())
 }
 
 async fn one_call(m: &Mode, peer: &str) -> Duration {
@@ -256,8 +283,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 fn report(m: &Mode) -> f64 {
     let mut v = m.lat.clone();
     v.sort();
-    let total: Duration = v.iter().sum();
-    let rate = v.len() as f64 / total.as_secs_f64();
+    let rate = v.len() as f64 / m.wall.as_secs_f64();
     println!(
         "{:<7} calls {:>5}  {:>8.1} calls/s  p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms",
         m.name,
@@ -322,7 +348,14 @@ fn main() {
     let s = |p: &Path| p.display().to_string();
     let relay = spawn(
         "orly-relay",
-        &["--data-dir", &s(&dirs[0]), "--listen", "127.0.0.1:0"],
+        &[
+            "--data-dir",
+            &s(&dirs[0]),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections-per-ip",
+            "1024",
+        ],
         &[],
         &root.join("relay.log"),
     );
@@ -389,63 +422,75 @@ fn main() {
                 .connect()
                 .await
                 .expect("connect secure");
+            let mode = |name, channel, token| Mode {
+                name,
+                channel,
+                token,
+                lat: Vec::new(),
+                wall: Duration::ZERO,
+            };
             let mut modes = [
-                Mode {
-                    name: "plain",
-                    channel: plain_ch,
-                    token: None,
-                    lat: Vec::new(),
-                },
-                Mode {
-                    name: "plain-nd",
-                    channel: nd_ch,
-                    token: None,
-                    lat: Vec::new(),
-                },
-                Mode {
-                    name: "secure",
-                    channel: secure_ch,
-                    token: Some(token),
-                    lat: Vec::new(),
-                },
+                mode("plain", plain_ch, None),
+                mode("plain-nd", nd_ch, None),
+                mode("secure", secure_ch, Some(token)),
             ];
             for m in &modes {
                 for _ in 0..WARMUP {
                     one_call(m, &peer).await;
                 }
             }
-            let started = Instant::now();
-            let mut done = 0;
-            while done < calls {
-                let n = BLOCK.min(calls - done);
-                for m in modes.iter_mut() {
-                    for _ in 0..n {
-                        let d = one_call(m, &peer).await;
-                        m.lat.push(d);
-                    }
-                }
-                done += n;
-            }
             println!(
-                "gateway per-call bench: {calls} in-sync `--dir both` calls per mode ({EVENTS} events \
-                 each side, zero transfer), one connection per mode, blocks of {BLOCK}, {:.1} s",
-                started.elapsed().as_secs_f64()
+                "gateway per-call bench: {calls} in-sync `--dir both` calls per mode and \
+                 concurrency ({EVENTS} events each side, zero transfer), one connection per \
+                 mode, blocks of {BLOCK} calls per caller, modes alternating"
             );
             println!("audit dir (secure): {}", audit_dir.display());
-            let plain = report(&modes[0]);
-            let nd = report(&modes[1]);
-            let secure = report(&modes[2]);
             let verdict = |r: f64| if r >= 0.8 { "met" } else { "NOT met" };
-            println!(
-                "secure/plain    throughput ratio: {:.3} (goal >= 0.8: {})",
-                secure / plain,
-                verdict(secure / plain)
-            );
-            println!(
-                "secure/plain-nd throughput ratio: {:.3} (goal >= 0.8: {}) <- fair baseline",
-                secure / nd,
-                verdict(secure / nd)
-            );
+            let mut summary = Vec::new();
+            for callers in CONCURRENCY {
+                let started = Instant::now();
+                for m in modes.iter_mut() {
+                    m.lat.clear();
+                    m.wall = Duration::ZERO;
+                }
+                let total = calls.max(callers).div_ceil(callers) * callers;
+                let mut done = 0;
+                while done < total {
+                    let n = (BLOCK * callers).min(total - done);
+                    for m in modes.iter_mut() {
+                        let (lat, wall) = block(m, &peer, n, callers).await;
+                        m.lat.extend(lat);
+                        m.wall += wall;
+                    }
+                    done += n;
+                }
+                println!(
+                    "-- {callers} concurrent caller(s): {total} calls per mode, {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                let plain = report(&modes[0]);
+                let nd = report(&modes[1]);
+                let secure = report(&modes[2]);
+                println!(
+                    "secure/plain    throughput ratio at {callers:>2}: {:.3} (goal >= 0.8: {})",
+                    secure / plain,
+                    verdict(secure / plain)
+                );
+                println!(
+                    "secure/plain-nd throughput ratio at {callers:>2}: {:.3} (goal >= 0.8: {}) \
+                     <- fair baseline",
+                    secure / nd,
+                    verdict(secure / nd)
+                );
+                summary.push((callers, secure / plain, secure / nd));
+            }
+            println!("-- summary: secure/plain-nd (secure/plain) throughput by concurrent callers");
+            for (callers, plain, nd) in summary {
+                println!(
+                    "{callers:>2} caller(s): {nd:.3} ({plain:.3}) {}",
+                    verdict(nd)
+                );
+            }
         })
         .await
         .expect("bench exceeded its time limit");

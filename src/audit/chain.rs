@@ -21,6 +21,12 @@
 //!   decision as unconfirmed.)
 //! - Every line is signed by the audit key (`sig`, [`super::signed`]); a restart adopts only
 //!   records it can authenticate and never seals what it did not write ([`super::resume`]).
+//! - Group commit: [`AuditChain::append`] writes its line under the state lock, then takes its
+//!   turn to commit — one fsync and one `HEAD.json` update for every line written so far, done
+//!   by the first caller whose line is not durable yet; callers whose lines that commit covered
+//!   return without an fsync of their own. Both run outside the state lock, so records keep
+//!   being written meanwhile (for the next commit); the turn keeps head writes in order. No
+//!   caller returns before its own record is fsynced and named by the head.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -33,17 +39,16 @@ use super::clock::now_rfc3339;
 #[cfg(test)]
 use super::fault::Fault;
 use super::fault::{Armed, sync_or_fault, write_all_or_fault};
-use super::files::{
-    io_err, list_segments, lock_dir, read_head, segment_name, sync_dir, write_head,
-};
+use super::files::{io_err, list_segments, lock_dir, read_head, segment_name, sync_dir};
 use super::keys::sign;
-use super::record::{
-    AuditEvent, AuditRecord, Excluded, HEAD_VERSION, Head, checkpoint_message, head_message,
-    line_hash,
-};
+use super::record::{AuditEvent, AuditRecord, Excluded, checkpoint_message, line_hash};
 use super::resume::{TailError, recovery_reason, resume};
 use super::signed::{OpenSyncs, seal_line};
 use super::{AuditEntry, AuditError, AuditOptions};
+
+mod commit;
+
+use commit::Turn;
 
 /// Where a record landed: its seq and the hash of its line (what the next record's `prev` holds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +67,11 @@ pub struct AuditChain {
     key: Option<SigningKey>,
     opts: AuditOptions,
     state: Mutex<ChainState>,
+    /// One commit (fsync + head) at a time; taken before `state`, never while holding it.
+    commit_turn: Mutex<()>,
+    /// Data fsyncs made by commits (tests check that concurrent appends share them).
+    #[cfg(test)]
+    pub(crate) commit_fsyncs: std::sync::atomic::AtomicU64,
     /// Held for the chain's lifetime: two writers on one directory would fork the chain.
     _lock: File,
 }
@@ -81,10 +91,9 @@ impl Drop for AuditChain {
     /// A record deferred after the last checkpoint (a sync that finished during shutdown) is
     /// made durable and named by the head before the directory lock goes.
     fn drop(&mut self) {
-        let pending = self
-            .state
-            .lock()
-            .is_ok_and(|st| st.unsynced && st.poisoned.is_none());
+        let pending = self.state.lock().is_ok_and(|st| {
+            (st.unsynced || st.headed_seq < st.next_seq - 1) && st.poisoned.is_none()
+        });
         if pending && let Err(e) = self.sync_deferred() {
             tracing::error!("audit log closed with records that could not be made durable: {e}");
         }
@@ -103,8 +112,10 @@ struct ChainState {
     file_index: u64,
     file: Option<File>,
     file_len: u64,
-    /// Lines written to `file` but not fsynced yet (deferred appends).
+    /// Lines written to `file` but not fsynced yet (deferred appends, appends awaiting commit).
     unsynced: bool,
+    /// The seq `HEAD.json` names (the last record known durable and confirmed); never goes back.
+    headed_seq: u64,
     /// Allowed syncs not finished yet (listed in checkpoints, reported after a crash).
     open_syncs: OpenSyncs,
     poisoned: Option<String>,
@@ -176,6 +187,7 @@ impl AuditChain {
                 file: None,
                 file_len: found.file_len,
                 unsynced: false,
+                headed_seq: 0,
                 open_syncs: found.open_syncs,
                 poisoned: None,
                 #[cfg(test)]
@@ -184,9 +196,13 @@ impl AuditChain {
             dir,
             key: signing_key,
             opts,
+            commit_turn: Mutex::new(()),
+            #[cfg(test)]
+            commit_fsyncs: Default::default(),
             _lock: lock,
         };
         {
+            let turn = chain.turn()?;
             let mut st = chain.usable_state()?;
             // A writer killed with deferred records left them in the page cache only: make the
             // tail durable before a head can name it.
@@ -200,32 +216,43 @@ impl AuditChain {
             chain.seal_if_due(&mut st)?;
             chain.write_recovery(&mut st, found.excluded, found.unconfirmed)?;
             // Also creates HEAD.json for a new directory, and catches up a head that lags.
-            chain.store_head(&st)?;
+            chain.store_head(&turn, &mut st)?;
         }
         Ok(chain)
     }
 
-    /// Appends one record; returns only once it is written and fsynced, with any deferred records
-    /// before it (and `HEAD.json` updated).
+    /// Appends one record; returns only once it is written and fsynced, with every record
+    /// before it, and `HEAD.json` names it (or a later record) — by its own commit or by one
+    /// that a concurrent caller made for both.
     ///
     /// On `Err` the caller must refuse the request it was auditing. The error says why (e.g. "No
     /// space left on device", "Permission denied").
     pub fn append(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
-        let mut st = self.usable_state()?;
-        let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
-        let written = self.write_record(&mut st, &record, true)?;
-        if let Err(e) = self
-            .seal_if_due(&mut st)
-            .and_then(|()| self.store_head(&st))
-        {
-            self.record_refusal(&mut st, &record, &e);
+        let (record, written, sealed) = {
+            let mut st = self.usable_state()?;
+            let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
+            let written = self.write_record(&mut st, &record, false)?;
+            let sealed = self.seal_if_due(&mut st);
+            (record, written, sealed)
+        };
+        let turn = self.turn()?;
+        if let Err(e) = sealed.and_then(|()| self.commit(&turn, written.seq)) {
+            if let Ok(mut st) = self.usable_state() {
+                self.record_refusal(&turn, &mut st, &record, &e);
+            }
             return Err(e);
         }
         Ok(written)
     }
 
     /// The record is durable but its call is about to be refused: say so in the log.
-    fn record_refusal(&self, st: &mut ChainState, record: &AuditRecord, why: &AuditError) {
+    fn record_refusal(
+        &self,
+        turn: &Turn<'_>,
+        st: &mut ChainState,
+        record: &AuditRecord,
+        why: &AuditError,
+    ) {
         if st.poisoned.is_some() {
             return;
         }
@@ -235,7 +262,7 @@ impl AuditChain {
         match self.write_record(st, &outcome, true) {
             // Most likely fails like the first time; the outcome is durable in the segment.
             Ok(_) => {
-                let _ = self.store_head(st);
+                let _ = self.store_head(turn, st);
             }
             Err(e) => tracing::error!(
                 "seq {} is in the audit log but its call was refused, and the record saying so \
@@ -271,56 +298,39 @@ impl AuditChain {
     }
 
     /// Appends one record without waiting for its fsync: for the record of something already
-    /// done, which no caller has to refuse. An `Err` means the line is not written, or (like
-    /// `append`) that a due checkpoint or the head update failed after it was; it becomes durable with the next [`Self::append`], [`Self::sync_deferred`] or checkpoint,
-    /// and an fsync failure then poisons the chain, so later requests are refused.
+    /// done, which no caller has to refuse. An `Err` means the line is not written, or that a
+    /// due checkpoint failed after it was; it becomes durable (and named by the head) with the
+    /// next [`Self::append`], [`Self::sync_deferred`] or checkpoint, and an fsync failure then
+    /// poisons the chain, so later requests are refused.
     pub fn append_deferred(&self, entry: AuditEntry) -> Result<AuditRecordRef, AuditError> {
         let mut st = self.usable_state()?;
         let record = entry.into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
         let written = self.write_record(&mut st, &record, false)?;
+        // A due checkpoint makes everything durable; the head follows with the next commit.
         self.seal_if_due(&mut st)?;
-        if !st.unsynced {
-            // A checkpoint was due and made everything durable.
-            self.store_head(&st)?;
-        }
         Ok(written)
     }
 
     /// Makes deferred records durable and moves `HEAD.json` to them (a no-op when there are
-    /// none). The service calls it every second.
+    /// none). The service calls it every second. An fsync failure poisons the chain (and says
+    /// so once, not at every tick: a poisoned chain refuses at once).
     pub fn sync_deferred(&self) -> Result<(), AuditError> {
-        let mut st = self.usable_state()?;
-        if !st.unsynced {
-            return Ok(());
-        }
-        let path = self.dir.join(segment_name(st.file_index));
-        let fault = st_fault(&mut st);
-        let synced = st.file.as_ref().map(|f| sync_or_fault(f, fault));
-        // Whatever happens, there is nothing more to sync: either it is durable now, or the
-        // chain is poisoned (and says so once, not at every tick).
-        st.unsynced = false;
-        match synced {
-            Some(Err(source)) => {
-                st.poisoned = Some(format!("fsync of {} failed: {source}", path.display()));
-                return Err(io_err("fsync", &path)(source));
+        let turn = self.turn()?;
+        let last = {
+            let st = self.usable_state()?;
+            let last = st.next_seq - 1;
+            if !st.unsynced && st.headed_seq >= last {
+                return Ok(());
             }
-            Some(Ok(())) => {}
-            None => {
-                st.poisoned = Some(format!(
-                    "{} was closed with unsynced records",
-                    path.display()
-                ));
-                return Err(AuditError::Poisoned(
-                    "deferred records lost their segment".into(),
-                ));
-            }
-        }
-        self.store_head(&st)
+            last
+        };
+        self.commit(&turn, last)
     }
 
     /// Writes a checkpoint now (at clean shutdown), unless the last record already is one.
     /// Returns the last record (the checkpoint).
     pub fn checkpoint(&self) -> Result<AuditRecordRef, AuditError> {
+        let turn = self.turn()?;
         let mut st = self.usable_state()?;
         if !st.last_was_checkpoint {
             self.write_checkpoint(&mut st)?;
@@ -328,7 +338,7 @@ impl AuditChain {
                 st.rotate();
             }
         }
-        self.store_head(&st)?;
+        self.store_head(&turn, &mut st)?;
         Ok(st.last_ref())
     }
 
@@ -446,6 +456,7 @@ impl AuditChain {
         }
         st.file_len += line.len() as u64;
         if !durable {
+            rearm_fsync_fault(st, fault);
             st.unsynced = true;
             st.file = Some(file);
             return Ok(());
@@ -488,32 +499,6 @@ impl AuditChain {
             st.fault = Some(fault);
         }
     }
-
-    /// Re-signs `HEAD.json` for the last record.
-    ///
-    /// Trade-off: this costs a second fsynced write and a rename per durable record, roughly
-    /// doubling the I/O of an append (the directory is fsynced only when the head is created).
-    /// We pay it because the hash chain alone cannot show
-    /// that records were cut off the end (what remains is a valid chain) and checkpoints only
-    /// vouch up to the last one. Limits: whoever kept an older signed `HEAD.json` can truncate
-    /// back to it and restore it (rollback to an earlier valid state is not detectable locally;
-    /// shipping heads off-host is the fix); without a key anyone can rewrite the head, so it only
-    /// catches careless truncation; a crash between the record's fsync and the rename leaves the
-    /// head behind, which `verify` reports as a lag, not an error.
-    fn store_head(&self, st: &ChainState) -> Result<(), AuditError> {
-        let last = st.last_ref();
-        let head = Head {
-            version: HEAD_VERSION,
-            sig: self
-                .key
-                .as_ref()
-                .map(|key| sign(key, &head_message(last.seq, &last.hash))),
-            seq: last.seq,
-            hash: last.hash,
-            file: (st.last_file > 0).then(|| segment_name(st.last_file)),
-        };
-        write_head(&self.dir, &head)
-    }
 }
 
 /// The fault armed for the next write or fsync (tests only).
@@ -521,6 +506,17 @@ impl AuditChain {
 fn st_fault(st: &mut ChainState) -> Armed {
     st.fault.take()
 }
+
+/// An fsync fault taken by a write that did not fsync stays armed for the commit's fsync.
+#[cfg(test)]
+fn rearm_fsync_fault(st: &mut ChainState, fault: Armed) {
+    if let Some(Fault::Fsync) = fault {
+        st.fault = fault;
+    }
+}
+
+#[cfg(not(test))]
+fn rearm_fsync_fault(_: &mut ChainState, _: Armed) {}
 
 #[cfg(not(test))]
 fn st_fault(_: &mut ChainState) -> Armed {

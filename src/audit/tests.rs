@@ -208,6 +208,65 @@ fn concurrent_appends_from_four_threads_form_one_chain() {
     assert!(s.files > 1);
 }
 
+/// Group commit: concurrent appends share fsyncs, and none returns before `HEAD.json` names its
+/// record (so before it is fsynced).
+#[test]
+fn concurrent_appends_share_fsyncs_and_each_returns_durable() {
+    const THREADS: u64 = 16;
+    const EACH: u64 = 10;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = key();
+    let chain = Arc::new(
+        AuditChain::open(dir.path(), Some(key.clone()), opts(1000, 1 << 20)).expect("open"),
+    );
+    let start = Arc::new(std::sync::Barrier::new(THREADS as usize));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (chain, start) = (Arc::clone(&chain), Arc::clone(&start));
+            let dir = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                start.wait();
+                (0..EACH)
+                    .map(|i| {
+                        let seq = chain.append(entry(t * 100 + i)).expect("append").seq;
+                        let head = super::files::read_head(&dir)
+                            .expect("head readable")
+                            .expect("head exists");
+                        assert!(
+                            head.seq >= seq,
+                            "append of {seq} returned, head at {}",
+                            head.seq
+                        );
+                        seq
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=THREADS * EACH).collect::<Vec<_>>());
+    let fsyncs = chain
+        .commit_fsyncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{} appends from {THREADS} threads: {fsyncs} commit fsyncs",
+        THREADS * EACH
+    );
+    assert!(
+        fsyncs < THREADS * EACH,
+        "{fsyncs} fsyncs for {} appends: no commit was shared",
+        THREADS * EACH
+    );
+    drop(chain);
+    let s = expect_ok(verify(dir.path(), Some(&key.verifying_key())));
+    assert_eq!(s.records, THREADS * EACH + s.checkpoints);
+    assert_eq!(s.head_lag, 0);
+}
+
 #[test]
 fn a_second_writer_is_refused_until_the_first_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -8,6 +8,7 @@ mod audit_layer;
 mod body;
 mod check;
 mod config;
+mod door;
 mod gate;
 mod identity;
 mod ip_limit;

@@ -11,6 +11,7 @@ use super::audit_layer::AuditAllowed;
 use super::body::RequestMessage;
 use super::check::CheckLayer;
 use super::config::SecurityConfig;
+use super::door::DoorLog;
 use super::gate::SecureGate;
 use super::identity::IdentityCheck;
 use super::ip_limit::IpLimiter;
@@ -126,6 +127,7 @@ impl Gateway {
             tokens.spawn_watcher(RELOAD_POLL),
             crate::service::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]),
         ];
+        let (door, door_writer) = DoorLog::start(audit.clone());
         let audit_sync = {
             let audit = audit.clone();
             tokio::spawn(async move {
@@ -143,8 +145,9 @@ impl Gateway {
             .add_service(reflection.v1)
             .add_service(reflection.v1alpha)
             .add_service(SyncService::new(store, gate, defaults).into_server())
-            .serve_with_incoming_shutdown(incoming(listener, tls, ip, audit.clone()), shutdown)
+            .serve_with_incoming_shutdown(incoming(listener, tls, ip, door), shutdown)
             .await;
+        door_writer.stop().await;
         audit_sync.abort();
         // The checkpoint is durable, so it also makes any deferred record durable.
         audit.checkpoint().await;

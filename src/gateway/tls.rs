@@ -3,10 +3,8 @@
 //! the configured CA (and not revoked by the CRL). The certificate, key, CA and CRL are reloaded
 //! on SIGHUP and when the files change; live connections keep the config they started with.
 
-use super::audit::AuditLog;
+use super::door::DoorLog;
 use super::ip_limit::{ConnAdmission, IpLimiter};
-use crate::audit::AuditEntry;
-use crate::service::CallInfo;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
 };
@@ -270,12 +268,13 @@ async fn linger(mut tcp: TcpStream) {
 }
 
 /// Accepts connections, applies the per-IP limit, runs handshakes concurrently and yields the
-/// verified connections. Refused connections and failed handshakes are audited.
+/// verified connections. Refused connections and failed handshakes are audited through `door`,
+/// which never makes the accept loop wait for the disk.
 pub fn incoming(
     listener: TcpListener,
     tls: ReloadableTls,
     ip_limit: IpLimiter,
-    audit: AuditLog,
+    door: DoorLog,
 ) -> impl futures_util::Stream<Item = Result<TlsConn, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
     tokio::spawn(async move {
@@ -291,30 +290,20 @@ pub fn incoming(
             if tx.is_closed() {
                 break;
             }
-            let call = CallInfo {
-                source: Some(remote),
-                ..Default::default()
-            };
             let prepaid = match ip_limit.admit_connection(remote.ip()) {
                 ConnAdmission::Paid => true,
                 // Its call will be refused with the retry delay, which a closed socket cannot say.
                 ConnAdmission::Unpaid => false,
                 ConnAdmission::Closed(refusal) => {
                     super::telemetry::count_refusal(&refusal);
-                    let _ = audit
-                        .record(
-                            &call,
-                            "connect",
-                            AuditEntry::decision(false, refusal.reason),
-                        )
-                        .await;
+                    door.refused(remote, refusal.reason);
                     drop(tcp);
                     continue;
                 }
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-            let (tx, audit) = (tx.clone(), audit.clone());
+            let (tx, door) = (tx.clone(), door.clone());
             tokio::spawn(async move {
                 let handshake = acceptor.accept(tcp).into_fallible();
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
@@ -338,22 +327,11 @@ pub fn incoming(
                             .await;
                     }
                     Ok(Err((e, tcp))) => {
-                        let reason = format!("tls handshake failed: {e}");
                         super::telemetry::count_auth_failure("tls");
-                        let _ = audit
-                            .record(&call, "connect", AuditEntry::decision(false, reason))
-                            .await;
+                        door.refused(remote, format!("tls handshake failed: {e}"));
                         linger(tcp).await;
                     }
-                    Err(_) => {
-                        let _ = audit
-                            .record(
-                                &call,
-                                "connect",
-                                AuditEntry::decision(false, "tls handshake timed out"),
-                            )
-                            .await;
-                    }
+                    Err(_) => door.refused(remote, "tls handshake timed out"),
                 }
             });
         }

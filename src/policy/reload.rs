@@ -21,6 +21,9 @@ use super::model::Policy;
 pub struct PolicyHandle {
     path: Arc<PathBuf>,
     current: watch::Sender<Arc<Policy>>,
+    /// The file's fingerprint when [`PolicyHandle::load`] read it: the watcher starts from it,
+    /// so a change made between the load and the watcher's start is not missed.
+    loaded: Option<Fingerprint>,
 }
 
 impl PolicyHandle {
@@ -29,14 +32,20 @@ impl PolicyHandle {
         Self {
             path: Arc::new(path.into()),
             current: watch::Sender::new(Arc::new(policy)),
+            loaded: None,
         }
     }
 
     /// Loads `path` for start-up; an error here should stop the process (fail closed).
     pub fn load(path: impl Into<PathBuf>) -> Result<Self, PolicyError> {
         let path = path.into();
+        // Taken before the read: a change during it is seen as a change (one more reload).
+        let loaded = fingerprint_now(&path).ok();
         let policy = Policy::load(&path)?;
-        Ok(Self::new(path, policy))
+        Ok(Self {
+            loaded,
+            ..Self::new(path, policy)
+        })
     }
 
     /// The policy file this handle reloads from.
@@ -98,16 +107,23 @@ struct Fingerprint {
 }
 
 async fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
-    let meta = tokio::fs::metadata(path).await?;
+    Ok(fingerprint_of(&tokio::fs::metadata(path).await?))
+}
+
+fn fingerprint_now(path: &Path) -> std::io::Result<Fingerprint> {
+    Ok(fingerprint_of(&std::fs::metadata(path)?))
+}
+
+fn fingerprint_of(meta: &std::fs::Metadata) -> Fingerprint {
     #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    let inode = std::os::unix::fs::MetadataExt::ino(meta);
     #[cfg(not(unix))]
     let inode = 0;
-    Ok(Fingerprint {
+    Fingerprint {
         len: meta.len(),
         modified: meta.modified().ok(),
         inode,
-    })
+    }
 }
 
 /// Starts a task that reloads `handle` when its file's size, modification time or inode
@@ -120,7 +136,10 @@ pub fn spawn_watcher(handle: PolicyHandle, poll_interval: Duration) -> JoinHandl
     let mut hangup = Hangup::install();
     tokio::spawn(async move {
         let path = handle.path().to_path_buf();
-        let mut last = fingerprint(&path).await.ok();
+        let mut last = match handle.loaded {
+            Some(loaded) => Some(loaded),
+            None => fingerprint(&path).await.ok(),
+        };
         if last.is_none() {
             tracing::warn!(path = %path.display(), "policy file not readable; watching for it");
         }

@@ -83,12 +83,19 @@ impl<'a> AdminSpec<'a> {
     }
 }
 
-/// A policy: `[service]` limits no test reaches plus `service_extra` lines, then `admins`.
-pub fn policy_toml(service_extra: &str, admins: &[AdminSpec<'_>]) -> String {
-    let mut policy = format!(
-        "[service]\nper_ip_rate_per_minute = 100000\nper_ip_burst = 10000\n\
-         max_concurrent_total = 16\n{service_extra}\n"
-    );
+/// A policy: `[service]` with the `service` lines, and limits no test reaches for the keys they
+/// do not set; then `admins`.
+pub fn policy_toml(service: &str, admins: &[AdminSpec<'_>]) -> String {
+    let mut policy = format!("[service]\n{service}\n");
+    for (key, value) in [
+        ("per_ip_rate_per_minute", "100000"),
+        ("per_ip_burst", "10000"),
+        ("max_concurrent_total", "16"),
+    ] {
+        if !service.contains(key) {
+            policy.push_str(&format!("{key} = {value}\n"));
+        }
+    }
     for a in admins {
         policy.push_str(&format!(
             "\n[[admin]]\nname = \"{}\"\nidentities = [\"spiffe://orly.local/admin/{}\"]\n\

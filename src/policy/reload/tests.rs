@@ -132,3 +132,21 @@ async fn watcher_reloads_on_sighup() {
 
     watcher.abort();
 }
+
+/// A change made after the load and before the watcher starts (a service binding its port in
+/// between) is picked up, not taken for the version already loaded.
+#[tokio::test]
+async fn a_change_before_the_watcher_starts_is_not_missed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("policy.toml");
+    write(&path, &policy_for("alice"));
+    let handle = PolicyHandle::load(&path).expect("initial policy");
+    let mut rx = handle.subscribe();
+    // Replaced by rename (a new inode, whatever the clock's granularity).
+    let staged = dir.path().join("staged.toml");
+    write(&staged, &policy_for("bob"));
+    std::fs::rename(&staged, &path).expect("rename");
+    let watcher = spawn_watcher(handle.clone(), Duration::from_millis(20));
+    wait_for(&mut rx, "bob").await;
+    watcher.abort();
+}
