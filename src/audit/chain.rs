@@ -59,6 +59,22 @@ pub struct AuditRecordRef {
     pub hash: String,
 }
 
+/// A checkpoint the writer just made durable: what a public anchor of it holds
+/// ([`AuditChain::on_checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointWritten {
+    /// The checkpoint record's own seq.
+    pub seq: u64,
+    /// Hex SHA-256 of the checkpoint record's line (the chain hash after it).
+    pub hash: String,
+    /// The checkpoint record's `time`.
+    pub time: String,
+}
+
+/// Called with every checkpoint written after it is set (under the chain's lock: it must not
+/// block or call back into the chain).
+type CheckpointObserver = Box<dyn Fn(CheckpointWritten) + Send + Sync>;
+
 /// The append-only, hash-chained, signed audit log in one directory. Thread-safe; appends are
 /// serialised by an internal mutex; [`AuditChain::append`] is durable before it returns,
 /// [`AuditChain::append_deferred`] soon after.
@@ -69,6 +85,8 @@ pub struct AuditChain {
     state: Mutex<ChainState>,
     /// One commit (fsync + head) at a time; taken before `state`, never while holding it.
     commit_turn: Mutex<()>,
+    /// Told of every checkpoint (the public anchors, `super::anchor`).
+    checkpoint_observer: std::sync::OnceLock<CheckpointObserver>,
     /// Data fsyncs made by commits (tests check that concurrent appends share them).
     #[cfg(test)]
     pub(crate) commit_fsyncs: std::sync::atomic::AtomicU64,
@@ -197,6 +215,7 @@ impl AuditChain {
             key: signing_key,
             opts,
             commit_turn: Mutex::new(()),
+            checkpoint_observer: std::sync::OnceLock::new(),
             #[cfg(test)]
             commit_fsyncs: Default::default(),
             _lock: lock,
@@ -357,6 +376,18 @@ impl AuditChain {
         self.key.is_some()
     }
 
+    /// The public half of the audit key (what `orly audit verify --pubkey` is given).
+    pub fn verifying_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
+        self.key.as_ref().map(SigningKey::verifying_key)
+    }
+
+    /// Sets the one function told of every checkpoint written from now on, once durable. It
+    /// runs under the chain's lock: it must only hand the value on (e.g. into a channel).
+    /// Returns `false` (and drops `observer`) when one is set already.
+    pub fn on_checkpoint(&self, observer: impl Fn(CheckpointWritten) + Send + Sync + 'static) -> bool {
+        self.checkpoint_observer.set(Box::new(observer)).is_ok()
+    }
+
     fn usable_state(&self) -> Result<MutexGuard<'_, ChainState>, AuditError> {
         let st = self.state.lock().map_err(|_| {
             AuditError::Poisoned("a thread panicked while holding the audit lock".into())
@@ -393,7 +424,15 @@ impl AuditChain {
             sig,
             st.open_syncs.to_vec(),
         );
-        self.write_record(st, &record, true)
+        let written = self.write_record(st, &record, true)?;
+        if let Some(observer) = self.checkpoint_observer.get() {
+            observer(CheckpointWritten {
+                seq: written.seq,
+                hash: written.hash.clone(),
+                time: record.time.clone(),
+            });
+        }
+        Ok(written)
     }
 
     fn write_record(

@@ -17,6 +17,7 @@
 //!   the incident), and lists the syncs that never finished.
 //! - [`verify`] walks the directory and names the first broken or unauthenticated record.
 
+pub mod anchor;
 mod bound;
 mod chain;
 mod clock;
@@ -40,13 +41,14 @@ use std::io;
 use std::path::PathBuf;
 
 pub use bound::{MAX_FIELD_BYTES, MAX_FILTER_BYTES, MAX_RECORD_BYTES, bound_text};
-pub use chain::{AuditChain, AuditRecordRef};
+pub use chain::{AuditChain, AuditRecordRef, CheckpointWritten};
 pub use keys::{generate_signing_key, load_signing_key, load_verifying_key, write_key_pair};
 pub use record::{
     AuditEntry, AuditEvent, AuditRecord, CheckpointSeal, Excluded, SyncCounts, ZERO_HASH, line_hash,
 };
 pub use report::{
-    BrokenRecord, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
+    BrokenRecord, CheckpointInfo, ExcludedLines, Problem, SignatureStatus, VerifyReport,
+    VerifySummary,
 };
 pub use verify::verify;
 

@@ -70,6 +70,21 @@ pub struct VerifySummary {
     pub recorded_unconfirmed: Vec<u64>,
     /// Decisions whose caller was refused after the record was written (an `outcome` record).
     pub overruled: Vec<u64>,
+    /// Every checkpoint record, in log order (what public anchors are checked against).
+    pub checkpoint_list: Vec<CheckpointInfo>,
+    /// `time` of the first and of the last record (`None` for an empty log).
+    pub time_span: Option<(String, String)>,
+}
+
+/// One checkpoint record of an intact log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// The checkpoint record's seq.
+    pub seq: u64,
+    /// Hex SHA-256 of its line.
+    pub hash: String,
+    /// Its `time`.
+    pub time: String,
 }
 
 /// Lines left out of the chain by a recovery record.

@@ -24,7 +24,7 @@ use super::record::{
     head_message, line_hash,
 };
 use super::report::{
-    BrokenRecord, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
+    BrokenRecord, CheckpointInfo, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
 };
 use super::signed::{OpenSyncs, authenticate};
 
@@ -56,6 +56,8 @@ pub fn verify(dir: impl AsRef<Path>, pubkey: Option<&VerifyingKey>) -> VerifyRep
             recorded_interrupted: Vec::new(),
             recorded_unconfirmed: Vec::new(),
             overruled: Vec::new(),
+            checkpoint_list: Vec::new(),
+            time_span: None,
         },
         prev_at: None,
         head_seq: None,
@@ -281,6 +283,17 @@ impl Walk<'_> {
         let hash = line_hash(line);
         if self.head_seq == Some(record.seq) {
             self.head_hash = Some(hash.clone());
+        }
+        if record.event == AuditEvent::Checkpoint {
+            self.summary.checkpoint_list.push(CheckpointInfo {
+                seq: record.seq,
+                hash: hash.clone(),
+                time: record.time.clone(),
+            });
+        }
+        match &mut self.summary.time_span {
+            Some((_, last)) => last.clone_from(&record.time),
+            None => self.summary.time_span = Some((record.time.clone(), record.time.clone())),
         }
         self.summary.last_hash = hash;
         self.summary.last_seq = record.seq;

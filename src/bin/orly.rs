@@ -173,11 +173,34 @@ enum CertsCmd {
     },
 }
 
+const AUDIT_VERIFY_HELP: &str = "\
+Exit codes:
+  0  the log is intact (and, with --anchors, every checkpoint is anchored and every anchor
+     matches the log)
+  1  the log is broken: the first broken record is named (anchors are not checked then)
+  2  usage error
+  3  the anchors contradict the log: a checkpoint's hash differs from its anchor (the history
+     was rewritten; the first rewritten checkpoint is named), or anchors name seqs the log no
+     longer has (truncated; the missing seqs are named)
+  4  no contradiction, but checkpoints without an anchor, or anchors whose previous anchor is
+     on no relay
+  5  none of the --anchors relays could be read";
+
+const AUDIT_ANCHOR_HELP: &str = "\
+Exit codes:
+  0  every anchor published was accepted by at least one relay (or nothing was missing)
+  1  the log is broken, or --seq is not a checkpoint
+  2  usage error
+  3  the anchors on the relays contradict the log: nothing published
+  5  no relay could be read, or an anchor was accepted by none";
+
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Verify the audit chain: reports the first broken record (edit, deletion, reordering,
     /// truncation, forged checkpoint, a record not signed by the audit key), incidents recorded
-    /// at restarts and syncs that never finished. Exit 0 intact, 1 broken.
+    /// at restarts and syncs that never finished. With --anchors, also holds every checkpoint
+    /// against its public anchor on those relays.
+    #[command(after_help = AUDIT_VERIFY_HELP)]
     Verify {
         /// Audit directory.
         dir: PathBuf,
@@ -185,6 +208,32 @@ enum AuditCmd {
         /// it; without it nothing is authenticated (the output says so).
         #[arg(long)]
         pubkey: Option<PathBuf>,
+        /// Anchor relays to fetch the log's public anchors from (comma-separated ws:// or
+        /// wss:// URLs); needs --pubkey and --anchor-pubkey.
+        #[arg(long, value_delimiter = ',', requires_all = ["pubkey", "anchor_pubkey"])]
+        anchors: Vec<String>,
+        /// The anchoring key's public key (64 hex, x-only), the one ORLY_AUDIT_ANCHOR_KEY signs with.
+        #[arg(long, requires = "anchors")]
+        anchor_pubkey: Option<String>,
+    },
+    /// Publish the public anchors of checkpoints by hand (a log written before anchoring, or
+    /// while the relays were down): every checkpoint without an anchor on the relays, or --seq.
+    #[command(after_help = AUDIT_ANCHOR_HELP)]
+    Anchor {
+        /// Audit directory (it must verify with --pubkey).
+        dir: PathBuf,
+        /// Audit public key (audit.pub).
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// File holding the anchoring key (64 hex), as ORLY_AUDIT_ANCHOR_KEY.
+        #[arg(long)]
+        anchor_key: PathBuf,
+        /// Relays (comma-separated ws:// or wss:// URLs) [env: ORLY_AUDIT_ANCHOR_RELAYS]
+        #[arg(long, value_delimiter = ',', env = "ORLY_AUDIT_ANCHOR_RELAYS", hide_env = true, required = true)]
+        relays: Vec<String>,
+        /// Only the checkpoint with this seq (published even if anchored already).
+        #[arg(long)]
+        seq: Option<u64>,
     },
 }
 
@@ -231,6 +280,86 @@ struct SyncArgs {
     token_file: Option<PathBuf>,
     #[command(flatten)]
     data: DataDir,
+}
+
+fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
+    use orly::cli::audit_anchor;
+    match cmd {
+        AuditCmd::Verify {
+            dir,
+            pubkey,
+            anchors,
+            anchor_pubkey,
+        } => {
+            let key = match &pubkey {
+                Some(p) => Some(orly::audit::load_verifying_key(p)?),
+                None => None,
+            };
+            let anchored = match (&key, &anchor_pubkey) {
+                (Some(k), Some(a)) if !anchors.is_empty() => {
+                    let a = match audit_anchor::parse_anchor_pubkey(a)
+                        .and_then(|a| audit_anchor::check_relays(&anchors).map(|()| a))
+                    {
+                        Ok(a) => a,
+                        Err(e) => {
+                            errln!("error: {e}");
+                            return Ok(ExitCode::from(2));
+                        }
+                    };
+                    Some((*k, a))
+                }
+                _ => None,
+            };
+            let report = orly::audit::verify(&dir, key.as_ref());
+            output::print(|out| writeln!(out, "{report}"))?;
+            let orly::audit::VerifyReport::Ok(summary) = &report else {
+                if anchored.is_some() {
+                    output::print(|out| {
+                        writeln!(out, "anchors not checked: the log itself is broken")
+                    })?;
+                }
+                return Ok(ExitCode::from(1));
+            };
+            let Some((key, anchor_pk)) = anchored else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let (verdict, code) = rt.block_on(audit_anchor::verify_anchors(
+                summary, &key, &anchors, &anchor_pk,
+            ));
+            output::print(|out| writeln!(out, "{verdict}"))?;
+            Ok(ExitCode::from(code))
+        }
+        AuditCmd::Anchor {
+            dir,
+            pubkey,
+            anchor_key,
+            relays,
+            seq,
+        } => {
+            if let Err(e) = audit_anchor::check_relays(&relays) {
+                errln!("error: --relays: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            let key = orly::audit::load_verifying_key(&pubkey)?;
+            let text = std::fs::read_to_string(&anchor_key)
+                .with_context(|| format!("cannot read {}", anchor_key.display()))?;
+            let keys = orly::event::Keys::from_hex(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", anchor_key.display()))?;
+            let report = orly::audit::verify(&dir, Some(&key));
+            let orly::audit::VerifyReport::Ok(summary) = &report else {
+                output::print(|out| writeln!(out, "{report}\nnothing anchored: the log is broken"))?;
+                return Ok(ExitCode::from(1));
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            let mut buf = Vec::new();
+            let code = rt.block_on(audit_anchor::anchor_by_hand(
+                &mut buf, summary, &key, &keys, &relays, seq,
+            ))?;
+            output::print(|out| out.write_all(&buf))?;
+            Ok(ExitCode::from(code))
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -283,19 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit(AuditCmd::Verify { dir, pubkey }) => {
-            let key = match &pubkey {
-                Some(p) => Some(orly::audit::load_verifying_key(p)?),
-                None => None,
-            };
-            let report = orly::audit::verify(&dir, key.as_ref());
-            output::print(|out| writeln!(out, "{report}"))?;
-            Ok(if report.is_ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Cmd::Audit(cmd) => audit(cmd),
         Cmd::Import { file, data } => {
             let store = data.open()?;
             let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {

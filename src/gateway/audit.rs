@@ -22,6 +22,11 @@ impl AuditLog {
         }
     }
 
+    /// The chain itself (the anchoring task forces checkpoints through it).
+    pub fn chain(&self) -> Arc<AuditChain> {
+        self.chain.clone()
+    }
+
     /// Appends `entry`, filled with the call's context. `Err` means the record is not durable:
     /// the caller must refuse the request (fail closed).
     pub async fn record(

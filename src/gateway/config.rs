@@ -32,6 +32,30 @@ pub struct SecurityArgs {
     /// Ed25519 key (PKCS#8 PEM) signing audit checkpoints.
     #[arg(long, env = "ORLY_AUDIT_KEY")]
     pub audit_key: Option<PathBuf>,
+    /// File holding the Nostr secret key (64 hex) that signs public audit anchors.
+    #[arg(long, env = "ORLY_AUDIT_ANCHOR_KEY")]
+    pub audit_anchor_key: Option<PathBuf>,
+    /// Relays (comma-separated ws:// or wss:// URLs) that receive the audit anchors.
+    #[arg(long, env = "ORLY_AUDIT_ANCHOR_RELAYS", value_delimiter = ',')]
+    pub audit_anchor_relays: Vec<String>,
+    /// Longest time in seconds between two anchors while records are written (a checkpoint is
+    /// forced when none was written for that long).
+    #[arg(long, default_value_t = DEFAULT_ANCHOR_INTERVAL_SECS)]
+    pub audit_anchor_interval: u64,
+}
+
+/// Default of `--audit-anchor-interval`: ten minutes.
+pub const DEFAULT_ANCHOR_INTERVAL_SECS: u64 = 600;
+
+/// Public anchor settings, checked: a key file and at least one relay URL.
+#[derive(Debug, Clone)]
+pub struct AnchorConfig {
+    /// The anchoring key file.
+    pub key: PathBuf,
+    /// The relays.
+    pub relays: Vec<String>,
+    /// Longest time between anchors while records are written.
+    pub interval: std::time::Duration,
 }
 
 /// Validated security settings: everything present.
@@ -53,6 +77,8 @@ pub struct SecurityConfig {
     pub audit_dir: PathBuf,
     /// Audit checkpoint key.
     pub audit_key: Option<PathBuf>,
+    /// Public audit anchors, when configured.
+    pub anchor: Option<AnchorConfig>,
 }
 
 impl SecurityArgs {
@@ -65,6 +91,43 @@ impl SecurityArgs {
             || self.token_keys.is_some()
             || self.audit_dir.is_some()
             || self.audit_key.is_some()
+            || self.audit_anchor_key.is_some()
+            || !self.audit_anchor_relays.is_empty()
+    }
+
+    /// The anchor settings: both the key and the relays, or neither; every problem listed.
+    fn anchor(&self, problems: &mut Vec<String>) -> Option<AnchorConfig> {
+        let relays: Vec<String> = self
+            .audit_anchor_relays
+            .iter()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        match (&self.audit_anchor_key, relays.is_empty()) {
+            (None, true) => return None,
+            (None, false) => problems.push("ORLY_AUDIT_ANCHOR_RELAYS is set without ORLY_AUDIT_ANCHOR_KEY".into()),
+            (Some(_), true) => problems.push("ORLY_AUDIT_ANCHOR_KEY is set without ORLY_AUDIT_ANCHOR_RELAYS".into()),
+            (Some(_), false) => {}
+        }
+        if self.audit_key.is_none() {
+            problems.push(
+                "audit anchors need ORLY_AUDIT_KEY (the audit public key is the log's identity)"
+                    .into(),
+            );
+        }
+        for r in &relays {
+            if let Err(e) = crate::peer::validate_url(r) {
+                problems.push(format!("ORLY_AUDIT_ANCHOR_RELAYS: {}", crate::policy::redact_urls_in(&e.to_string())));
+            }
+        }
+        if self.audit_anchor_interval == 0 {
+            problems.push("--audit-anchor-interval must be at least 1 second".into());
+        }
+        Some(AnchorConfig {
+            key: self.audit_anchor_key.clone().unwrap_or_default(),
+            relays,
+            interval: std::time::Duration::from_secs(self.audit_anchor_interval),
+        })
     }
 
     /// Checks the settings for `listen`. `Ok(None)`: plaintext (loopback, or `insecure`).
@@ -107,13 +170,20 @@ impl SecurityArgs {
             audit_dir: need(&self.audit_dir, "ORLY_AUDIT_DIR"),
             tls_crl: self.tls_crl.clone(),
             audit_key: self.audit_key.clone(),
+            anchor: None,
         };
+        let mut problems = Vec::new();
+        let anchor = self.anchor(&mut problems);
         if !missing.is_empty() {
-            return Err(format!(
-                "incomplete security settings: missing {}",
-                missing.join(", ")
-            ));
+            problems.insert(
+                0,
+                format!("incomplete security settings: missing {}", missing.join(", ")),
+            );
         }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let cfg = SecurityConfig { anchor, ..cfg };
         Ok(Some(cfg))
     }
 }

@@ -3,6 +3,7 @@
 //! This module adapts; it decides nothing the domain modules don't.
 
 mod admin_limit;
+mod anchor;
 mod audit;
 mod audit_layer;
 mod body;
@@ -18,8 +19,9 @@ mod telemetry;
 mod tls;
 mod token;
 
+pub use anchor::ANCHOR_HEALTH_SERVICE;
 pub use audit::AuditLog;
-pub use config::{SecurityArgs, SecurityConfig};
+pub use config::{AnchorConfig, DEFAULT_ANCHOR_INTERVAL_SECS, SecurityArgs, SecurityConfig};
 pub use refusal::Refusal;
 pub use stack::Gateway;
 pub use tls::{ConnInfo, TlsFiles};

@@ -41,6 +41,7 @@ pub struct Gateway {
     audit: AuditLog,
     tls: ReloadableTls,
     tokens: TokenCheck,
+    anchor: Option<crate::audit::anchor::Anchorer>,
 }
 
 impl Gateway {
@@ -72,11 +73,18 @@ impl Gateway {
         // Last: an error above leaves the audit directory untouched.
         let chain = AuditChain::open(&sec.audit_dir, key, AuditOptions::default())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Attached before anything is written, so no checkpoint goes unanchored.
+        let anchor = sec
+            .anchor
+            .as_ref()
+            .map(|a| super::anchor::prepare(a, &chain))
+            .transpose()?;
         Ok(Self {
             policy,
             audit: AuditLog::new(chain),
             tls,
             tokens,
+            anchor,
         })
     }
 
@@ -93,6 +101,7 @@ impl Gateway {
             audit,
             tls,
             tokens,
+            anchor,
         } = self;
         let ip = IpLimiter::new(policy.clone());
         let layers = tower::ServiceBuilder::new()
@@ -125,8 +134,16 @@ impl Gateway {
             spawn_watcher(policy.clone(), RELOAD_POLL),
             tls.spawn_watcher(RELOAD_POLL),
             tokens.spawn_watcher(RELOAD_POLL),
-            crate::service::watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]),
+            crate::service::watch_store_health(
+                reporter.clone(),
+                store.clone(),
+                &[SYNC_SERVICE_NAME],
+            ),
         ];
+        let anchors = anchor.map(|a| {
+            let ca = defaults.peer.ca_file.clone();
+            super::anchor::start(a, audit.chain(), ca, reporter.clone())
+        });
         let (door, door_writer) = DoorLog::start(audit.clone());
         let audit_sync = {
             let audit = audit.clone();
@@ -151,6 +168,9 @@ impl Gateway {
         audit_sync.abort();
         // The checkpoint is durable, so it also makes any deferred record durable.
         audit.checkpoint().await;
+        if let Some(anchors) = anchors {
+            anchors.stop().await; // after the shutdown checkpoint: its anchor goes out too
+        }
         for t in watchers {
             t.abort();
         }

@@ -1,7 +1,7 @@
 //! The metric instruments (no-ops until a meter provider is installed by `telemetry::init`).
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{Counter, Gauge, Histogram};
 use std::sync::OnceLock;
 
 struct Instruments {
@@ -11,6 +11,8 @@ struct Instruments {
     refusals: Counter<u64>,
     rate_limited: Counter<u64>,
     audit_latency: Histogram<f64>,
+    anchor_backlog: Gauge<u64>,
+    anchors: Counter<u64>,
 }
 
 fn instruments() -> &'static Instruments {
@@ -42,6 +44,14 @@ fn instruments() -> &'static Instruments {
                 .f64_histogram("orly.audit.write_latency")
                 .with_unit("ms")
                 .with_description("Time to make one audit record durable")
+                .build(),
+            anchor_backlog: m
+                .u64_gauge("orly.audit.anchor.backlog")
+                .with_description("Audit anchors signed but accepted by no relay yet")
+                .build(),
+            anchors: m
+                .u64_counter("orly.audit.anchors")
+                .with_description("Audit anchors per publishing round, by outcome")
                 .build(),
         }
     })
@@ -85,4 +95,16 @@ pub fn record_audit_latency(d: std::time::Duration) {
     instruments()
         .audit_latency
         .record(d.as_secs_f64() * 1000.0, &[]);
+}
+
+/// Audit anchors accepted by no relay yet.
+pub fn set_anchor_backlog(n: u64) {
+    instruments().anchor_backlog.record(n, &[]);
+}
+
+/// One anchor's fate in a publishing round (`published`, `not_accepted`).
+pub fn count_anchor(outcome: &'static str) {
+    instruments()
+        .anchors
+        .add(1, &[KeyValue::new("outcome", outcome)]);
 }

@@ -13,7 +13,8 @@ mod metrics;
 pub use log::{LOG_FORMAT_ENV, LogFormat};
 
 pub use metrics::{
-    count_auth_failure, count_events_moved, count_refusal, count_sync, record_audit_latency,
+    count_anchor, count_auth_failure, count_events_moved, count_refusal, count_sync,
+    record_audit_latency, set_anchor_backlog,
 };
 
 use opentelemetry::trace::TracerProvider as _;

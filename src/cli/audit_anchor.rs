@@ -1,0 +1,162 @@
+//! `orly audit verify --anchors` and `orly audit anchor`: the audit log held against, and
+//! anchored on, public Nostr relays (`crate::audit::anchor`). Both start from a log that verifies
+//! locally with the audit public key; the binary maps the outcomes to exit codes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::audit::VerifySummary;
+use crate::audit::anchor::check::{EXIT_CONTRADICTED, EXIT_UNREACHABLE};
+use crate::audit::anchor::relay::{anchor_peer_options, publish};
+use crate::audit::anchor::{
+    Anchor, AnchorCheck, AnchorPayload, build_anchor, check, fetch_anchors, log_id,
+};
+use crate::event::Keys;
+
+/// Parses `--anchor-pubkey`: 64 hex digits (an x-only Nostr public key).
+pub fn parse_anchor_pubkey(hex_key: &str) -> Result<[u8; 32], String> {
+    crate::event::decode_hex32(hex_key.trim())
+        .map_err(|e| format!("--anchor-pubkey: not a 64-hex public key: {e}"))
+}
+
+/// Checks that every relay URL is ws:// or wss://.
+pub fn check_relays(relays: &[String]) -> Result<(), String> {
+    if relays.is_empty() {
+        return Err("no relay given".into());
+    }
+    for r in relays {
+        crate::peer::validate_url(r).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Fetches the anchors of the log (its identity from `audit_key`) and holds the log against
+/// them. The exit code is [`AnchorCheck::exit_code`], or [`EXIT_UNREACHABLE`] when no relay
+/// could be read.
+pub async fn verify_anchors(
+    summary: &VerifySummary,
+    audit_key: &VerifyingKey,
+    relays: &[String],
+    anchor_pubkey: &[u8; 32],
+) -> (AnchorCheck, u8) {
+    let opts = anchor_peer_options(None, None);
+    let fetched = fetch_anchors(relays, anchor_pubkey, &log_id(audit_key), &opts).await;
+    let mut verdict = check(summary, &fetched.anchors);
+    let all_down = fetched.relay_errors.len() == relays.len();
+    verdict.relay_errors = fetched.relay_errors;
+    verdict.invalid = fetched.invalid;
+    let code = if all_down {
+        EXIT_UNREACHABLE
+    } else {
+        verdict.exit_code()
+    };
+    (verdict, code)
+}
+
+/// Publishes anchors by hand: for checkpoint `only` (or every checkpoint without an anchor),
+/// each linked to the anchor of the nearest earlier checkpoint found. Refuses (exit 3) when the
+/// anchors already on the relays contradict the log. Returns the exit code: 0 when every anchor
+/// was accepted by at least one relay, [`EXIT_UNREACHABLE`] otherwise.
+pub async fn anchor_by_hand(
+    out: &mut impl Write,
+    summary: &VerifySummary,
+    audit_key: &VerifyingKey,
+    keys: &Keys,
+    relays: &[String],
+    only: Option<u64>,
+) -> std::io::Result<u8> {
+    let log = log_id(audit_key);
+    let opts = anchor_peer_options(Some(keys.clone()), None);
+    let fetched = fetch_anchors(relays, &keys.pubkey, &log, &opts).await;
+    for (relay, why) in &fetched.relay_errors {
+        writeln!(out, "anchor relay {relay} could not be read: {why}")?;
+    }
+    if fetched.relay_errors.len() == relays.len() {
+        writeln!(out, "no anchor relay could be read: nothing published")?;
+        return Ok(EXIT_UNREACHABLE);
+    }
+    let verdict = check(summary, &fetched.anchors);
+    if verdict.exit_code() == EXIT_CONTRADICTED {
+        writeln!(out, "{verdict}")?;
+        writeln!(out, "the anchors contradict this log: nothing published")?;
+        return Ok(EXIT_CONTRADICTED);
+    }
+    let targets: Vec<_> = summary
+        .checkpoint_list
+        .iter()
+        .filter(|c| match only {
+            Some(seq) => c.seq == seq,
+            None => verdict.unanchored.contains(&c.seq),
+        })
+        .cloned()
+        .collect();
+    if let Some(seq) = only
+        && targets.is_empty()
+    {
+        writeln!(out, "seq {seq} is not a checkpoint of this log: nothing published")?;
+        return Ok(1);
+    }
+    if targets.is_empty() {
+        writeln!(out, "every checkpoint is anchored already: nothing to publish")?;
+        return Ok(0);
+    }
+    // The anchor of the nearest earlier checkpoint is each new one's prev.
+    let mut by_seq: BTreeMap<u64, String> = fetched
+        .anchors
+        .iter()
+        .map(|a: &Anchor| (a.payload.seq, a.id.clone()))
+        .collect();
+    let mut events = Vec::new();
+    for c in &targets {
+        let payload = AnchorPayload {
+            v: crate::audit::anchor::format::ANCHOR_VERSION,
+            log: log.clone(),
+            seq: c.seq,
+            hash: c.hash.clone(),
+            time: c.time.clone(),
+            prev: by_seq.range(..c.seq).next_back().map(|(_, id)| id.clone()),
+        };
+        let ev = build_anchor(keys, now(), &payload);
+        by_seq.insert(c.seq, ev.id_hex());
+        events.push((c.seq, ev));
+    }
+    let evs: Vec<_> = events.iter().map(|(_, e)| e.clone()).collect();
+    let results =
+        futures_util::future::join_all(relays.iter().map(|r| publish(r, &evs, &opts))).await;
+    let mut accepted = vec![0usize; evs.len()];
+    for (relay, res) in relays.iter().zip(results) {
+        let relay = crate::policy::redact_url(relay);
+        match res {
+            Ok(per) => {
+                for (i, r) in per.into_iter().enumerate() {
+                    match r {
+                        Ok(()) => accepted[i] += 1,
+                        Err(why) => writeln!(out, "{relay} refused seq {}: {why}", events[i].0)?,
+                    }
+                }
+            }
+            Err(why) => writeln!(out, "{relay}: {why}")?,
+        }
+    }
+    let mut code = 0;
+    for ((seq, ev), n) in events.iter().zip(accepted) {
+        writeln!(
+            out,
+            "anchored checkpoint seq {seq}: event {} accepted by {n} of {} relays",
+            ev.id_hex(),
+            relays.len()
+        )?;
+        if n == 0 {
+            code = EXIT_UNREACHABLE;
+        }
+    }
+    Ok(code)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
