@@ -186,7 +186,10 @@ fn forge(dir: &Path, key: &SigningKey, keep: u64, edit: impl Fn(u64, String) -> 
             }
         }
         body = edit(seq, body);
-        let rsig = sign_b64(key, &format!("orly-audit-record\n{}", sha_hex(body.as_bytes())));
+        let rsig = sign_b64(
+            key,
+            &format!("orly-audit-record\n{}", sha_hex(body.as_bytes())),
+        );
         let new_line = format!("{},\"sig\":\"{rsig}\"}}", &body[..body.len() - 1]);
         old_prev = sha_hex(line.as_bytes());
         new_prev = sha_hex(new_line.as_bytes());
@@ -218,7 +221,10 @@ async fn anchored_then_forged() {
     let store = tempfile::tempdir().unwrap();
     // orly-relay takes writes only from the anchoring key after NIP-42 AUTH.
     let orly_relay = tokio::task::block_in_place(|| {
-        relay(store.path(), &["--auth-write", "--auth-pubkey", &anchor_pub])
+        relay(
+            store.path(),
+            &["--auth-write", "--auth-pubkey", &anchor_pub],
+        )
     });
     let orly_url = format!("ws://{}", orly_relay.addr);
     let nrb = nrb::local_relay(&[], nrb::no_rate_limit()).await;
@@ -229,13 +235,16 @@ async fn anchored_then_forged() {
         let svc = tokio::task::block_in_place(|| start_anchoring(&fx, run, &key, &relays));
         write_records(&fx, &svc).await;
         let status = tokio::task::block_in_place(|| svc.terminate());
-        assert!(status.success(), "run {run}: {status:?}; log:\n{}", fx.log_text(run));
+        assert!(
+            status.success(),
+            "run {run}: {status:?}; log:\n{}",
+            fx.log_text(run)
+        );
     }
     let cps = checkpoint_seqs(&fx.audit_dir);
     assert!(cps.len() >= 6, "checkpoints: {cps:?}");
     let state: Value =
-        serde_json::from_slice(&std::fs::read(fx.audit_dir.join("ANCHORS.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(fx.audit_dir.join("ANCHORS.json")).unwrap()).unwrap();
     assert_eq!(state["pending"], serde_json::json!([]), "{state}");
 
     // Every checkpoint anchored exactly once, in one chain (one first anchor), on the relay
@@ -243,15 +252,25 @@ async fn anchored_then_forged() {
     let anchors = nrb_anchors(&nrb.db).await;
     let mut seqs: Vec<u64> = anchors.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     seqs.sort_unstable();
-    assert_eq!(seqs, cps, "one anchor per checkpoint, none twice across the restart");
+    assert_eq!(
+        seqs, cps,
+        "one anchor per checkpoint, none twice across the restart"
+    );
     let firsts = anchors.iter().filter(|a| a["prev"].is_null()).count();
-    assert_eq!(firsts, 1, "the restart kept the previous anchor id: {anchors:?}");
+    assert_eq!(
+        firsts, 1,
+        "the restart kept the previous anchor id: {anchors:?}"
+    );
 
     for relays in [&relays[..1], &relays[1..], &relays[..]] {
         let (code, out) = verify_anchors(&fx, &fx.audit_dir, relays, &anchor_pub);
         assert_eq!(code, 0, "{relays:?}: {out}");
         assert!(
-            out.contains(&format!("{} of {} checkpoints anchored", cps.len(), cps.len())),
+            out.contains(&format!(
+                "{} of {} checkpoints anchored",
+                cps.len(),
+                cps.len()
+            )),
             "{out}"
         );
     }
@@ -304,7 +323,10 @@ async fn anchored_then_forged() {
         "{out}"
     );
     let missing: Vec<String> = cps[1..].iter().map(u64::to_string).collect();
-    assert!(out.contains(&format!("anchors for seq {}", missing.join(", "))), "{out}");
+    assert!(
+        out.contains(&format!("anchors for seq {}", missing.join(", "))),
+        "{out}"
+    );
 
     // A relay nobody listens on: exit 5.
     let (code, out) = verify_anchors(&fx, &fx.audit_dir, &["ws://127.0.0.1:9"], &anchor_pub);
@@ -360,15 +382,16 @@ async fn relays_down() {
     wait_health(&ch, ServingStatus::NotServing, &fx).await;
     // Evidence, not a gate: calls are served and the service's own health stays SERVING.
     for _ in 0..3 {
-        list_syncs(&ch, &token).await.expect("served while anchors are backlogged");
+        list_syncs(&ch, &token)
+            .await
+            .expect("served while anchors are backlogged");
     }
     assert_eq!(
         anchor_health(&ch, "orlysync.negentropy.v1.NegentropyService").await,
         ServingStatus::Serving as i32
     );
     let state: Value =
-        serde_json::from_slice(&std::fs::read(fx.audit_dir.join("ANCHORS.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(fx.audit_dir.join("ANCHORS.json")).unwrap()).unwrap();
     assert!(
         !state["pending"].as_array().unwrap().is_empty(),
         "the backlog is kept on disk: {state}"
@@ -387,8 +410,7 @@ async fn relays_down() {
             let r = r.clone();
             tokio::spawn(async move {
                 if let Ok(Ok(true)) =
-                    tokio::time::timeout(Duration::from_secs(10), nrb::ws_handshake(&mut tcp))
-                        .await
+                    tokio::time::timeout(Duration::from_secs(10), nrb::ws_handshake(&mut tcp)).await
                 {
                     let _ = r.take_connection(tcp, peer).await;
                 }
@@ -396,7 +418,10 @@ async fn relays_down() {
         }
     });
     wait_health(&ch, ServingStatus::Serving, &fx).await;
-    assert!(!nrb_anchors(&db).await.is_empty(), "the backlog reached the relay");
+    assert!(
+        !nrb_anchors(&db).await.is_empty(),
+        "the backlog reached the relay"
+    );
 
     let status = tokio::task::block_in_place(|| svc.terminate());
     assert!(status.success(), "{status:?}");

@@ -384,7 +384,10 @@ impl AuditChain {
     /// Sets the one function told of every checkpoint written from now on, once durable. It
     /// runs under the chain's lock: it must only hand the value on (e.g. into a channel).
     /// Returns `false` (and drops `observer`) when one is set already.
-    pub fn on_checkpoint(&self, observer: impl Fn(CheckpointWritten) + Send + Sync + 'static) -> bool {
+    pub fn on_checkpoint(
+        &self,
+        observer: impl Fn(CheckpointWritten) + Send + Sync + 'static,
+    ) -> bool {
         self.checkpoint_observer.set(Box::new(observer)).is_ok()
     }
 

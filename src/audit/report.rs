@@ -73,7 +73,7 @@ pub struct VerifySummary {
     /// Every checkpoint record, in log order (what public anchors are checked against).
     pub checkpoint_list: Vec<CheckpointInfo>,
     /// `time` of the first and of the last record (`None` for an empty log).
-    pub time_span: Option<(String, String)>,
+    pub time_span: Option<Box<(String, String)>>,
 }
 
 /// One checkpoint record of an intact log.

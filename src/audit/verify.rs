@@ -24,7 +24,8 @@ use super::record::{
     head_message, line_hash,
 };
 use super::report::{
-    BrokenRecord, CheckpointInfo, ExcludedLines, Problem, SignatureStatus, VerifyReport, VerifySummary,
+    BrokenRecord, CheckpointInfo, ExcludedLines, Problem, SignatureStatus, VerifyReport,
+    VerifySummary,
 };
 use super::signed::{OpenSyncs, authenticate};
 
@@ -292,8 +293,10 @@ impl Walk<'_> {
             });
         }
         match &mut self.summary.time_span {
-            Some((_, last)) => last.clone_from(&record.time),
-            None => self.summary.time_span = Some((record.time.clone(), record.time.clone())),
+            Some(span) => span.1.clone_from(&record.time),
+            None => {
+                self.summary.time_span = Some(Box::new((record.time.clone(), record.time.clone())));
+            }
         }
         self.summary.last_hash = hash;
         self.summary.last_seq = record.seq;

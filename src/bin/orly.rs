@@ -229,7 +229,13 @@ enum AuditCmd {
         #[arg(long)]
         anchor_key: PathBuf,
         /// Relays (comma-separated ws:// or wss:// URLs) [env: ORLY_AUDIT_ANCHOR_RELAYS]
-        #[arg(long, value_delimiter = ',', env = "ORLY_AUDIT_ANCHOR_RELAYS", hide_env = true, required = true)]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            env = "ORLY_AUDIT_ANCHOR_RELAYS",
+            hide_env = true,
+            required = true
+        )]
         relays: Vec<String>,
         /// Only the checkpoint with this seq (published even if anchored already).
         #[arg(long)]
@@ -348,7 +354,9 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", anchor_key.display()))?;
             let report = orly::audit::verify(&dir, Some(&key));
             let orly::audit::VerifyReport::Ok(summary) = &report else {
-                output::print(|out| writeln!(out, "{report}\nnothing anchored: the log is broken"))?;
+                output::print(|out| {
+                    writeln!(out, "{report}\nnothing anchored: the log is broken")
+                })?;
                 return Ok(ExitCode::from(1));
             };
             let rt = tokio::runtime::Runtime::new()?;

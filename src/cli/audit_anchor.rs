@@ -95,11 +95,17 @@ pub async fn anchor_by_hand(
     if let Some(seq) = only
         && targets.is_empty()
     {
-        writeln!(out, "seq {seq} is not a checkpoint of this log: nothing published")?;
+        writeln!(
+            out,
+            "seq {seq} is not a checkpoint of this log: nothing published"
+        )?;
         return Ok(1);
     }
     if targets.is_empty() {
-        writeln!(out, "every checkpoint is anchored already: nothing to publish")?;
+        writeln!(
+            out,
+            "every checkpoint is anchored already: nothing to publish"
+        )?;
         return Ok(0);
     }
     // The anchor of the nearest earlier checkpoint is each new one's prev.

@@ -105,8 +105,10 @@ impl SecurityArgs {
             .collect();
         match (&self.audit_anchor_key, relays.is_empty()) {
             (None, true) => return None,
-            (None, false) => problems.push("ORLY_AUDIT_ANCHOR_RELAYS is set without ORLY_AUDIT_ANCHOR_KEY".into()),
-            (Some(_), true) => problems.push("ORLY_AUDIT_ANCHOR_KEY is set without ORLY_AUDIT_ANCHOR_RELAYS".into()),
+            (None, false) => problems
+                .push("ORLY_AUDIT_ANCHOR_RELAYS is set without ORLY_AUDIT_ANCHOR_KEY".into()),
+            (Some(_), true) => problems
+                .push("ORLY_AUDIT_ANCHOR_KEY is set without ORLY_AUDIT_ANCHOR_RELAYS".into()),
             (Some(_), false) => {}
         }
         if self.audit_key.is_none() {
@@ -117,7 +119,10 @@ impl SecurityArgs {
         }
         for r in &relays {
             if let Err(e) = crate::peer::validate_url(r) {
-                problems.push(format!("ORLY_AUDIT_ANCHOR_RELAYS: {}", crate::policy::redact_urls_in(&e.to_string())));
+                problems.push(format!(
+                    "ORLY_AUDIT_ANCHOR_RELAYS: {}",
+                    crate::policy::redact_urls_in(&e.to_string())
+                ));
             }
         }
         if self.audit_anchor_interval == 0 {
@@ -177,7 +182,10 @@ impl SecurityArgs {
         if !missing.is_empty() {
             problems.insert(
                 0,
-                format!("incomplete security settings: missing {}", missing.join(", ")),
+                format!(
+                    "incomplete security settings: missing {}",
+                    missing.join(", ")
+                ),
             );
         }
         if !problems.is_empty() {
@@ -185,5 +193,61 @@ impl SecurityArgs {
         }
         let cfg = SecurityConfig { anchor, ..cfg };
         Ok(Some(cfg))
+    }
+}
+
+#[cfg(test)]
+mod anchor_tests {
+    use super::*;
+
+    fn full() -> SecurityArgs {
+        let p = |s: &str| Some(PathBuf::from(s));
+        SecurityArgs {
+            tls_cert: p("c"),
+            tls_key: p("k"),
+            tls_client_ca: p("ca"),
+            policy: p("p"),
+            token_keys: p("t"),
+            audit_dir: p("a"),
+            audit_key: p("ak"),
+            audit_anchor_interval: DEFAULT_ANCHOR_INTERVAL_SECS,
+            ..SecurityArgs::default()
+        }
+    }
+
+    #[test]
+    fn anchor_settings_need_key_relays_and_the_audit_key_and_every_problem_is_listed() {
+        let listen: SocketAddr = "0.0.0.0:1".parse().expect("addr");
+        let cfg = full()
+            .validate(&listen, false)
+            .expect("ok")
+            .expect("secured");
+        assert!(cfg.anchor.is_none());
+
+        let mut a = full();
+        a.audit_anchor_key = Some(PathBuf::from("anchor.key"));
+        a.audit_anchor_relays = vec!["ws://127.0.0.1:1".into(), " wss://r.example/ ".into()];
+        let cfg = a.validate(&listen, false).expect("ok").expect("secured");
+        let anchor = cfg.anchor.expect("anchor");
+        assert_eq!(anchor.relays, vec!["ws://127.0.0.1:1", "wss://r.example/"]);
+
+        let mut bad = full();
+        bad.audit_key = None;
+        bad.audit_anchor_relays = vec!["http://x".into()];
+        bad.audit_anchor_interval = 0;
+        let err = bad.validate(&listen, false).expect_err("refused");
+        for needle in [
+            "ORLY_AUDIT_ANCHOR_RELAYS is set without ORLY_AUDIT_ANCHOR_KEY",
+            "need ORLY_AUDIT_KEY",
+            "scheme must be ws or wss",
+            "--audit-anchor-interval",
+        ] {
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+
+        let mut only_key = full();
+        only_key.audit_anchor_key = Some(PathBuf::from("anchor.key"));
+        let err = only_key.validate(&listen, false).expect_err("refused");
+        assert!(err.contains("without ORLY_AUDIT_ANCHOR_RELAYS"), "{err}");
     }
 }

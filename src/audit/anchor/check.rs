@@ -96,7 +96,8 @@ pub fn check(log: &VerifySummary, anchors: &[Anchor]) -> AnchorCheck {
         }
     }
     out.rewritten.sort_by_key(|r| r.seq);
-    out.rewritten.dedup_by(|a, b| a.seq == b.seq && a.anchored_hash == b.anchored_hash);
+    out.rewritten
+        .dedup_by(|a, b| a.seq == b.seq && a.anchored_hash == b.anchored_hash);
     out.missing_prev.sort();
     out.missing_prev.dedup();
     out.beyond_log = beyond.into_iter().collect();
@@ -110,9 +111,9 @@ pub fn check(log: &VerifySummary, anchors: &[Anchor]) -> AnchorCheck {
     if log.last_seq > last_good.unwrap_or(0) {
         let from_time = match last_good {
             Some(seq) => cps.get(&seq).map(|c| c.time.clone()),
-            None => log.time_span.as_ref().map(|(first, _)| first.clone()),
+            None => log.time_span.as_ref().map(|span| span.0.clone()),
         };
-        let to_time = log.time_span.as_ref().map(|(_, last)| last.clone());
+        let to_time = log.time_span.as_ref().map(|span| span.1.clone());
         out.uncovered = Some((
             last_good.unwrap_or(0) + 1,
             log.last_seq,
@@ -151,7 +152,10 @@ impl fmt::Display for AnchorCheck {
             writeln!(f, "anchor relay {relay} could not be read: {why}")?;
         }
         for (id, why) in self.invalid.iter().take(20) {
-            writeln!(f, "ignored event {id}: not a valid anchor of this log: {why}")?;
+            writeln!(
+                f,
+                "ignored event {id}: not a valid anchor of this log: {why}"
+            )?;
         }
         let verdict = match self.exit_code() {
             EXIT_CONTRADICTED => "CONTRADICTED",
@@ -192,7 +196,11 @@ impl fmt::Display for AnchorCheck {
             )?;
         }
         if !self.unanchored.is_empty() {
-            write!(f, "\ncheckpoints without an anchor: seq {}", seqs(&self.unanchored))?;
+            write!(
+                f,
+                "\ncheckpoints without an anchor: seq {}",
+                seqs(&self.unanchored)
+            )?;
         }
         if !self.missing_prev.is_empty() {
             write!(
@@ -208,5 +216,119 @@ impl fmt::Display for AnchorCheck {
             ),
             None => write!(f, "\nevery record is covered by an anchor"),
         }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+    use crate::audit::CheckpointInfo;
+    use crate::audit::anchor::format::{ANCHOR_VERSION, AnchorPayload};
+
+    fn summary() -> VerifySummary {
+        let cp = |seq: u64| CheckpointInfo {
+            seq,
+            hash: format!("{seq:064x}"),
+            time: format!("t{seq}"),
+        };
+        VerifySummary {
+            files: 1,
+            records: 13,
+            last_seq: 13,
+            last_hash: "x".into(),
+            checkpoints: 3,
+            checkpoints_verified: 3,
+            checkpoints_unchecked: 0,
+            checkpoints_unsigned: 0,
+            head_signature: None,
+            head_lag: 0,
+            excluded: vec![],
+            interrupted: vec![],
+            running: vec![],
+            recorded_interrupted: vec![],
+            recorded_unconfirmed: vec![],
+            overruled: vec![],
+            checkpoint_list: vec![cp(3), cp(7), cp(11)],
+            time_span: Some(Box::new(("t1".into(), "t13".into()))),
+        }
+    }
+
+    fn anchor(seq: u64, hash: Option<&str>, prev: Option<&str>) -> Anchor {
+        Anchor {
+            id: format!("id{seq}"),
+            created_at: seq,
+            payload: AnchorPayload {
+                v: ANCHOR_VERSION,
+                log: "log".into(),
+                seq,
+                hash: hash.map_or_else(|| format!("{seq:064x}"), str::to_string),
+                time: format!("t{seq}"),
+                prev: prev.map(str::to_string),
+            },
+        }
+    }
+
+    fn chain() -> Vec<Anchor> {
+        vec![
+            anchor(3, None, None),
+            anchor(7, None, Some("id3")),
+            anchor(11, None, Some("id7")),
+        ]
+    }
+
+    #[test]
+    fn verdicts_of_a_log_against_its_anchors() {
+        let log = summary();
+        let ok = check(&log, &chain());
+        assert_eq!(ok.exit_code(), EXIT_ANCHORED, "{ok}");
+        assert_eq!((ok.anchored, ok.checkpoints), (3, 3));
+        assert_eq!(ok.uncovered, Some((12, 13, "t11".into(), "t13".into())));
+
+        // A rewritten history: the first checkpoint that differs is named.
+        let mut rewritten = chain();
+        rewritten[2] = anchor(11, Some(&"e".repeat(64)), Some("id7"));
+        rewritten[1] = anchor(7, Some(&"f".repeat(64)), Some("id3"));
+        let v = check(&log, &rewritten);
+        assert_eq!(v.exit_code(), EXIT_CONTRADICTED);
+        assert_eq!(v.rewritten.first().map(|r| r.seq), Some(7));
+        assert!(
+            v.to_string()
+                .contains("the first rewritten checkpoint is seq 7"),
+            "{v}"
+        );
+        assert_eq!(v.uncovered.as_ref().map(|u| u.0), Some(4));
+
+        // An anchor for a record that is no longer a checkpoint.
+        let mut moved = chain();
+        moved.push(anchor(5, None, Some("id3")));
+        let v = check(&log, &moved);
+        assert_eq!(v.exit_code(), EXIT_CONTRADICTED);
+        assert_eq!(v.rewritten[0].log_hash, None);
+
+        // Anchors past the end: a truncated log.
+        let mut beyond = chain();
+        beyond.push(anchor(15, None, Some("id11")));
+        beyond.push(anchor(19, None, Some("id15")));
+        let v = check(&log, &beyond);
+        assert_eq!(v.exit_code(), EXIT_CONTRADICTED);
+        assert_eq!(v.beyond_log, vec![15, 19]);
+        assert!(
+            v.to_string().contains("the log no longer has seq 14 to 19"),
+            "{v}"
+        );
+
+        // A checkpoint never anchored, and an anchor whose prev is gone: incomplete.
+        let v = check(
+            &log,
+            &[anchor(3, None, None), anchor(11, None, Some("id7"))],
+        );
+        assert_eq!(v.exit_code(), EXIT_INCOMPLETE);
+        assert_eq!(v.unanchored, vec![7]);
+        assert_eq!(v.missing_prev, vec!["id7".to_string()]);
+
+        // Nothing anchored: everything is uncovered, from the first record.
+        let v = check(&log, &[]);
+        assert_eq!(v.exit_code(), EXIT_INCOMPLETE);
+        assert_eq!(v.uncovered, Some((1, 13, "t1".into(), "t13".into())));
     }
 }

@@ -73,7 +73,9 @@ pub fn anchor_filter(anchor_pubkey: &str, log: &str) -> serde_json::Value {
 }
 
 fn is_hex32(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Checks a fetched event as an anchor of `log` by `anchor_pubkey` (32 bytes). The event's id
@@ -89,7 +91,10 @@ pub fn parse_anchor(event: &Event, anchor_pubkey: &[u8; 32], log: &str) -> Resul
     let payload: AnchorPayload = serde_json::from_str(&event.content)
         .map_err(|e| format!("content is not an anchor: {e}"))?;
     if payload.v != ANCHOR_VERSION {
-        return Err(format!("anchor format version {} (this orly reads {ANCHOR_VERSION})", payload.v));
+        return Err(format!(
+            "anchor format version {} (this orly reads {ANCHOR_VERSION})",
+            payload.v
+        ));
     }
     if payload.log != log {
         return Err("anchors another log".into());

@@ -20,6 +20,8 @@ pub mod format;
 pub mod relay;
 mod service;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use check::{AnchorCheck, check};
 pub use format::{Anchor, AnchorPayload, anchor_filter, build_anchor, log_id, parse_anchor};
@@ -84,9 +86,7 @@ pub async fn fetch_anchors(
                     }
                 }
             }
-            Err(why) => out
-                .relay_errors
-                .push((crate::policy::redact_url(url), why)),
+            Err(why) => out.relay_errors.push((crate::policy::redact_url(url), why)),
         }
     }
     out.anchors.sort_by_key(|a| (a.payload.seq, a.created_at));

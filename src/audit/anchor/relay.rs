@@ -60,7 +60,13 @@ async fn publish_one(
     let mut sent_auth_for_this = false;
     loop {
         let msg = match tokio::time::timeout(opts.reply_timeout, conn.recv()).await {
-            Err(_) => return Err(format!("no OK from {} within {:?}", conn.url(), opts.reply_timeout)),
+            Err(_) => {
+                return Err(format!(
+                    "no OK from {} within {:?}",
+                    conn.url(),
+                    opts.reply_timeout
+                ));
+            }
             Ok(None) => return Err(format!("{} closed the connection", conn.url())),
             Ok(Some(Err(_malformed))) => continue,
             Ok(Some(Ok(m))) => m,
@@ -154,7 +160,12 @@ pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<
         let (mut new, mut oldest, mut seen) = (0usize, u64::MAX, 0u64);
         loop {
             let msg = match tokio::time::timeout(opts.reply_timeout, conn.recv()).await {
-                Err(_) => return Err(format!("no EOSE from {url} within {:?}", opts.reply_timeout)),
+                Err(_) => {
+                    return Err(format!(
+                        "no EOSE from {url} within {:?}",
+                        opts.reply_timeout
+                    ));
+                }
                 Ok(None) => return Err(format!("{url} closed the connection")),
                 Ok(Some(Err(_))) => continue,
                 Ok(Some(Ok(m))) => m,

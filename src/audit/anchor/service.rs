@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use super::AnchorError;
 use super::format::{ANCHOR_VERSION, AnchorPayload, build_anchor, log_id};
 use super::relay::{anchor_peer_options, publish};
 use super::state::{self, AnchorState};
-use super::AnchorError;
 use crate::audit::{AuditChain, CheckpointWritten};
 use crate::event::{Event, Keys};
 use crate::peer::PeerOptions;
@@ -101,7 +101,9 @@ impl Anchorer {
         if !chain.on_checkpoint(move |cp| {
             let _ = tx.send(cp);
         }) {
-            return Err(AnchorError::Config("the audit chain is anchored already".into()));
+            return Err(AnchorError::Config(
+                "the audit chain is anchored already".into(),
+            ));
         }
         Ok(Self {
             settings,

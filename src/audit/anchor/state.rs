@@ -42,7 +42,9 @@ impl AnchorState {
             .filter_map(|v| match Event::from_value(v.clone()) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    tracing::warn!("{STATE_FILE}: dropping a pending anchor that does not parse: {e}");
+                    tracing::warn!(
+                        "{STATE_FILE}: dropping a pending anchor that does not parse: {e}"
+                    );
                     None
                 }
             })
