@@ -135,8 +135,10 @@ async fn start_auth(conn: &RelayConn, opts: &PeerOptions, auth: &mut Auth) -> Re
     Ok(())
 }
 
-/// Fetches every event matching `filter` from the relay at `url`, newest first in pages of
-/// [`PAGE`] (`until` moved back each page), until a page brings nothing new. Events are
+/// Fetches every event matching `filter` from the relay at `url`, newest first in pages of up
+/// to [`PAGE`] (`until` moved back to the oldest seen each page), until a page brings nothing
+/// new. Anchors that share one `created_at` beyond a relay's page size can be missed (they are
+/// then reported as unanchored, never as matching). Events are
 /// returned as sent (checked by the caller), by id.
 pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<Event>, String> {
     let mut conn = RelayConn::connect(url, opts)
@@ -189,7 +191,9 @@ pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<
             }
         }
         let _ = conn.send_msg(&ClientMessage::Close { sub }).await;
-        if new == 0 || seen < PAGE || oldest == u64::MAX {
+        // A relay may cap `limit` below ours, so a short page does not mean the end: only a page
+        // with nothing new does (`until` is inclusive, so the oldest event comes back).
+        if new == 0 || seen == 0 || oldest == u64::MAX {
             break;
         }
         until = Some(oldest);

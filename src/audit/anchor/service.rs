@@ -26,6 +26,13 @@ const MIN_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// How long the shutdown waits for the last anchors (the shutdown checkpoint's included).
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+/// Most anchors kept waiting. Beyond it, checkpoints are not anchored by the service while the
+/// relays stay down (a warning each; `orly audit anchor` publishes them later), so an outage
+/// under heavy traffic cannot grow memory and `ANCHORS.json` without bound. Later anchors still
+/// cover those records through the chain.
+pub const MAX_BACKLOG: usize = 10_000;
+/// Longest `ANCHORS.json` lags the anchors signed (it is rewritten at most this often).
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
 /// What the service anchors with: validated once (`gateway::SecurityArgs`).
 #[derive(Clone)]
@@ -55,6 +62,9 @@ pub struct Anchorer {
     path: PathBuf,
     state: AnchorState,
     rx: mpsc::UnboundedReceiver<CheckpointWritten>,
+    /// When `ANCHORS.json` was last written, and whether the state changed since.
+    persisted: Instant,
+    dirty: bool,
 }
 
 /// The running task; [`AnchorTask::stop`] ends it.
@@ -111,6 +121,8 @@ impl Anchorer {
             path,
             state: st,
             rx,
+            persisted: Instant::now(),
+            dirty: false,
         })
     }
 
@@ -174,6 +186,9 @@ impl Anchorer {
                         last_checkpoint = last_checkpoint.max(seq);
                     }
                 }
+                _ = tokio::time::sleep_until(self.persisted + PERSIST_EVERY), if self.dirty => {
+                    self.persist(&pending, true);
+                }
             }
             report(&backlog, pending.len());
         }
@@ -189,6 +204,7 @@ impl Anchorer {
             tracing::warn!("audit anchors: stopped while publishing");
         }
         report(&backlog, pending.len());
+        self.persist(&pending, true);
         if !pending.is_empty() {
             tracing::warn!(
                 backlog = pending.len(),
@@ -204,6 +220,15 @@ impl Anchorer {
         if cp.seq <= self.state.last_signed_seq {
             return;
         }
+        if pending.len() >= MAX_BACKLOG {
+            metrics::count_anchor("skipped");
+            tracing::warn!(
+                seq = cp.seq,
+                "audit anchor backlog full ({MAX_BACKLOG}): checkpoint not anchored (publish it \
+                 later with `orly audit anchor`)"
+            );
+            return;
+        }
         let payload = AnchorPayload {
             v: ANCHOR_VERSION,
             log: self.log.clone(),
@@ -216,7 +241,7 @@ impl Anchorer {
         self.state.last_signed = Some(event.id_hex());
         self.state.last_signed_seq = cp.seq;
         pending.push(event);
-        self.persist(pending);
+        self.persist(pending, false);
     }
 
     /// One round: every pending anchor to every relay. Returns whether none is left.
@@ -260,7 +285,7 @@ impl Anchorer {
             }
         }
         *pending = kept;
-        self.persist(pending);
+        self.persist(pending, true);
         if !pending.is_empty() {
             tracing::warn!(
                 backlog = pending.len(),
@@ -270,7 +295,15 @@ impl Anchorer {
         pending.is_empty()
     }
 
-    fn persist(&mut self, pending: &[Event]) {
+    /// Writes `ANCHORS.json` now (`force`) or, when it was written less than
+    /// [`PERSIST_EVERY`] ago, marks it for the loop to write then.
+    fn persist(&mut self, pending: &[Event], force: bool) {
+        if !force && self.persisted.elapsed() < PERSIST_EVERY {
+            self.dirty = true;
+            return;
+        }
+        self.persisted = Instant::now();
+        self.dirty = false;
         self.state.pending = pending
             .iter()
             .filter_map(|e| serde_json::from_str(&e.to_json()).ok())
