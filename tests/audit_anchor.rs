@@ -104,18 +104,22 @@ async fn write_records(fx: &Fixture, svc: &Proc) {
     }
 }
 
+/// `orly audit verify --anchors` (off the runtime's threads: a relay may live in this runtime).
 fn verify_anchors(fx: &Fixture, dir: &Path, relays: &[&str], anchor_pub: &str) -> (i32, String) {
-    let (code, out, err) = orly(&[
-        "audit",
-        "verify",
-        dir.to_str().unwrap(),
-        "--pubkey",
-        fx.audit_pub.to_str().unwrap(),
-        "--anchors",
-        &relays.join(","),
-        "--anchor-pubkey",
-        anchor_pub,
-    ]);
+    let run = || {
+        orly(&[
+            "audit",
+            "verify",
+            dir.to_str().unwrap(),
+            "--pubkey",
+            fx.audit_pub.to_str().unwrap(),
+            "--anchors",
+            &relays.join(","),
+            "--anchor-pubkey",
+            anchor_pub,
+        ])
+    };
+    let (code, out, err) = tokio::task::block_in_place(run);
     (code, format!("{out}{err}"))
 }
 
@@ -429,4 +433,92 @@ async fn relays_down() {
     assert_eq!(code, 0, "{out}");
     accept.abort();
     relay.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_without_anchors_is_anchored_by_hand() {
+    tokio::time::timeout(TEST_LIMIT, by_hand())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+/// `orly audit anchor` (off the runtime's threads).
+fn anchor_by_hand(fx: &Fixture, dir: &Path, key: &Path, relay: &str) -> (i32, String) {
+    let run = || {
+        orly(&[
+            "audit",
+            "anchor",
+            dir.to_str().unwrap(),
+            "--pubkey",
+            fx.audit_pub.to_str().unwrap(),
+            "--anchor-key",
+            key.to_str().unwrap(),
+            "--relays",
+            relay,
+        ])
+    };
+    let (code, out, err) = tokio::task::block_in_place(run);
+    (code, format!("{out}{err}"))
+}
+
+async fn by_hand() {
+    let fx = Fixture::new();
+    let (key, anchor_pub) = anchor_key(&fx);
+    let nrb = nrb::local_relay(&[], nrb::no_rate_limit()).await;
+    // Two runs without anchoring: each ends with its shutdown checkpoint.
+    for run in 1..=2 {
+        let svc = tokio::task::block_in_place(|| fx.start(run));
+        let alice = fx.client("alice");
+        let token = fx.token("alice", &alice);
+        let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
+        list_syncs(&ch, &token).await.expect("served");
+        let status = tokio::task::block_in_place(|| svc.terminate());
+        assert!(status.success(), "{status:?}");
+    }
+    let cps = checkpoint_seqs(&fx.audit_dir);
+    assert_eq!(cps.len(), 2, "{cps:?}");
+    let relays = [nrb.url.as_str()];
+    let (code, out) = verify_anchors(&fx, &fx.audit_dir, &relays, &anchor_pub);
+    assert_eq!(code, 4, "nothing anchored yet: {out}");
+    assert!(
+        out.contains(&format!(
+            "checkpoints without an anchor: seq {}, {}",
+            cps[0], cps[1]
+        )),
+        "{out}"
+    );
+
+    let (code, out) = anchor_by_hand(&fx, &fx.audit_dir, &key, &nrb.url);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = verify_anchors(&fx, &fx.audit_dir, &relays, &anchor_pub);
+    assert_eq!(code, 0, "{out}");
+    let anchors = nrb_anchors(&nrb.db).await;
+    assert_eq!(anchors.len(), 2, "{anchors:?}");
+    assert_eq!(
+        anchors.iter().filter(|a| a["prev"].is_null()).count(),
+        1,
+        "one chain"
+    );
+
+    // Again: nothing is missing, nothing is published twice.
+    let (code, out) = anchor_by_hand(&fx, &fx.audit_dir, &key, &nrb.url);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to publish"), "{out}");
+    assert_eq!(nrb_anchors(&nrb.db).await.len(), 2);
+
+    // A rewritten copy is not anchored over the anchors that contradict it.
+    let rewritten = fx.root.join("rewritten");
+    copy_dir(&fx.audit_dir, &rewritten);
+    let audit_key = orly::audit::load_signing_key(&fx.root.join("audit.key")).unwrap();
+    forge(&rewritten, &audit_key, u64::MAX, |seq, body| {
+        if seq == 1 {
+            body.replace("\"admin\":\"alice\"", "\"admin\":\"mallory\"")
+        } else {
+            body
+        }
+    });
+    let (code, out) = anchor_by_hand(&fx, &rewritten, &key, &nrb.url);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("nothing published"), "{out}");
+    assert_eq!(nrb_anchors(&nrb.db).await.len(), 2);
 }
