@@ -139,11 +139,16 @@ pub async fn anchor_by_hand(
                 for (i, r) in per.into_iter().enumerate() {
                     match r {
                         Ok(()) => accepted[i] += 1,
-                        Err(why) => writeln!(out, "{relay} refused seq {}: {why}", events[i].0)?,
+                        Err(why) => writeln!(
+                            out,
+                            "{relay} refused seq {}: {}",
+                            events[i].0,
+                            crate::policy::redact_urls_in(&why)
+                        )?,
                     }
                 }
             }
-            Err(why) => writeln!(out, "{relay}: {why}")?,
+            Err(why) => writeln!(out, "{relay}: {}", crate::policy::redact_urls_in(&why))?,
         }
     }
     let mut code = 0;

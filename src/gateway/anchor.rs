@@ -29,7 +29,7 @@ pub(super) fn prepare(cfg: &AnchorConfig, chain: &AuditChain) -> anyhow::Result<
     })?;
     let settings = AnchorSettings {
         keys,
-        relays: cfg.relays.clone(),
+        relays: cfg.relays.iter().map(|r| r.0.clone()).collect(),
         interval: cfg.interval,
     };
     tracing::info!(?settings, "publishing audit anchors");

@@ -37,7 +37,7 @@ pub struct SecurityArgs {
     pub audit_anchor_key: Option<PathBuf>,
     /// Relays (comma-separated ws:// or wss:// URLs) that receive the audit anchors.
     #[arg(long, env = "ORLY_AUDIT_ANCHOR_RELAYS", value_delimiter = ',')]
-    pub audit_anchor_relays: Vec<String>,
+    pub audit_anchor_relays: Vec<AnchorRelayUrl>,
     /// Longest time in seconds between two anchors while records are written (a checkpoint is
     /// forced when none was written for that long).
     #[arg(long, default_value_t = DEFAULT_ANCHOR_INTERVAL_SECS)]
@@ -47,13 +47,30 @@ pub struct SecurityArgs {
 /// Default of `--audit-anchor-interval`: ten minutes.
 pub const DEFAULT_ANCHOR_INTERVAL_SECS: u64 = 600;
 
+/// An anchor relay URL as given; its `Debug` hides user information and query values (the
+/// effective config is logged at start-up).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnchorRelayUrl(pub String);
+
+impl From<String> for AnchorRelayUrl {
+    fn from(s: String) -> Self {
+        Self(s.trim().to_string())
+    }
+}
+
+impl std::fmt::Debug for AnchorRelayUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", crate::policy::redact_url(&self.0))
+    }
+}
+
 /// Public anchor settings, checked: a key file and at least one relay URL.
 #[derive(Debug, Clone)]
 pub struct AnchorConfig {
     /// The anchoring key file.
     pub key: PathBuf,
     /// The relays.
-    pub relays: Vec<String>,
+    pub relays: Vec<AnchorRelayUrl>,
     /// Longest time between anchors while records are written.
     pub interval: std::time::Duration,
 }
@@ -97,11 +114,11 @@ impl SecurityArgs {
 
     /// The anchor settings: both the key and the relays, or neither; every problem listed.
     fn anchor(&self, problems: &mut Vec<String>) -> Option<AnchorConfig> {
-        let relays: Vec<String> = self
+        let relays: Vec<AnchorRelayUrl> = self
             .audit_anchor_relays
             .iter()
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
+            .filter(|r| !r.0.is_empty())
+            .cloned()
             .collect();
         match (&self.audit_anchor_key, relays.is_empty()) {
             (None, true) => return None,
@@ -118,7 +135,7 @@ impl SecurityArgs {
             );
         }
         for r in &relays {
-            if let Err(e) = crate::peer::validate_url(r) {
+            if let Err(e) = crate::peer::validate_url(&r.0) {
                 problems.push(format!(
                     "ORLY_AUDIT_ANCHOR_RELAYS: {}",
                     crate::policy::redact_urls_in(&e.to_string())
@@ -226,14 +243,26 @@ mod anchor_tests {
 
         let mut a = full();
         a.audit_anchor_key = Some(PathBuf::from("anchor.key"));
-        a.audit_anchor_relays = vec!["ws://127.0.0.1:1".into(), " wss://r.example/ ".into()];
+        a.audit_anchor_relays = vec![
+            String::from("ws://127.0.0.1:1").into(),
+            String::from(" wss://u:secret@r.example/?k=v ").into(),
+        ];
         let cfg = a.validate(&listen, false).expect("ok").expect("secured");
         let anchor = cfg.anchor.expect("anchor");
-        assert_eq!(anchor.relays, vec!["ws://127.0.0.1:1", "wss://r.example/"]);
+        let relays: Vec<&str> = anchor.relays.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(
+            relays,
+            vec!["ws://127.0.0.1:1", "wss://u:secret@r.example/?k=v"]
+        );
+        let shown = format!("{a:?} {anchor:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("k=v"),
+            "{shown}"
+        );
 
         let mut bad = full();
         bad.audit_key = None;
-        bad.audit_anchor_relays = vec!["http://x".into()];
+        bad.audit_anchor_relays = vec![String::from("http://x").into()];
         bad.audit_anchor_interval = 0;
         let err = bad.validate(&listen, false).expect_err("refused");
         for needle in [

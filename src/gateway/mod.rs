@@ -21,7 +21,9 @@ mod token;
 
 pub use anchor::ANCHOR_HEALTH_SERVICE;
 pub use audit::AuditLog;
-pub use config::{AnchorConfig, DEFAULT_ANCHOR_INTERVAL_SECS, SecurityArgs, SecurityConfig};
+pub use config::{
+    AnchorConfig, AnchorRelayUrl, DEFAULT_ANCHOR_INTERVAL_SECS, SecurityArgs, SecurityConfig,
+};
 pub use refusal::Refusal;
 pub use stack::Gateway;
 pub use tls::{ConnInfo, TlsFiles};

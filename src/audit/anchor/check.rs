@@ -192,7 +192,7 @@ impl fmt::Display for AnchorCheck {
                  has seq {} to {last}",
                 seqs(&self.beyond_log),
                 self.log_last_seq,
-                self.log_last_seq + 1,
+                self.log_last_seq.saturating_add(1),
             )?;
         }
         if !self.unanchored.is_empty() {

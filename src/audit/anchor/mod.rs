@@ -86,7 +86,10 @@ pub async fn fetch_anchors(
                     }
                 }
             }
-            Err(why) => out.relay_errors.push((crate::policy::redact_url(url), why)),
+            Err(why) => out.relay_errors.push((
+                crate::policy::redact_url(url),
+                crate::policy::redact_urls_in(&why),
+            )),
         }
     }
     out.anchors.sort_by_key(|a| (a.payload.seq, a.created_at));

@@ -15,6 +15,8 @@ use crate::peer::{PeerOptions, RelayConn, RelayMsg};
 const PAGE: u64 = 500;
 /// Most pages read from one relay (bounds a relay that keeps answering).
 const MAX_PAGES: usize = 2_000;
+/// Most distinct events taken from one relay (bounds a relay that ignores `limit`).
+const MAX_EVENTS: usize = 200_000;
 
 /// Sends `events` to the relay at `url` in order, one at a time, each answered by its `OK`.
 /// Returns, per event, `Ok` when the relay accepted it (or already had it) and the relay's
@@ -58,15 +60,12 @@ async fn publish_one(
     // Refused for want of AUTH: resent once our AUTH is accepted.
     let mut resend_after_auth = false;
     let mut sent_auth_for_this = false;
+    // One deadline for the whole exchange (AUTH included): a relay that keeps sending other
+    // messages cannot hold the anchorer.
+    let deadline = tokio::time::Instant::now() + opts.reply_timeout * 2;
     loop {
-        let msg = match tokio::time::timeout(opts.reply_timeout, conn.recv()).await {
-            Err(_) => {
-                return Err(format!(
-                    "no OK from {} within {:?}",
-                    conn.url(),
-                    opts.reply_timeout
-                ));
-            }
+        let msg = match tokio::time::timeout_at(deadline, conn.recv()).await {
+            Err(_) => return Err(format!("no OK from {} in time", conn.url())),
             Ok(None) => return Err(format!("{} closed the connection", conn.url())),
             Ok(Some(Err(_malformed))) => continue,
             Ok(Some(Ok(m))) => m,
@@ -160,14 +159,10 @@ pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<
         .await
         .map_err(|e| e.to_string())?;
         let (mut new, mut oldest, mut seen) = (0usize, u64::MAX, 0u64);
+        let deadline = tokio::time::Instant::now() + opts.reply_timeout * 2;
         loop {
-            let msg = match tokio::time::timeout(opts.reply_timeout, conn.recv()).await {
-                Err(_) => {
-                    return Err(format!(
-                        "no EOSE from {url} within {:?}",
-                        opts.reply_timeout
-                    ));
-                }
+            let msg = match tokio::time::timeout_at(deadline, conn.recv()).await {
+                Err(_) => return Err(format!("no EOSE from {url} in time")),
                 Ok(None) => return Err(format!("{url} closed the connection")),
                 Ok(Some(Err(_))) => continue,
                 Ok(Some(Ok(m))) => m,
@@ -180,6 +175,11 @@ pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<
                         oldest = oldest.min(ev.created_at);
                         if found.insert(ev.id_hex(), ev).is_none() {
                             new += 1;
+                        }
+                        if found.len() > MAX_EVENTS {
+                            return Err(format!(
+                                "{url} sent more than {MAX_EVENTS} events for one log"
+                            ));
                         }
                     }
                 }

@@ -49,7 +49,14 @@ impl std::fmt::Debug for AnchorSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnchorSettings")
             .field("pubkey", &hex::encode(self.keys.pubkey))
-            .field("relays", &self.relays)
+            .field(
+                "relays",
+                &self
+                    .relays
+                    .iter()
+                    .map(|r| crate::policy::redact_url(r))
+                    .collect::<Vec<_>>(),
+            )
             .field("interval", &self.interval)
             .finish()
     }
@@ -261,14 +268,16 @@ impl Anchorer {
                             Ok(()) => accepted[i] = true,
                             Err(why) => tracing::warn!(
                                 relay = %crate::policy::redact_url(url),
-                                "audit anchor refused: {why}"
+                                "audit anchor refused: {}",
+                                crate::policy::redact_urls_in(&why)
                             ),
                         }
                     }
                 }
                 Err(why) => tracing::warn!(
                     relay = %crate::policy::redact_url(url),
-                    "audit anchor relay unavailable: {why}"
+                    "audit anchor relay unavailable: {}",
+                    crate::policy::redact_urls_in(&why)
                 ),
             }
         }
