@@ -47,8 +47,11 @@ use super::signed::{OpenSyncs, seal_line};
 use super::{AuditEntry, AuditError, AuditOptions};
 
 mod commit;
+mod observe;
 
 use commit::Turn;
+use observe::CheckpointObserver;
+pub use observe::CheckpointWritten;
 
 /// Where a record landed: its seq and the hash of its line (what the next record's `prev` holds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,22 +61,6 @@ pub struct AuditRecordRef {
     /// Hex SHA-256 of the record's line.
     pub hash: String,
 }
-
-/// A checkpoint the writer just made durable: what a public anchor of it holds
-/// ([`AuditChain::on_checkpoint`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointWritten {
-    /// The checkpoint record's own seq.
-    pub seq: u64,
-    /// Hex SHA-256 of the checkpoint record's line (the chain hash after it).
-    pub hash: String,
-    /// The checkpoint record's `time`.
-    pub time: String,
-}
-
-/// Called with every checkpoint written after it is set (under the chain's lock: it must not
-/// block or call back into the chain).
-type CheckpointObserver = Box<dyn Fn(CheckpointWritten) + Send + Sync>;
 
 /// The append-only, hash-chained, signed audit log in one directory. Thread-safe; appends are
 /// serialised by an internal mutex; [`AuditChain::append`] is durable before it returns,
@@ -376,21 +363,6 @@ impl AuditChain {
         self.key.is_some()
     }
 
-    /// The public half of the audit key (what `orly audit verify --pubkey` is given).
-    pub fn verifying_key(&self) -> Option<ed25519_dalek::VerifyingKey> {
-        self.key.as_ref().map(SigningKey::verifying_key)
-    }
-
-    /// Sets the one function told of every checkpoint written from now on, once durable. It
-    /// runs under the chain's lock: it must only hand the value on (e.g. into a channel).
-    /// Returns `false` (and drops `observer`) when one is set already.
-    pub fn on_checkpoint(
-        &self,
-        observer: impl Fn(CheckpointWritten) + Send + Sync + 'static,
-    ) -> bool {
-        self.checkpoint_observer.set(Box::new(observer)).is_ok()
-    }
-
     fn usable_state(&self) -> Result<MutexGuard<'_, ChainState>, AuditError> {
         let st = self.state.lock().map_err(|_| {
             AuditError::Poisoned("a thread panicked while holding the audit lock".into())
@@ -428,13 +400,7 @@ impl AuditChain {
             st.open_syncs.to_vec(),
         );
         let written = self.write_record(st, &record, true)?;
-        if let Some(observer) = self.checkpoint_observer.get() {
-            observer(CheckpointWritten {
-                seq: written.seq,
-                hash: written.hash.clone(),
-                time: record.time.clone(),
-            });
-        }
+        self.notify_checkpoint(&written, &record.time);
         Ok(written)
     }
 
