@@ -289,52 +289,14 @@ struct SyncArgs {
 }
 
 fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
-    use orly::cli::audit_anchor;
-    match cmd {
+    let code = match cmd {
         AuditCmd::Verify {
             dir,
             pubkey,
             anchors,
             anchor_pubkey,
         } => {
-            let key = match &pubkey {
-                Some(p) => Some(orly::audit::load_verifying_key(p)?),
-                None => None,
-            };
-            let anchored = match (&key, &anchor_pubkey) {
-                (Some(k), Some(a)) if !anchors.is_empty() => {
-                    let a = match audit_anchor::parse_anchor_pubkey(a)
-                        .and_then(|a| audit_anchor::check_relays(&anchors).map(|()| a))
-                    {
-                        Ok(a) => a,
-                        Err(e) => {
-                            errln!("error: {e}");
-                            return Ok(ExitCode::from(2));
-                        }
-                    };
-                    Some((*k, a))
-                }
-                _ => None,
-            };
-            let report = orly::audit::verify(&dir, key.as_ref());
-            output::print(|out| writeln!(out, "{report}"))?;
-            let orly::audit::VerifyReport::Ok(summary) = &report else {
-                if anchored.is_some() {
-                    output::print(|out| {
-                        writeln!(out, "anchors not checked: the log itself is broken")
-                    })?;
-                }
-                return Ok(ExitCode::from(1));
-            };
-            let Some((key, anchor_pk)) = anchored else {
-                return Ok(ExitCode::SUCCESS);
-            };
-            let rt = tokio::runtime::Runtime::new()?;
-            let (verdict, code) = rt.block_on(audit_anchor::verify_anchors(
-                summary, &key, &anchors, &anchor_pk,
-            ));
-            output::print(|out| writeln!(out, "{verdict}"))?;
-            Ok(ExitCode::from(code))
+            cli::audit::verify_command(&dir, pubkey.as_deref(), &anchors, anchor_pubkey.as_deref())?
         }
         AuditCmd::Anchor {
             dir,
@@ -342,32 +304,9 @@ fn audit(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             anchor_key,
             relays,
             seq,
-        } => {
-            if let Err(e) = audit_anchor::check_relays(&relays) {
-                errln!("error: --relays: {e}");
-                return Ok(ExitCode::from(2));
-            }
-            let key = orly::audit::load_verifying_key(&pubkey)?;
-            let text = std::fs::read_to_string(&anchor_key)
-                .with_context(|| format!("cannot read {}", anchor_key.display()))?;
-            let keys = orly::event::Keys::from_hex(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", anchor_key.display()))?;
-            let report = orly::audit::verify(&dir, Some(&key));
-            let orly::audit::VerifyReport::Ok(summary) = &report else {
-                output::print(|out| {
-                    writeln!(out, "{report}\nnothing anchored: the log is broken")
-                })?;
-                return Ok(ExitCode::from(1));
-            };
-            let rt = tokio::runtime::Runtime::new()?;
-            let mut buf = Vec::new();
-            let code = rt.block_on(audit_anchor::anchor_by_hand(
-                &mut buf, summary, &key, &keys, &relays, seq,
-            ))?;
-            output::print(|out| out.write_all(&buf))?;
-            Ok(ExitCode::from(code))
-        }
-    }
+        } => cli::audit::anchor_command(&dir, &pubkey, &anchor_key, &relays, seq)?,
+    };
+    Ok(ExitCode::from(code))
 }
 
 fn main() -> ExitCode {

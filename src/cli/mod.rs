@@ -1,7 +1,7 @@
 //! The `orly` command line: one submodule per command. Binaries stay thin; this module parses
 //! flags and calls the domain modules.
 
-pub mod audit_anchor;
+pub mod audit;
 pub mod gen_events;
 pub mod import;
 pub mod lines;

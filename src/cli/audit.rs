@@ -1,18 +1,24 @@
-//! `orly audit verify --anchors` and `orly audit anchor`: the audit log held against, and
-//! anchored on, public Nostr relays (`crate::audit::anchor`). Both start from a log that verifies
-//! locally with the audit public key; the binary maps the outcomes to exit codes.
+//! `orly audit verify` (with `--anchors`: the log held against its public anchors) and `orly
+//! audit anchor` (publishing anchors by hand), over `crate::audit` and `crate::audit::anchor`.
+//! Anchors are only checked or published for a log that verifies locally with the audit public
+//! key. Each command returns its exit code (documented in the binary's help and the README).
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
 
 use ed25519_dalek::VerifyingKey;
 
-use crate::audit::VerifySummary;
 use crate::audit::anchor::check::{EXIT_CONTRADICTED, EXIT_UNREACHABLE};
 use crate::audit::anchor::relay::{anchor_peer_options, publish};
 use crate::audit::anchor::{
     Anchor, AnchorCheck, AnchorPayload, build_anchor, check, fetch_anchors, log_id,
 };
+use crate::audit::{VerifyReport, VerifySummary, load_verifying_key, verify};
+use crate::cli::output;
+use crate::errln;
 use crate::event::Keys;
 
 /// Parses `--anchor-pubkey`: 64 hex digits (an x-only Nostr public key).
@@ -170,4 +176,70 @@ fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `orly audit verify DIR [--pubkey FILE] [--anchors URLS --anchor-pubkey HEX]`.
+pub fn verify_command(
+    dir: &Path,
+    pubkey: Option<&Path>,
+    anchors: &[String],
+    anchor_pubkey: Option<&str>,
+) -> anyhow::Result<u8> {
+    let key = pubkey.map(load_verifying_key).transpose()?;
+    let anchored = match (&key, anchor_pubkey) {
+        (Some(k), Some(a)) if !anchors.is_empty() => {
+            match parse_anchor_pubkey(a).and_then(|a| check_relays(anchors).map(|()| a)) {
+                Ok(a) => Some((*k, a)),
+                Err(e) => {
+                    errln!("error: {e}");
+                    return Ok(2);
+                }
+            }
+        }
+        _ => None,
+    };
+    let report = verify(dir, key.as_ref());
+    output::print(|out| writeln!(out, "{report}"))?;
+    let VerifyReport::Ok(summary) = &report else {
+        if anchored.is_some() {
+            output::print(|out| writeln!(out, "anchors not checked: the log itself is broken"))?;
+        }
+        return Ok(1);
+    };
+    let Some((key, anchor_pk)) = anchored else {
+        return Ok(0);
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let (verdict, code) = rt.block_on(verify_anchors(summary, &key, anchors, &anchor_pk));
+    output::print(|out| writeln!(out, "{verdict}"))?;
+    Ok(code)
+}
+
+/// `orly audit anchor DIR --pubkey FILE --anchor-key FILE --relays URLS [--seq N]`.
+pub fn anchor_command(
+    dir: &Path,
+    pubkey: &Path,
+    anchor_key: &Path,
+    relays: &[String],
+    seq: Option<u64>,
+) -> anyhow::Result<u8> {
+    if let Err(e) = check_relays(relays) {
+        errln!("error: --relays: {e}");
+        return Ok(2);
+    }
+    let key = load_verifying_key(pubkey)?;
+    let text = std::fs::read_to_string(anchor_key)
+        .with_context(|| format!("cannot read {}", anchor_key.display()))?;
+    let keys =
+        Keys::from_hex(&text).map_err(|e| anyhow::anyhow!("{}: {e}", anchor_key.display()))?;
+    let report = verify(dir, Some(&key));
+    let VerifyReport::Ok(summary) = &report else {
+        output::print(|out| writeln!(out, "{report}\nnothing anchored: the log is broken"))?;
+        return Ok(1);
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut buf = Vec::new();
+    let code = rt.block_on(anchor_by_hand(&mut buf, summary, &key, &keys, relays, seq))?;
+    output::print(|out| out.write_all(&buf))?;
+    Ok(code)
 }
