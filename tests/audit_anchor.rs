@@ -4,8 +4,8 @@
 //! nobody here wrote); `orly audit verify --anchors` passes against each; a log rewritten and
 //! re-signed with the right audit key passes local verify but not the anchors, which name the
 //! first rewritten checkpoint; a truncated log is named by its missing seqs; with every anchor
-//! relay down the service keeps serving, health shows the backlog, and the anchors go out once a
-//! relay is back. Every wait is bounded.
+//! relay down the service keeps serving, health and the backlog gauge (OTLP, to a collector in
+//! the test) show the backlog, and the anchors go out once a relay is back. Every wait is bounded.
 
 mod common;
 #[path = "common/gateway.rs"]
@@ -20,10 +20,18 @@ use ed25519_dalek::{Signer, SigningKey};
 use gateway::*;
 use nostr_relay_builder::{LocalRelay, RelayBuilder};
 use nostr_sdk::prelude::{Filter as NFilter, Kind as NKind, NostrDatabase};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -53,10 +61,21 @@ fn anchor_key(fx: &Fixture) -> (PathBuf, String) {
 
 /// Starts the service with anchoring to `relays`, a forced checkpoint every second.
 fn start_anchoring(fx: &Fixture, n: u32, key: &Path, relays: &[&str]) -> Proc {
+    start_anchoring_env(fx, n, key, relays, &[])
+}
+
+fn start_anchoring_env(
+    fx: &Fixture,
+    n: u32,
+    key: &Path,
+    relays: &[&str],
+    envs: &[(&str, &str)],
+) -> Proc {
     let mut cmd = fx.command(n, "info,fjall=warn,lsm_tree=warn,h2=warn");
     cmd.args(["--audit-anchor-interval", "1"])
         .env("ORLY_AUDIT_ANCHOR_KEY", key)
-        .env("ORLY_AUDIT_ANCHOR_RELAYS", relays.join(","));
+        .env("ORLY_AUDIT_ANCHOR_RELAYS", relays.join(","))
+        .envs(envs.iter().copied());
     let mut child = cmd.spawn().expect("spawn orly-sync-negentropy");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -370,14 +389,61 @@ async fn wait_health(ch: &tonic::transport::Channel, want: ServingStatus, fx: &F
     }
 }
 
+/// An OTLP metrics collector in the test process: every value of the anchor backlog gauge.
+#[derive(Clone, Default)]
+struct BacklogGauge(Arc<Mutex<Vec<i64>>>);
+
+#[tonic::async_trait]
+impl MetricsService for BacklogGauge {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut seen = self.0.lock().unwrap();
+        for rm in req.into_inner().resource_metrics {
+            for m in rm.scope_metrics.into_iter().flat_map(|sm| sm.metrics) {
+                if m.name != "orly.audit.anchor.backlog" {
+                    continue;
+                }
+                if let Some(metric::Data::Gauge(g)) = m.data {
+                    for p in g.data_points {
+                        if let Some(number_data_point::Value::AsInt(v)) = p.value {
+                            seen.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
 async fn relays_down() {
     let fx = Fixture::new();
     let (key, anchor_pub) = anchor_key(&fx);
+    let gauge = BacklogGauge::default();
+    let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", otlp.local_addr().unwrap());
+    let collector = {
+        let g = gauge.clone();
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(MetricsServiceServer::new(g))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(otlp))
+                .await;
+        })
+    };
     // A relay that is down: its port is held, nothing answers (the connection is never
     // accepted), until the relay below takes over the same listener.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}", listener.local_addr().unwrap());
-    let svc = tokio::task::block_in_place(|| start_anchoring(&fx, 1, &key, &[&url]));
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "300"),
+    ];
+    let svc = tokio::task::block_in_place(|| start_anchoring_env(&fx, 1, &key, &[&url], &otel));
     let alice = fx.client("alice");
     let token = fx.token("alice", &alice);
     let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
@@ -400,6 +466,24 @@ async fn relays_down() {
         !state["pending"].as_array().unwrap().is_empty(),
         "the backlog is kept on disk: {state}"
     );
+    wait_gauge(&gauge, "a backlog", |v| v > 0).await;
+    // At least one whole publishing round failed (the relay never answered), so what follows
+    // is a retry, not the first attempt finishing late.
+    let start = Instant::now();
+    while !fx
+        .log_text(1)
+        .contains("not accepted by any relay yet; retrying with backoff")
+    {
+        assert!(
+            start.elapsed() < ANCHOR_WAIT,
+            "no failed round; log:\n{}",
+            fx.log_text(1)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    list_syncs(&ch, &token)
+        .await
+        .expect("served after a failed anchoring round");
 
     // The relay comes back on the same address.
     let db = nrb::memory_db();
@@ -432,7 +516,25 @@ async fn relays_down() {
     let (code, out) = verify_anchors(&fx, &fx.audit_dir, &[&url], &anchor_pub);
     assert_eq!(code, 0, "{out}");
     accept.abort();
+    collector.abort();
     relay.shutdown();
+}
+
+/// Waits (bounded) until the last exported value of the backlog gauge satisfies `pred`.
+async fn wait_gauge(gauge: &BacklogGauge, what: &str, pred: impl Fn(i64) -> bool) {
+    let start = Instant::now();
+    loop {
+        let last = gauge.0.lock().unwrap().last().copied();
+        if last.is_some_and(&pred) {
+            return;
+        }
+        assert!(
+            start.elapsed() < ANCHOR_WAIT,
+            "the backlog gauge never showed {what}: {:?}",
+            gauge.0.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
