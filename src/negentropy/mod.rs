@@ -42,12 +42,19 @@ pub fn check_range(begin: usize, end: usize, size: usize) -> Result<(), NegError
 /// (timestamp, id prefix of at most 32 bytes, mode Skip, Fingerprint with 16 bytes, or IdList
 /// with n × 32 bytes). Used to refuse a broken message before any work is done for it.
 pub fn check_message(msg: &[u8]) -> Result<(), String> {
+    fingerprint_ranges(msg).map(|_| ())
+}
+
+/// How many Fingerprint ranges a well-formed message holds (see [`check_message`]). A
+/// responder's reply with none ends the reconciliation: the initiator answers Skip and IdList
+/// ranges with nothing more to send.
+pub fn fingerprint_ranges(msg: &[u8]) -> Result<usize, String> {
     let mut r = codec::Reader::new(msg);
     let version = r.byte().map_err(|_| "empty message")?;
     if version != PROTOCOL_VERSION {
         return Err(format!("unsupported protocol version 0x{version:02x}"));
     }
-    let mut range = 0usize;
+    let (mut range, mut fingerprints) = (0usize, 0usize);
     while !r.is_empty() {
         range += 1;
         let at = |what: String| format!("range {range}: {what}");
@@ -56,6 +63,7 @@ pub fn check_message(msg: &[u8]) -> Result<(), String> {
             0 => {}
             1 => {
                 r.bytes(16).map_err(|e| at(format!("fingerprint: {e}")))?;
+                fingerprints += 1;
             }
             2 => {
                 let n = r.varint().map_err(|e| at(format!("id count: {e}")))?;
@@ -64,7 +72,7 @@ pub fn check_message(msg: &[u8]) -> Result<(), String> {
             m => return Err(at(format!("unknown mode {m}"))),
         }
     }
-    Ok(())
+    Ok(fingerprints)
 }
 
 #[cfg(test)]

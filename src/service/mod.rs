@@ -3,6 +3,7 @@
 
 mod db;
 mod db_session;
+pub mod delegated;
 pub mod gate;
 mod server;
 mod sync;
