@@ -5,6 +5,7 @@ mod db;
 mod db_session;
 pub mod delegated;
 pub mod gate;
+pub mod peers;
 mod server;
 mod sync;
 
