@@ -77,7 +77,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     config::keep_alive_on_sighup();
     config::announce("orly-db", listener.local_addr()?);
-    orly::service::serve_db(
+    orly::server::serve_db(
         listener,
         Arc::new(store.clone()),
         token,

@@ -91,12 +91,17 @@ async fn run(a: Args) -> anyhow::Result<()> {
     config::announce("orly-sync-negentropy", listener.local_addr()?);
     match gateway {
         Some(gateway) => {
-            gateway
-                .serve(listener, store, defaults, config::shutdown_signal())
-                .await?
+            orly::server::serve_sync_secured(
+                gateway,
+                listener,
+                store,
+                defaults,
+                config::shutdown_signal(),
+            )
+            .await?
         }
         None => {
-            orly::service::serve_sync_plain(
+            orly::server::serve_sync_plain(
                 listener,
                 store,
                 Arc::new(OpenGate),

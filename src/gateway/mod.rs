@@ -20,7 +20,8 @@ mod token;
 
 pub use audit::AuditLog;
 pub use config::{SecurityArgs, SecurityConfig};
+pub use gate::SecureGate;
 pub use refusal::Refusal;
-pub use stack::Gateway;
+pub use stack::{Gateway, Incoming, Layers, Seal, Secured};
 pub use tls::{ConnInfo, TlsFiles};
 pub use token::{TOKEN_AUDIENCE, TOKEN_ISSUER};

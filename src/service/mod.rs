@@ -4,14 +4,16 @@
 mod db;
 mod db_session;
 pub mod gate;
-mod server;
+mod jobs;
+pub mod status;
 mod sync;
 
-pub use db::{DbService, store_status};
+pub use db::DbService;
 pub use gate::{
     Admission, CallInfo, MAX_SHOWN_MESSAGE, OpenGate, SyncGate, Visibility, shown, shown_status,
 };
-pub use server::{serve_db, serve_sync_plain};
+pub use jobs::SyncJobs;
+pub use status::store_status;
 pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService, progress_from_pb};
 
 use crate::store::Store;
