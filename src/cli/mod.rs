@@ -1,11 +1,16 @@
 //! The `orly` command line: one submodule per command. Binaries stay thin; this module parses
 //! flags and calls the domain modules.
 
+mod commands;
 pub mod gen_events;
 pub mod import;
 pub mod lines;
 pub mod output;
 pub mod sync;
+mod sync_command;
+mod token;
+
+pub use commands::run;
 
 use std::path::PathBuf;
 

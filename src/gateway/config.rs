@@ -1,38 +1,7 @@
-//! Security settings of the sync service: flags and their `ORLY_*` environment variables,
-//! checked once at start-up. Refuses to be unsafe: a non-loopback address needs TLS with client
-//! certificates, tokens, a policy and an audit directory, unless `--insecure` is given.
+//! The gateway's input: the files it loads and watches (validated, all present), as the
+//! sync service's configuration (`crate::config`) hands them over.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-
-/// Security flags (each also read from its environment variable).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct SecurityArgs {
-    /// Server certificate chain (PEM).
-    #[arg(long, env = "ORLY_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Server private key (PEM).
-    #[arg(long, env = "ORLY_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA bundle (PEM) that signs admin client certificates.
-    #[arg(long, env = "ORLY_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// Certificate revocation list (PEM or DER) for client certificates.
-    #[arg(long, env = "ORLY_TLS_CRL")]
-    pub tls_crl: Option<PathBuf>,
-    /// Admin policy file (TOML).
-    #[arg(long, env = "ORLY_POLICY")]
-    pub policy: Option<PathBuf>,
-    /// Token verification keys: one PEM public key, or a JWKS file.
-    #[arg(long, env = "ORLY_TOKEN_KEYS")]
-    pub token_keys: Option<PathBuf>,
-    /// Audit log directory.
-    #[arg(long, env = "ORLY_AUDIT_DIR")]
-    pub audit_dir: Option<PathBuf>,
-    /// Ed25519 key (PKCS#8 PEM) signing audit checkpoints.
-    #[arg(long, env = "ORLY_AUDIT_KEY")]
-    pub audit_key: Option<PathBuf>,
-}
 
 /// Validated security settings: everything present.
 #[derive(Debug, Clone)]
@@ -53,67 +22,4 @@ pub struct SecurityConfig {
     pub audit_dir: PathBuf,
     /// Audit checkpoint key.
     pub audit_key: Option<PathBuf>,
-}
-
-impl SecurityArgs {
-    fn any_set(&self) -> bool {
-        self.tls_cert.is_some()
-            || self.tls_key.is_some()
-            || self.tls_client_ca.is_some()
-            || self.tls_crl.is_some()
-            || self.policy.is_some()
-            || self.token_keys.is_some()
-            || self.audit_dir.is_some()
-            || self.audit_key.is_some()
-    }
-
-    /// Checks the settings for `listen`. `Ok(None)`: plaintext (loopback, or `insecure`).
-    /// Every missing piece is listed in one error.
-    pub fn validate(
-        &self,
-        listen: &SocketAddr,
-        insecure: bool,
-    ) -> Result<Option<SecurityConfig>, String> {
-        if !self.any_set() {
-            if listen.ip().is_loopback() {
-                return Ok(None);
-            }
-            if insecure {
-                tracing::warn!(
-                    "INSECURE: serving plaintext gRPC without client authentication on {listen}: \
-                     anyone who can reach it can run syncs on this store"
-                );
-                return Ok(None);
-            }
-            return Err(format!(
-                "refusing to listen on non-loopback {listen} without TLS and client authentication: \
-                 set ORLY_TLS_CERT, ORLY_TLS_KEY, ORLY_TLS_CLIENT_CA, ORLY_POLICY, ORLY_TOKEN_KEYS and \
-                 ORLY_AUDIT_DIR (see SECURITY.md), or pass --insecure"
-            ));
-        }
-        let mut missing = Vec::new();
-        let mut need = |v: &Option<PathBuf>, name: &str| {
-            if v.is_none() {
-                missing.push(name.to_string());
-            }
-            v.clone().unwrap_or_default()
-        };
-        let cfg = SecurityConfig {
-            tls_cert: need(&self.tls_cert, "ORLY_TLS_CERT"),
-            tls_key: need(&self.tls_key, "ORLY_TLS_KEY"),
-            tls_client_ca: need(&self.tls_client_ca, "ORLY_TLS_CLIENT_CA"),
-            policy: need(&self.policy, "ORLY_POLICY"),
-            token_keys: need(&self.token_keys, "ORLY_TOKEN_KEYS"),
-            audit_dir: need(&self.audit_dir, "ORLY_AUDIT_DIR"),
-            tls_crl: self.tls_crl.clone(),
-            audit_key: self.audit_key.clone(),
-        };
-        if !missing.is_empty() {
-            return Err(format!(
-                "incomplete security settings: missing {}",
-                missing.join(", ")
-            ));
-        }
-        Ok(Some(cfg))
-    }
 }

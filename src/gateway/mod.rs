@@ -19,7 +19,7 @@ mod tls;
 mod token;
 
 pub use audit::AuditLog;
-pub use config::{SecurityArgs, SecurityConfig};
+pub use config::SecurityConfig;
 pub use gate::SecureGate;
 pub use refusal::Refusal;
 pub use stack::{Gateway, Incoming, Layers, Seal, Secured};
