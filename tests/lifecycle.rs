@@ -5,7 +5,9 @@
 //!   only then the final checkpoint — which lists no open sync; `orly audit verify` reports none
 //!   interrupted;
 //! - SIGHUP reloads the token keys (as it reloads TLS files and the policy), even when the key
-//!   file's size and modification time did not change.
+//!   file's size and modification time did not change;
+//! - a service started with several configuration problems names every one of them, not only
+//!   the first, and exits 1 without listening (issue 13 §4).
 //!
 //! Every wait is bounded; nothing binds anything but 127.0.0.1 port 0.
 
@@ -184,4 +186,89 @@ async fn token_keys_on_sighup() {
     }
     let status = tokio::task::block_in_place(|| svc.terminate());
     assert!(status.success(), "{status:?}");
+}
+
+/// Runs `bin` with `args` and only `envs` of the ORLY_* variables; (exit code, stderr). Bounded.
+fn refused_start(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(common::bin(bin));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ORLY_") || k.starts_with("OTEL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(envs.iter().copied());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            return (status.code().unwrap_or(-1), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} did not exit on a bad configuration");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_configuration_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let store = store.to_str().expect("utf-8");
+    let rows: [(&str, Vec<&str>, Vec<(&str, &str)>, Vec<&str>); 3] = [
+        (
+            "orly-sync-negentropy",
+            vec!["--data-dir", store],
+            vec![
+                ("ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN", "0.0.0.0:0"),
+                ("ORLY_DB_TYPE", "sqlite"),
+                ("ORLY_SYNC_AUTH_KEY", "not a key"),
+            ],
+            vec![
+                "ORLY_DB_TYPE must be fjall or grpc",
+                "ORLY_SYNC_AUTH_KEY:",
+                "refusing to listen on non-loopback 0.0.0.0:0",
+            ],
+        ),
+        (
+            "orly-relay",
+            vec!["--data-dir", store, "--auth-pubkey", "nothex"],
+            vec![("ORLY_RELAY_LISTEN", "nowhere"), ("ORLY_DB_TYPE", "grpc")],
+            vec![
+                "ORLY_RELAY_LISTEN/--listen",
+                "ORLY_GRPC_SERVER",
+                "--auth-pubkey nothex",
+            ],
+        ),
+        (
+            "orly-db",
+            vec!["--data-dir", store, "--listen", "0.0.0.0:0"],
+            vec![("ORLY_DB_TOKEN", "short")],
+            vec![
+                "refusing to listen on 0.0.0.0:0",
+                "ORLY_DB_TOKEN must be at least",
+            ],
+        ),
+    ];
+    for (bin, args, envs, wanted) in rows {
+        let (code, err) = refused_start(bin, &args, &envs);
+        assert_eq!(code, 1, "{bin}: {err}");
+        for w in wanted {
+            assert!(err.contains(w), "{bin} did not report {w:?}:\n{err}");
+        }
+        assert!(
+            !std::path::Path::new(store).exists(),
+            "{bin} opened the store before its configuration was valid"
+        );
+    }
 }
