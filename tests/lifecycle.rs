@@ -225,7 +225,9 @@ fn every_configuration_problem_is_reported_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let store = store.to_str().expect("utf-8");
-    let rows: [(&str, Vec<&str>, Vec<(&str, &str)>, Vec<&str>); 3] = [
+    /// A binary, its flags and variables, and what its error must name.
+    type Row<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let rows: [Row<'_>; 3] = [
         (
             "orly-sync-negentropy",
             vec!["--data-dir", store],
