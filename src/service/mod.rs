@@ -1,5 +1,7 @@
-//! gRPC handlers: `NegentropyService` (sync jobs) and `DatabaseService` (the store), plus the
-//! standard health and reflection services. Security is not here: the gateway wraps these.
+//! gRPC handlers: `NegentropyService` (sync jobs, run in the [`SyncJobs`] registry) and
+//! `DatabaseService` (the store), plus the standard health and reflection services, and
+//! [`status`], where store, negentropy, audit and service-state failures become gRPC statuses.
+//! Security is not here: the gateway wraps these; `crate::server` builds the servers.
 
 mod db;
 mod db_session;
