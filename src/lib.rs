@@ -18,9 +18,11 @@ pub mod peer;
 pub mod policy;
 pub mod proto;
 pub mod relay;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod telemetry;
 
 /// Installs the one rustls crypto provider (ring) for the process. Several dependencies enable

@@ -262,9 +262,11 @@ impl AuditChain {
         if st.poisoned.is_some() {
             return;
         }
-        let outcome =
-            AuditEntry::outcome_of(record, format!("refused: audit log unavailable ({why})"))
-                .into_record(now_rfc3339(), st.next_seq, st.last_hash.clone());
+        let outcome = AuditEntry::outcome_of(record, super::refusal_reason(why)).into_record(
+            now_rfc3339(),
+            st.next_seq,
+            st.last_hash.clone(),
+        );
         match self.write_record(st, &outcome, true) {
             // Most likely fails like the first time; the outcome is durable in the segment.
             Ok(_) => {

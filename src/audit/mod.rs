@@ -118,3 +118,10 @@ pub enum AuditError {
         reason: String,
     },
 }
+
+/// The reason a request is refused because its record could not be written (`why`), as the
+/// caller's status and the outcome record say it: the one wording of "refused: audit log
+/// unavailable".
+pub fn refusal_reason(why: impl std::fmt::Display) -> String {
+    format!("refused: audit log unavailable ({why})")
+}

@@ -2,11 +2,16 @@
 //! flags and calls the domain modules.
 
 pub mod audit;
+mod commands;
 pub mod gen_events;
 pub mod import;
 pub mod lines;
 pub mod output;
 pub mod sync;
+mod sync_command;
+mod token;
+
+pub use commands::run;
 
 use std::path::PathBuf;
 

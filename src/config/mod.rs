@@ -1,5 +1,27 @@
-//! Typed configuration shared by the binaries: where the store is (`ORLY_DB_TYPE`,
-//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`) and how to open it. Validated once, at start-up.
+//! Typed configuration of the binaries: every flag and environment variable they read, parsed
+//! here through an injected environment ([`EnvSource`]) and validated once at start-up, with
+//! every problem reported together ([`ConfigErrors`]). Also where the store is (`ORLY_DB_TYPE`,
+//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`) and how to open it, and the process plumbing every
+//! service shares (signals, the announce line).
+//!
+//! Must not start anything: binaries build their servers from what this module returns.
+
+mod cli;
+mod db;
+mod env;
+pub mod launcher;
+mod relay;
+mod security;
+mod sync_service;
+#[cfg(test)]
+mod tests;
+
+pub use cli::{AuditCmd, CertsCmd, Cli, Cmd, DataDir, SyncArgs, TokenCmd};
+pub use db::{DbArgs, DbConfig};
+pub use env::{ConfigErrors, EnvSource, Problems, ProcessEnv};
+pub use relay::{RelayArgs, RelayServiceConfig};
+pub use security::SecurityArgs;
+pub use sync_service::{SyncServiceArgs, SyncServiceConfig, sync_auth_key};
 
 use crate::store::db_auth::{DbToken, TOKEN_ENV, check_token};
 use crate::store::{FjallStore, Store, StoreError};
@@ -17,29 +39,26 @@ pub enum StoreConfig {
 }
 
 /// orly-db's secret from `ORLY_DB_TOKEN`: `None` when unset or empty.
-pub fn db_token_from_env() -> Result<Option<DbToken>, String> {
-    match std::env::var(TOKEN_ENV) {
-        Ok(t) if t.trim().is_empty() => Ok(None),
-        Ok(t) => check_token(t.trim()).map(|()| Some(DbToken(t.trim().to_string()))),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{TOKEN_ENV} is not UTF-8")),
+pub fn db_token_from_env(env: &dyn EnvSource) -> Result<Option<DbToken>, String> {
+    match env.var(TOKEN_ENV)? {
+        None => Ok(None),
+        Some(t) => check_token(t.trim()).map(|()| Some(DbToken(t.trim().to_string()))),
     }
 }
 
 impl StoreConfig {
     /// From `ORLY_DB_TYPE`, `ORLY_DATA_DIR` (or `data_dir`) and `ORLY_GRPC_SERVER`.
-    pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, String> {
-        let kind = std::env::var("ORLY_DB_TYPE").unwrap_or_else(|_| "fjall".into());
+    pub fn from_env(data_dir: Option<PathBuf>, env: &dyn EnvSource) -> Result<Self, String> {
+        let kind = env.var("ORLY_DB_TYPE")?.unwrap_or_else(|| "fjall".into());
         match kind.as_str() {
-            "fjall" | "" => Ok(Self::Fjall(
-                data_dir
-                    .or_else(|| std::env::var_os("ORLY_DATA_DIR").map(PathBuf::from))
-                    .unwrap_or_else(crate::cli::default_data_dir),
-            )),
-            "grpc" => match std::env::var("ORLY_GRPC_SERVER") {
-                Ok(addr) if !addr.trim().is_empty() => {
-                    Ok(Self::Grpc(addr.trim().to_string(), db_token_from_env()?))
-                }
+            "fjall" => Ok(Self::Fjall(match data_dir {
+                Some(d) => d,
+                None => env
+                    .var("ORLY_DATA_DIR")?
+                    .map_or_else(crate::cli::default_data_dir, PathBuf::from),
+            })),
+            "grpc" => match env.var("ORLY_GRPC_SERVER")? {
+                Some(addr) => Ok(Self::Grpc(addr.trim().to_string(), db_token_from_env(env)?)),
                 _ => Err(
                     "ORLY_DB_TYPE=grpc needs ORLY_GRPC_SERVER=HOST:PORT (the orly-db address)"
                         .into(),

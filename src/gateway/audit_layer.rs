@@ -42,12 +42,7 @@ impl Check for AuditAllowed {
             self.audit
                 .record(&call, path, AuditEntry::decision(true, "allowed"))
                 .await
-                .map_err(|e| {
-                    Refusal::new(
-                        tonic::Code::Unavailable,
-                        format!("refused: audit log unavailable ({e})"),
-                    )
-                })
+                .map_err(Refusal::audit_unavailable)
         })
     }
 }

@@ -111,11 +111,7 @@ pub async fn refuse(
     super::telemetry::count_refusal(&refusal);
     let entry = crate::audit::AuditEntry::decision(false, refusal.reason.clone());
     if let Err(e) = audit.record(&call, parts.uri.path(), entry).await {
-        let r = Refusal::new(
-            tonic::Code::Unavailable,
-            format!("refused: audit log unavailable ({e})"),
-        );
-        return r.to_http();
+        return Refusal::audit_unavailable(e).to_http();
     }
     refusal.to_http()
 }

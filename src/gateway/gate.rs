@@ -9,7 +9,7 @@ use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
 use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_quoting};
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::service::{Admission, CallInfo, SyncGate, Visibility, shown_status};
+use crate::service::{Admission, CallInfo, SyncGate, Visibility, shown_status, status};
 use crate::sync::{Direction, Progress, SyncRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -72,7 +72,7 @@ impl SecureGate {
         let mut m = self
             .per_admin
             .lock()
-            .map_err(|_| Status::internal("gate poisoned"))?;
+            .map_err(|_| status::poisoned("gate"))?;
         Ok(m.entry(admin.to_string()).or_default().clone())
     }
 
@@ -84,7 +84,7 @@ impl SecureGate {
         }
         match self.audit.record(call, SYNC_PATH, e).await {
             Ok(()) => r.to_status(),
-            Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
+            Err(err) => status::audit_unavailable(err),
         }
     }
 }
@@ -178,11 +178,7 @@ impl SyncGate for SecureGate {
             with_request(AuditEntry::decision(true, "allowed by policy"), req).starts_sync();
         let decision_seq = match self.audit.record_seq(call, SYNC_PATH, allow).await {
             Ok(seq) => seq,
-            Err(e) => {
-                return Err(Status::unavailable(format!(
-                    "refused: audit log unavailable ({e})"
-                )));
-            }
+            Err(e) => return Err(status::audit_unavailable(e)),
         };
         Ok(Admission {
             admin,
@@ -207,7 +203,7 @@ impl SyncGate for SecureGate {
         let e = AuditEntry::decision(false, reason).peer(raw);
         match self.audit.record(call, SYNC_PATH, e).await {
             Ok(()) => shown_status(&status, raw),
-            Err(err) => Status::unavailable(format!("refused: audit log unavailable ({err})")),
+            Err(err) => status::audit_unavailable(err),
         }
     }
 
@@ -235,9 +231,7 @@ impl SyncGate for SecureGate {
             }
         };
         if let Err(err) = self.audit.record(call, CANCEL_PATH, e).await {
-            return Err(Status::unavailable(format!(
-                "refused: audit log unavailable ({err})"
-            )));
+            return Err(status::audit_unavailable(err));
         }
         decision.map(|_| ())
     }

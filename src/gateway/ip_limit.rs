@@ -70,14 +70,21 @@ fn build(policy: &crate::policy::Policy) -> Arc<Limiters> {
 }
 
 impl IpLimiter {
-    /// A limiter following `policy`.
-    pub fn new(policy: PolicyHandle) -> Self {
-        let me = Self {
+    /// A limiter for the current policy. It follows reloads, and forgets idle addresses, only
+    /// while [`IpLimiter::upkeep`] runs.
+    pub fn new(policy: &PolicyHandle) -> Self {
+        Self {
             limiter: Arc::new(RwLock::new(build(&policy.current()))),
-        };
-        let cell = me.limiter.clone();
+        }
+    }
+
+    /// The limiter's upkeep, for its owner to run (it never ends by itself): rebuilds the
+    /// limiters when the policy reloads, and every minute forgets addresses whose quota is full
+    /// again, so memory follows the active clients.
+    pub fn upkeep(&self, policy: &PolicyHandle) -> impl Future<Output = ()> + Send + 'static {
+        let cell = self.limiter.clone();
         let mut rx = policy.subscribe();
-        tokio::spawn(async move {
+        async move {
             let mut tidy = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 tokio::select! {
@@ -94,8 +101,7 @@ impl IpLimiter {
                     }
                 }
             }
-        });
-        me
+        }
     }
 
     fn current(&self) -> Arc<Limiters> {

@@ -21,10 +21,9 @@ mod token;
 
 pub use anchor::ANCHOR_HEALTH_SERVICE;
 pub use audit::AuditLog;
-pub use config::{
-    AnchorConfig, AnchorRelayUrl, DEFAULT_ANCHOR_INTERVAL_SECS, SecurityArgs, SecurityConfig,
-};
+pub use config::{AnchorConfig, AnchorRelayUrl, DEFAULT_ANCHOR_INTERVAL_SECS, SecurityConfig};
+pub use gate::SecureGate;
 pub use refusal::Refusal;
-pub use stack::Gateway;
+pub use stack::{Gateway, Incoming, Layers, Seal, Secured};
 pub use tls::{ConnInfo, TlsFiles};
 pub use token::{TOKEN_AUDIENCE, TOKEN_ISSUER};

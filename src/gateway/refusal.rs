@@ -24,6 +24,11 @@ impl Refusal {
         }
     }
 
+    /// UNAVAILABLE: the call's audit record could not be written (`why`), so it is refused.
+    pub fn audit_unavailable(why: impl std::fmt::Display) -> Self {
+        Self::new(Code::Unavailable, crate::audit::refusal_reason(why))
+    }
+
     /// RESOURCE_EXHAUSTED with `google.rpc.RetryInfo`.
     pub fn exhausted(reason: impl Into<String>, retry_after: Duration) -> Self {
         Self {

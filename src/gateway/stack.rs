@@ -4,6 +4,9 @@
 //! protobuf) → (policy + concurrency + audit of SyncWithPeer in the gate, where the body is
 //! visible)
 //! → audit of other calls → handler.
+//!
+//! The gateway provides the layers, the TLS accept stream and the gate; `crate::server` builds
+//! the tonic server from them. Its background tasks belong to the caller's task set.
 
 use super::admin_limit::AdminRateLimit;
 use super::audit::AuditLog;
@@ -11,21 +14,22 @@ use super::audit_layer::AuditAllowed;
 use super::body::RequestMessage;
 use super::check::CheckLayer;
 use super::config::SecurityConfig;
-use super::door::DoorLog;
+use super::door::{DoorLog, DoorWriter};
 use super::gate::SecureGate;
 use super::identity::IdentityCheck;
 use super::ip_limit::IpLimiter;
 use super::telemetry::TraceContext;
-use super::tls::{ReloadableTls, TlsFiles, incoming};
+use super::tls::{ReloadableTls, TlsConn, TlsFiles, incoming};
 use super::token::TokenCheck;
 use crate::audit::{AuditChain, AuditOptions, load_signing_key};
-use crate::policy::{PolicyHandle, spawn_watcher};
-use crate::service::{SYNC_SERVICE_NAME, SyncDefaults, SyncService};
-use crate::store::Store;
-use std::future::Future;
+use crate::policy::PolicyHandle;
+use crate::tasks::Tasks;
+use futures_util::Stream;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tower::layer::util::{Identity, Stack};
 
 /// The longest a deferred audit record (a finished sync) waits for its fsync.
 const AUDIT_SYNC: Duration = Duration::from_secs(1);
@@ -88,14 +92,11 @@ impl Gateway {
         })
     }
 
-    /// Serves the sync service behind the full security stack until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        store: Arc<dyn Store>,
-        defaults: SyncDefaults,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> anyhow::Result<()> {
+    /// Starts the gateway on `listener`: its background work (file watchers, the per-IP
+    /// limiter's upkeep, the deferred-audit flush) joins `tasks`, and the parts a server is
+    /// built from come back. Call inside the runtime, before the port is announced (the
+    /// watchers' SIGHUP handlers are installed here).
+    pub fn start(self, listener: TcpListener, tasks: &mut Tasks) -> Secured {
         let Self {
             policy,
             audit,
@@ -103,7 +104,7 @@ impl Gateway {
             tokens,
             anchor,
         } = self;
-        let ip = IpLimiter::new(policy.clone());
+        let ip = IpLimiter::new(&policy);
         let layers = tower::ServiceBuilder::new()
             .layer(CheckLayer::new(TraceContext, audit.clone()))
             .layer(CheckLayer::new(ip.clone(), audit.clone()))
@@ -127,53 +128,110 @@ impl Gateway {
             ))
             .into_inner();
 
-        let gate = Arc::new(SecureGate::new(policy.clone(), audit.clone()));
-        let (reporter, health) = tonic_health::server::health_reporter();
-        let reflection = crate::service::reflection(&[SYNC_SERVICE_NAME])?;
-        let watchers = [
-            spawn_watcher(policy.clone(), RELOAD_POLL),
-            tls.spawn_watcher(RELOAD_POLL),
-            tokens.spawn_watcher(RELOAD_POLL),
-            crate::service::watch_store_health(
-                reporter.clone(),
-                store.clone(),
-                &[SYNC_SERVICE_NAME],
-            ),
-        ];
-        let anchors = anchor.map(|a| {
-            let ca = defaults.peer.ca_file.clone();
-            super::anchor::start(a, audit.chain(), ca, reporter.clone())
-        });
-        let (door, door_writer) = DoorLog::start(audit.clone());
-        let audit_sync = {
+        let stop = tasks.stop_signal();
+        tasks.spawn(crate::policy::watcher(
+            policy.clone(),
+            RELOAD_POLL,
+            stop.clone(),
+        ));
+        tasks.spawn(tls.watcher(RELOAD_POLL, stop.clone()));
+        tasks.spawn(tokens.watcher(RELOAD_POLL, stop));
+        tasks.spawn_until_stopped(ip.upkeep(&policy));
+        tasks.spawn_until_stopped({
             let audit = audit.clone();
-            tokio::spawn(async move {
+            async move {
                 let mut tick = tokio::time::interval(AUDIT_SYNC);
                 loop {
                     tick.tick().await;
                     audit.sync_deferred().await;
                 }
-            })
-        };
-        let res = tonic::transport::Server::builder()
-            .trace_fn(crate::telemetry::grpc_span)
-            .layer(layers)
-            .add_service(health)
-            .add_service(reflection.v1)
-            .add_service(reflection.v1alpha)
-            .add_service(SyncService::new(store, gate, defaults).into_server())
-            .serve_with_incoming_shutdown(incoming(listener, tls, ip, door), shutdown)
-            .await;
-        door_writer.stop().await;
-        audit_sync.abort();
-        // The checkpoint is durable, so it also makes any deferred record durable.
-        audit.checkpoint().await;
-        if let Some(anchors) = anchors {
+            }
+        });
+        let (door, door_writer) = DoorLog::start(audit.clone());
+        Secured {
+            layers,
+            incoming: Box::pin(incoming(listener, tls, ip, door)),
+            gate: Arc::new(SecureGate::new(policy, audit.clone())),
+            seal: Seal {
+                audit,
+                door_writer,
+                anchor,
+                anchor_hook: None,
+            },
+        }
+    }
+}
+
+/// The security layers, outermost first, in the order of the module comment.
+pub type Layers = Stack<
+    CheckLayer<AuditAllowed>,
+    Stack<
+        RequestMessage,
+        Stack<
+            CheckLayer<AdminRateLimit>,
+            Stack<
+                CheckLayer<TokenCheck>,
+                Stack<
+                    CheckLayer<IdentityCheck>,
+                    Stack<CheckLayer<IpLimiter>, Stack<CheckLayer<TraceContext>, Identity>>,
+                >,
+            >,
+        >,
+    >,
+>;
+
+/// Verified TLS connections, for `serve_with_incoming_shutdown`.
+pub type Incoming = Pin<Box<dyn Stream<Item = Result<TlsConn, std::io::Error>> + Send>>;
+
+/// What a server is built from: the layers, the accept stream, the gate the sync service
+/// admits through, and what seals the audit log at the end.
+pub struct Secured {
+    /// The tower layers, for `Server::layer`.
+    pub layers: Layers,
+    /// The TLS accept stream (per-IP limit at accept, handshakes concurrent).
+    pub incoming: Incoming,
+    /// Policy, concurrency and audit of `SyncWithPeer` and `CancelSync`.
+    pub gate: Arc<SecureGate>,
+    /// Ends the audit log cleanly; call after every sync job has ended.
+    pub seal: Seal,
+}
+
+/// The last writes of the audit log at shutdown.
+pub struct Seal {
+    audit: AuditLog,
+    door_writer: DoorWriter,
+    /// Public anchoring, attached to the chain at prepare; started by [`Seal::start_anchors`].
+    anchor: Option<crate::audit::anchor::Anchorer>,
+    anchor_hook: Option<super::anchor::AnchorHook>,
+}
+
+impl Seal {
+    /// Starts publishing audit anchors, if configured: through `peer_ca`'s trust roots, with
+    /// their backlog mirrored into `reporter` (see [`super::anchor`]). Stopped by [`Seal::seal`].
+    pub fn start_anchors(
+        &mut self,
+        peer_ca: Option<std::path::PathBuf>,
+        reporter: &tonic_health::server::HealthReporter,
+    ) {
+        if let Some(a) = self.anchor.take() {
+            self.anchor_hook = Some(super::anchor::start(
+                a,
+                self.audit.chain(),
+                peer_ca,
+                reporter.clone(),
+            ));
+        }
+    }
+
+    /// Writes the refused connections still queued, then the final checkpoint — which is
+    /// durable, so it also makes any deferred record durable. Call once the server has stopped
+    /// and the sync jobs are drained (their finished records written), and after the
+    /// gateway's tasks are joined.
+    pub async fn seal(self) {
+        self.door_writer.stop().await;
+        self.audit.checkpoint().await;
+        if let Some(anchors) = self.anchor_hook {
             anchors.stop().await; // after the shutdown checkpoint: its anchor goes out too
         }
-        for t in watchers {
-            t.abort();
-        }
-        Ok(res?)
     }
 }

@@ -5,9 +5,11 @@
 
 use super::door::DoorLog;
 use super::ip_limit::{ConnAdmission, IpLimiter};
+use crate::tasks::{FileWatch, Fingerprints, Stop};
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, pem::PemObject,
 };
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -94,14 +96,18 @@ impl TlsFiles {
 #[derive(Clone)]
 pub struct ReloadableTls {
     files: TlsFiles,
+    /// The files' versions when first read: the watcher starts from them.
+    loaded: Fingerprints,
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
 }
 
 impl ReloadableTls {
     /// Loads the files once; start-up fails if they are unusable.
     pub fn new(files: TlsFiles) -> Result<Self, String> {
+        let loaded = Fingerprints::now(&files.paths());
         let cfg = files.load()?;
         Ok(Self {
+            loaded,
             files,
             current: Arc::new(RwLock::new(cfg)),
         })
@@ -125,49 +131,19 @@ impl ReloadableTls {
         Ok(())
     }
 
-    /// Reloads on SIGHUP and when any file's length or mtime changes (polled).
-    pub fn spawn_watcher(&self, poll: Duration) -> tokio::task::JoinHandle<()> {
+    /// Reloads under the rule of [`FileWatch`] (a file changed, polled every `poll`, or
+    /// SIGHUP) until `stop` fires. The SIGHUP handler is installed before this returns.
+    pub fn watcher(&self, poll: Duration, stop: Stop) -> impl Future<Output = ()> + Send + 'static {
         let me = self.clone();
-        tokio::spawn(async move {
-            let stamp = |paths: &[PathBuf]| -> Vec<Option<(u64, std::time::SystemTime)>> {
-                paths
-                    .iter()
-                    .map(|p| {
-                        std::fs::metadata(p)
-                            .ok()
-                            .and_then(|m| Some((m.len(), m.modified().ok()?)))
-                    })
-                    .collect()
-            };
-            let paths = me.files.paths();
-            let mut last = stamp(&paths);
-            #[cfg(unix)]
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                #[cfg(unix)]
-                let hup_fired = async {
-                    match hup.as_mut() {
-                        Some(s) => {
-                            s.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let hup_fired = std::future::pending::<()>();
-                let forced = tokio::select! {
-                    _ = tokio::time::sleep(poll) => false,
-                    _ = hup_fired => true,
-                };
-                let now = stamp(&paths);
-                if forced || now != last {
-                    last = now;
-                    if let Err(e) = me.reload() {
-                        tracing::warn!("TLS reload failed, keeping the previous certificates: {e}");
-                    }
-                }
-            }
+        let watch = FileWatch::new(
+            "TLS certificates",
+            self.files.paths(),
+            self.loaded.clone(),
+            poll,
+        );
+        watch.run(stop, move || {
+            let r = me.reload();
+            async move { r }
         })
     }
 }
@@ -279,7 +255,12 @@ pub fn incoming(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsConn, std::io::Error>>(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, remote) = match listener.accept().await {
+            // Ends with the server: when it drops the stream, the listener is closed too.
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                () = tx.closed() => break,
+            };
+            let (tcp, remote) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");

@@ -8,10 +8,12 @@ use super::tls::ConnInfo;
 use crate::auth::{KeySet, TokenVerifier};
 use crate::policy::PolicyHandle;
 use crate::service::CallInfo;
+use crate::tasks::{FileWatch, Fingerprints, Stop};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tonic::Code;
 
 /// `iss` of orly admin tokens.
@@ -24,6 +26,8 @@ pub const TOKEN_AUDIENCE: &str = "orly-sync-negentropy";
 pub struct TokenCheck {
     verifier: Arc<RwLock<Arc<TokenVerifier>>>,
     keys: PathBuf,
+    /// The key file's version when first read: the watcher starts from it.
+    loaded: Fingerprints,
     policy: PolicyHandle,
 }
 
@@ -39,43 +43,33 @@ fn load_verifier(p: &Path) -> Result<Arc<TokenVerifier>, String> {
 impl TokenCheck {
     /// Loads the key set (one PEM public key or a JWKS file).
     pub fn new(keys: PathBuf, policy: PolicyHandle) -> Result<Self, String> {
+        let loaded = Fingerprints::now(std::slice::from_ref(&keys));
         Ok(Self {
             verifier: Arc::new(RwLock::new(load_verifier(&keys)?)),
+            loaded,
             keys,
             policy,
         })
     }
 
-    /// Reloads the key set when its file changes (checked every `poll`), keeping the previous
-    /// keys when the new file is unusable. The caller owns the task.
-    pub fn spawn_watcher(&self, poll: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    /// Reloads the key set under the rule of [`FileWatch`] (its file changed, polled every
+    /// `poll`, or SIGHUP) until `stop` fires, keeping the previous keys when the new file is
+    /// unusable. The SIGHUP handler is installed before this returns.
+    pub fn watcher(&self, poll: Duration, stop: Stop) -> impl Future<Output = ()> + Send + 'static {
         let cell = self.verifier.clone();
         let keys = self.keys.clone();
-        let load = load_verifier;
-        tokio::spawn(async move {
-            let stamp = |p: &PathBuf| {
-                std::fs::metadata(p)
-                    .ok()
-                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
-            };
-            let mut last = stamp(&keys);
-            loop {
-                tokio::time::sleep(poll).await;
-                let now = stamp(&keys);
-                if now != last {
-                    last = now;
-                    match load(&keys) {
-                        Ok(v) => {
-                            if let Ok(mut g) = cell.write() {
-                                *g = v;
-                            }
-                            tracing::info!("token keys reloaded");
-                        }
-                        Err(e) => tracing::warn!(
-                            "token keys reload failed, keeping the previous keys: {e}"
-                        ),
-                    }
+        let watch = FileWatch::new("token keys", vec![keys.clone()], self.loaded.clone(), poll);
+        watch.run(stop, move || {
+            let loaded = load_verifier(&keys);
+            let cell = cell.clone();
+            async move {
+                let v = loaded?;
+                match cell.write() {
+                    Ok(mut g) => *g = v,
+                    Err(p) => *p.into_inner() = v,
                 }
+                tracing::info!("token keys reloaded");
+                Ok(())
             }
         })
     }

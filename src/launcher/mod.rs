@@ -3,14 +3,14 @@
 //! the relay), restarts a service that exits with exponential backoff, and on SIGTERM/SIGINT
 //! stops them in reverse order (SIGTERM, timeout, then SIGKILL).
 //!
-//! The pieces: `config` (every variable read, validated once), `child` (one process and its
-//! output), `health` (readiness probes), `backoff` (restart pacing), `supervisor` (order,
-//! restarts, shutdown). This module must not depend on the gateway or the services' internals:
+//! The pieces: `config` (`crate::config::launcher`: every variable read, validated once),
+//! `child` (one process and its output), `health` (readiness probes), `backoff` (restart
+//! pacing), `supervisor` (order, restarts, shutdown). This module must not depend on the gateway or the services' internals:
 //! it runs them as separate binaries and talks to them only through their public protocols.
 
 mod backoff;
 mod child;
-pub mod config;
+pub use crate::config::launcher as config;
 mod health;
 mod supervisor;
 

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! let handle = PolicyHandle::load(path)?;            // start-up: fail closed on a bad file
-//! spawn_watcher(handle.clone(), Duration::from_secs(2));
+//! tasks.spawn(watcher(handle.clone(), Duration::from_secs(2), tasks.stop_signal()));
 //! let policy = handle.current();                     // per request: a cheap snapshot
 //! let admin = policy.admin_for_identity(id).into_result()?;
 //! let grant = policy.authorize_sync(admin, &view)?;  // connect to grant.peer_url
@@ -35,7 +35,7 @@ pub use model::{
 };
 pub use peer::{MAX_PEER_URL_LEN, PeerPattern, PeerUrl, PeerUrlError, normalize_peer_url};
 pub(crate) use peer::{redact_quoting, redact_url, redact_urls_in};
-pub use reload::{PolicyHandle, spawn_watcher};
+pub use reload::{PolicyHandle, watcher};
 pub use starter::{STARTER_TRUST_DOMAIN, starter_policy};
 
 /// Why a policy could not be loaded.

@@ -4,13 +4,14 @@
 //! one stays in force and the reason is logged, so an edit cannot open or close the gateway by
 //! accident. Requests take a snapshot (`Arc<Policy>`) and decide against it alone.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
+
+use crate::tasks::{FileWatch, Fingerprints, Stop};
 
 use super::PolicyError;
 use super::load::{check_len, parse_policy};
@@ -23,7 +24,7 @@ pub struct PolicyHandle {
     current: watch::Sender<Arc<Policy>>,
     /// The file's fingerprint when [`PolicyHandle::load`] read it: the watcher starts from it,
     /// so a change made between the load and the watcher's start is not missed.
-    loaded: Option<Fingerprint>,
+    loaded: Fingerprints,
 }
 
 impl PolicyHandle {
@@ -32,7 +33,7 @@ impl PolicyHandle {
         Self {
             path: Arc::new(path.into()),
             current: watch::Sender::new(Arc::new(policy)),
-            loaded: None,
+            loaded: Fingerprints::default(),
         }
     }
 
@@ -40,7 +41,7 @@ impl PolicyHandle {
     pub fn load(path: impl Into<PathBuf>) -> Result<Self, PolicyError> {
         let path = path.into();
         // Taken before the read: a change during it is seen as a change (one more reload).
-        let loaded = fingerprint_now(&path).ok();
+        let loaded = Fingerprints::now(std::slice::from_ref(&path));
         let policy = Policy::load(&path)?;
         Ok(Self {
             loaded,
@@ -97,119 +98,28 @@ async fn read_policy(path: &Path) -> Result<Policy, PolicyError> {
     parse_policy(&text, &path.display().to_string())
 }
 
-/// What identifies a version of the file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
-    /// Editors that save by rename change the inode even when size and time look the same.
-    inode: u64,
-}
-
-async fn fingerprint(path: &Path) -> std::io::Result<Fingerprint> {
-    Ok(fingerprint_of(&tokio::fs::metadata(path).await?))
-}
-
-fn fingerprint_now(path: &Path) -> std::io::Result<Fingerprint> {
-    Ok(fingerprint_of(&std::fs::metadata(path)?))
-}
-
-fn fingerprint_of(meta: &std::fs::Metadata) -> Fingerprint {
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Fingerprint {
-        len: meta.len(),
-        modified: meta.modified().ok(),
-        inode,
+/// A watcher that reloads `handle` under the rule of [`FileWatch`] (file change, polled every
+/// `poll_interval`, or SIGHUP) until `stop` fires. Failed reloads keep the old policy. The SIGHUP
+/// handler is installed before this returns; spawn the future (a service owns it in its task
+/// set).
+pub fn watcher(
+    handle: PolicyHandle,
+    poll_interval: Duration,
+    stop: Stop,
+) -> impl Future<Output = ()> + Send + 'static {
+    let path = handle.path().to_path_buf();
+    if !handle.loaded.all_readable() {
+        tracing::warn!(path = %path.display(), "policy file not readable; watching for it");
     }
-}
-
-/// Starts a task that reloads `handle` when its file's size, modification time or inode
-/// changes (checked every `poll_interval`) and, on unix, on SIGHUP. Failed reloads keep the
-/// old policy. Must be called inside a Tokio runtime; abort the returned handle to stop it.
-///
-/// The SIGHUP handler is installed before this returns, so a signal sent afterwards is never
-/// lost to the process's default action (terminate).
-pub fn spawn_watcher(handle: PolicyHandle, poll_interval: Duration) -> JoinHandle<()> {
-    let mut hangup = Hangup::install();
-    tokio::spawn(async move {
-        let path = handle.path().to_path_buf();
-        let mut last = match handle.loaded {
-            Some(loaded) => Some(loaded),
-            None => fingerprint(&path).await.ok(),
-        };
-        if last.is_none() {
-            tracing::warn!(path = %path.display(), "policy file not readable; watching for it");
-        }
-        let mut ticks = tokio::time::interval(poll_interval.max(Duration::from_millis(10)));
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    match fingerprint(&path).await {
-                        Ok(now) if Some(now) != last => {
-                            last = Some(now);
-                            // reload() logs its own failure; the old policy stays.
-                            let _ = handle.reload().await;
-                        }
-                        Ok(_) => {}
-                        Err(error) => {
-                            if last.take().is_some() {
-                                tracing::warn!(
-                                    path = %path.display(),
-                                    %error,
-                                    "policy file not readable; keeping the current policy"
-                                );
-                            }
-                        }
-                    }
-                }
-                () = hangup.recv() => {
-                    tracing::info!(path = %path.display(), "SIGHUP: reloading policy");
-                    last = fingerprint(&path).await.ok();
-                    let _ = handle.reload().await;
-                }
-            }
+    let watch = FileWatch::new("policy", vec![path], handle.loaded.clone(), poll_interval);
+    watch.run(stop, move || {
+        let handle = handle.clone();
+        async move {
+            // reload() logs its own failure; the old policy stays.
+            let _ = handle.reload().await;
+            Ok(())
         }
     })
-}
-
-/// SIGHUP as a stream; never fires where unsupported or if installation failed.
-struct Hangup {
-    #[cfg(unix)]
-    signal: Option<tokio::signal::unix::Signal>,
-}
-
-impl Hangup {
-    fn install() -> Self {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let signal = signal(SignalKind::hangup())
-                .inspect_err(|error| {
-                    tracing::warn!(%error, "cannot listen for SIGHUP; policy reloads on file change only");
-                })
-                .ok();
-            Self { signal }
-        }
-        #[cfg(not(unix))]
-        {
-            Self {}
-        }
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        if let Some(signal) = &mut self.signal {
-            if signal.recv().await.is_some() {
-                return;
-            }
-            self.signal = None;
-        }
-        std::future::pending::<()>().await
-    }
 }
 
 #[cfg(test)]

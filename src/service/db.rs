@@ -2,11 +2,12 @@
 //! comes in is verified again here: the store trusts no caller's claim of validity.
 
 use super::db_session::Sessions;
+use super::status::store_status;
 use crate::event::{Event, Filter};
 use crate::proto::orlydb::v1 as db;
 use crate::proto::orlydb::v1::database_service_server::{DatabaseService, DatabaseServiceServer};
 use crate::proto::orlysync::common::v1 as pb;
-use crate::store::{Order, SaveOutcome, Store, StoreError};
+use crate::store::{Order, SaveOutcome, Store};
 use futures_util::StreamExt;
 use rayon::prelude::*;
 use std::pin::Pin;
@@ -34,17 +35,6 @@ impl DbService {
         })
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
-    }
-}
-
-/// One place that turns store failures into gRPC status.
-pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::Unavailable(m) => Status::unavailable(m),
-        StoreError::Refused(m) => Status::invalid_argument(m),
-        e @ StoreError::TooMany { .. } => Status::resource_exhausted(e.to_string()),
-        StoreError::Busy(m) => Status::resource_exhausted(m),
-        other => Status::internal(other.to_string()),
     }
 }
 

@@ -2,7 +2,7 @@
 //! persistent index. Sessions are capped in number, end when idle or when orly-db stops, and
 //! answer every request with one response (several when the ids of a step are many).
 
-use crate::negentropy::NegError;
+use super::status::{neg_status, store_status};
 use crate::proto::orlydb::v1 as db;
 use crate::store::{Store, StoreError};
 use db::reconcile_request::Step;
@@ -28,16 +28,6 @@ type Tx = mpsc::Sender<Result<db::ReconcileResponse, Status>>;
 pub(super) struct Sessions {
     stop: watch::Receiver<bool>,
     slots: Arc<Semaphore>,
-}
-
-/// Negentropy errors of a step, as statuses: only a broken peer message is `InvalidArgument`
-/// (the client reads it as the peer's fault); misuse is `FailedPrecondition`.
-fn neg_status(e: NegError) -> Status {
-    match e {
-        NegError::Malformed(m) => Status::invalid_argument(m),
-        NegError::Invalid(m) => Status::failed_precondition(m),
-        NegError::Storage(m) => Status::internal(m),
-    }
 }
 
 impl Sessions {
@@ -133,7 +123,7 @@ async fn serve(
             send(tx, r).await;
             return Ok(());
         }
-        Err(e) => return Err(super::db::store_status(e)),
+        Err(e) => return Err(store_status(e)),
     };
     let opened = db::ReconcileResponse {
         size: session.size() as u64,

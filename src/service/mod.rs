@@ -1,19 +1,23 @@
-//! gRPC handlers: `NegentropyService` (sync jobs) and `DatabaseService` (the store), plus the
-//! standard health and reflection services. Security is not here: the gateway wraps these.
+//! gRPC handlers: `NegentropyService` (sync jobs, run in the [`SyncJobs`] registry) and
+//! `DatabaseService` (the store), plus the standard health and reflection services, and
+//! [`status`], where store, negentropy, audit and service-state failures become gRPC statuses.
+//! Security is not here: the gateway wraps these; `crate::server` builds the servers.
 
 mod db;
 mod db_session;
 pub mod delegated;
 pub mod gate;
+mod jobs;
 pub mod peers;
-mod server;
+pub mod status;
 mod sync;
 
-pub use db::{DbService, store_status};
+pub use db::DbService;
 pub use gate::{
     Admission, CallInfo, MAX_SHOWN_MESSAGE, OpenGate, SyncGate, Visibility, shown, shown_status,
 };
-pub use server::{serve_db, serve_sync_plain};
+pub use jobs::SyncJobs;
+pub use status::store_status;
 pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService, progress_from_pb};
 
 use crate::store::Store;

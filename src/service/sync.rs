@@ -4,6 +4,8 @@
 //! A caller sees (lists, watches) the syncs its gate says it may: behind the gateway its own.
 
 use super::gate::{Admission, CallInfo, SyncGate, shown};
+use super::jobs::SyncJobs;
+use super::status;
 use crate::event::Filter;
 use crate::peer::PeerOptions;
 use crate::policy::redact_url;
@@ -45,6 +47,7 @@ pub struct SyncService {
     gate: Arc<dyn SyncGate>,
     defaults: SyncDefaults,
     syncs: Arc<Mutex<HashMap<String, Entry>>>,
+    jobs: SyncJobs,
 }
 
 impl SyncService {
@@ -55,7 +58,14 @@ impl SyncService {
             gate,
             defaults,
             syncs: Arc::default(),
+            jobs: SyncJobs::new(),
         }
+    }
+
+    /// The registry its jobs run in: the server stops it at shutdown and drains it before the
+    /// audit log is sealed.
+    pub fn jobs(&self) -> SyncJobs {
+        self.jobs.clone()
     }
 
     /// Wraps it as a tonic service.
@@ -207,7 +217,11 @@ impl NegentropyService for SyncService {
             Err(s) => return Err(self.gate.refuse(&call, &body, s).await),
         };
         if let Err(e) = self.store.ready().await {
-            let s = Status::unavailable(format!("sync service not ready: {e}"));
+            let s = status::not_ready(&e);
+            return Err(self.gate.refuse(&call, &body, s).await);
+        }
+        if self.jobs.is_stopping() {
+            let s = status::stopping();
             return Err(self.gate.refuse(&call, &body, s).await);
         }
         let admission: Admission = self.gate.admit(&call, &req).await?;
@@ -224,7 +238,7 @@ impl NegentropyService for SyncService {
             let mut m = self
                 .syncs
                 .lock()
-                .map_err(|_| Status::internal("registry poisoned"))?;
+                .map_err(|_| status::poisoned("registry"))?;
             forget_old(&mut m);
             m.insert(
                 sync_id.clone(),
@@ -250,8 +264,9 @@ impl NegentropyService for SyncService {
         let gate = self.gate.clone();
         let store = self.store.clone();
         let id = sync_id.clone();
+        let stopping = self.jobs.stopping();
         let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(&req.peer_url), direction = req.direction.as_str());
-        tokio::spawn(tracing::Instrument::instrument(
+        let spawned = self.jobs.spawn(tracing::Instrument::instrument(
             async move {
                 let started = Instant::now();
                 let progress_tx = tx.clone();
@@ -277,6 +292,7 @@ impl NegentropyService for SyncService {
                     r = run => r.map_err(|e| (e.to_string(), e.kind())),
                     _ = tx.closed() => Err(("cancelled: the caller went away".to_string(), ErrorKind::Cancelled)),
                     _ = cancel_rx => Err(("cancelled by CancelSync".to_string(), ErrorKind::Cancelled)),
+                    () = stopping.stopped() => Err(("cancelled: the service is stopping".to_string(), ErrorKind::Cancelled)),
                 };
                 let mut last = match &result {
                     Ok(p) => p.clone(),
@@ -319,6 +335,11 @@ impl NegentropyService for SyncService {
             },
             span,
         ));
+        if let Err(job) = spawned {
+            // The service began to stop after the admission: the job ends at once, cancelled,
+            // with its finished record, before this call returns.
+            job.await;
+        }
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -331,7 +352,7 @@ impl NegentropyService for SyncService {
         let m = self
             .syncs
             .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?;
+            .map_err(|_| status::poisoned("registry"))?;
         // Another admin's sync is not found, as if it did not exist. The id is not echoed: it is
         // the caller's input, of any size.
         m.get(&id)
@@ -348,7 +369,7 @@ impl NegentropyService for SyncService {
         let m = self
             .syncs
             .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?;
+            .map_err(|_| status::poisoned("registry"))?;
         let mut syncs: Vec<pb::SyncStatus> = m
             .values()
             .filter(|e| visible.sees(&e.status.admin))
@@ -370,7 +391,7 @@ impl NegentropyService for SyncService {
             let m = self
                 .syncs
                 .lock()
-                .map_err(|_| Status::internal("registry poisoned"))?;
+                .map_err(|_| status::poisoned("registry"))?;
             m.get(&id).map(|e| e.status.admin.clone())
         };
         // Ids are ours (24 hex characters); anything else is refused before it reaches the
@@ -391,7 +412,7 @@ impl NegentropyService for SyncService {
         let cancel = self
             .syncs
             .lock()
-            .map_err(|_| Status::internal("registry poisoned"))?
+            .map_err(|_| status::poisoned("registry"))?
             .get_mut(&id)
             .and_then(|e| e.cancel.take());
         let cancelled = cancel.is_some_and(|c| c.send(()).is_ok());

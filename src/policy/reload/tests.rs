@@ -2,7 +2,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::{IdentityLookup, PolicyError, PolicyHandle, spawn_watcher};
+use crate::policy::{IdentityLookup, PolicyError, PolicyHandle, watcher};
+use crate::tasks::Stop;
 
 fn policy_for(name: &str) -> String {
     format!(
@@ -87,7 +88,11 @@ async fn watcher_reloads_on_file_change_and_survives_bad_edits() {
     write(&path, &policy_for("alice"));
     let handle = PolicyHandle::load(&path).expect("initial policy");
     let mut rx = handle.subscribe();
-    let watcher = spawn_watcher(handle.clone(), Duration::from_millis(20));
+    let task = tokio::spawn(watcher(
+        handle.clone(),
+        Duration::from_millis(20),
+        Stop::new(),
+    ));
 
     write(&path, &policy_for("bob"));
     wait_for(&mut rx, "bob").await;
@@ -106,7 +111,7 @@ async fn watcher_reloads_on_file_change_and_survives_bad_edits() {
     std::fs::rename(&staged, &path).expect("rename");
     wait_for(&mut rx, "carol").await;
 
-    watcher.abort();
+    task.abort();
 }
 
 #[cfg(unix)]
@@ -118,7 +123,11 @@ async fn watcher_reloads_on_sighup() {
     let handle = PolicyHandle::load(&path).expect("initial policy");
     let mut rx = handle.subscribe();
     // Polling effectively off: only the signal can trigger this reload.
-    let watcher = spawn_watcher(handle.clone(), Duration::from_secs(3600));
+    let task = tokio::spawn(watcher(
+        handle.clone(),
+        Duration::from_secs(3600),
+        Stop::new(),
+    ));
     // Let the task take its first fingerprint before the file changes.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -130,7 +139,7 @@ async fn watcher_reloads_on_sighup() {
     assert!(status.success());
     wait_for(&mut rx, "dave").await;
 
-    watcher.abort();
+    task.abort();
 }
 
 /// A change made after the load and before the watcher starts (a service binding its port in
@@ -146,7 +155,11 @@ async fn a_change_before_the_watcher_starts_is_not_missed() {
     let staged = dir.path().join("staged.toml");
     write(&staged, &policy_for("bob"));
     std::fs::rename(&staged, &path).expect("rename");
-    let watcher = spawn_watcher(handle.clone(), Duration::from_millis(20));
+    let task = tokio::spawn(watcher(
+        handle.clone(),
+        Duration::from_millis(20),
+        Stop::new(),
+    ));
     wait_for(&mut rx, "bob").await;
-    watcher.abort();
+    task.abort();
 }

@@ -168,7 +168,7 @@ fn binaries_beside_the_launcher_win_over_path() {
 #[test]
 fn every_variable_named_is_documented() {
     let documented: Vec<&str> = ENV_VARS.iter().map(|(n, _)| *n).collect();
-    let src = include_str!("config.rs");
+    let src = include_str!("launcher.rs");
     let mut seen = 0;
     // Every quoted variable name: what `env.get` and the helpers are called with.
     for (i, _) in src.match_indices("\"ORLY_") {

@@ -91,30 +91,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("RUST_LOG", "log filter of the launcher's own log lines"),
 ];
 
-/// Where the launcher reads variables from.
-pub trait EnvSource {
-    /// The value of `name`, if set (empty values count as unset).
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl EnvSource for ProcessEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-    }
-}
-
-impl EnvSource for [(&str, &str)] {
-    fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-            .filter(|v| !v.trim().is_empty())
-    }
-}
+pub use super::env::{EnvSource, ProcessEnv};
 
 /// Everything that was wrong with the configuration, in one error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -432,5 +409,5 @@ fn is_executable(p: &Path) -> bool {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
+#[path = "launcher_tests.rs"]
 mod tests;
