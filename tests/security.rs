@@ -18,7 +18,7 @@ use common::*;
 
 use futures_util::StreamExt;
 use orly::auth::{IssuedCert, MintRequest, TestPki, TokenSigningKey, cert_fingerprint_hex};
-use orly::gateway::{TOKEN_AUDIENCE, TOKEN_ISSUER};
+use orly::auth::{TOKEN_AUDIENCE, TOKEN_ISSUER};
 use orly::proto::orlysync::common::v1 as cpb;
 use orly::proto::orlysync::negentropy::v1 as npb;
 use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;

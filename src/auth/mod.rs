@@ -3,7 +3,8 @@
 //! need, and the development/test PKI behind `orly certs init`.
 //!
 //! Owns: certificate identity extraction, JWT minting and verification, token key sets, PEM
-//! key handling, development PKI files and in-memory test PKI.
+//! key handling, development PKI files and in-memory test PKI (only with `cfg(test)` or the
+//! `test-support` feature: never part of the production library).
 //! Must not touch: TLS sockets and rustls configuration (the gateway owns those), policy
 //! decisions, rate limits, audit records. This module only answers "who" and "is this token
 //! valid for them"; it never decides what an admin may do.
@@ -14,6 +15,7 @@ pub mod keys;
 mod pem;
 pub mod signing_key;
 mod strict_json;
+#[cfg(any(test, feature = "test-support"))]
 pub mod testpki;
 pub mod token;
 
@@ -24,5 +26,9 @@ pub use identity::{
 pub use keys::{KeyAlg, KeyError, KeySet, VerificationKey};
 pub use pem::PemError;
 pub use signing_key::{PemKeyPair, TokenSigningKey, generate_ed25519_pem_pair};
+#[cfg(any(test, feature = "test-support"))]
 pub use testpki::{IssuedCert, LeafOptions, LeafValidity, TestCrl, TestPki, cert_signed_by};
-pub use token::{MintRequest, TokenError, TokenVerifier, VerifiedToken, inspect, mint};
+pub use token::{
+    MintRequest, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenError, TokenVerifier, VerifiedToken, inspect,
+    mint,
+};

@@ -567,8 +567,8 @@ fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                 }
             };
             let req = orly::auth::MintRequest {
-                issuer: orly::gateway::TOKEN_ISSUER,
-                audience: orly::gateway::TOKEN_AUDIENCE,
+                issuer: orly::auth::TOKEN_ISSUER,
+                audience: orly::auth::TOKEN_AUDIENCE,
                 admin: &admin,
                 ttl: parse_ttl(&ttl)?,
                 cert_der: der.as_deref(),

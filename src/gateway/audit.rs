@@ -22,6 +22,12 @@ impl AuditLog {
         }
     }
 
+    /// The chain itself, for tests that arm a write failure on it.
+    #[cfg(test)]
+    pub(crate) fn chain_for_tests(&self) -> Arc<AuditChain> {
+        self.chain.clone()
+    }
+
     /// Appends `entry`, filled with the call's context. `Err` means the record is not durable:
     /// the caller must refuse the request (fail closed).
     pub async fn record(

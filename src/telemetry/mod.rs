@@ -43,9 +43,13 @@ pub fn log_format() -> LogFormat {
     log::installed()
 }
 
+/// Log filter when `RUST_LOG` is not set: info, with chatty dependencies at warn.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
+
 fn log_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG_FILTER))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER))
 }
 
 /// Installs logging only (stderr, `RUST_LOG`, `ORLY_LOG_FORMAT`), for processes that export

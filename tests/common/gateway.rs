@@ -7,7 +7,7 @@
 use crate::common::{Proc, bin, orly};
 use futures_util::StreamExt;
 use orly::auth::{IssuedCert, MintRequest, TestPki, TokenSigningKey};
-use orly::gateway::{TOKEN_AUDIENCE, TOKEN_ISSUER};
+use orly::auth::{TOKEN_AUDIENCE, TOKEN_ISSUER};
 use orly::proto::orlysync::negentropy::v1 as npb;
 use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use prost::bytes::{Buf, BufMut};
