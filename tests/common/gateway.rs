@@ -16,15 +16,13 @@ pub use audit_log::*;
 pub use grpc::*;
 pub use tls_probe::*;
 
-pub use crate::common::START_LIMIT;
+pub use crate::common::{CALL_LIMIT, START_LIMIT};
 use crate::common::{Proc, announced, bin, orly};
 use orly::auth::{IssuedCert, MintRequest, TOKEN_AUDIENCE, TOKEN_ISSUER, TestPki, TokenSigningKey};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-/// Bound on one gRPC call (including reading its whole stream).
-pub const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Bound on a whole test.
 pub const TEST_LIMIT: Duration = Duration::from_secs(300);
 /// How long an expected audit record may take to appear.

@@ -1,5 +1,5 @@
 //! Shared test harness: real binaries on 127.0.0.1 port 0, real stores in temp dirs.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,6 +7,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub use orly::event::{Event, Keys, sign_event};
+
+mod plain;
+mod run;
+pub use plain::*;
+pub use run::*;
+
+/// Bound on one gRPC call (including reading its whole stream).
+pub const CALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Bound on a service announcing its address.
 pub const START_LIMIT: Duration = Duration::from_secs(60);
@@ -134,6 +142,43 @@ pub fn relay(dir: &Path, extra: &[&str]) -> Proc {
     ];
     args.extend_from_slice(extra);
     spawn_service("orly-relay", &args, &[])
+}
+
+/// `orly-sync-negentropy` on loopback without security, over the fjall store in `dir`.
+pub fn sync_service(dir: &Path) -> Proc {
+    spawn_service(
+        "orly-sync-negentropy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[("ORLY_DB_TYPE", "fjall")],
+    )
+}
+
+/// `orly-sync-negentropy` on loopback without security, over the `orly-db` at `db_addr`.
+pub fn sync_service_over_db(db_addr: &str) -> Proc {
+    spawn_service(
+        "orly-sync-negentropy",
+        &["--listen", "127.0.0.1:0"],
+        &[("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", db_addr)],
+    )
+}
+
+/// `orly-db` on loopback (no token) over the fjall store in `dir`.
+pub fn orly_db(dir: &Path) -> Proc {
+    spawn_service(
+        "orly-db",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    )
 }
 
 /// Runs `orly` with args; returns (exit code, stdout, stderr).
