@@ -9,15 +9,15 @@
 //! decisions, rate limits, audit records. This module only answers "who" and "is this token
 //! valid for them"; it never decides what an admin may do.
 
-pub mod certs;
-pub mod identity;
-pub mod keys;
+mod certs;
+mod identity;
+mod keys;
 mod pem;
-pub mod signing_key;
+mod signing_key;
 mod strict_json;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testpki;
-pub mod token;
+mod token;
 
 pub use certs::{AdminCertPaths, CertError, DevPki, init_dev_pki};
 pub use identity::{

@@ -50,11 +50,28 @@ fn sync_request(peer: &str, direction: Direction) -> SyncRequest {
 
 const RELAY: &str = "wss://relay.example.com/";
 
+/// One refused admission: who asks for which peer and direction → the status and the reason.
+struct Row {
+    case: &'static str,
+    admin: Option<&'static str>,
+    peer: &'static str,
+    direction: Direction,
+    code: Code,
+    reason: &'static str,
+}
+
 #[tokio::test]
 async fn policy_refusals_have_their_status_and_one_record_with_the_request() {
-    // (case, admin, peer, direction, status, reason)
-    let rows: [(&str, Option<&str>, &str, Direction, Code, &str); 4] = [
-        (
+    let row = |case, admin, peer, direction, code, reason| Row {
+        case,
+        admin,
+        peer,
+        direction,
+        code,
+        reason,
+    };
+    let rows = [
+        row(
             "no admin",
             None,
             RELAY,
@@ -62,7 +79,7 @@ async fn policy_refusals_have_their_status_and_one_record_with_the_request() {
             Code::Unauthenticated,
             "no authenticated admin",
         ),
-        (
+        row(
             "unknown admin",
             Some("mallory"),
             RELAY,
@@ -70,7 +87,7 @@ async fn policy_refusals_have_their_status_and_one_record_with_the_request() {
             Code::PermissionDenied,
             "mallory",
         ),
-        (
+        row(
             "peer",
             Some("bob"),
             "wss://other.example.com/",
@@ -78,7 +95,7 @@ async fn policy_refusals_have_their_status_and_one_record_with_the_request() {
             Code::PermissionDenied,
             "policy: peer not allowed",
         ),
-        (
+        row(
             "direction",
             Some("bob"),
             RELAY,
@@ -87,7 +104,15 @@ async fn policy_refusals_have_their_status_and_one_record_with_the_request() {
             "policy: direction not allowed",
         ),
     ];
-    for (case, admin, peer, direction, code, reason) in rows {
+    for Row {
+        case,
+        admin,
+        peer,
+        direction,
+        code,
+        reason,
+    } in rows
+    {
         let h = harness();
         let gate = SecureGate::new(h.policy.clone(), h.audit.clone());
         let Err(status) = gate

@@ -31,6 +31,16 @@ async fn call(h: &Harness, path: &str, cert: Option<&[u8]>) -> (tonic::Status, R
     (send(svc, req).await, reached)
 }
 
+/// One refused call: the certificate presented → the status, the reason, and whether the
+/// record names the certificate's fingerprint.
+struct Row<'a> {
+    case: &'a str,
+    cert: Option<&'a Vec<u8>>,
+    code: Code,
+    reason: &'a str,
+    fingerprinted: bool,
+}
+
 #[tokio::test]
 async fn each_identity_refusal_has_its_status_and_one_record() {
     let pki = TestPki::new().unwrap();
@@ -38,30 +48,36 @@ async fn each_identity_refusal_has_its_status_and_one_record() {
     let bob = pki.issue_client("bob").unwrap().cert_der;
     let garbage = b"not a certificate".to_vec();
     let unknown = format!("unknown identity: {}", spiffe("mallory"));
-    // (case, certificate, status, reason, whether the record names the certificate)
-    let rows: [(&str, Option<&Vec<u8>>, Code, &str, bool); 4] = [
-        (
+    let row = |case, cert, code, reason, fingerprinted| Row {
+        case,
+        cert,
+        code,
+        reason,
+        fingerprinted,
+    };
+    let rows = [
+        row(
             "no certificate",
             None,
             Code::Unauthenticated,
             "no client certificate",
             false,
         ),
-        (
+        row(
             "unusable",
             Some(&garbage),
             Code::Unauthenticated,
             "unusable client certificate",
             false,
         ),
-        (
+        row(
             "unknown",
             Some(&mallory),
             Code::PermissionDenied,
             &unknown,
             true,
         ),
-        (
+        row(
             "revoked",
             Some(&bob),
             Code::PermissionDenied,
@@ -70,7 +86,14 @@ async fn each_identity_refusal_has_its_status_and_one_record() {
         ),
     ];
     let path = rpc("ListSyncs");
-    for (case, cert, code, reason, fingerprinted) in rows {
+    for Row {
+        case,
+        cert,
+        code,
+        reason,
+        fingerprinted,
+    } in rows
+    {
         let h = harness();
         let (status, reached) = call(&h, &path, cert.map(Vec::as_slice)).await;
         let r = assert_refused(&h, &reached, &status, code, &path, reason, None);

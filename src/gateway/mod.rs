@@ -40,8 +40,5 @@ mod token_tests;
 
 /// The token claims the gateway requires; `auth` owns them (the CLI mints with them too).
 pub use crate::auth::{TOKEN_AUDIENCE, TOKEN_ISSUER};
-pub use audit::AuditLog;
 pub use config::{SecurityArgs, SecurityConfig};
-pub use refusal::Refusal;
 pub use stack::Gateway;
-pub use tls::{ConnInfo, TlsFiles};

@@ -95,8 +95,8 @@ impl Harness {
             checkpoint_every: 0,
             ..AuditOptions::default()
         };
-        let chain = AuditChain::open(&dir.path().join("audit"), Some(key), opts)
-            .expect("audit chain opens");
+        let chain =
+            AuditChain::open(dir.path().join("audit"), Some(key), opts).expect("audit chain opens");
         let audit = AuditLog::new(chain);
         let chain = audit.chain_for_tests();
         let h = Self {
@@ -162,10 +162,13 @@ fn read_records(dir: &Path) -> Vec<AuditRecord> {
     out
 }
 
+/// A call as the handler saw it: its [`CallInfo`] and its body bytes.
+type SeenCall = (CallInfo, Vec<u8>);
+
 /// What an inner service saw of the calls that reached it.
 #[derive(Clone, Default)]
 pub(crate) struct Reached {
-    calls: Arc<Mutex<Vec<(CallInfo, Vec<u8>)>>>,
+    calls: Arc<Mutex<Vec<SeenCall>>>,
 }
 
 impl Reached {
@@ -175,7 +178,7 @@ impl Reached {
     }
 
     /// The [`CallInfo`] and the body bytes of every call that reached the inner service.
-    pub(crate) fn seen(&self) -> Vec<(CallInfo, Vec<u8>)> {
+    pub(crate) fn seen(&self) -> Vec<SeenCall> {
         self.calls.lock().expect("reached").clone()
     }
 }

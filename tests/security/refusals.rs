@@ -341,14 +341,12 @@ impl Table {
     }
 }
 
+/// A TLS row: (case, client certificate, reason in the record, alert the client sees).
+pub(super) type TlsRow = (&'static str, Option<IssuedCert>, &'static str, &'static str);
+
 /// alice (one sync at a time), bob, carol (down from one relay, kind 1), dave (one request a
 /// minute), erin (revoked); a CRL revoking one of alice's certificates; one token revoked.
-pub(super) fn table() -> (
-    Table,
-    Vec<(&'static str, Option<IssuedCert>, &'static str, &'static str)>,
-    Crafted,
-    String,
-) {
+pub(super) fn table() -> (Table, Vec<TlsRow>, Crafted, String) {
     let mut fx = Fixture::without_policy();
     let certs: Vec<(Who, IssuedCert)> = [
         (Who::Alice, "alice"),
