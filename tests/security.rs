@@ -458,35 +458,10 @@ async fn v1alpha_services(
     token: Option<&str>,
     trace: &str,
 ) -> Result<Vec<String>, tonic::Status> {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let mut rc = ServerReflectionClient::new(ch.clone());
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    tokio::time::timeout(CALL_LIMIT, async move {
-        let mut resp = rc
-            .server_reflection_info(traced(tokio_stream::iter(vec![req]), token, trace))
-            .await?
-            .into_inner();
-        let m = resp
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::internal("no reflection reply"))?;
-        match m.message_response {
-            Some(MessageResponse::ListServicesResponse(l)) => {
-                let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-                v.sort();
-                Ok(v)
-            }
-            other => panic!("unexpected reflection reply {other:?}"),
-        }
-    })
-    .await
-    .expect("reflection call timed out")
+    let call = reflection_v1alpha(ch, |req| traced(req, token, trace));
+    tokio::time::timeout(CALL_LIMIT, call)
+        .await
+        .expect("reflection call timed out")
 }
 
 /// v1alpha reflection on the secured service sits behind the whole stack, as v1 does: an

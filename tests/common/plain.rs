@@ -90,3 +90,40 @@ pub fn health(addr: &str, service: &str) -> Result<i32, tonic::Status> {
         .map(|r| r.into_inner().status)
     })
 }
+
+/// What a `grpc.reflection.v1alpha` call sends: one ListServices request.
+pub type ReflectionV1alphaStream =
+    tokio_stream::Iter<std::vec::IntoIter<tonic_reflection::pb::v1alpha::ServerReflectionRequest>>;
+
+/// The services `grpc.reflection.v1alpha` over `ch` lists, sorted; `request` wraps the call
+/// (`tonic::Request::new`, or one carrying a token and a trace id).
+pub async fn reflection_v1alpha(
+    ch: &Channel,
+    request: impl FnOnce(ReflectionV1alphaStream) -> tonic::Request<ReflectionV1alphaStream>,
+) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let mut rc = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = rc
+        .server_reflection_info(request(tokio_stream::iter(vec![req])))
+        .await?
+        .into_inner();
+    let m = resp
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::internal("no reflection reply"))?;
+    match m.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+            v.sort();
+            Ok(v)
+        }
+        other => panic!("unexpected reflection reply {other:?}"),
+    }
+}
