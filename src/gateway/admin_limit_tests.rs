@@ -96,3 +96,34 @@ async fn a_call_without_a_known_admin_is_refused() {
         Some("mallory"),
     );
 }
+
+#[tokio::test]
+async fn a_reloaded_quota_applies_to_the_next_call() {
+    let h = harness();
+    let limit = AdminRateLimit::new(h.policy.clone());
+    let path = rpc("ListSyncs");
+    for _ in 0..2 {
+        let (status, reached) = call(&h, &limit, &path, Some("alice")).await;
+        assert_passed(&h, &reached, &status);
+    }
+    let (status, reached) = call(&h, &limit, &path, Some("alice")).await;
+    let reason = "rate limited: admin alice is over its request rate";
+    assert_refused(
+        &h,
+        &reached,
+        &status,
+        Code::ResourceExhausted,
+        &path,
+        reason,
+        Some("alice"),
+    );
+    // The operator raises alice's burst: her next call is let through at once.
+    h.reload(&policy_toml(
+        "",
+        &[admin_toml("alice", "rate_per_minute = 1\nburst = 5")],
+        "",
+    ))
+    .await;
+    let (status, reached) = call(&h, &limit, &path, Some("alice")).await;
+    assert_passed(&h, &reached, &status);
+}

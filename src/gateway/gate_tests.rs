@@ -221,3 +221,31 @@ async fn an_admission_that_cannot_be_recorded_is_refused() {
         "{status:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reloaded_cap_applies_to_the_next_admission() {
+    let h = harness();
+    let gate = SecureGate::new(h.policy.clone(), h.audit.clone());
+    let req = sync_request(RELAY, Direction::Down);
+    let _held = gate.admit(&call(Some("bob")), &req).await.expect("first");
+    // The operator sheds load: one sync at a time for the whole service.
+    h.reload(&policy_toml(
+        "max_concurrent_total = 1",
+        &[admin_toml("bob", "")],
+        "",
+    ))
+    .await;
+    let _ = h.new_records();
+    let Err(status) = gate.admit(&call(Some("bob")), &req).await else {
+        panic!("admitted over a service cap lowered to 1");
+    };
+    let reason = "too many concurrent syncs (service limit)";
+    assert_denied(
+        &h,
+        &status,
+        Code::ResourceExhausted,
+        SYNC_PATH,
+        reason,
+        Some("bob"),
+    );
+}

@@ -116,6 +116,12 @@ impl Harness {
         self.dir.path().join(name)
     }
 
+    /// Replaces the policy file with `policy` and reloads it, as the file watcher would.
+    pub(crate) async fn reload(&self, policy: &str) {
+        std::fs::write(self.policy.path(), policy).expect("write policy");
+        self.policy.reload().await.expect("policy reloads");
+    }
+
     /// Makes the next audit write fail (as a full disk would): the next record is not durable.
     pub(crate) fn break_audit(&self) {
         self.chain.inject_fault(crate::audit::Fault::PartialWrite);
