@@ -84,14 +84,6 @@ fn local_store(tmp: &Path, pre: &[Event]) -> std::path::PathBuf {
     local
 }
 
-fn union(a: &[Event], b: &[Event]) -> Vec<String> {
-    let mut v = ids_of(a);
-    v.extend(ids_of(b));
-    v.sort();
-    v.dedup();
-    v
-}
-
 // ---------------------------------------------------------------------------------------------
 // The scripted fake relay.
 

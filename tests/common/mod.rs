@@ -277,6 +277,15 @@ pub fn notes(tag: &str, n: usize, base_time: u64) -> Vec<Event> {
         .collect()
 }
 
+/// Sorted, distinct ids of the events in `a` and `b`: what a store holding both has.
+pub fn union(a: &[Event], b: &[Event]) -> Vec<String> {
+    let mut v = ids_of(a);
+    v.extend(ids_of(b));
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// Sorted ids of `events`.
 pub fn ids_of(events: &[Event]) -> Vec<String> {
     let mut v: Vec<String> = events.iter().map(|e| e.id_hex()).collect();
