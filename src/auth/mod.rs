@@ -19,16 +19,16 @@ mod strict_json;
 pub mod testpki;
 mod token;
 
-pub use certs::{AdminCertPaths, CertError, DevPki, init_dev_pki};
+pub use certs::{AdminCertPaths, CertError, DevPki, MAX_VALIDITY_DAYS, init_dev_pki};
 pub use identity::{
     AdminIdentity, IdentityError, IdentitySource, cert_fingerprint_hex, cert_thumbprint_b64url,
 };
-pub use keys::{KeyAlg, KeyError, KeySet, VerificationKey};
+pub use keys::{KeyAlg, KeyError, KeySet, MAX_KEY_FILE_BYTES, VerificationKey};
 pub use pem::PemError;
 pub use signing_key::{PemKeyPair, TokenSigningKey, generate_ed25519_pem_pair};
 #[cfg(any(test, feature = "test-support"))]
 pub use testpki::{IssuedCert, LeafOptions, LeafValidity, TestCrl, TestPki, cert_signed_by};
 pub use token::{
-    MintRequest, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenError, TokenVerifier, VerifiedToken, inspect,
-    mint,
+    DEFAULT_LEEWAY_SECS, MAX_TOKEN_LEN, MintRequest, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenError,
+    TokenVerifier, VerifiedToken, inspect, mint,
 };
