@@ -320,8 +320,8 @@ fn main() {
     let token = orly::auth::mint(
         &TokenSigningKey::from_file(&pki.token_key).expect("token key"),
         &MintRequest {
-            issuer: orly::gateway::TOKEN_ISSUER,
-            audience: orly::gateway::TOKEN_AUDIENCE,
+            issuer: orly::auth::TOKEN_ISSUER,
+            audience: orly::auth::TOKEN_AUDIENCE,
             admin: "alice",
             ttl: Duration::from_secs(3600),
             cert_der: Some(&alice_der),

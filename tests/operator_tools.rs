@@ -252,39 +252,9 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// Services listed by `grpc.reflection.v1alpha` at `addr` (plaintext), sorted.
 async fn v1alpha_services(addr: &str) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    let mut rc = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = rc
-        .server_reflection_info(tokio_stream::iter(vec![req]))
+    reflection_v1alpha(&channel(addr).await, tonic::Request::new)
         .await
         .unwrap_or_else(|st| panic!("v1alpha reflection at {addr}: {st:?}"))
-        .into_inner();
-    let m = resp
-        .message()
-        .await
-        .expect("reflection reply")
-        .expect("one reply");
-    match m.message_response {
-        Some(MessageResponse::ListServicesResponse(l)) => {
-            let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-            v.sort();
-            v
-        }
-        other => panic!("unexpected reflection reply {other:?}"),
-    }
 }
 
 /// Both services answer a v1alpha reflection client with the services they serve (as the v1

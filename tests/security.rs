@@ -12,655 +12,81 @@
 //! One service per test; every wait is bounded; nothing binds anything but 127.0.0.1 port 0
 //! except the "refuse to be unsafe" test, which asks for 0.0.0.0:0 on purpose and kills the
 //! service as soon as it announces itself.
+//!
+//! Layout: the test entry points are here (their names are what CI reports); the refusal table
+//! is data in `security/refusals.rs`, run by `security/refusal_runs.rs`; reload tests live in
+//! `security/reload.rs`, CancelSync ownership in `security/cancel.rs`. The fixture, clients and
+//! audit readers are the shared gateway harness in `common/`.
 
+#[path = "security/cancel.rs"]
+mod cancel;
 mod common;
+#[path = "common/gateway.rs"]
+mod gateway;
+#[path = "security/refusal_runs.rs"]
+mod refusal_runs;
+#[path = "security/refusals.rs"]
+mod refusals;
+#[path = "security/reload.rs"]
+mod reload;
 use common::*;
+use gateway::*;
 
-use futures_util::StreamExt;
-use orly::auth::{IssuedCert, MintRequest, TestPki, TokenSigningKey, cert_fingerprint_hex};
-use orly::gateway::{TOKEN_AUDIENCE, TOKEN_ISSUER};
+use orly::auth::{IssuedCert, TestPki, TokenSigningKey, cert_fingerprint_hex};
+use orly::auth::{TOKEN_AUDIENCE, TOKEN_ISSUER};
 use orly::proto::orlysync::common::v1 as cpb;
 use orly::proto::orlysync::negentropy::v1 as npb;
 use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 // ---------------------------------------------------------------------------------------------
-// bounds and constants
+// what these tests share beyond the gateway harness (tests/common/gateway.rs)
 
-/// Bound on one gRPC call (including reading its whole stream).
-const CALL_LIMIT: Duration = Duration::from_secs(30);
-/// Bound on a whole test.
-const TEST_LIMIT: Duration = Duration::from_secs(300);
-/// Bound on a service announcing its address.
-const START_LIMIT: Duration = Duration::from_secs(60);
-/// How long an expected audit record may take to appear.
-const AUDIT_WAIT: Duration = Duration::from_secs(10);
-/// After the expected records appeared: how long to keep watching for extra ones.
-const AUDIT_SETTLE: Duration = Duration::from_millis(400);
 /// The policy reload must take effect within this (the service polls every 2 s).
 const RELOAD_LIMIT: Duration = Duration::from_secs(5);
-
-const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
-const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelSync";
 const T0: u64 = 1_700_000_000;
+/// `RUST_LOG` of the services these tests start.
+const SECURITY_LOG: &str = "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn";
 
-/// Environment variables the service reads; removed from every spawn so the test's own
-/// environment cannot leak in.
-const SERVICE_ENV: [&str; 14] = [
-    "ORLY_TLS_CERT",
-    "ORLY_TLS_KEY",
-    "ORLY_TLS_CLIENT_CA",
-    "ORLY_TLS_CRL",
-    "ORLY_POLICY",
-    "ORLY_TOKEN_KEYS",
-    "ORLY_AUDIT_DIR",
-    "ORLY_AUDIT_KEY",
-    "ORLY_DATA_DIR",
-    "ORLY_DB_TYPE",
-    "ORLY_GRPC_SERVER",
-    "ORLY_SYNC_AUTH_KEY",
-    "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-];
-
-fn spiffe(name: &str) -> String {
-    format!("spiffe://orly.local/admin/{name}")
+/// Starts the fixture's service (start 0, its log in `fx.log_path(0)`).
+fn start_service(fx: &Fixture) -> Proc {
+    tokio::task::block_in_place(|| fx.start_logging(0, SECURITY_LOG))
 }
-
-/// A distinct W3C trace id per call, so each audit record can be matched to its call.
-fn trace_id(n: u32) -> String {
-    format!("5ec0{:028x}", n)
-}
-
-// ---------------------------------------------------------------------------------------------
-// processes
 
 /// Starts `orly-sync-negentropy` with `args`/`envs`, stderr to `log`; waits (bounded) for its
 /// "listening on" line.
 fn spawn_logged(args: &[&str], envs: &[(&str, String)], log: &Path) -> Proc {
-    let mut cmd = Command::new(bin("orly-sync-negentropy"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("create service log"));
-    for k in SERVICE_ENV {
-        cmd.env_remove(k);
-    }
-    cmd.env(
-        "RUST_LOG",
-        "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn",
-    );
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn orly-sync-negentropy");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line.clone());
-        // Keep draining so the child never blocks on a full pipe.
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            line.clear();
-        }
-    });
-    let line = rx.recv_timeout(START_LIMIT).unwrap_or_default();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|_| line.contains("listening on"))
-        .map(str::to_string);
-    match addr {
-        Some(addr) => Proc {
-            child,
-            addr,
-            name: "orly-sync-negentropy",
-        },
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "orly-sync-negentropy did not announce its address (got {line:?}); log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
+    start_command(service_command(args, envs, SECURITY_LOG, log), log)
+}
+
+/// An admin with any peer, every direction, limits that never trigger (at most 4 syncs).
+fn open(name: &str) -> AdminSpec<'_> {
+    AdminSpec {
+        max_concurrent: 4,
+        ..AdminSpec::open(name)
     }
 }
 
-fn send_signal(p: &Proc, sig: &str) {
-    let st = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(p.child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(st.success(), "kill -{sig} failed");
+/// `admins`, and `revoked_jti` revoked.
+fn policy(admins: &[AdminSpec<'_>], revoked_jti: &[String]) -> String {
+    policy_full(admins, revoked_jti, &[], 16)
 }
 
-fn alive(p: &mut Proc) -> bool {
-    matches!(p.child.try_wait(), Ok(None))
-}
-
-/// Waits (bounded) until `log` contains `needle` at least `count` times.
-async fn wait_log(log: &Path, needle: &str, count: usize, limit: Duration) -> bool {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(needle).count() >= count {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// the fixture: PKI, keys, policy, audit dir
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    pki: TestPki,
-    ca_pem: String,
-    server: IssuedCert,
-    token_key: TokenSigningKey,
-    token_pub_pem: String,
-    audit_dir: PathBuf,
-    audit_pub: PathBuf,
-    policy_path: PathBuf,
-    crl_path: Option<PathBuf>,
-    log: PathBuf,
-    data_dir: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Self {
-        orly::init_crypto();
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().to_path_buf();
-        let pki = TestPki::new().expect("test CA");
-        let ca_pem = pki.ca_cert_pem();
-        let server = pki.issue_localhost_server().expect("server cert");
-        std::fs::write(root.join("ca.pem"), &ca_pem).unwrap();
-        std::fs::write(root.join("server.pem"), &server.cert_pem).unwrap();
-        std::fs::write(root.join("server.key"), &server.key_pem).unwrap();
-        let pair = orly::auth::generate_ed25519_pem_pair().expect("token key pair");
-        std::fs::write(root.join("token.key"), &pair.private_pem).unwrap();
-        std::fs::write(root.join("token.pub"), &pair.public_pem).unwrap();
-        let token_key = TokenSigningKey::from_pkcs8_pem(&pair.private_pem).expect("token key");
-        orly::audit::write_key_pair(&root.join("audit.key"), &root.join("audit.pub"))
-            .expect("audit key pair");
-        let audit_dir = root.join("audit");
-        let data_dir = root.join("store");
-        Fixture {
-            pki,
-            ca_pem,
-            server,
-            token_key,
-            token_pub_pem: pair.public_pem,
-            audit_pub: root.join("audit.pub"),
-            audit_dir,
-            policy_path: root.join("policy.toml"),
-            crl_path: None,
-            log: root.join("service.log"),
-            data_dir,
-            root,
-            _tmp: tmp,
-        }
-    }
-
-    fn client(&self, name: &str) -> IssuedCert {
-        self.pki.issue_client(name).expect("client cert")
-    }
-
-    fn set_crl(&mut self, revoked: &[&IssuedCert]) {
-        let crl = self.pki.crl_revoking(revoked).expect("CRL");
-        let p = self.root.join("crl.pem");
-        std::fs::write(&p, crl.pem).unwrap();
-        self.crl_path = Some(p);
-    }
-
-    fn write_policy(&self, text: &str) {
-        // Write-then-rename so the service's poller never sees half a file.
-        let tmp = self.root.join("policy.toml.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.policy_path).unwrap();
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        let p = |n: &str| self.root.join(n).display().to_string();
-        let mut v = vec![
-            ("ORLY_TLS_CERT", p("server.pem")),
-            ("ORLY_TLS_KEY", p("server.key")),
-            ("ORLY_TLS_CLIENT_CA", p("ca.pem")),
-            ("ORLY_POLICY", self.policy_path.display().to_string()),
-            ("ORLY_TOKEN_KEYS", p("token.pub")),
-            ("ORLY_AUDIT_DIR", self.audit_dir.display().to_string()),
-            ("ORLY_AUDIT_KEY", p("audit.key")),
-        ];
-        if let Some(c) = &self.crl_path {
-            v.push(("ORLY_TLS_CRL", c.display().to_string()));
-        }
-        v
-    }
-
-    fn start(&self) -> Proc {
-        let data = self.data_dir.display().to_string();
-        let env = self.env();
-        let env: Vec<(&str, String)> = env.into_iter().collect();
-        tokio::task::block_in_place(|| {
-            spawn_logged(
-                &["--listen", "127.0.0.1:0", "--data-dir", &data],
-                &env,
-                &self.log,
-            )
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)] // one knob per token claim the table varies
-    fn mint_with(
-        &self,
-        key: &TokenSigningKey,
-        admin: &str,
-        cert: Option<&IssuedCert>,
-        issuer: &str,
-        audience: &str,
-        now: SystemTime,
-        ttl: Duration,
-    ) -> String {
-        orly::auth::mint(
-            key,
-            &MintRequest {
-                issuer,
-                audience,
-                admin,
-                ttl,
-                cert_der: cert.map(|c| c.cert_der.as_slice()),
-                now,
-            },
-        )
-        .expect("mint")
-    }
-
-    /// A valid token for `admin`, bound to `cert`.
-    fn token(&self, admin: &str, cert: &IssuedCert) -> String {
-        self.mint_with(
-            &self.token_key,
-            admin,
-            Some(cert),
-            TOKEN_ISSUER,
-            TOKEN_AUDIENCE,
-            SystemTime::now(),
-            Duration::from_secs(3600),
-        )
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn jti_of(token: &str) -> String {
-    orly::auth::inspect(token).expect("inspect")["claims"]["jti"]
-        .as_str()
-        .expect("jti")
-        .to_string()
-}
-
-/// One `[[admin]]` table.
-struct AdminSpec<'a> {
-    name: &'a str,
-    peers: Vec<String>,
-    directions: &'a [&'a str],
-    kinds: Option<&'a [u16]>,
-    rate_per_minute: u32,
-    burst: u32,
-    max_concurrent: u32,
-}
-
-impl<'a> AdminSpec<'a> {
-    /// Any peer, every direction, limits that never trigger.
-    fn open(name: &'a str) -> Self {
-        Self {
-            name,
-            peers: vec!["*".into()],
-            directions: &["both"],
-            kinds: None,
-            rate_per_minute: 100_000,
-            burst: 10_000,
-            max_concurrent: 4,
-        }
-    }
-}
-
-fn policy_toml(admins: &[AdminSpec<'_>], revoked_jti: &[String]) -> String {
-    policy_toml_full(admins, revoked_jti, &[], 16)
-}
-
-fn policy_toml_full(
+/// `admins` under a service-wide cap of `max_concurrent_total` syncs, with revocations.
+fn policy_full(
     admins: &[AdminSpec<'_>],
     revoked_jti: &[String],
-    revoked_admins: &[String],
+    revoked_admins: &[&str],
     max_concurrent_total: u32,
 ) -> String {
-    let q = |s: &str| format!("{s:?}");
-    let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
-    let mut out =
-        String::from("[service]\nper_ip_rate_per_minute = 100000\nper_ip_burst = 10000\n");
-    out.push_str(&format!("max_concurrent_total = {max_concurrent_total}\n"));
-    for a in admins {
-        out.push_str(&format!(
-            "\n[[admin]]\nname = {}\nidentities = [{}]\npeers = [{}]\ndirections = [{}]\n",
-            q(a.name),
-            q(&spiffe(a.name)),
-            list(&a.peers),
-            list(
-                &a.directions
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-            ),
-        ));
-        if let Some(k) = a.kinds {
-            let k: Vec<String> = k.iter().map(u16::to_string).collect();
-            out.push_str(&format!("kinds = [{}]\n", k.join(", ")));
-        }
-        out.push_str(&format!(
-            "max_events_per_sync = 1000000\nrate_per_minute = {}\nburst = {}\nmax_concurrent = {}\n",
-            a.rate_per_minute, a.burst, a.max_concurrent
-        ));
-    }
-    out.push_str(&format!(
-        "\n[revoked]\njti = [{}]\nadmins = [{}]\n",
-        list(revoked_jti),
-        list(revoked_admins)
-    ));
-    out
-}
-
-// ---------------------------------------------------------------------------------------------
-// clients
-
-async fn connect(addr: &str, ca_pem: &str, cert: &IssuedCert) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem))
-        .domain_name("localhost");
-    let ep = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .expect("client TLS config")
-        .connect_timeout(Duration::from_secs(5));
-    tokio::time::timeout(CALL_LIMIT, ep.connect())
-        .await
-        .expect("connect timed out")
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
-}
-
-fn with_meta<T>(body: T, token: Option<&str>, trace: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(body);
-    if let Some(t) = token {
-        r.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {t}").parse().expect("token is ASCII"),
-        );
-    }
-    r.metadata_mut().insert(
-        "traceparent",
-        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
-    );
-    r
-}
-
-fn sync_req(peer: &str, direction: npb::Direction) -> npb::SyncPeerRequest {
-    npb::SyncPeerRequest {
-        peer_url: peer.to_string(),
-        direction: direction as i32,
-        timeout_seconds: 10,
-        ..Default::default()
-    }
-}
-
-/// One SyncWithPeer call, read to its end (bounded).
-async fn sync_call(
-    ch: &Channel,
-    token: Option<&str>,
-    trace: &str,
-    body: npb::SyncPeerRequest,
-) -> Result<Vec<npb::SyncProgress>, tonic::Status> {
-    let mut c = NegentropyServiceClient::new(ch.clone());
-    tokio::time::timeout(CALL_LIMIT, async move {
-        let mut stream = c
-            .sync_with_peer(with_meta(body, token, trace))
-            .await?
-            .into_inner();
-        let mut all = Vec::new();
-        while let Some(m) = stream.message().await? {
-            all.push(m);
-        }
-        Ok(all)
-    })
-    .await
-    .expect("SyncWithPeer call timed out")
-}
-
-async fn list_syncs(ch: &Channel, token: Option<&str>, trace: &str) -> Result<(), tonic::Status> {
-    let mut c = NegentropyServiceClient::new(ch.clone());
-    tokio::time::timeout(
-        CALL_LIMIT,
-        c.list_syncs(with_meta(npb::ListSyncsRequest {}, token, trace)),
-    )
-    .await
-    .expect("ListSyncs timed out")
-    .map(|_| ())
-}
-
-/// What one raw TLS connection attempt saw.
-struct TlsOutcome {
-    /// "accepted: ..." when the server went on to speak HTTP/2, else "refused: ..." / "timeout".
-    summary: String,
-    /// The server's leaf certificate, when the handshake got that far.
-    server_cert: Option<Vec<u8>>,
-}
-
-/// Exactly one TCP connection and TLS 1.3 handshake, optionally with a client certificate;
-/// then the HTTP/2 preface, and one read for the server's verdict.
-async fn tls_attempt(addr: &str, ca_pem: &str, client: Option<&IssuedCert>) -> TlsOutcome {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.expect("CA pem")).expect("add CA");
-    }
-    let builder = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-        .with_root_certificates(roots);
-    let mut cfg = match client {
-        Some(c) => builder
-            .with_client_auth_cert(
-                vec![CertificateDer::from(c.cert_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key_pkcs8_der.clone())),
-            )
-            .expect("client auth cert"),
-        None => builder.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let limit = Duration::from_secs(10);
-    let tcp = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(t)) => t,
-        Ok(Err(e)) => {
-            return TlsOutcome {
-                summary: format!("refused: tcp connect: {e}"),
-                server_cert: None,
-            };
-        }
-        Err(_) => {
-            return TlsOutcome {
-                summary: "timeout: tcp connect".into(),
-                server_cert: None,
-            };
-        }
-    };
-    let name = ServerName::try_from("localhost").unwrap();
-    let mut s = match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            return TlsOutcome {
-                summary: format!("refused: handshake: {e}"),
-                server_cert: None,
-            };
-        }
-        Err(_) => {
-            return TlsOutcome {
-                summary: "timeout: handshake".into(),
-                server_cert: None,
-            };
-        }
-    };
-    let server_cert = s
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.as_ref().to_vec());
-    let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-    let _ = s.flush().await;
-    let mut buf = [0u8; 512];
-    let summary = match tokio::time::timeout(limit, s.read(&mut buf)).await {
-        Ok(Ok(0)) => "refused: closed without a word".to_string(),
-        Ok(Ok(n)) => format!("accepted: server sent {n} bytes of HTTP/2"),
-        Ok(Err(e)) => format!("refused: {e}"),
-        Err(_) => "timeout: no verdict".to_string(),
-    };
-    TlsOutcome {
-        summary,
-        server_cert,
-    }
-}
-
-/// A relay that completes the WebSocket handshake and then never answers: a sync against it
-/// stays open until its reply timeout or until the caller goes away.
-async fn stalling_relay() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
-                    while let Some(Ok(_)) = ws.next().await {}
-                }
-            });
-        }
-    });
-    (addr, h)
-}
-
-// ---------------------------------------------------------------------------------------------
-// the audit log as a test sees it
-
-/// Every complete record in `dir`'s segments, in order (empty when the dir is gone).
-fn audit_records(dir: &Path) -> Vec<Value> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = rd
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
-        })
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-            out.push(serde_json::from_str(line.trim_end()).expect("audit line is JSON"));
-        }
-    }
-    out
-}
-
-/// Waits until at least `expect` records follow the first `before`, then a little longer for
-/// any extra ones; returns everything after `before`.
-async fn new_records(dir: &Path, before: usize, expect: usize) -> Vec<Value> {
-    let start = Instant::now();
-    while audit_records(dir).len() < before + expect && start.elapsed() < AUDIT_WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(AUDIT_SETTLE).await;
-    let mut all = audit_records(dir);
-    all.split_off(before.min(all.len()))
-}
-
-fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-/// Checks `recs` is exactly one refusal whose reason contains `reason` (case-insensitive).
-fn one_refusal(
-    recs: &[Value],
-    reason: &str,
-    trace: Option<&str>,
-    admin: Option<&str>,
-) -> Result<(), String> {
-    if recs.len() != 1 {
-        return Err(format!(
-            "{} new audit records, expected exactly 1: {}",
-            recs.len(),
-            serde_json::to_string(recs).unwrap()
-        ));
-    }
-    let r = &recs[0];
-    let mut errs = Vec::new();
-    if s(r, "event") != "decision" {
-        errs.push(format!("event {:?}, expected decision", s(r, "event")));
-    }
-    if r.get("allowed") != Some(&Value::Bool(false)) {
-        errs.push(format!("allowed = {:?}, expected false", r.get("allowed")));
-    }
-    if !s(r, "reason")
-        .to_lowercase()
-        .contains(&reason.to_lowercase())
-    {
-        errs.push(format!(
-            "reason {:?} does not name the cause ({reason:?})",
-            s(r, "reason")
-        ));
-    }
-    if s(r, "source").is_empty() {
-        errs.push("no source address".into());
-    }
-    if let Some(t) = trace
-        && s(r, "trace_id") != t
-    {
-        errs.push(format!("trace_id {:?}, expected {t:?}", s(r, "trace_id")));
-    }
-    if let Some(a) = admin
-        && s(r, "admin") != a
-    {
-        errs.push(format!("admin {:?}, expected {a:?}", s(r, "admin")));
-    }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{}; record: {r}", errs.join("; ")))
-    }
+    let service = format!("max_concurrent_total = {max_concurrent_total}");
+    policy_toml(&service, admins) + &revoked_toml(revoked_jti, revoked_admins)
 }
 
 fn b64(v: &Value) -> String {
@@ -689,549 +115,11 @@ fn alice_claims(alice: &IssuedCert) -> Value {
 // ---------------------------------------------------------------------------------------------
 // 1. the refusal table
 
-struct GrpcCase<'a> {
-    name: &'a str,
-    channel: &'a Channel,
-    token: Option<String>,
-    body: npb::SyncPeerRequest,
-    code: Code,
-    reason: &'a str,
-    admin: &'a str,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_gets_its_status_and_exactly_one_audit_record() {
-    tokio::time::timeout(TEST_LIMIT, refusal_table())
+    tokio::time::timeout(TEST_LIMIT, refusal_runs::refusal_table())
         .await
         .expect("test exceeded its time limit");
-}
-
-async fn refusal_table() {
-    let mut fx = Fixture::new();
-    let alice = fx.client("alice");
-    let bob = fx.client("bob");
-    let carol = fx.client("carol");
-    let dave = fx.client("dave");
-    let erin = fx.client("erin"); // in the policy, but revoked
-    let mallory = fx.client("mallory"); // right CA, not in the policy
-    // Certificates the TLS layer must refuse.
-    let revoked_alice = fx.client("alice");
-    let expired_alice = fx.pki.issue_expired_client("alice").unwrap();
-    let other_ca = TestPki::with_name("some other CA").unwrap();
-    let foreign_alice = other_ca.issue_client("alice").unwrap();
-    fx.set_crl(&[&revoked_alice]);
-
-    let revoked_token = fx.token("alice", &alice);
-    let revoked_jti = jti_of(&revoked_token);
-    let carol_spec = AdminSpec {
-        peers: vec!["wss://relay.example.com".into()],
-        directions: &["down"],
-        kinds: Some(&[1]),
-        ..AdminSpec::open("carol")
-    };
-    let dave_spec = AdminSpec {
-        rate_per_minute: 1,
-        burst: 1,
-        ..AdminSpec::open("dave")
-    };
-    let alice_spec = AdminSpec {
-        max_concurrent: 1,
-        ..AdminSpec::open("alice")
-    };
-    fx.write_policy(&policy_toml_full(
-        &[
-            alice_spec,
-            AdminSpec::open("bob"),
-            carol_spec,
-            dave_spec,
-            AdminSpec::open("erin"),
-        ],
-        std::slice::from_ref(&revoked_jti),
-        &["erin".to_string()],
-        16,
-    ));
-    let svc = fx.start();
-    let addr = svc.addr.clone();
-    let mut failures: Vec<String> = Vec::new();
-
-    // --- TLS level: one raw connection attempt each.
-    let tls_cases: Vec<(&str, Option<&IssuedCert>, &str, &str)> = vec![
-        (
-            "no client certificate",
-            None,
-            "no certificates",
-            "CertificateRequired",
-        ),
-        (
-            "certificate from another CA",
-            Some(&foreign_alice),
-            "UnknownIssuer",
-            "UnknownCA",
-        ),
-        (
-            "expired certificate",
-            Some(&expired_alice),
-            "expired",
-            "CertificateExpired",
-        ),
-        (
-            "revoked certificate",
-            Some(&revoked_alice),
-            "revoked",
-            "CertificateRevoked",
-        ),
-    ];
-    for (name, cert, reason, alert) in tls_cases {
-        let before = audit_records(&fx.audit_dir).len();
-        let out = tls_attempt(&addr, &fx.ca_pem, cert).await;
-        if !out.summary.starts_with("refused") {
-            failures.push(format!("[{name}] connection not refused: {}", out.summary));
-        } else if !out.summary.contains(alert) {
-            failures.push(format!(
-                "[{name}] refused, but the client saw {:?}, expected the {alert} alert",
-                out.summary
-            ));
-        }
-        let recs = new_records(&fx.audit_dir, before, 1).await;
-        if let Err(e) = one_refusal(&recs, reason, None, None) {
-            failures.push(format!("[{name}] {e}"));
-        } else if s(&recs[0], "rpc") != "connect" {
-            failures.push(format!(
-                "[{name}] rpc {:?}, expected connect",
-                s(&recs[0], "rpc")
-            ));
-        }
-        eprintln!("[{name}] client: {}", out.summary);
-    }
-    // Control: the same raw client with a good certificate is let in, and leaves no record.
-    {
-        let before = audit_records(&fx.audit_dir).len();
-        let out = tls_attempt(&addr, &fx.ca_pem, Some(&alice)).await;
-        if !out.summary.starts_with("accepted") {
-            failures.push(format!(
-                "[control: valid certificate] not accepted: {}",
-                out.summary
-            ));
-        }
-        let recs = new_records(&fx.audit_dir, before, 0).await;
-        if !recs.is_empty() {
-            failures.push(format!(
-                "[control: valid certificate] a bare handshake left audit records: {recs:?}"
-            ));
-        }
-    }
-
-    // --- Token level and policy level: one call each over established connections.
-    let ch_alice = connect(&addr, &fx.ca_pem, &alice).await;
-    let ch_carol = connect(&addr, &fx.ca_pem, &carol).await;
-    let ch_dave = connect(&addr, &fx.ca_pem, &dave).await;
-    let ch_erin = connect(&addr, &fx.ca_pem, &erin).await;
-    let ch_mallory = connect(&addr, &fx.ca_pem, &mallory).await;
-    let hour = Duration::from_secs(3600);
-    let now = SystemTime::now();
-    let key = &fx.token_key;
-    let stranger = TokenSigningKey::from_pkcs8_pem(
-        &orly::auth::generate_ed25519_pem_pair().unwrap().private_pem,
-    )
-    .unwrap();
-    let alg_none = {
-        let h = json!({"alg": "none", "kid": key.kid(), "typ": "JWT"});
-        format!("{}.{}.", b64(&h), b64(&alice_claims(&alice)))
-    };
-    let hs256_pub = {
-        // The classic key-confusion attack: HMAC keyed with the verifier's public key file.
-        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        h.kid = Some(key.kid().to_string());
-        jsonwebtoken::encode(
-            &h,
-            &alice_claims(&alice),
-            &jsonwebtoken::EncodingKey::from_secret(fx.token_pub_pem.as_bytes()),
-        )
-        .unwrap()
-    };
-    let jku = {
-        let h = json!({"alg": "EdDSA", "kid": key.kid(), "typ": "JWT",
-                       "jku": "https://evil.example.net/keys.json"});
-        // Signature is irrelevant: the header alone must be refused.
-        format!("{}.{}.AAAA", b64(&h), b64(&alice_claims(&alice)))
-    };
-    let any_peer = "ws://127.0.0.1:9/";
-    let down = npb::Direction::Down;
-    let alice_case = |name: &'static str, token: Option<String>, reason: &'static str| GrpcCase {
-        name,
-        channel: &ch_alice,
-        token,
-        body: sync_req(any_peer, down),
-        code: Code::Unauthenticated,
-        reason,
-        admin: "alice",
-    };
-    let carol_token = fx.token("carol", &carol);
-    let mut cases = vec![
-        alice_case("no token", None, "token required"),
-        alice_case(
-            "expired token",
-            Some(fx.mint_with(
-                key,
-                "alice",
-                Some(&alice),
-                TOKEN_ISSUER,
-                TOKEN_AUDIENCE,
-                now - 2 * hour,
-                hour,
-            )),
-            "expired",
-        ),
-        alice_case(
-            "not-yet-valid token",
-            Some(fx.mint_with(
-                key,
-                "alice",
-                Some(&alice),
-                TOKEN_ISSUER,
-                TOKEN_AUDIENCE,
-                now + hour,
-                hour,
-            )),
-            "not yet valid",
-        ),
-        alice_case(
-            "wrong aud",
-            Some(fx.mint_with(
-                key,
-                "alice",
-                Some(&alice),
-                TOKEN_ISSUER,
-                "some-other-service",
-                now,
-                hour,
-            )),
-            "audience",
-        ),
-        alice_case(
-            "wrong iss",
-            Some(fx.mint_with(
-                key,
-                "alice",
-                Some(&alice),
-                "mallory",
-                TOKEN_AUDIENCE,
-                now,
-                hour,
-            )),
-            "issuer",
-        ),
-        alice_case(
-            "unknown kid",
-            Some(fx.mint_with(
-                &stranger,
-                "alice",
-                Some(&alice),
-                TOKEN_ISSUER,
-                TOKEN_AUDIENCE,
-                now,
-                hour,
-            )),
-            "unknown kid",
-        ),
-        alice_case("alg none", Some(alg_none), "algorithm not allowed"),
-        alice_case(
-            "HS256 signed with the public key",
-            Some(hs256_pub),
-            "algorithm not allowed",
-        ),
-        alice_case("revoked jti", Some(revoked_token.clone()), "revoked"),
-        alice_case(
-            "another admin's valid token on this certificate",
-            Some(fx.token("bob", &bob)),
-            "certificate binding mismatch",
-        ),
-        alice_case(
-            "token for another admin bound to this certificate",
-            Some(fx.token("bob", &alice)),
-            "not to this certificate's admin",
-        ),
-        alice_case(
-            "unbound token",
-            Some(fx.mint_with(key, "alice", None, TOKEN_ISSUER, TOKEN_AUDIENCE, now, hour)),
-            "binding required",
-        ),
-        alice_case("garbage token", Some("not-a-jwt".into()), "malformed"),
-        alice_case("jku header", Some(jku), "forbidden header jku"),
-        GrpcCase {
-            name: "invalid request (http:// peer)",
-            channel: &ch_alice,
-            token: Some(fx.token("alice", &alice)),
-            body: sync_req("http://127.0.0.1:9/", down),
-            code: Code::InvalidArgument,
-            reason: "invalid request",
-            admin: "alice",
-        },
-        GrpcCase {
-            name: "unknown identity (certificate from the right CA, not in the policy)",
-            channel: &ch_mallory,
-            token: Some(fx.token("mallory", &mallory)),
-            body: sync_req(any_peer, down),
-            code: Code::PermissionDenied,
-            reason: "unknown identity",
-            admin: "",
-        },
-        GrpcCase {
-            name: "revoked admin",
-            channel: &ch_erin,
-            token: Some(fx.token("erin", &erin)),
-            body: sync_req(any_peer, down),
-            code: Code::PermissionDenied,
-            reason: "admin revoked",
-            admin: "",
-        },
-        GrpcCase {
-            name: "policy: peer not allowed",
-            channel: &ch_carol,
-            token: Some(carol_token.clone()),
-            body: sync_req("wss://evil.example.net/", down),
-            code: Code::PermissionDenied,
-            reason: "peer not allowed",
-            admin: "carol",
-        },
-        GrpcCase {
-            name: "policy: direction not allowed",
-            channel: &ch_carol,
-            token: Some(carol_token.clone()),
-            body: npb::SyncPeerRequest {
-                filter: Some(cpb::Filter {
-                    kinds: vec![1],
-                    ..Default::default()
-                }),
-                ..sync_req("wss://relay.example.com", npb::Direction::Up)
-            },
-            code: Code::PermissionDenied,
-            reason: "direction not allowed",
-            admin: "carol",
-        },
-        GrpcCase {
-            name: "policy: kinds out of scope",
-            channel: &ch_carol,
-            token: Some(carol_token.clone()),
-            body: npb::SyncPeerRequest {
-                filter: Some(cpb::Filter {
-                    kinds: vec![1, 7],
-                    ..Default::default()
-                }),
-                ..sync_req("wss://relay.example.com", down)
-            },
-            code: Code::PermissionDenied,
-            reason: "kinds out of scope",
-            admin: "carol",
-        },
-    ];
-    let mut all_tokens: Vec<String> = cases.iter().filter_map(|c| c.token.clone()).collect();
-    for (i, c) in cases.drain(..).enumerate() {
-        let trace = trace_id(100 + i as u32);
-        let before = audit_records(&fx.audit_dir).len();
-        let res = sync_call(c.channel, c.token.as_deref(), &trace, c.body).await;
-        match res {
-            Ok(msgs) => failures.push(format!(
-                "[{}] not refused: the call was admitted ({} progress messages)",
-                c.name,
-                msgs.len()
-            )),
-            Err(st) => {
-                if st.code() != c.code {
-                    failures.push(format!(
-                        "[{}] status {:?} ({}), expected {:?}",
-                        c.name,
-                        st.code(),
-                        st.message(),
-                        c.code
-                    ));
-                }
-                if let Some(t) = &c.token
-                    && t.len() > 12
-                    && st.message().contains(t.as_str())
-                {
-                    failures.push(format!("[{}] the status echoes the token", c.name));
-                }
-            }
-        }
-        let recs = new_records(&fx.audit_dir, before, 1).await;
-        let admin = Some(c.admin).filter(|a| !a.is_empty());
-        if let Err(e) = one_refusal(&recs, c.reason, Some(&trace), admin) {
-            failures.push(format!("[{}] {e}", c.name));
-        }
-    }
-
-    // --- Over rate: dave may make one request a minute.
-    {
-        let name = "over rate";
-        let dave_token = fx.token("dave", &dave);
-        all_tokens.push(dave_token.clone());
-        if let Err(st) = list_syncs(&ch_dave, Some(&dave_token), &trace_id(200)).await {
-            failures.push(format!("[{name}] dave's first request refused: {st:?}"));
-        }
-        let trace = trace_id(201);
-        let before = audit_records(&fx.audit_dir).len();
-        match sync_call(
-            &ch_dave,
-            Some(&dave_token),
-            &trace,
-            sync_req(any_peer, down),
-        )
-        .await
-        {
-            Ok(_) => failures.push(format!(
-                "[{name}] second request within the minute admitted"
-            )),
-            Err(st) => {
-                if st.code() != Code::ResourceExhausted {
-                    failures.push(format!(
-                        "[{name}] status {:?} ({}), expected ResourceExhausted",
-                        st.code(),
-                        st.message()
-                    ));
-                }
-                match st.get_details_retry_info() {
-                    Some(ri) if ri.retry_delay.is_some_and(|d| d > Duration::ZERO) => {}
-                    other => failures.push(format!(
-                        "[{name}] no usable google.rpc.RetryInfo in the status: {other:?}"
-                    )),
-                }
-            }
-        }
-        let recs = new_records(&fx.audit_dir, before, 1).await;
-        if let Err(e) = one_refusal(&recs, "rate limited", Some(&trace), Some("dave")) {
-            failures.push(format!("[{name}] {e}"));
-        }
-    }
-
-    // --- Over concurrency: alice may run one sync at a time; hold one open on a relay that
-    // never answers, then ask for a second.
-    {
-        let name = "over concurrency";
-        let (stall_addr, stall_task) = stalling_relay().await;
-        let alice_token = fx.token("alice", &alice);
-        all_tokens.push(alice_token.clone());
-        let held_trace = trace_id(300);
-        let mut c = NegentropyServiceClient::new(ch_alice.clone());
-        let body = npb::SyncPeerRequest {
-            timeout_seconds: 120,
-            ..sync_req(&format!("ws://{stall_addr}/"), down)
-        };
-        let held = tokio::time::timeout(
-            CALL_LIMIT,
-            c.sync_with_peer(with_meta(body.clone(), Some(&alice_token), &held_trace)),
-        )
-        .await
-        .expect("first sync call timed out");
-        match held {
-            Err(st) => failures.push(format!(
-                "[{name}] the first (held) sync was refused: {st:?}"
-            )),
-            Ok(held) => {
-                let trace = trace_id(301);
-                let before = audit_records(&fx.audit_dir).len();
-                let mut c2 = NegentropyServiceClient::new(ch_alice.clone());
-                let second = tokio::time::timeout(
-                    CALL_LIMIT,
-                    c2.sync_with_peer(with_meta(body.clone(), Some(&alice_token), &trace)),
-                )
-                .await
-                .expect("second sync call timed out");
-                match second {
-                    Ok(_) => failures.push(format!(
-                        "[{name}] a second concurrent sync was admitted (max_concurrent = 1)"
-                    )),
-                    Err(st) => {
-                        if st.code() != Code::ResourceExhausted {
-                            failures.push(format!(
-                                "[{name}] status {:?} ({}), expected ResourceExhausted",
-                                st.code(),
-                                st.message()
-                            ));
-                        }
-                        if st.get_details_retry_info().is_none() {
-                            failures.push(format!("[{name}] no google.rpc.RetryInfo"));
-                        }
-                    }
-                }
-                let recs = new_records(&fx.audit_dir, before, 1).await;
-                if let Err(e) = one_refusal(
-                    &recs,
-                    "too many concurrent syncs",
-                    Some(&trace),
-                    Some("alice"),
-                ) {
-                    failures.push(format!("[{name}] {e}"));
-                }
-                // Walking away cancels the held sync, which is audited as finished.
-                drop(held);
-                let start = Instant::now();
-                let finished = loop {
-                    let f = audit_records(&fx.audit_dir).into_iter().find(|r| {
-                        s(r, "event") == "sync_finished" && s(r, "trace_id") == held_trace
-                    });
-                    if f.is_some() || start.elapsed() > AUDIT_WAIT {
-                        break f;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                };
-                match finished {
-                    None => failures.push(format!(
-                        "[{name}] the cancelled held sync left no sync_finished record"
-                    )),
-                    Some(r) if !s(&r, "error").contains("cancel") => failures.push(format!(
-                        "[{name}] the held sync's record does not say it was cancelled: {r}"
-                    )),
-                    Some(_) => {}
-                }
-            }
-        }
-        stall_task.abort();
-    }
-
-    // No token text anywhere in the audit directory.
-    let audit_text = all_files_text(&fx.audit_dir);
-    for t in all_tokens.iter().filter(|t| t.len() > 40) {
-        let sig = t.rsplit('.').next().unwrap_or("");
-        if audit_text.contains(t.as_str()) || (sig.len() > 20 && audit_text.contains(sig)) {
-            failures.push(format!(
-                "token text found in the audit files: {}...",
-                &t[..20]
-            ));
-        }
-    }
-
-    drop(svc);
-    if std::env::var_os("ORLY_TEST_DUMP_AUDIT").is_some() {
-        for r in audit_records(&fx.audit_dir) {
-            eprintln!("AUDIT {r}");
-        }
-    }
-    if !failures.is_empty() {
-        panic!(
-            "{} security case(s) failed:\n  - {}\n--- service log (tail) ---\n{}",
-            failures.len(),
-            failures.join("\n  - "),
-            tail(&fx.log_text(), 40)
-        );
-    }
-}
-
-fn all_files_text(dir: &Path) -> String {
-    let mut out = String::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.filter_map(Result::ok) {
-            if let Ok(t) = std::fs::read_to_string(e.path()) {
-                out.push_str(&t);
-            }
-        }
-    }
-    out
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1245,30 +133,30 @@ async fn valid_admin_sync_is_audited_once_allowed_and_once_finished() {
 }
 
 async fn valid_sync() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_policy();
     let alice = fx.client("alice");
-    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
+    fx.write_policy(&policy(&[open("alice")], &[]));
     let relay_dir = fx.root.join("relay");
     let events = notes("secure", 20, T0);
     let rl = tokio::task::block_in_place(|| {
         import(&relay_dir, &events);
         relay(&relay_dir, &[])
     });
-    let svc = fx.start();
+    let svc = start_service(&fx);
     let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
     let token = fx.token("alice", &alice);
     let jti = jti_of(&token);
     let trace = trace_id(1);
     let before = audit_records(&fx.audit_dir).len();
     let peer = format!("ws://{}", rl.addr);
-    let msgs = sync_call(
+    let msgs = sync_call_traced(
         &ch,
         Some(&token),
         &trace,
-        sync_req(&peer, npb::Direction::Down),
+        sync_req(&peer, npb::Direction::Down, 10),
     )
     .await
-    .unwrap_or_else(|st| panic!("valid sync refused: {st:?}\n{}", tail(&fx.log_text(), 30)));
+    .unwrap_or_else(|st| panic!("valid sync refused: {st:?}\n{}", tail(&fx.log_text(0), 30)));
     let last = msgs.last().expect("at least one progress message");
     assert!(last.complete, "sync did not complete: {last:?}");
     assert_eq!(last.fetched_count, 20, "fetched: {last:?}");
@@ -1298,7 +186,7 @@ async fn valid_sync() {
         assert!(s(r, "peer").starts_with(&peer), "{r}");
     }
     // Never the token: not whole, not its signature, not its claims segment.
-    let text = all_files_text(&fx.audit_dir);
+    let text = all_text(&fx.audit_dir);
     for (what, part) in [
         ("the token", token.as_str()),
         ("the token's claims", token.split('.').nth(1).unwrap()),
@@ -1329,14 +217,14 @@ async fn unusable_audit_log_refuses_requests() {
 }
 
 async fn audit_unusable() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_policy();
     let alice = fx.client("alice");
-    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
-    let svc = fx.start();
+    fx.write_policy(&policy(&[open("alice")], &[]));
+    let svc = start_service(&fx);
     let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
     let token = fx.token("alice", &alice);
     // One record first, so the service holds its segment open when the directory goes.
-    list_syncs(&ch, Some(&token), &trace_id(1))
+    list_syncs_traced(&ch, Some(&token), &trace_id(1))
         .await
         .expect("ListSyncs before the audit dir goes");
     assert!(!audit_records(&fx.audit_dir).is_empty());
@@ -1357,22 +245,22 @@ async fn audit_unusable() {
                 }
             }
         };
-    let r = sync_call(
+    let r = sync_call_traced(
         &ch,
         Some(&token),
         &trace_id(2),
-        sync_req("ws://127.0.0.1:9/", npb::Direction::Down),
+        sync_req("ws://127.0.0.1:9/", npb::Direction::Down, 10),
     )
     .await
     .map(|_| ());
     expect_unavailable("valid sync", r, &mut failures);
-    let r = list_syncs(&ch, Some(&token), &trace_id(3)).await;
+    let r = list_syncs_traced(&ch, Some(&token), &trace_id(3)).await;
     expect_unavailable("valid ListSyncs", r, &mut failures);
-    let r = sync_call(
+    let r = sync_call_traced(
         &ch,
         None,
         &trace_id(4),
-        sync_req("ws://127.0.0.1:9/", npb::Direction::Down),
+        sync_req("ws://127.0.0.1:9/", npb::Direction::Down, 10),
     )
     .await
     .map(|_| ());
@@ -1382,7 +270,7 @@ async fn audit_unusable() {
         failures.is_empty(),
         "fail-closed audit:\n  - {}\n--- log ---\n{}",
         failures.join("\n  - "),
-        tail(&fx.log_text(), 30)
+        tail(&fx.log_text(0), 30)
     );
 }
 
@@ -1471,99 +359,9 @@ fn non_loopback_without_security_refuses_to_start_unless_insecure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_reload_applies_and_a_broken_file_keeps_the_old_policy() {
-    tokio::time::timeout(TEST_LIMIT, policy_reload())
+    tokio::time::timeout(TEST_LIMIT, reload::policy_reload())
         .await
         .expect("test exceeded its time limit");
-}
-
-/// Admitted (the stream opened, whatever the sync's outcome) or the refusal status.
-async fn admitted(ch: &Channel, token: &str, trace: &str, peer: &str) -> Result<(), tonic::Status> {
-    // The sync engine reports its own failures in progress messages, so a status here is a
-    // refusal by the gateway.
-    sync_call(ch, Some(token), trace, sync_req(peer, npb::Direction::Down))
-        .await
-        .map(|_| ())
-}
-
-async fn policy_reload() {
-    let fx = Fixture::new();
-    let alice = fx.client("alice");
-    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
-    let relay_dir = fx.root.join("relay");
-    let rl = tokio::task::block_in_place(|| relay(&relay_dir, &[]));
-    let svc = fx.start();
-    let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
-    let token = fx.token("alice", &alice);
-    let allowed_peer = format!("ws://{}/", rl.addr);
-    let other_peer = format!("ws://{}/elsewhere", rl.addr);
-
-    admitted(&ch, &token, &trace_id(1), &other_peer)
-        .await
-        .expect("initial policy allows any peer");
-
-    // Narrow alice to one peer.
-    let narrow = policy_toml(
-        &[AdminSpec {
-            peers: vec![format!("ws://{}", rl.addr)],
-            ..AdminSpec::open("alice")
-        }],
-        &[],
-    );
-    let reloads_before = fx.log_text().matches("policy reloaded").count();
-    fx.write_policy(&narrow);
-    let start = Instant::now();
-    let mut n = 10;
-    let denied = loop {
-        n += 1;
-        match admitted(&ch, &token, &trace_id(n), &other_peer).await {
-            Err(st) => break Some((st, start.elapsed())),
-            Ok(()) if start.elapsed() > RELOAD_LIMIT => break None,
-            Ok(()) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    let (st, took) = denied.unwrap_or_else(|| {
-        panic!(
-            "policy edit not applied within {RELOAD_LIMIT:?}\n{}",
-            tail(&fx.log_text(), 20)
-        )
-    });
-    eprintln!("policy reload took effect after {took:?}");
-    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
-    assert!(st.message().contains("peer not allowed"), "{st:?}");
-    let last = audit_records(&fx.audit_dir).pop().unwrap();
-    assert_eq!(s(&last, "trace_id"), trace_id(n), "{last}");
-    assert!(s(&last, "reason").contains("peer not allowed"), "{last}");
-    admitted(&ch, &token, &trace_id(50), &allowed_peer)
-        .await
-        .expect("the narrowed policy still allows its one peer");
-    assert!(
-        wait_log(
-            &fx.log,
-            "policy reloaded",
-            reloads_before + 1,
-            Duration::from_secs(1)
-        )
-        .await,
-        "no 'policy reloaded' in the log"
-    );
-
-    // A broken file: the previous (narrow) policy stays in force — neither the original open
-    // one nor deny-all.
-    fx.write_policy("[[admin]]\nname = \"alice\"\nthis is not toml at all ][\n");
-    assert!(
-        wait_log(&fx.log, "policy reload failed", 1, Duration::from_secs(10)).await,
-        "the service never reported the broken policy\n{}",
-        tail(&fx.log_text(), 20)
-    );
-    let mut svc = svc;
-    assert!(alive(&mut svc), "service died on a broken policy file");
-    let st = admitted(&ch, &token, &trace_id(60), &other_peer)
-        .await
-        .expect_err("broken policy file must not reopen the old, wider policy");
-    assert_eq!(st.code(), Code::PermissionDenied, "{st:?}");
-    admitted(&ch, &token, &trace_id(61), &allowed_peer)
-        .await
-        .expect("broken policy file must not close the gateway either");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1571,111 +369,9 @@ async fn policy_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_certificate_reload_on_sighup_keeps_serving() {
-    tokio::time::timeout(TEST_LIMIT, cert_reload())
+    tokio::time::timeout(TEST_LIMIT, reload::cert_reload())
         .await
         .expect("test exceeded its time limit");
-}
-
-async fn cert_reload() {
-    let mut fx = Fixture::new();
-    let alice = fx.client("alice");
-    let alice2 = fx.client("alice");
-    fx.set_crl(&[]);
-    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
-    let mut svc = fx.start();
-    let token = fx.token("alice", &alice);
-    let old_ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
-    list_syncs(&old_ch, Some(&token), &trace_id(1))
-        .await
-        .expect("serving before reload");
-    let before = tls_attempt(&svc.addr, &fx.ca_pem, Some(&alice)).await;
-    assert!(before.summary.starts_with("accepted"), "{}", before.summary);
-    assert_eq!(
-        before.server_cert.as_deref(),
-        Some(fx.server.cert_der.as_slice())
-    );
-
-    // New server certificate and key, swapped in with renames, then SIGHUP.
-    let fresh = fx.pki.issue_localhost_server().unwrap();
-    for (name, text) in [
-        ("server.key", &fresh.key_pem),
-        ("server.pem", &fresh.cert_pem),
-    ] {
-        let tmp = fx.root.join(format!("{name}.new"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, fx.root.join(name)).unwrap();
-    }
-    send_signal(&svc, "HUP");
-
-    let start = Instant::now();
-    let after = loop {
-        let o = tls_attempt(&svc.addr, &fx.ca_pem, Some(&alice)).await;
-        if o.server_cert.as_deref() == Some(fresh.cert_der.as_slice())
-            || start.elapsed() > Duration::from_secs(10)
-        {
-            break o;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(
-        alive(&mut svc),
-        "service died on SIGHUP\n{}",
-        tail(&fx.log_text(), 20)
-    );
-    assert_eq!(
-        after.server_cert.as_deref(),
-        Some(fresh.cert_der.as_slice()),
-        "new connections still get the old certificate ({})",
-        after.summary
-    );
-    assert!(after.summary.starts_with("accepted"), "{}", after.summary);
-    eprintln!("new certificate served after {:?}", start.elapsed());
-
-    // New connections are served (with client auth), and the old connection lives on.
-    let new_ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
-    list_syncs(&new_ch, Some(&token), &trace_id(2))
-        .await
-        .expect("serving on a new connection after reload");
-    list_syncs(&old_ch, Some(&token), &trace_id(3))
-        .await
-        .expect("the connection made before the reload was dropped");
-    // Client authentication still enforced after the reload.
-    let anon = tls_attempt(&svc.addr, &fx.ca_pem, None).await;
-    assert!(anon.summary.starts_with("refused"), "{}", anon.summary);
-    assert!(
-        fx.log_text().contains("TLS certificates reloaded"),
-        "no reload in the log"
-    );
-
-    // The CRL reloads too: revoke a certificate that works now.
-    let ok = tls_attempt(&svc.addr, &fx.ca_pem, Some(&alice2)).await;
-    assert!(ok.summary.starts_with("accepted"), "{}", ok.summary);
-    let crl = fx.pki.crl_revoking(&[&alice2]).unwrap();
-    let crl_path = fx.crl_path.clone().unwrap();
-    let tmp = fx.root.join("crl.pem.new");
-    std::fs::write(&tmp, crl.pem).unwrap();
-    std::fs::rename(&tmp, &crl_path).unwrap();
-    send_signal(&svc, "HUP");
-    let start = Instant::now();
-    let (out, recs) = loop {
-        let before = audit_records(&fx.audit_dir).len();
-        let o = tls_attempt(&svc.addr, &fx.ca_pem, Some(&alice2)).await;
-        if o.summary.starts_with("refused") {
-            break (o, new_records(&fx.audit_dir, before, 1).await);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "revoked certificate still accepted 10 s after the CRL changed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    assert!(
-        out.summary.contains("CertificateRevoked"),
-        "{}",
-        out.summary
-    );
-    one_refusal(&recs, "revoked", None, None).unwrap();
-    assert!(alive(&mut svc));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1683,67 +379,9 @@ async fn cert_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_concurrency_cap_follows_policy_reload() {
-    tokio::time::timeout(TEST_LIMIT, total_cap_reload())
+    tokio::time::timeout(TEST_LIMIT, reload::total_cap_reload())
         .await
         .expect("test exceeded its time limit");
-}
-
-async fn total_cap_reload() {
-    let fx = Fixture::new();
-    let alice = fx.client("alice");
-    let bob = fx.client("bob");
-    let admins = || [AdminSpec::open("alice"), AdminSpec::open("bob")];
-    fx.write_policy(&policy_toml_full(&admins(), &[], &[], 16));
-    let svc = fx.start();
-    let (stall, stall_task) = stalling_relay().await;
-    let ch_a = connect(&svc.addr, &fx.ca_pem, &alice).await;
-    let ch_b = connect(&svc.addr, &fx.ca_pem, &bob).await;
-    let (ta, tb) = (fx.token("alice", &alice), fx.token("bob", &bob));
-    let body = npb::SyncPeerRequest {
-        timeout_seconds: 120,
-        ..sync_req(&format!("ws://{stall}/"), npb::Direction::Down)
-    };
-
-    // The operator sheds load: one sync at a time for the whole service.
-    let reloads = fx.log_text().matches("policy reloaded").count();
-    fx.write_policy(&policy_toml_full(&admins(), &[], &[], 1));
-    assert!(
-        wait_log(
-            &fx.log,
-            "policy reloaded",
-            reloads + 1,
-            Duration::from_secs(10)
-        )
-        .await,
-        "policy not reloaded"
-    );
-    let mut ca = NegentropyServiceClient::new(ch_a.clone());
-    let held = tokio::time::timeout(
-        CALL_LIMIT,
-        ca.sync_with_peer(with_meta(body.clone(), Some(&ta), &trace_id(1))),
-    )
-    .await
-    .expect("first call timed out")
-    .expect("the first sync is within every limit");
-    let mut cb = NegentropyServiceClient::new(ch_b.clone());
-    let second = tokio::time::timeout(
-        CALL_LIMIT,
-        cb.sync_with_peer(with_meta(body.clone(), Some(&tb), &trace_id(2))),
-    )
-    .await
-    .expect("second call timed out");
-    drop(held);
-    stall_task.abort();
-    match second {
-        Ok(_) => panic!(
-            "max_concurrent_total lowered to 1 by a policy reload, yet a second sync was \
-             admitted while the first was running: the service-wide cap ignores reloads"
-        ),
-        Err(st) => {
-            assert_eq!(st.code(), Code::ResourceExhausted, "{st:?}");
-            assert!(st.message().contains("service limit"), "{st:?}");
-        }
-    }
 }
 
 /// An admin may cancel only its own syncs: bob's `CancelSync` of alice's sync is refused with
@@ -1751,173 +389,9 @@ async fn total_cap_reload() {
 /// cancel leaves one allowed record and stops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_of_another_admins_sync_is_refused_and_audited() {
-    tokio::time::timeout(TEST_LIMIT, cancel_ownership())
+    tokio::time::timeout(TEST_LIMIT, cancel::cancel_ownership())
         .await
         .expect("test exceeded its time limit");
-}
-
-async fn cancel_ownership() {
-    let fx = Fixture::new();
-    let (alice, bob) = (fx.client("alice"), fx.client("bob"));
-    fx.write_policy(&policy_toml(
-        &[AdminSpec::open("alice"), AdminSpec::open("bob")],
-        &[],
-    ));
-    let svc = fx.start();
-    let (stall, stall_task) = stalling_relay().await;
-    let ch_a = connect(&svc.addr, &fx.ca_pem, &alice).await;
-    let ch_b = connect(&svc.addr, &fx.ca_pem, &bob).await;
-    let (ta, tb) = (fx.token("alice", &alice), fx.token("bob", &bob));
-    let body = npb::SyncPeerRequest {
-        timeout_seconds: 120,
-        ..sync_req(&format!("ws://{stall}/"), npb::Direction::Down)
-    };
-    let mut ca = NegentropyServiceClient::new(ch_a.clone());
-    let _held = tokio::time::timeout(
-        CALL_LIMIT,
-        ca.sync_with_peer(with_meta(body, Some(&ta), &trace_id(1))),
-    )
-    .await
-    .expect("sync call timed out")
-    .expect("alice's sync is admitted");
-    // The stalled peer never answers, so no progress arrives: find the id in ListSyncs.
-    let start = Instant::now();
-    let id = loop {
-        let syncs = NegentropyServiceClient::new(ch_a.clone())
-            .list_syncs(with_meta(npb::ListSyncsRequest {}, Some(&ta), &trace_id(5)))
-            .await
-            .expect("ListSyncs")
-            .into_inner()
-            .syncs;
-        if let Some(s) = syncs.iter().find(|s| s.admin == "alice" && s.running) {
-            break s.sync_id.clone();
-        }
-        assert!(start.elapsed() < CALL_LIMIT, "alice's sync never listed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-
-    let cancel = |ch: &Channel, token: &str, trace: String| {
-        let mut c = NegentropyServiceClient::new(ch.clone());
-        let req = with_meta(
-            npb::CancelSyncRequest {
-                sync_id: id.clone(),
-            },
-            Some(token),
-            &trace,
-        );
-        async move {
-            tokio::time::timeout(CALL_LIMIT, c.cancel_sync(req))
-                .await
-                .expect("CancelSync timed out")
-        }
-    };
-    let before = audit_records(&fx.audit_dir).len();
-    let refused = cancel(&ch_b, &tb, trace_id(2))
-        .await
-        .expect_err("bob cancelled alice's sync");
-    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    let recs = new_records(&fx.audit_dir, before, 1).await;
-    assert_eq!(
-        recs.len(),
-        1,
-        "one record for the refused cancel: {recs:#?}"
-    );
-    let r = &recs[0];
-    assert_eq!(s(r, "event"), "decision", "{r}");
-    assert_eq!(r.get("allowed"), Some(&Value::Bool(false)), "{r}");
-    assert_eq!(s(r, "admin"), "bob", "{r}");
-    assert_eq!(s(r, "rpc"), CANCEL_PATH, "{r}");
-    assert!(s(r, "reason").contains("another admin"), "{r}");
-
-    let status = NegentropyServiceClient::new(ch_a.clone())
-        .get_sync_status(with_meta(
-            npb::GetSyncStatusRequest {
-                sync_id: id.clone(),
-            },
-            Some(&ta),
-            &trace_id(3),
-        ))
-        .await
-        .expect("GetSyncStatus")
-        .into_inner();
-    assert!(
-        status.running,
-        "alice's sync still runs after bob's refused cancel: {status:?}"
-    );
-
-    // A malformed id is refused (and audited without echoing it); an unknown one is allowed,
-    // with nothing to cancel.
-    let mut cb = NegentropyServiceClient::new(ch_b.clone());
-    let before = audit_records(&fx.audit_dir).len();
-    let huge = "x".repeat(100_000);
-    let st = cb
-        .cancel_sync(with_meta(
-            npb::CancelSyncRequest {
-                sync_id: huge.clone(),
-            },
-            Some(&tb),
-            &trace_id(6),
-        ))
-        .await
-        .expect_err("a malformed id");
-    assert_eq!(st.code(), Code::InvalidArgument, "{st:?}");
-    let unknown = cb
-        .cancel_sync(with_meta(
-            npb::CancelSyncRequest {
-                sync_id: "00".repeat(12),
-            },
-            Some(&tb),
-            &trace_id(7),
-        ))
-        .await
-        .expect("an unknown id is not an error")
-        .into_inner();
-    assert!(!unknown.cancelled);
-    let recs = new_records(&fx.audit_dir, before, 2).await;
-    assert_eq!(recs.len(), 2, "{recs:#?}");
-    assert_eq!(
-        recs[0].get("allowed"),
-        Some(&Value::Bool(false)),
-        "{}",
-        recs[0]
-    );
-    assert!(
-        !recs[0].to_string().contains(&huge[..100]),
-        "the id is not echoed"
-    );
-    assert_eq!(
-        recs[1].get("allowed"),
-        Some(&Value::Bool(true)),
-        "{}",
-        recs[1]
-    );
-    assert!(
-        s(&recs[1], "reason").contains("nothing to cancel"),
-        "{}",
-        recs[1]
-    );
-
-    let before = audit_records(&fx.audit_dir).len();
-    let ok = cancel(&ch_a, &ta, trace_id(4))
-        .await
-        .expect("alice cancels her own sync")
-        .into_inner();
-    assert!(ok.cancelled, "{ok:?}");
-    let recs = new_records(&fx.audit_dir, before, 2).await;
-    let allow: Vec<_> = recs.iter().filter(|r| s(r, "rpc") == CANCEL_PATH).collect();
-    assert_eq!(
-        allow.len(),
-        1,
-        "one record for the allowed cancel: {recs:#?}"
-    );
-    assert_eq!(
-        allow[0].get("allowed"),
-        Some(&Value::Bool(true)),
-        "{}",
-        allow[0]
-    );
-    assert_eq!(s(allow[0], "admin"), "alice", "{}", allow[0]);
-    stall_task.abort();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1932,8 +406,8 @@ const SIGHUP: i32 = 1;
 
 #[test]
 fn sighup_right_after_announce_does_not_kill_the_service() {
-    let fx = Fixture::new();
-    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
+    let fx = Fixture::without_policy();
+    fx.write_policy(&policy(&[open("alice")], &[]));
     let env = fx.env();
     // A race: with the bug, about half the attempts die; ten clean runs make a false pass
     // unlikely (~0.1 %), and a fixed service passes every time.
@@ -1957,7 +431,7 @@ fn sighup_right_after_announce_does_not_kill_the_service() {
                 data.to_str().unwrap(),
             ],
             &env,
-            &fx.log,
+            &fx.log_path(0),
         );
         // SAFETY: plain kill(2) on our own child's pid.
         let rc = unsafe { kill(p.child.id() as i32, SIGHUP) };
@@ -1984,35 +458,10 @@ async fn v1alpha_services(
     token: Option<&str>,
     trace: &str,
 ) -> Result<Vec<String>, tonic::Status> {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    let mut rc = ServerReflectionClient::new(ch.clone());
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    tokio::time::timeout(CALL_LIMIT, async move {
-        let mut resp = rc
-            .server_reflection_info(with_meta(tokio_stream::iter(vec![req]), token, trace))
-            .await?
-            .into_inner();
-        let m = resp
-            .message()
-            .await?
-            .ok_or_else(|| tonic::Status::internal("no reflection reply"))?;
-        match m.message_response {
-            Some(MessageResponse::ListServicesResponse(l)) => {
-                let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-                v.sort();
-                Ok(v)
-            }
-            other => panic!("unexpected reflection reply {other:?}"),
-        }
-    })
-    .await
-    .expect("reflection call timed out")
+    let call = reflection_v1alpha(ch, |req| traced(req, token, trace));
+    tokio::time::timeout(CALL_LIMIT, call)
+        .await
+        .expect("reflection call timed out")
 }
 
 /// v1alpha reflection on the secured service sits behind the whole stack, as v1 does: an
@@ -2027,17 +476,17 @@ async fn reflection_v1alpha_goes_through_the_security_stack() {
 
 async fn reflection_v1alpha_secured() {
     const RPC: &str = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
-    let fx = Fixture::new();
+    let fx = Fixture::without_policy();
     let alice = fx.client("alice");
-    fx.write_policy(&policy_toml(&[AdminSpec::open("alice")], &[]));
-    let svc = fx.start();
+    fx.write_policy(&policy(&[open("alice")], &[]));
+    let svc = start_service(&fx);
     let ch = connect(&svc.addr, &fx.ca_pem, &alice).await;
     let token = fx.token("alice", &alice);
 
     let before = audit_records(&fx.audit_dir).len();
     let names = v1alpha_services(&ch, Some(&token), &trace_id(1))
         .await
-        .unwrap_or_else(|st| panic!("refused: {st:?}\n{}", tail(&fx.log_text(), 30)));
+        .unwrap_or_else(|st| panic!("refused: {st:?}\n{}", tail(&fx.log_text(0), 30)));
     for want in [
         "orlysync.negentropy.v1.NegentropyService",
         "grpc.reflection.v1alpha.ServerReflection",
@@ -2062,6 +511,6 @@ async fn reflection_v1alpha_secured() {
         .expect_err("v1alpha reflection without a token");
     assert_eq!(st.code(), Code::Unauthenticated, "{st:?}");
     let recs = new_records(&fx.audit_dir, before, 1).await;
-    one_refusal(&recs, "token required", Some(&trace), Some("alice")).unwrap();
+    one_refusal_traced(&recs, "token required", Some(&trace), Some("alice")).unwrap();
     assert_eq!(s(&recs[0], "rpc"), RPC, "{recs:#?}");
 }

@@ -8,10 +8,10 @@ use orly::proto::orlysync::common::v1 as cpb;
 use orly::proto::orlysync::negentropy::v1 as npb;
 use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -19,40 +19,6 @@ use tonic::transport::Channel;
 // helpers
 
 const T0: u64 = 1_700_000_000;
-/// Bound on any single CLI run.
-const RUN_LIMIT: Duration = Duration::from_secs(180);
-/// Bound on any single gRPC call.
-const CALL_LIMIT: Duration = Duration::from_secs(30);
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
-/// Runs a future on the shared runtime, bounded by `CALL_LIMIT`.
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    rt().block_on(async {
-        tokio::time::timeout(CALL_LIMIT, f)
-            .await
-            .expect("gRPC call timed out")
-    })
-}
-
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
-}
-
 fn sync_client(addr: &str) -> NegentropyServiceClient<Channel> {
     block(NegentropyServiceClient::connect(format!("http://{addr}")))
         .unwrap_or_else(|e| panic!("connect to sync service at {addr}: {e}"))
@@ -80,72 +46,9 @@ fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `orly` with `args`, optional extra env, optional cwd; killed (and the test failed) after
-/// `RUN_LIMIT`.
-fn run_orly(args: &[&str], envs: &[(&str, &str)], cwd: Option<&Path>) -> Out {
-    let mut cmd = Command::new(bin("orly"));
-    cmd.args(args)
-        .env_remove("ORLY_DATA_DIR")
-        .env_remove("ORLY_SYNC_AUTH_KEY")
-        .env_remove("ORLY_SYNC_CA")
-        .env_remove("ORLY_SYNC_CERT")
-        .env_remove("ORLY_SYNC_KEY")
-        .env_remove("ORLY_SYNC_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    if let Some(d) = cwd {
-        cmd.current_dir(d);
-    }
-    let mut child = cmd.spawn().expect("spawn orly");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t1 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t2 = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if start.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("orly {args:?} did not finish within {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Out {
-        code: status.code().unwrap_or(-1),
-        stdout: t1.join().unwrap(),
-        stderr: t2.join().unwrap(),
-    }
-}
-
-/// The final `--json` line of a sync.
-fn last_json(out: &Out) -> serde_json::Value {
-    let line = out
-        .stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("no --json output; stderr: {}", out.stderr));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad json line {line:?}: {e}"))
+/// The final `--json` line of a sync (every stdout line must be JSON).
+fn last_of(out: &Out) -> serde_json::Value {
+    out.last()
 }
 
 fn counters(v: &serde_json::Value) -> [u64; 4] {
@@ -218,40 +121,6 @@ const BIG: u64 = 20_000;
 /// A store in `dir` holding the `BIG` generated events.
 fn big_store(dir: &Path) {
     import_file(dir, &gen_jsonl(BIG, 77));
-}
-
-fn sync_service_fjall(dir: &Path) -> Proc {
-    spawn_service(
-        "orly-sync-negentropy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[("ORLY_DB_TYPE", "fjall")],
-    )
-}
-
-fn orly_db(dir: &Path) -> Proc {
-    spawn_service(
-        "orly-db",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[],
-    )
-}
-
-fn sync_service_grpc(db_addr: &str) -> Proc {
-    spawn_service(
-        "orly-sync-negentropy",
-        &["--listen", "127.0.0.1:0"],
-        &[("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", db_addr)],
-    )
 }
 
 /// `orly stats --check --json` on a closed store: (exit code, event count).
@@ -399,7 +268,7 @@ fn same_sync_direct_client_fjall_client_orly_db_identical() {
         assert_eq!(out.code, 0, "direct sync failed: {}", out.stderr);
         rl.terminate();
         Outcome {
-            json: last_json(&out),
+            json: last_of(&out),
             store: ids(&local),
             relay: ids(&remote),
         }
@@ -431,13 +300,13 @@ fn same_sync_direct_client_fjall_client_orly_db_identical() {
     let via_fjall = {
         let (local, remote) = d.fresh(tmp.path(), "fjall");
         let rl = relay(&remote, &[]);
-        let svc = sync_service_fjall(&local);
+        let svc = sync_service(&local);
         let out = client_run(&format!("ws://{}", rl.addr), &svc.addr);
         assert_eq!(out.code, 0, "client sync (fjall) failed: {}", out.stderr);
         svc.terminate();
         rl.terminate();
         Outcome {
-            json: last_json(&out),
+            json: last_of(&out),
             store: ids(&local),
             relay: ids(&remote),
         }
@@ -448,14 +317,14 @@ fn same_sync_direct_client_fjall_client_orly_db_identical() {
         let (local, remote) = d.fresh(tmp.path(), "grpc");
         let rl = relay(&remote, &[]);
         let db = orly_db(&local);
-        let svc = sync_service_grpc(&db.addr);
+        let svc = sync_service_over_db(&db.addr);
         let out = client_run(&format!("ws://{}", rl.addr), &svc.addr);
         assert_eq!(out.code, 0, "client sync (orly-db) failed: {}", out.stderr);
         svc.terminate();
         db.terminate();
         rl.terminate();
         Outcome {
-            json: last_json(&out),
+            json: last_of(&out),
             store: ids(&local),
             relay: ids(&remote),
         }
@@ -512,7 +381,7 @@ fn five_concurrent_client_syncs_store_exactly_the_union() {
         "test data must be distinct per relay"
     );
 
-    let svc = sync_service_fjall(&svc_dir);
+    let svc = sync_service(&svc_dir);
     let handles: Vec<_> = relays
         .iter()
         .map(|(_, r)| {
@@ -530,7 +399,7 @@ fn five_concurrent_client_syncs_store_exactly_the_union() {
     let outs: Vec<Out> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     for (i, o) in outs.iter().enumerate() {
         assert_eq!(o.code, 0, "sync {i} failed: {}\n{}", o.stderr, o.stdout);
-        let v = last_json(o);
+        let v = last_of(o);
         assert_eq!(v["complete"], true, "sync {i}: {v}");
         let [have, need, fetched, sent] = counters(&v);
         // `have` counts what other syncs stored meanwhile (the relay lacks it); down sends none.
@@ -566,7 +435,7 @@ fn five_concurrent_client_syncs_store_exactly_the_union() {
         "event count in the store after 5 concurrent syncs"
     );
     // Each event is counted as fetched by the one sync that stored it.
-    let fetched: u64 = outs.iter().map(|o| counters(&last_json(o))[2]).sum();
+    let fetched: u64 = outs.iter().map(|o| counters(&last_of(o))[2]).sum();
     assert_eq!(
         fetched,
         (want.len() - 5) as u64,
@@ -594,7 +463,7 @@ fn killed_client_cancels_job_keeps_stored_events_and_next_call_completes() {
     let rl = relay(&relay_dir, &[]);
     let url = format!("ws://{}", rl.addr);
     let svc_dir = tmp.path().join("svc");
-    let svc = sync_service_fjall(&svc_dir);
+    let svc = sync_service(&svc_dir);
     eprintln!("killed_client: setup {:?}", started.elapsed());
 
     // Wrapped in a Proc so a failing assertion below still kills it.
@@ -690,7 +559,7 @@ fn killed_client_cancels_job_keeps_stored_events_and_next_call_completes() {
     );
 
     // The service serves the next call, which brings the rest.
-    let svc = sync_service_fjall(&svc_dir);
+    let svc = sync_service(&svc_dir);
     let out = run_orly(
         &[
             "sync", &url, "--server", &svc.addr, "--dir", "down", "--json",
@@ -699,7 +568,7 @@ fn killed_client_cancels_job_keeps_stored_events_and_next_call_completes() {
         None,
     );
     assert_eq!(out.code, 0, "next sync: {}", out.stderr);
-    let v = last_json(&out);
+    let v = last_of(&out);
     assert_eq!(v["complete"], true, "{v}");
     assert_eq!(v["need"].as_u64(), Some(BIG - kept), "{v}");
     assert_eq!(v["fetched"].as_u64(), Some(BIG - kept), "{v}");
@@ -723,7 +592,7 @@ fn cancel_sync_by_id_stops_the_job() {
     big_store(&relay_dir);
     let rl = relay(&relay_dir, &[]);
     let url = format!("ws://{}", rl.addr);
-    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let svc = sync_service(&tmp.path().join("svc"));
     let mut c = sync_client(&svc.addr);
 
     let mut stream = block(c.sync_with_peer(valid_request(&url)))
@@ -834,60 +703,13 @@ fn cancel_sync_by_id_stops_the_job() {
 // ---------------------------------------------------------------------------------------------
 // 5. reflection and health
 
-fn reflection_services(addr: &str) -> Vec<String> {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    block(async {
-        let mut rc = ServerReflectionClient::new(channel(addr).await);
-        let req = ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
-        };
-        let mut resp = rc
-            .server_reflection_info(tokio_stream::iter(vec![req]))
-            .await
-            .expect("reflection call")
-            .into_inner();
-        let m = resp
-            .message()
-            .await
-            .expect("reflection reply")
-            .expect("one reply");
-        match m.message_response {
-            Some(MessageResponse::ListServicesResponse(l)) => {
-                let mut v: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
-                v.sort();
-                v
-            }
-            other => panic!("unexpected reflection reply {other:?}"),
-        }
-    })
-}
-
-fn health(addr: &str, service: &str) -> Result<i32, tonic::Status> {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
-    block(async {
-        let mut hc = HealthClient::new(channel(addr).await);
-        hc.check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
-    })
-}
-
-const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
 const SYNC_SVC: &str = "orlysync.negentropy.v1.NegentropyService";
 
 #[test]
 fn reflection_lists_services_and_health_is_serving() {
     orly::init_crypto();
     let tmp = tempfile::tempdir().unwrap();
-    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let svc = sync_service(&tmp.path().join("svc"));
     let names = reflection_services(&svc.addr);
     assert!(names.iter().any(|n| n == SYNC_SVC), "{names:?}");
     assert!(
@@ -906,7 +728,7 @@ fn reflection_lists_services_and_health_is_serving() {
 fn reflection_lists_only_served_services() {
     orly::init_crypto();
     let tmp = tempfile::tempdir().unwrap();
-    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let svc = sync_service(&tmp.path().join("svc"));
     let names = reflection_services(&svc.addr);
     assert!(
         !names.iter().any(|n| n == "orlydb.v1.DatabaseService"),
@@ -936,7 +758,7 @@ fn bad_requests_are_invalid_argument_naming_the_field_and_start_nothing() {
     import(&relay_dir, &notes("bad", 5, T0));
     let rl = relay(&relay_dir, &[]);
     let url = format!("ws://{}", rl.addr);
-    let svc = sync_service_fjall(&tmp.path().join("svc"));
+    let svc = sync_service(&tmp.path().join("svc"));
     let mut c = sync_client(&svc.addr);
 
     let kinds = cpb::Filter {
@@ -1009,7 +831,7 @@ fn bad_requests_are_invalid_argument_naming_the_field_and_start_nothing() {
     // A valid request still works afterwards.
     let ok = run_orly(&["sync", &url, "--server", &svc.addr, "--json"], &[], None);
     assert_eq!(ok.code, 0, "{}", ok.stderr);
-    assert_eq!(last_json(&ok)["fetched"].as_u64(), Some(5));
+    assert_eq!(last_of(&ok)["fetched"].as_u64(), Some(5));
     assert_eq!(list_syncs(&mut c).len(), 1);
 }
 
@@ -1024,7 +846,7 @@ fn store_unreachable_not_serving_unavailable_and_cli_exit_6() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    let svc = sync_service_grpc(&dead);
+    let svc = sync_service_over_db(&dead);
     wait_for("health NOT_SERVING", Duration::from_secs(20), || {
         (health(&svc.addr, SYNC_SVC).ok() == Some(NOT_SERVING)).then_some(())
     });
@@ -1079,7 +901,7 @@ fn store_unreachable_not_serving_unavailable_and_cli_exit_6() {
         None,
     );
     assert_eq!(out.code, 6, "{}", out.stderr);
-    let v = last_json(&out);
+    let v = last_of(&out);
     assert_eq!(v["complete"], false);
     assert!(
         v["error"]
@@ -1108,7 +930,7 @@ fn frame_size_limit_zero_means_no_limit_in_client_mode_too() {
     import_file(&svc_dir, &local_events);
     let rl = relay(&relay_dir, &[]);
     let url = format!("ws://{}", rl.addr);
-    let svc = sync_service_fjall(&svc_dir);
+    let svc = sync_service(&svc_dir);
     let run = |limit: &str, server: Option<&str>| -> serde_json::Value {
         let mut args = vec![
             "sync",
@@ -1125,7 +947,7 @@ fn frame_size_limit_zero_means_no_limit_in_client_mode_too() {
         }
         let out = run_orly(&args, &[], None);
         assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
-        last_json(&out)
+        last_of(&out)
     };
     let direct_none = run("0", None);
     let direct_60k = run("60000", None);

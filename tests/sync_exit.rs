@@ -22,74 +22,9 @@ const EXIT_REFUSED: i32 = 3;
 const EXIT_AUTH: i32 = 4;
 const EXIT_INCOMPLETE: i32 = 6;
 const EXIT_DIFFER: i32 = 7;
-/// Bound on any one `orly` run (and on a batch of them run at once).
-const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 // ---------------------------------------------------------------------------------------------
 // running orly
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    fn last(&self) -> Value {
-        self.json_lines()
-            .pop()
-            .unwrap_or_else(|| panic!("no JSON line; stderr:\n{}", self.stderr))
-    }
-
-    fn no_panic(&self) {
-        assert!(
-            !self.stderr.contains("panicked"),
-            "panic output:\n{}",
-            self.stderr
-        );
-    }
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-/// `orly ARGS`, killed if it overruns [`RUN_LIMIT`].
-async fn run(args: &[String]) -> Out {
-    let mut cmd = tokio::process::Command::new(bin("orly"));
-    cmd.args(args)
-        .env_remove("ORLY_DATA_DIR")
-        .env_remove("ORLY_SYNC_AUTH_KEY")
-        .env_remove("ORLY_SYNC_CA")
-        .env_remove("ORLY_SYNC_CERT")
-        .env_remove("ORLY_SYNC_KEY")
-        .env_remove("ORLY_SYNC_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(RUN_LIMIT, cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("orly {args:?} did not end within {RUN_LIMIT:?}"))
-        .expect("run orly");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -117,20 +52,6 @@ fn gen_store(dir: &Path, count: u64, seed: u64) {
     ]);
     assert_eq!(code, 0, "import: {err}");
     let _ = std::fs::remove_file(f);
-}
-
-/// `orly-sync-negentropy` on loopback without security, over the fjall store in `dir`.
-fn open_service(dir: &Path) -> Proc {
-    spawn_service(
-        "orly-sync-negentropy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ],
-        &[("ORLY_DB_TYPE", "fjall")],
-    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -316,7 +237,7 @@ async fn refused_uploads_exit_7_naming_the_cause_in_both_modes() {
                     None
                 }
                 _ => {
-                    let svc = open_service(&local);
+                    let svc = sync_service(&local);
                     args.extend(strings(&["--server", &svc.addr]));
                     Some(svc)
                 }
@@ -324,7 +245,7 @@ async fn refused_uploads_exit_7_naming_the_cause_in_both_modes() {
             if json {
                 args.push("--json".into());
             }
-            let out = run(&args).await;
+            let out = run_orly_async(RUN_LIMIT, &args, &[]).await;
             out.no_panic();
             assert_eq!(out.code, EXIT_DIFFER, "[{case}] {out}");
             if json {
@@ -370,15 +291,19 @@ async fn agreeing_sides_exit_0_without_differs() {
     import(&local, &notes("agree-local", 3, T0 + 500));
     let rl = relay(&remote, &[]);
     let url = format!("ws://{}", rl.addr);
-    let out = run(&strings(&[
-        "sync",
-        &url,
-        "--dir",
-        "both",
-        "--json",
-        "--data-dir",
-        local.to_str().unwrap(),
-    ]))
+    let out = run_orly_async(
+        RUN_LIMIT,
+        &strings(&[
+            "sync",
+            &url,
+            "--dir",
+            "both",
+            "--json",
+            "--data-dir",
+            local.to_str().unwrap(),
+        ]),
+        &[],
+    )
     .await;
     assert_eq!(out.code, EXIT_OK, "{out}");
     let last = out.last();
@@ -405,7 +330,9 @@ async fn a_service_that_dies_mid_call_leaves_its_clients_incomplete_not_auth() {
     for admin in ["alice", "alice", "bob", "bob"] {
         let mut args = strings(&["sync", &url, "--timeout", "120", "--json"]);
         args.extend(pki.client(admin, &svc.addr));
-        clients.push(tokio::spawn(async move { run(&args).await }));
+        clients.push(tokio::spawn(async move {
+            run_orly_async(RUN_LIMIT, &args, &[]).await
+        }));
     }
     // Every sync is running once the relay has its NEG-OPEN.
     let start = Instant::now();
@@ -459,7 +386,7 @@ async fn a_refused_client_certificate_is_still_auth() {
             *a = a.replace(pki.dir.to_str().unwrap(), other.dir.to_str().unwrap());
         }
     }
-    let out = run(&args).await;
+    let out = run_orly_async(RUN_LIMIT, &args, &[]).await;
     out.no_panic();
     assert_eq!(out.code, EXIT_AUTH, "{out}");
     assert!(
@@ -488,10 +415,10 @@ async fn one_sync_costs_one_per_ip_token_and_a_refusal_says_when_to_retry() {
     let mut args = strings(&["sync", &url]);
     args.extend(pki.client("alice", &svc.addr));
     for i in 1..=3 {
-        let out = run(&args).await;
+        let out = run_orly_async(RUN_LIMIT, &args, &[]).await;
         assert_eq!(out.code, EXIT_OK, "sync {i} of the burst of 3: {out}");
     }
-    let out = run(&args).await;
+    let out = run_orly_async(RUN_LIMIT, &args, &[]).await;
     out.no_panic();
     assert_eq!(out.code, EXIT_REFUSED, "{out}");
     assert!(
@@ -547,7 +474,7 @@ async fn fifty_concurrent_client_syncs_from_one_address_exit_0_or_3_with_a_retry
                 args.push("--json".into());
             }
             args.extend(pki.client(admin, &svc.addr));
-            tokio::spawn(async move { (json, run(&args).await) })
+            tokio::spawn(async move { (json, run_orly_async(RUN_LIMIT, &args, &[]).await) })
         })
         .collect();
     let mut outs = Vec::new();
@@ -725,14 +652,14 @@ async fn progress_carries_the_bytes_moved_so_far_in_both_modes() {
         std::fs::create_dir_all(&store).unwrap();
         let mut args = strings(&["sync", &url, "--json"]);
         let svc = if mode == "client" {
-            let svc = open_service(&store);
+            let svc = sync_service(&store);
             args.extend(strings(&["--server", &svc.addr]));
             Some(svc)
         } else {
             args.extend(strings(&["--data-dir", store.to_str().unwrap()]));
             None
         };
-        let out = run(&args).await;
+        let out = run_orly_async(RUN_LIMIT, &args, &[]).await;
         assert_eq!(out.code, EXIT_OK, "[{mode}] {out}");
         drop(svc);
         let lines = out.json_lines();
@@ -786,7 +713,7 @@ async fn the_services_event_cap_is_reported_as_its_policy() {
             args.push("--json".into());
         }
         args.extend(pki.client("alice", &svc.addr));
-        let out = run(&args).await;
+        let out = run_orly_async(RUN_LIMIT, &args, &[]).await;
         out.no_panic();
         assert_eq!(out.code, EXIT_REFUSED, "{out}");
         let error = if json {

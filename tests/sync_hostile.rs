@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -30,63 +30,17 @@ const EXIT_DIFFER: i32 = 7;
 // ---------------------------------------------------------------------------------------------
 // Running `orly sync` as a child process, bounded.
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Run {
-    /// The final `--json` line.
-    fn last_json(&self) -> Value {
-        let line = self
-            .stdout
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or_else(|| panic!("no JSON line; stderr: {}", self.stderr));
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-    }
-
-    fn no_panic(&self) {
-        assert!(
-            !self.stderr.contains("panicked") && !self.stdout.contains("panicked"),
-            "panic output:\n{}",
-            self.stderr
-        );
-    }
-}
-
-async fn orly_sync(url: &str, local: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Run {
-    let mut cmd = tokio::process::Command::new(bin("orly"));
-    cmd.arg("sync")
-        .arg(url)
-        .arg("--data-dir")
-        .arg(local)
-        .args(extra)
-        .env_remove("ORLY_DATA_DIR")
-        .env_remove("ORLY_SYNC_AUTH_KEY")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let start = Instant::now();
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("orly sync {url} {extra:?} did not end within 90 s"))
-        .expect("run orly");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: start.elapsed(),
-    }
+/// `orly sync URL --data-dir LOCAL EXTRA...` with `envs`, bounded to 90 s.
+async fn orly_sync(url: &str, local: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Out {
+    let local = local.to_str().expect("UTF-8 path");
+    let mut args = vec!["sync", url, "--data-dir", local];
+    args.extend_from_slice(extra);
+    run_orly_async(Duration::from_secs(90), &args, envs).await
 }
 
 /// Runs a sync that must fail: without `--json` (stderr carries the error) and with `--json`
 /// (the final line carries it). Both must exit with `code` and mention `needle`.
-async fn expect_failure(url: &str, local: &Path, extra: &[&str], code: i32, needle: &str) -> Run {
+async fn expect_failure(url: &str, local: &Path, extra: &[&str], code: i32, needle: &str) -> Out {
     let r = orly_sync(url, local, extra, &[]).await;
     r.no_panic();
     assert_eq!(
@@ -128,14 +82,6 @@ fn local_store(tmp: &Path, pre: &[Event]) -> std::path::PathBuf {
     import(&local, pre);
     assert_eq!(ids(&local), ids_of(pre));
     local
-}
-
-fn union(a: &[Event], b: &[Event]) -> Vec<String> {
-    let mut v = ids_of(a);
-    v.extend(ids_of(b));
-    v.sort();
-    v.dedup();
-    v
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -795,34 +741,9 @@ async fn dropped_events_exit_7_in_client_mode_too() {
     let (pre, relay_set, only_relay) = fixture();
     let store = local_store(tmp.path(), &pre);
     let fake = fake_relay(relay_set, OnNegOpen::Correct, OnReq::Junk).await;
-    let svc = spawn_service(
-        "orly-sync-negentropy",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            store.to_str().unwrap(),
-        ],
-        &[("ORLY_DB_TYPE", "fjall")],
-    );
-    let mut cmd = tokio::process::Command::new(bin("orly"));
-    cmd.args(["sync", &fake.url, "--server", &svc.addr, "--json"])
-        .env_remove("ORLY_DATA_DIR")
-        .env_remove("ORLY_SYNC_CA")
-        .env_remove("ORLY_SYNC_CERT")
-        .env_remove("ORLY_SYNC_KEY")
-        .env_remove("ORLY_SYNC_TOKEN")
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .expect("client-mode sync ends within 90 s")
-        .expect("run orly");
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: Duration::ZERO,
-    };
+    let svc = sync_service(&store);
+    let args = ["sync", &fake.url, "--server", &svc.addr, "--json"];
+    let r = run_orly_async(Duration::from_secs(90), &args, &[]).await;
     r.no_panic();
     assert_eq!(
         r.code, EXIT_DIFFER,

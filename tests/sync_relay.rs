@@ -3,14 +3,6 @@
 mod common;
 use common::*;
 
-fn union(a: &[Event], b: &[Event]) -> Vec<String> {
-    let mut v = ids_of(a);
-    v.extend(ids_of(b));
-    v.sort();
-    v.dedup();
-    v
-}
-
 #[test]
 fn both_directions_converge_and_second_run_moves_nothing() {
     let tmp = tempfile::tempdir().unwrap();

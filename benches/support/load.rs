@@ -162,8 +162,8 @@ pub fn run() {
         let token = orly::auth::mint(
             &key,
             &MintRequest {
-                issuer: orly::gateway::TOKEN_ISSUER,
-                audience: orly::gateway::TOKEN_AUDIENCE,
+                issuer: orly::auth::TOKEN_ISSUER,
+                audience: orly::auth::TOKEN_AUDIENCE,
                 admin: name,
                 ttl: Duration::from_secs(3600),
                 cert_der: Some(&der),

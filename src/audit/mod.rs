@@ -42,6 +42,9 @@ use std::path::PathBuf;
 
 pub use bound::{MAX_FIELD_BYTES, MAX_FILTER_BYTES, MAX_RECORD_BYTES, bound_text};
 pub use chain::{AuditChain, AuditRecordRef, CheckpointWritten};
+/// For other modules' tests: the simulated write failures [`AuditChain`] can be armed with.
+#[cfg(test)]
+pub(crate) use fault::Fault;
 pub use keys::{generate_signing_key, load_signing_key, load_verifying_key, write_key_pair};
 pub use record::{
     AuditEntry, AuditEvent, AuditRecord, CheckpointSeal, Excluded, SyncCounts, ZERO_HASH, line_hash,

@@ -1,7 +1,7 @@
 //! The development PKI behind `orly certs init`: a CA, a server certificate, one client
 //! certificate per admin (SPIFFE ID `spiffe://orly.local/admin/NAME`), and the Ed25519 token
 //! and audit key pairs, written as PEM files with private keys at mode 0600. Also the
-//! certificate builders [`crate::auth::testpki`] reuses.
+//! certificate builders the test PKI (`auth/testpki.rs`, `test-support` feature only) reuses.
 //!
 //! For development and tests only: keys are unencrypted on disk and there is no renewal. This
 //! file must not write `policy.toml` (the caller does) nor configure TLS.

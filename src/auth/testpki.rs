@@ -3,8 +3,10 @@
 //! and a signature check for "was this certificate signed by that CA". Create two
 //! [`TestPki`]s for an unrelated second CA.
 //!
-//! Public (not `cfg(test)`) so integration tests can use it; it must never be used to serve
-//! real traffic: keys live only in memory and nothing here is persisted or rotated.
+//! Compiled only for this crate's unit tests and with the `test-support` feature (which the
+//! crate's dev-dependency on itself turns on for integration tests and benches), so it is not
+//! part of the production library; it must never serve real traffic: keys live only in memory
+//! and nothing here is persisted or rotated.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -25,6 +25,11 @@ use super::keys::{KeyAlg, KeySet, is_valid_kid};
 use super::signing_key::TokenSigningKey;
 use super::strict_json::parse_object;
 
+/// `iss` of orly admin tokens (minted by `orly token`, required by the gateway).
+pub const TOKEN_ISSUER: &str = "orly";
+/// `aud` of orly admin tokens: the sync service.
+pub const TOKEN_AUDIENCE: &str = "orly-sync-negentropy";
+
 /// Clock skew tolerated on `exp`, `nbf` and `iat` unless configured otherwise.
 pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Longest token accepted, checked before any decoding.

@@ -88,9 +88,7 @@ impl std::fmt::Display for StoreConfig {
     }
 }
 
-/// Log filter when `RUST_LOG` is not set: info, with chatty dependencies at warn.
-pub const DEFAULT_LOG_FILTER: &str =
-    "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
+pub use crate::telemetry::DEFAULT_LOG_FILTER;
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() {

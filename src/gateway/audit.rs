@@ -22,8 +22,14 @@ impl AuditLog {
         }
     }
 
+    /// The chain itself, for tests that arm a write failure on it.
+    #[cfg(test)]
+    pub(crate) fn chain_for_tests(&self) -> Arc<AuditChain> {
+        self.chain()
+    }
+
     /// The chain itself (the anchoring task forces checkpoints through it).
-    pub fn chain(&self) -> Arc<AuditChain> {
+    pub(crate) fn chain(&self) -> Arc<AuditChain> {
         self.chain.clone()
     }
 

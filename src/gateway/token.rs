@@ -5,7 +5,7 @@
 use super::check::{Check, is_health};
 use super::refusal::Refusal;
 use super::tls::ConnInfo;
-use crate::auth::{KeySet, TokenVerifier};
+use crate::auth::{KeySet, TOKEN_AUDIENCE, TOKEN_ISSUER, TokenVerifier};
 use crate::policy::PolicyHandle;
 use crate::service::CallInfo;
 use crate::tasks::{FileWatch, Fingerprints, Stop};
@@ -15,11 +15,6 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tonic::Code;
-
-/// `iss` of orly admin tokens.
-pub const TOKEN_ISSUER: &str = "orly";
-/// `aud` of orly admin tokens: the sync service.
-pub const TOKEN_AUDIENCE: &str = "orly-sync-negentropy";
 
 /// Verifies tokens; the key set reloads when its file changes.
 #[derive(Clone)]

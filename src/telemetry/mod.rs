@@ -12,7 +12,7 @@ mod metrics;
 
 pub use log::{LOG_FORMAT_ENV, LogFormat};
 
-pub use metrics::{
+pub(crate) use metrics::{
     count_anchor, count_auth_failure, count_events_moved, count_refusal, count_sync,
     record_audit_latency, set_anchor_backlog,
 };
@@ -40,13 +40,17 @@ impl Drop for TelemetryGuard {
 }
 
 /// The format this process logs in, once [`init`] or [`init_logging`] has run.
-pub fn log_format() -> LogFormat {
+pub(crate) fn log_format() -> LogFormat {
     log::installed()
 }
 
+/// Log filter when `RUST_LOG` is not set: info, with chatty dependencies at warn.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
+
 fn log_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(crate::config::DEFAULT_LOG_FILTER))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER))
 }
 
 /// Installs logging only (stderr, `RUST_LOG`, `ORLY_LOG_FORMAT`), for processes that export
@@ -146,7 +150,7 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
 
 /// The span of one gRPC call, child of the caller's W3C trace context when it sent one. Use
 /// with `tonic::transport::Server::trace_fn`.
-pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
+pub(crate) fn grpc_span(req: &http::Request<()>) -> tracing::Span {
     let span = tracing::info_span!("grpc", otel.name = %req.uri().path(), rpc.system = "grpc");
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
@@ -156,7 +160,7 @@ pub fn grpc_span(req: &http::Request<()>) -> tracing::Span {
 }
 
 /// Extracts the trace id (32 hex) from a W3C `traceparent` header, if valid.
-pub fn trace_id_from_headers(h: &http::HeaderMap) -> Option<String> {
+pub(crate) fn trace_id_from_headers(h: &http::HeaderMap) -> Option<String> {
     let v = h.get("traceparent")?.to_str().ok()?;
     let mut parts = v.split('-');
     let (_version, trace, _span) = (parts.next()?, parts.next()?, parts.next()?);

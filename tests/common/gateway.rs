@@ -1,29 +1,30 @@
-//! A secured `orly-sync-negentropy` for tests of the audit log and of the boundary between
-//! admins: a test PKI (rcgen), token and audit keys, a policy file, the real binary on 127.0.0.1
-//! port 0, tonic clients with real TLS, raw gRPC calls (any bytes as the message), and readers of
-//! the audit directory. Included by `#[path]` from the tests that need it, beside `common`.
-#![allow(dead_code)]
+//! A secured `orly-sync-negentropy` for tests of the security stack, the audit log and the
+//! boundary between admins: a test PKI (rcgen) with an optional CRL, token and audit keys, a
+//! policy file (rewritten atomically for reload tests), the real binary on 127.0.0.1 port 0, and
+//! — in the files beside this one — tonic clients with real TLS (`grpc.rs`), raw TLS attempts
+//! (`tls_probe.rs`) and readers of the audit directory (`audit_log.rs`). Included by `#[path]`
+//! from the tests that need it, beside `common`.
+#![allow(dead_code, unused_imports)]
 
-use crate::common::{Proc, bin, orly};
-use futures_util::StreamExt;
-use orly::auth::{IssuedCert, MintRequest, TestPki, TokenSigningKey};
-use orly::gateway::{TOKEN_AUDIENCE, TOKEN_ISSUER};
-use orly::proto::orlysync::negentropy::v1 as npb;
-use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
-use prost::bytes::{Buf, BufMut};
-use serde_json::Value;
-use std::io::{BufRead, BufReader};
+#[path = "audit_log.rs"]
+mod audit_log;
+#[path = "grpc.rs"]
+mod grpc;
+#[path = "tls_probe.rs"]
+mod tls_probe;
+pub use audit_log::*;
+pub use grpc::*;
+pub use tls_probe::*;
+
+pub use crate::common::{CALL_LIMIT, START_LIMIT};
+use crate::common::{Proc, announced, bin, orly};
+use orly::auth::{IssuedCert, MintRequest, TOKEN_AUDIENCE, TOKEN_ISSUER, TestPki, TokenSigningKey};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use std::time::{Duration, SystemTime};
 
-/// Bound on one gRPC call (including reading its whole stream).
-pub const CALL_LIMIT: Duration = Duration::from_secs(30);
 /// Bound on a whole test.
 pub const TEST_LIMIT: Duration = Duration::from_secs(300);
-/// Bound on a service announcing its address.
-pub const START_LIMIT: Duration = Duration::from_secs(60);
 /// How long an expected audit record may take to appear.
 pub const AUDIT_WAIT: Duration = Duration::from_secs(10);
 /// After the expected records appeared: how long to keep watching for extra ones.
@@ -53,6 +54,22 @@ pub const SERVICE_ENV: [&str; 14] = [
     "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
+
+/// The `RUST_LOG` of a service started by [`Fixture::start`].
+pub const SERVICE_LOG: &str = "info,fjall=warn,lsm_tree=warn,h2=warn";
+
+/// SPIFFE identity the test PKI gives admin `name` (what the policies here map).
+pub fn spiffe(name: &str) -> String {
+    format!("spiffe://orly.local/admin/{name}")
+}
+
+/// The `jti` claim of `token` (read without verifying it).
+pub fn jti_of(token: &str) -> String {
+    orly::auth::inspect(token).expect("inspect")["claims"]["jti"]
+        .as_str()
+        .expect("jti")
+        .to_string()
+}
 
 /// One `[[admin]]` table of the policy.
 pub struct AdminSpec<'a> {
@@ -114,14 +131,33 @@ pub fn policy_toml(service: &str, admins: &[AdminSpec<'_>]) -> String {
     policy
 }
 
+/// A `[revoked]` table listing `jti` and `admins`, to append to a policy.
+pub fn revoked_toml(jti: &[String], admins: &[&str]) -> String {
+    let list = |v: Vec<String>| v.join(", ");
+    format!(
+        "\n[revoked]\njti = [{}]\nadmins = [{}]\n",
+        list(jti.iter().map(|j| format!("{j:?}")).collect()),
+        list(admins.iter().map(|a| format!("{a:?}")).collect())
+    )
+}
+
+/// Everything a secured service needs, in a temp directory: `ca.pem`, `server.pem`/`.key`,
+/// `token.pub` (its private half in memory), `audit.key`/`.pub`, `policy.toml`, and the
+/// `audit` and `store` directories it will use.
 pub struct Fixture {
     _tmp: tempfile::TempDir,
     pub root: PathBuf,
     pub pki: TestPki,
     pub ca_pem: String,
+    /// The certificate the service starts with.
+    pub server: IssuedCert,
     pub token_key: TokenSigningKey,
+    pub token_pub_pem: String,
     pub audit_dir: PathBuf,
     pub audit_pub: PathBuf,
+    pub policy_path: PathBuf,
+    /// `ORLY_TLS_CRL`, once [`Self::set_crl`] wrote one.
+    pub crl_path: Option<PathBuf>,
 }
 
 impl Fixture {
@@ -142,6 +178,13 @@ impl Fixture {
 
     /// PKI, token and audit keys, and the policy `policy`.
     pub fn with_policy(policy: &str) -> Self {
+        let fx = Self::without_policy();
+        fx.write_policy(policy);
+        fx
+    }
+
+    /// PKI, token and audit keys; the test writes the policy before it starts the service.
+    pub fn without_policy() -> Self {
         orly::init_crypto();
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path().to_path_buf();
@@ -156,16 +199,34 @@ impl Fixture {
         let token_key = TokenSigningKey::from_pkcs8_pem(&pair.private_pem).expect("token key");
         orly::audit::write_key_pair(&root.join("audit.key"), &root.join("audit.pub"))
             .expect("audit key pair");
-        std::fs::write(root.join("policy.toml"), policy).unwrap();
         Fixture {
             audit_pub: root.join("audit.pub"),
             audit_dir: root.join("audit"),
+            policy_path: root.join("policy.toml"),
+            crl_path: None,
             pki,
             ca_pem,
+            server,
             token_key,
+            token_pub_pem: pair.public_pem,
             root,
             _tmp: tmp,
         }
+    }
+
+    /// Replaces the policy file (write, then rename: a polling service never sees half a file).
+    pub fn write_policy(&self, text: &str) {
+        let tmp = self.root.join("policy.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.policy_path).unwrap();
+    }
+
+    /// Writes a CRL revoking `revoked`; services started from now on check it.
+    pub fn set_crl(&mut self, revoked: &[&IssuedCert]) {
+        let crl = self.pki.crl_revoking(revoked).expect("CRL");
+        let p = self.root.join("crl.pem");
+        std::fs::write(&p, crl.pem).unwrap();
+        self.crl_path = Some(p);
     }
 
     pub fn client(&self, name: &str) -> IssuedCert {
@@ -185,14 +246,37 @@ impl Fixture {
         now: SystemTime,
         ttl: Duration,
     ) -> String {
-        orly::auth::mint(
+        self.mint_with(
             &self.token_key,
+            admin,
+            Some(cert),
+            TOKEN_ISSUER,
+            TOKEN_AUDIENCE,
+            now,
+            ttl,
+        )
+    }
+
+    /// A token with every claim chosen: signed by `key`, bound to `cert` when given.
+    #[allow(clippy::too_many_arguments)] // one knob per token claim the tables vary
+    pub fn mint_with(
+        &self,
+        key: &TokenSigningKey,
+        admin: &str,
+        cert: Option<&IssuedCert>,
+        issuer: &str,
+        audience: &str,
+        now: SystemTime,
+        ttl: Duration,
+    ) -> String {
+        orly::auth::mint(
+            key,
             &MintRequest {
-                issuer: TOKEN_ISSUER,
-                audience: TOKEN_AUDIENCE,
+                issuer,
+                audience,
                 admin,
                 ttl,
-                cert_der: Some(cert.cert_der.as_slice()),
+                cert_der: cert.map(|c| c.cert_der.as_slice()),
                 now,
             },
         )
@@ -204,72 +288,43 @@ impl Fixture {
         self.root.join(format!("service-{n}.log"))
     }
 
+    /// The security settings of the service, as environment variables.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let p = |f: &str| self.root.join(f).display().to_string();
+        let mut v = vec![
+            ("ORLY_TLS_CERT", p("server.pem")),
+            ("ORLY_TLS_KEY", p("server.key")),
+            ("ORLY_TLS_CLIENT_CA", p("ca.pem")),
+            ("ORLY_POLICY", self.policy_path.display().to_string()),
+            ("ORLY_TOKEN_KEYS", p("token.pub")),
+            ("ORLY_AUDIT_DIR", self.audit_dir.display().to_string()),
+            ("ORLY_AUDIT_KEY", p("audit.key")),
+        ];
+        if let Some(c) = &self.crl_path {
+            v.push(("ORLY_TLS_CRL", c.display().to_string()));
+        }
+        v
+    }
+
     /// The service command (stderr to `service-N.log`, stdout piped), not started.
     pub fn command(&self, n: u32, rust_log: &str) -> Command {
-        let p = |f: &str| self.root.join(f).display().to_string();
-        let mut cmd = Command::new(bin("orly-sync-negentropy"));
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir", &p("store")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(self.log_path(n)).expect("create service log"));
-        for k in SERVICE_ENV {
-            cmd.env_remove(k);
-        }
-        cmd.env("RUST_LOG", rust_log)
-            .env("ORLY_LOG_FORMAT", "text")
-            .env("ORLY_TLS_CERT", p("server.pem"))
-            .env("ORLY_TLS_KEY", p("server.key"))
-            .env("ORLY_TLS_CLIENT_CA", p("ca.pem"))
-            .env("ORLY_POLICY", p("policy.toml"))
-            .env("ORLY_TOKEN_KEYS", p("token.pub"))
-            .env("ORLY_AUDIT_DIR", self.audit_dir.display().to_string())
-            .env("ORLY_AUDIT_KEY", p("audit.key"));
-        cmd
+        let data = self.root.join("store").display().to_string();
+        service_command(
+            &["--listen", "127.0.0.1:0", "--data-dir", &data],
+            &self.env(),
+            rust_log,
+            &self.log_path(n),
+        )
     }
 
     /// Starts the service; waits (bounded) for its address.
     pub fn start(&self, n: u32) -> Proc {
-        self.start_logging(n, "info,fjall=warn,lsm_tree=warn,h2=warn")
+        self.start_logging(n, SERVICE_LOG)
     }
 
     /// Starts the service with `RUST_LOG=rust_log`; waits (bounded) for its address.
     pub fn start_logging(&self, n: u32, rust_log: &str) -> Proc {
-        let mut child = self
-            .command(n, rust_log)
-            .spawn()
-            .expect("spawn orly-sync-negentropy");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line.clone());
-            while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                line.clear();
-            }
-        });
-        let line = rx.recv_timeout(START_LIMIT).unwrap_or_default();
-        match line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|_| line.contains("listening on"))
-        {
-            Some(addr) => Proc {
-                child,
-                addr: addr.to_string(),
-                name: "orly-sync-negentropy",
-            },
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "service did not announce its address (got {line:?}); log:\n{}",
-                    self.log_text(n)
-                );
-            }
-        }
+        start_command(self.command(n, rust_log), &self.log_path(n))
     }
 
     pub fn log_text(&self, n: u32) -> String {
@@ -288,329 +343,60 @@ impl Fixture {
     }
 }
 
-pub async fn connect(addr: &str, ca_pem: &str, cert: &IssuedCert) -> Channel {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .identity(Identity::from_pem(&cert.cert_pem, &cert.key_pem))
-        .domain_name("localhost");
-    let ep = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .expect("client TLS config")
-        .connect_timeout(Duration::from_secs(5));
-    tokio::time::timeout(CALL_LIMIT, ep.connect())
-        .await
-        .expect("connect timed out")
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
-}
-
-pub fn request<T>(body: T, token: &str) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(body);
-    r.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("token is ASCII"),
-    );
-    r
-}
-
-pub fn sync_req(peer: &str, direction: npb::Direction, timeout: u32) -> npb::SyncPeerRequest {
-    npb::SyncPeerRequest {
-        peer_url: peer.to_string(),
-        direction: direction as i32,
-        timeout_seconds: timeout,
-        ..Default::default()
+/// An `orly-sync-negentropy` command with `args`: none of the test's own service settings
+/// ([`SERVICE_ENV`]), `envs`, `RUST_LOG=rust_log`, stderr to `log`, stdout piped.
+pub fn service_command(
+    args: &[&str],
+    envs: &[(&str, String)],
+    rust_log: &str,
+    log: &Path,
+) -> Command {
+    let mut cmd = Command::new(bin("orly-sync-negentropy"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("create service log"));
+    for k in SERVICE_ENV {
+        cmd.env_remove(k);
     }
+    cmd.env("RUST_LOG", rust_log).env("ORLY_LOG_FORMAT", "text");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
 }
 
-pub fn client(ch: &Channel) -> NegentropyServiceClient<Channel> {
-    NegentropyServiceClient::new(ch.clone())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20)
-}
-
-/// One SyncWithPeer call, read to its end (bounded).
-pub async fn sync_call(
-    ch: &Channel,
-    token: &str,
-    body: npb::SyncPeerRequest,
-) -> Result<Vec<npb::SyncProgress>, tonic::Status> {
-    let mut c = client(ch);
-    tokio::time::timeout(CALL_LIMIT, async move {
-        let mut stream = c.sync_with_peer(request(body, token)).await?.into_inner();
-        let mut all = Vec::new();
-        while let Some(m) = stream.message().await? {
-            all.push(m);
-        }
-        Ok(all)
+/// Starts `cmd` (stderr going to `log`) and waits (bounded) for its address; on failure, stops
+/// it and panics with its log.
+pub fn start_command(mut cmd: Command, log: &Path) -> Proc {
+    let child = cmd.spawn().expect("spawn orly-sync-negentropy");
+    announced(child, "orly-sync-negentropy", START_LIMIT).unwrap_or_else(|(mut child, line)| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "service did not announce its address (got {line:?}); log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
     })
-    .await
-    .expect("SyncWithPeer call timed out")
 }
 
-/// A SyncWithPeer call that stays open: its first progress message (or its status), and the
-/// stream, which the sync follows (dropping it cancels the sync).
-pub async fn sync_open(
-    ch: &Channel,
-    token: &str,
-    body: npb::SyncPeerRequest,
-) -> Result<tonic::Streaming<npb::SyncProgress>, tonic::Status> {
-    let mut c = client(ch);
-    tokio::time::timeout(CALL_LIMIT, c.sync_with_peer(request(body, token)))
-        .await
-        .expect("SyncWithPeer call timed out")
-        .map(tonic::Response::into_inner)
-}
-
-pub async fn list_syncs(ch: &Channel, token: &str) -> Result<Vec<npb::SyncStatus>, tonic::Status> {
-    let mut c = client(ch);
-    tokio::time::timeout(
-        CALL_LIMIT,
-        c.list_syncs(request(npb::ListSyncsRequest {}, token)),
-    )
-    .await
-    .expect("ListSyncs timed out")
-    .map(|r| r.into_inner().syncs)
-}
-
-pub async fn sync_status(
-    ch: &Channel,
-    token: &str,
-    sync_id: &str,
-) -> Result<npb::SyncStatus, tonic::Status> {
-    let mut c = client(ch);
-    let body = npb::GetSyncStatusRequest {
-        sync_id: sync_id.to_string(),
-    };
-    tokio::time::timeout(CALL_LIMIT, c.get_sync_status(request(body, token)))
-        .await
-        .expect("GetSyncStatus timed out")
-        .map(tonic::Response::into_inner)
-}
-
-pub async fn cancel_sync(ch: &Channel, token: &str, sync_id: &str) -> Result<bool, tonic::Status> {
-    let mut c = client(ch);
-    let body = npb::CancelSyncRequest {
-        sync_id: sync_id.to_string(),
-    };
-    tokio::time::timeout(CALL_LIMIT, c.cancel_sync(request(body, token)))
-        .await
-        .expect("CancelSync timed out")
-        .map(|r| r.into_inner().cancelled)
-}
-
-/// Any bytes as gRPC messages: what a broken or hostile client can send.
-#[derive(Clone, Copy, Default)]
-pub struct RawCodec;
-
-pub struct RawEncoder;
-pub struct RawDecoder;
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let mut v = vec![0; src.remaining()];
-        src.copy_to_slice(&mut v);
-        Ok(Some(v))
-    }
-}
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-/// A call of `path` sending `messages` as they are (none, one, several; any bytes), read to its
-/// end: the number of response messages, or the status.
-pub async fn raw_call(
-    ch: &Channel,
-    token: &str,
-    path: &'static str,
-    messages: Vec<Vec<u8>>,
-) -> Result<usize, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(ch.clone());
-    tokio::time::timeout(CALL_LIMIT, async move {
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unknown(format!("not ready: {e}")))?;
-        let req = request(tokio_stream::iter(messages), token);
-        let path = http::uri::PathAndQuery::from_static(path);
-        let mut stream = grpc.streaming(req, path, RawCodec).await?.into_inner();
-        let mut n = 0;
-        while stream.message().await?.is_some() {
-            n += 1;
-        }
-        Ok(n)
-    })
-    .await
-    .expect("raw call timed out")
-}
-
-/// A relay that completes the WebSocket handshake and then never answers: a sync against it
-/// stays open until its reply timeout or until the caller goes away.
-pub async fn stalling_relay() -> (String, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let h = tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
-                    while let Some(Ok(_)) = ws.next().await {}
-                }
-            });
-        }
-    });
-    (addr, h)
-}
-
-/// Segments of `dir`, sorted.
-pub fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".jsonl"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Every complete record in `dir`'s segments, in order.
-pub fn audit_records(dir: &Path) -> Vec<Value> {
-    let mut out = Vec::new();
-    for f in segments(dir) {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
-            out.push(serde_json::from_str(line.trim_end()).expect("audit line is JSON"));
-        }
-    }
-    out
-}
-
-/// Total bytes of the segments.
-pub fn log_bytes(dir: &Path) -> u64 {
-    segments(dir)
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum()
-}
-
-/// Every file of `dir`, as (lossy) text.
-pub fn all_text(dir: &Path) -> String {
-    let mut text = String::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        text.push_str(&String::from_utf8_lossy(
-            &std::fs::read(e.path()).unwrap_or_default(),
-        ));
-    }
-    text
-}
-
-/// Waits (bounded) until `pred` holds for the records of `dir`.
-pub async fn wait_records(dir: &Path, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let start = Instant::now();
+/// Waits (bounded) until `log` contains `needle` at least `count` times.
+pub async fn wait_log(log: &Path, needle: &str, count: usize, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
     loop {
-        let recs = audit_records(dir);
-        if pred(&recs) {
-            return recs;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return true;
         }
-        assert!(
-            start.elapsed() < AUDIT_WAIT,
-            "timed out waiting for {what}; records:\n{}",
-            recs.iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-/// Waits (bounded) for `expect` records after the first `before`, then a moment more for any
-/// extra ones; returns every record after `before`.
-pub async fn new_records(dir: &Path, before: usize, expect: usize) -> Vec<Value> {
-    let start = Instant::now();
-    while audit_records(dir).len() < before + expect && start.elapsed() < AUDIT_WAIT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(AUDIT_SETTLE).await;
-    let mut all = audit_records(dir);
-    all.split_off(before.min(all.len()))
-}
-
-pub fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
-}
-
-/// Checks `recs` is exactly one refusal of `admin` on `rpc` whose reason contains `reason`.
-pub fn one_refusal(recs: &[Value], rpc: &str, reason: &str, admin: &str) -> Result<(), String> {
-    let [r] = recs else {
-        return Err(format!(
-            "{} new audit records, expected exactly 1: {}",
-            recs.len(),
-            serde_json::to_string(recs).unwrap()
-        ));
-    };
-    let mut errs = Vec::new();
-    if s(r, "event") != "decision" {
-        errs.push(format!("event {:?}, expected decision", s(r, "event")));
-    }
-    if r.get("allowed") != Some(&Value::Bool(false)) {
-        errs.push(format!("allowed = {:?}, expected false", r.get("allowed")));
-    }
-    if !s(r, "reason").contains(reason) {
-        errs.push(format!(
-            "reason {:?} does not name the cause ({reason:?})",
-            s(r, "reason")
-        ));
-    }
-    if s(r, "rpc") != rpc {
-        errs.push(format!("rpc {:?}, expected {rpc:?}", s(r, "rpc")));
-    }
-    if s(r, "admin") != admin {
-        errs.push(format!("admin {:?}, expected {admin:?}", s(r, "admin")));
-    }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{}; record: {r}", errs.join("; ")))
-    }
-}
-
-/// `msg` framed as one gRPC message (uncompressed).
-pub fn framed(msg: &[u8]) -> Vec<u8> {
-    let mut v = vec![0];
-    v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    v.extend_from_slice(msg);
-    v
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

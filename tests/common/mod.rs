@@ -1,5 +1,5 @@
 //! Shared test harness: real binaries on 127.0.0.1 port 0, real stores in temp dirs.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,6 +7,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub use orly::event::{Event, Keys, sign_event};
+
+mod plain;
+mod run;
+pub use plain::*;
+pub use run::*;
+
+/// Bound on one gRPC call (including reading its whole stream).
+pub const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// Bound on a service announcing its address.
+pub const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// A running child process, killed on drop.
 pub struct Proc {
@@ -23,6 +34,21 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Sends `kill -SIG` (e.g. "HUP") to the process; panics when `kill` fails.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Sends SIGTERM and waits (up to 10 s) for exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -50,6 +76,41 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
+/// Waits (up to `limit`) for `child`'s first stdout line, "NAME listening on ADDR", and keeps
+/// draining stdout so the child never blocks on a full pipe. The address, or the line seen
+/// (empty when none came) with the child, still running, for the caller to report and stop.
+pub fn announced(
+    mut child: Child,
+    name: &'static str,
+    limit: Duration,
+) -> Result<Proc, (Child, String)> {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line.clone());
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            line.clear();
+        }
+    });
+    let line = rx.recv_timeout(limit).unwrap_or_default();
+    match line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .filter(|_| line.contains("listening on"))
+    {
+        Some(addr) => Ok(Proc {
+            child,
+            addr: addr.to_string(),
+            name,
+        }),
+        None => Err((child, line)),
+    }
+}
+
 /// Starts a service binary that announces "NAME listening on ADDR" on stdout, on port 0.
 pub fn spawn_service(name: &'static str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(bin(name));
@@ -63,26 +124,12 @@ pub fn spawn_service(name: &'static str, args: &[&str], envs: &[(&str, &str)]) -
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("read announce line");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|_| line.contains("listening on"))
-        .unwrap_or_else(|| panic!("{name} did not announce its address: {line:?}"))
-        .to_string();
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-            sink.clear();
-        }
-    });
-    Proc { child, addr, name }
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    announced(child, name, START_LIMIT).unwrap_or_else(|(mut child, line)| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name} did not announce its address: {line:?}")
+    })
 }
 
 /// `orly-relay` on port 0 over a fjall store in `dir`.
@@ -95,6 +142,43 @@ pub fn relay(dir: &Path, extra: &[&str]) -> Proc {
     ];
     args.extend_from_slice(extra);
     spawn_service("orly-relay", &args, &[])
+}
+
+/// `orly-sync-negentropy` on loopback without security, over the fjall store in `dir`.
+pub fn sync_service(dir: &Path) -> Proc {
+    spawn_service(
+        "orly-sync-negentropy",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[("ORLY_DB_TYPE", "fjall")],
+    )
+}
+
+/// `orly-sync-negentropy` on loopback without security, over the `orly-db` at `db_addr`.
+pub fn sync_service_over_db(db_addr: &str) -> Proc {
+    spawn_service(
+        "orly-sync-negentropy",
+        &["--listen", "127.0.0.1:0"],
+        &[("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", db_addr)],
+    )
+}
+
+/// `orly-db` on loopback (no token) over the fjall store in `dir`.
+pub fn orly_db(dir: &Path) -> Proc {
+    spawn_service(
+        "orly-db",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
+        &[],
+    )
 }
 
 /// Runs `orly` with args; returns (exit code, stdout, stderr).
@@ -191,6 +275,15 @@ pub fn notes(tag: &str, n: usize, base_time: u64) -> Vec<Event> {
             )
         })
         .collect()
+}
+
+/// Sorted, distinct ids of the events in `a` and `b`: what a store holding both has.
+pub fn union(a: &[Event], b: &[Event]) -> Vec<String> {
+    let mut v = ids_of(a);
+    v.extend(ids_of(b));
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// Sorted ids of `events`.
