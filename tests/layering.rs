@@ -98,18 +98,34 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ),
     ("service", &["gateway", "cli", "config", "launcher"]),
     ("gateway", &["cli", "config", "launcher"]),
-    ("cli", &["gateway", "service", "config", "launcher"]),
+    // `config` holds the parsed command line of every binary (issue 13 §4: every flag and
+    // variable is read there) and hands it to `cli`, which runs it: `cli` uses those types, and
+    // `config` never imports `cli`.
+    ("cli", &["gateway", "service", "launcher"]),
+    ("config", &["cli", "launcher"]),
 ];
 
 /// The binaries' own rules: `orly` is the CLI.
 const FORBIDDEN_IN_BINS: &[(&str, &[&str])] = &[("orly.rs", &["gateway", "service"])];
 
 /// Imports still to be removed: (file, module imported, what removes it).
-const KNOWN: &[(&str, &str, &str)] = &[(
-    "src/cli/sync.rs",
-    "service",
-    "issue 13 §2: progress conversions move beside the proto types (progress_from_pb)",
-)];
+const KNOWN: &[(&str, &str, &str)] = &[
+    (
+        "src/cli/sync.rs",
+        "service",
+        "issue 13 §2: progress conversions move beside the proto types (progress_from_pb)",
+    ),
+    (
+        "src/audit/anchor/mod.rs",
+        "policy",
+        "URL redaction (policy::redact_url) moves below audit and policy, with the PeerUrl type",
+    ),
+    (
+        "src/audit/anchor/service.rs",
+        "policy",
+        "URL redaction (policy::redact_url) moves below audit and policy, with the PeerUrl type",
+    ),
+];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {

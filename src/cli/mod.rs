@@ -13,15 +13,7 @@ mod token;
 
 pub use commands::run;
 
-use std::path::PathBuf;
-
-/// `--data-dir`, else `$ORLY_DATA_DIR` (clap reads it), else `~/.local/share/ORLY`.
-pub fn default_data_dir() -> PathBuf {
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/ORLY"),
-        None => PathBuf::from(".orly-data"),
-    }
-}
+pub use crate::config::default_data_dir;
 
 /// A progress bar on a terminal, nothing otherwise (scripts and CI get clean output).
 pub fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {

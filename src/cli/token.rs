@@ -57,8 +57,8 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
                 }
             };
             let req = crate::auth::MintRequest {
-                issuer: crate::gateway::TOKEN_ISSUER,
-                audience: crate::gateway::TOKEN_AUDIENCE,
+                issuer: crate::auth::TOKEN_ISSUER,
+                audience: crate::auth::TOKEN_AUDIENCE,
                 admin: &admin,
                 ttl: parse_ttl(&ttl)?,
                 cert_der: der.as_deref(),

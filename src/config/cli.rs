@@ -1,7 +1,7 @@
 //! `orly`'s flags: every command and its arguments, and the variables behind them
 //! (`ORLY_DATA_DIR`; for `sync`, `ORLY_SYNC_CA`, `ORLY_SYNC_CERT`, `ORLY_SYNC_KEY`,
 //! `ORLY_SYNC_TOKEN` and `ORLY_SYNC_AUTH_KEY`), read through the injected environment. The
-//! command bodies live in `crate::cli`.
+//! command bodies live in the `cli` module.
 
 use super::env::{EnvSource, Problems};
 use clap::{Parser, Subcommand};
@@ -34,7 +34,7 @@ impl DataDir {
             Some(d) => Ok(d.clone()),
             None => Ok(env
                 .var("ORLY_DATA_DIR")?
-                .map_or_else(crate::cli::default_data_dir, PathBuf::from)),
+                .map_or_else(super::default_data_dir, PathBuf::from)),
         }
     }
 }

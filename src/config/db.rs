@@ -51,7 +51,7 @@ impl DbConfig {
             Some(d) => Some(d),
             None => p
                 .take(env.var("ORLY_DATA_DIR"))
-                .map(|d| d.map_or_else(crate::cli::default_data_dir, PathBuf::from)),
+                .map(|d| d.map_or_else(super::default_data_dir, PathBuf::from)),
         };
         let listen_value = p
             .flag_or_env(args.listen, env, "ORLY_DB_LISTEN")

@@ -55,7 +55,7 @@ impl StoreConfig {
                 Some(d) => d,
                 None => env
                     .var("ORLY_DATA_DIR")?
-                    .map_or_else(crate::cli::default_data_dir, PathBuf::from),
+                    .map_or_else(default_data_dir, PathBuf::from),
             })),
             "grpc" => match env.var("ORLY_GRPC_SERVER")? {
                 Some(addr) => Ok(Self::Grpc(addr.trim().to_string(), db_token_from_env(env)?)),
@@ -151,5 +151,13 @@ pub fn keep_alive_on_sighup() {
                 tracing::info!("SIGHUP received");
             }
         });
+    }
+}
+
+/// `--data-dir`, else `$ORLY_DATA_DIR` (clap reads it), else `~/.local/share/ORLY`.
+pub fn default_data_dir() -> PathBuf {
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/ORLY"),
+        None => PathBuf::from(".orly-data"),
     }
 }

@@ -1,5 +1,5 @@
 //! The gateway's input: the files it loads and watches (validated, all present), as the
-//! sync service's configuration (`crate::config`) hands them over.
+//! sync service's configuration module hands them over.
 
 use std::path::PathBuf;
 
