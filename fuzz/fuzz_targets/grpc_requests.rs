@@ -106,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => {
             let _ = decode::<db::GetEventsByIdsRequest>(bytes);
-            let _ = decode::<db::ReadyRequest>(bytes);
+            let _ = decode::<db::Empty>(bytes);
         }
         // Answers the clients of orly-db and of the sync service decode.
         8 => {

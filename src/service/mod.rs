@@ -2,6 +2,7 @@
 //! standard health and reflection services. Security is not here: the gateway wraps these.
 
 mod db;
+mod db_orly;
 mod db_session;
 pub mod gate;
 mod server;
