@@ -311,13 +311,24 @@ mod tests {
         let set = p.tags.remove("t").unwrap();
         p.tags.insert("#t".into(), set);
         assert_eq!(Filter::try_from(&p).unwrap(), f, "'#t' reads as 't'");
-        p.tags.insert("p".into(), odb::TagSet { values: vec![vec![0xff]] });
-        assert!(Filter::try_from(&p).unwrap_err().contains("filter.tags[\"p\"]: not UTF-8"));
+        p.tags.insert(
+            "p".into(),
+            odb::TagSet {
+                values: vec![vec![0xff]],
+            },
+        );
+        assert!(
+            Filter::try_from(&p)
+                .unwrap_err()
+                .contains("filter.tags[\"p\"]: not UTF-8")
+        );
         let ev = odb::Event {
             id: vec![0; 32],
             pubkey: vec![0; 32],
             kind: 1,
-            tags: vec![odb::Tag { values: vec![b"t".to_vec(), vec![0xc3]] }],
+            tags: vec![odb::Tag {
+                values: vec![b"t".to_vec(), vec![0xc3]],
+            }],
             sig: vec![0; 64],
             ..Default::default()
         };
@@ -326,6 +337,10 @@ mod tests {
         let mut ev2 = ev;
         ev2.tags.clear();
         ev2.content = vec![0xfe];
-        assert!(Event::try_from(ev2).unwrap_err().contains("event.content: not UTF-8"));
+        assert!(
+            Event::try_from(ev2)
+                .unwrap_err()
+                .contains("event.content: not UTF-8")
+        );
     }
 }

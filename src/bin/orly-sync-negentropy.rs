@@ -15,13 +15,9 @@ use std::sync::Arc;
     about = "gRPC service running NIP-77 syncs on the orly store"
 )]
 struct Args {
-    /// Listen address.
-    #[arg(
-        long,
-        env = "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN",
-        default_value = "127.0.0.1:50064"
-    )]
-    listen: String,
+    /// Listen address [default: 127.0.0.1:50064; ORLY's ORLY_SYNC_NEGENTROPY_LISTEN is an alias]
+    #[arg(long, env = "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN")]
+    listen: Option<String>,
     /// Store directory when ORLY_DB_TYPE=fjall (default) [env: ORLY_DATA_DIR]
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -55,7 +51,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(a: Args) -> anyhow::Result<()> {
-    let listen = config::parse_listen("ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN/--listen", &a.listen)
+    // ORLY's name for the setting, when neither the flag nor ours is given.
+    let listen = (a.listen)
+        .or_else(|| std::env::var("ORLY_SYNC_NEGENTROPY_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:50064".into());
+    let listen = config::parse_listen("ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN/--listen", &listen)
         .map_err(anyhow::Error::msg)?;
     let store_cfg = StoreConfig::from_env(a.data_dir).map_err(anyhow::Error::msg)?;
     let auth_keys = match std::env::var("ORLY_SYNC_AUTH_KEY") {

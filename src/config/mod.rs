@@ -26,18 +26,35 @@ pub fn db_token_from_env() -> Result<Option<DbToken>, String> {
     }
 }
 
+/// Our variable `ours`, or ORLY's name for the same setting (`orly_name`, accepted so an ORLY
+/// deployment's env file works unchanged). Both set to different values is an error.
+pub fn env_aliased(ours: &str, orly_name: &str) -> Result<Option<String>, String> {
+    let read = |k: &str| match std::env::var(k) {
+        Ok(v) if !v.trim().is_empty() => Ok(Some(v.trim().to_string())),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{k} is not UTF-8")),
+    };
+    match (read(ours)?, read(orly_name)?) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "{ours}={a:?} and its alias {orly_name}={b:?} disagree: set one"
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
 impl StoreConfig {
     /// From `ORLY_DB_TYPE`, `ORLY_DATA_DIR` (or `data_dir`) and `ORLY_GRPC_SERVER`.
     pub fn from_env(data_dir: Option<PathBuf>) -> Result<Self, String> {
-        let kind = std::env::var("ORLY_DB_TYPE").unwrap_or_else(|_| "fjall".into());
+        let kind = env_aliased("ORLY_DB_TYPE", "ORLY_SYNC_NEGENTROPY_DB_TYPE")?
+            .unwrap_or_else(|| "fjall".into());
         match kind.as_str() {
             "fjall" | "" => Ok(Self::Fjall(
                 data_dir
                     .or_else(|| std::env::var_os("ORLY_DATA_DIR").map(PathBuf::from))
                     .unwrap_or_else(crate::cli::default_data_dir),
             )),
-            "grpc" => match std::env::var("ORLY_GRPC_SERVER") {
-                Ok(addr) if !addr.trim().is_empty() => {
+            "grpc" => match env_aliased("ORLY_GRPC_SERVER", "ORLY_SYNC_NEGENTROPY_DB_SERVER")? {
+                Some(addr) if !addr.trim().is_empty() => {
                     Ok(Self::Grpc(addr.trim().to_string(), db_token_from_env()?))
                 }
                 _ => Err(

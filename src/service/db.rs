@@ -209,10 +209,7 @@ impl DatabaseService for DbService {
         Ok(Response::new(db::CountResponse { count }))
     }
 
-    async fn ready(
-        &self,
-        _req: Request<db::Empty>,
-    ) -> Result<Response<db::ReadyResponse>, Status> {
+    async fn ready(&self, _req: Request<db::Empty>) -> Result<Response<db::ReadyResponse>, Status> {
         Ok(Response::new(db::ReadyResponse {
             ready: self.store.ready().await.is_ok(),
         }))

@@ -35,11 +35,13 @@ impl RemoteStore {
         self.dialect_cell()
             .get_or_try_init(|| async {
                 let probe = db::CountRequest {
-                    filter: Some((&Filter {
-                        ids: Some([[0u8; 32]].into_iter().collect()),
-                        ..Filter::default()
-                    })
-                        .into()),
+                    filter: Some(
+                        (&Filter {
+                            ids: Some([[0u8; 32]].into_iter().collect()),
+                            ..Filter::default()
+                        })
+                            .into(),
+                    ),
                 };
                 match self.client().count_matching(probe).await {
                     Ok(_) => Ok(Dialect::Ours),
@@ -58,7 +60,10 @@ impl RemoteStore {
             .copied()
     }
 
-    pub(super) async fn orly_save(&self, events: Vec<Event>) -> Result<Vec<SaveOutcome>, StoreError> {
+    pub(super) async fn orly_save(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<SaveOutcome>, StoreError> {
         let mut outs = Vec::with_capacity(events.len());
         for ev in events {
             let req = db::SaveEventRequest {
@@ -69,8 +74,9 @@ impl RemoteStore {
                 Ok(_) => SaveOutcome::Accepted,
                 // ORLY (and our orly-db) refuse an older replaceable or a deleted event with
                 // "blocked: ..."; the other events of the batch still go in.
-                Err(s) if s.code() == tonic::Code::FailedPrecondition
-                    || s.message().starts_with("blocked") =>
+                Err(s)
+                    if s.code() == tonic::Code::FailedPrecondition
+                        || s.message().starts_with("blocked") =>
                 {
                     if s.message().contains("delete") {
                         SaveOutcome::Deleted
@@ -125,7 +131,10 @@ impl RemoteStore {
         Ok(out)
     }
 
-    pub(super) async fn orly_get_by_ids(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError> {
+    pub(super) async fn orly_get_by_ids(
+        &self,
+        ids: Vec<EventId>,
+    ) -> Result<Vec<Event>, StoreError> {
         // An empty id list on the wire would read as "any id".
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -167,11 +176,10 @@ impl RemoteStore {
                     "the negentropy sets open now fill the memory budget; try again later".into(),
                 ));
             }
-            let id: EventId = it
-                .id
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("QueryForIds: an id is not 32 bytes".into()))?;
+            let id: EventId =
+                it.id.as_slice().try_into().map_err(|_| {
+                    StoreError::Corrupt("QueryForIds: an id is not 32 bytes".into())
+                })?;
             let t = u64::try_from(it.timestamp)
                 .map_err(|_| StoreError::Corrupt("QueryForIds: a negative timestamp".into()))?;
             items.push((t, id));
