@@ -165,7 +165,7 @@ async fn orly_client_uses_every_method_of_orly_db() {
     // QueryEvents: every kind-1 event, newest first, in batches.
     let mut want_k1: Vec<&Event> = evs.iter().filter(|e| e.kind == 1).collect();
     want_k1.push(&note);
-    want_k1.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    want_k1.sort_by_key(|e| std::cmp::Reverse(e.created_at));
     let mut s = c.query_events(by_kind(&[1])).await.unwrap().into_inner();
     let mut got = Vec::new();
     while let Some(b) = s.message().await.unwrap() {
@@ -195,7 +195,7 @@ async fn orly_client_uses_every_method_of_orly_db() {
             .chain([&note])
             .filter(|e| e.tags.iter().any(|t| t[1] == "rust"))
             .collect();
-        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        v.sort_by_key(|e| std::cmp::Reverse(e.created_at));
         v.iter().map(|e| e.id_hex()).collect()
     };
     let mut s = c
@@ -342,7 +342,7 @@ impl OrlyDbStub {
             .filter(|e| tag_ok(e))
             .cloned()
             .collect();
-        v.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        v.sort_by_key(|e| std::cmp::Reverse(e.created_at));
         if let Some(l) = f.limit {
             v.truncate(l as usize);
         }
