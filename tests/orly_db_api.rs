@@ -317,6 +317,26 @@ struct OrlyDbStub {
 }
 
 impl OrlyDbStub {
+    fn put(&self, evs: &[Event]) {
+        let mut m = self.events.lock().unwrap();
+        for e in evs {
+            m.insert(e.id.to_vec(), wire(e));
+        }
+    }
+
+    /// Sorted hex ids held.
+    fn ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .events
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|k| hex_id(k))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Matching events, newest first, `limit` honoured: ORLY's filter semantics, read from the
     /// wire by hand (tag keys with or without '#').
     fn matching(&self, f: Option<api::Filter>) -> Vec<api::Event> {
@@ -424,6 +444,28 @@ impl api::database_service_server::DatabaseService for OrlyDbStub {
     }
 }
 
+type StubServer = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+
+/// Serves `stub` on 127.0.0.1 port 0: its address, the stop switch and the server task.
+async fn serve_stub(stub: OrlyDbStub) -> (String, tokio::sync::oneshot::Sender<()>, StubServer) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(api::database_service_server::DatabaseServiceServer::new(
+                stub,
+            ))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
+    );
+    (addr, stop_tx, server)
+}
+
 /// Runs `orly sync` in client mode against the service; panics unless it completes.
 fn client_sync(relay_url: &str, service: &str) {
     let (code, out, err) = common::orly(&[
@@ -470,24 +512,8 @@ async fn sync_service_over_orly_database_subset_matches_orly_db() {
 
     // Over the stub of ORLY's database, named ORLY's way.
     let stub = OrlyDbStub::default();
-    for e in &mine {
-        stub.events.lock().unwrap().insert(e.id.to_vec(), wire(e));
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stub_addr = listener.local_addr().unwrap().to_string();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(api::database_service_server::DatabaseServiceServer::new(
-                stub.clone(),
-            ))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async {
-                    let _ = stop_rx.await;
-                },
-            ),
-    );
+    stub.put(&mine);
+    let (stub_addr, stop_tx, server) = serve_stub(stub.clone()).await;
     let relay_b = tmp.path().join("relay-b");
     import(&relay_b, &theirs);
     let rl = relay(&relay_b, &[]);
@@ -510,15 +536,7 @@ async fn sync_service_over_orly_database_subset_matches_orly_db() {
     rl.terminate();
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
-    let mut in_stub: Vec<String> = stub
-        .events
-        .lock()
-        .unwrap()
-        .keys()
-        .map(|k| hex_id(k))
-        .collect();
-    in_stub.sort();
-    let over_stub = (in_stub, ids(&relay_b));
+    let over_stub = (stub.ids(), ids(&relay_b));
 
     assert_eq!(over_db.0, union, "orly-db holds the union");
     assert_eq!(over_db.1, union, "relay (over orly-db run) holds the union");
@@ -526,4 +544,60 @@ async fn sync_service_over_orly_database_subset_matches_orly_db() {
         over_stub, over_db,
         "same end state over ORLY's subset as over orly-db"
     );
+}
+
+/// orly-relay over a database with only ORLY's subset (ORLY_DB_TYPE=grpc) serves NIP-77, REQ
+/// and EVENT: a direct-mode sync against it leaves both sides with the union, and a second sync
+/// finds nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_over_orly_database_subset_serves_a_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let local = notes("orlyrel-local", 25, 1_700_000_000);
+    let remote = notes("orlyrel-remote", 35, 1_700_000_500);
+    let shared = notes("orlyrel-shared", 10, 1_700_001_000);
+    let mut union: Vec<String> = local
+        .iter()
+        .chain(&remote)
+        .chain(&shared)
+        .map(|e| e.id_hex())
+        .collect();
+    union.sort();
+    let stub = OrlyDbStub::default();
+    stub.put(&remote);
+    stub.put(&shared);
+    let (stub_addr, stop_tx, server) = serve_stub(stub.clone()).await;
+    let rl = spawn_service(
+        "orly-relay",
+        &["--listen", "127.0.0.1:0"],
+        &[("ORLY_DB_TYPE", "grpc"), ("ORLY_GRPC_SERVER", &stub_addr)],
+    );
+    let dir = tmp.path().join("local");
+    import(
+        &dir,
+        &local.iter().chain(&shared).cloned().collect::<Vec<_>>(),
+    );
+    for round in 0..2 {
+        let url = format!("ws://{}", rl.addr);
+        let d = dir.to_str().unwrap().to_string();
+        let out = tokio::task::spawn_blocking(move || {
+            common::orly(&["sync", &url, "--data-dir", &d, "--dir", "both", "--json"])
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.0, 0, "sync {round} failed: {}\n{}", out.2, out.1);
+        if round == 1 {
+            let last: serde_json::Value =
+                serde_json::from_str(out.1.lines().last().unwrap()).unwrap();
+            assert_eq!(
+                (&last["fetched"], &last["sent"]),
+                (&serde_json::json!(0), &serde_json::json!(0)),
+                "second sync has nothing to do: {last}"
+            );
+        }
+    }
+    rl.terminate();
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+    assert_eq!(stub.ids(), union, "the relay's database holds the union");
+    assert_eq!(ids(&dir), union, "the local store holds the union");
 }
