@@ -601,3 +601,43 @@ async fn relay_over_orly_database_subset_serves_a_sync() {
     assert_eq!(stub.ids(), union, "the relay's database holds the union");
     assert_eq!(ids(&dir), union, "the local store holds the union");
 }
+
+/// ORLY's service-level names are aliases of ours: ORLY_SYNC_NEGENTROPY_LISTEN places the
+/// service when neither --listen nor ours is set, and an alias that disagrees with our variable
+/// stops the service at start instead of silently picking one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_env_names_are_aliases() {
+    let stub = OrlyDbStub::default();
+    let (stub_addr, stop_tx, server) = serve_stub(stub).await;
+    let svc = spawn_service(
+        "orly-sync-negentropy",
+        &[],
+        &[
+            ("ORLY_SYNC_NEGENTROPY_LISTEN", "127.0.0.1:0"),
+            ("ORLY_SYNC_NEGENTROPY_DB_TYPE", "grpc"),
+            ("ORLY_SYNC_NEGENTROPY_DB_SERVER", &stub_addr),
+        ],
+    );
+    let port: u16 = svc.addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(
+        port, 50064,
+        "listens where ORLY_SYNC_NEGENTROPY_LISTEN says"
+    );
+    svc.terminate();
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
+
+    let out = std::process::Command::new(common::bin("orly-sync-negentropy"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("ORLY_GRPC_SERVER")
+        .env("ORLY_DB_TYPE", "fjall")
+        .env("ORLY_SYNC_NEGENTROPY_DB_TYPE", "grpc")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ORLY_SYNC_NEGENTROPY_DB_TYPE") && err.contains("disagree"),
+        "{err}"
+    );
+}
