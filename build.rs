@@ -1,4 +1,6 @@
-//! Compiles proto/ with protox (pure Rust): no system protoc needed.
+//! Compiles proto/ with protox (pure Rust): no system protoc needed. Also compiles the tests'
+//! own copy of ORLY's database subset (tests/proto/, written from ORLY's field list) into
+//! OUT_DIR/orly_api/, where only the integration tests include it.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -16,5 +18,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
+
+    let orly_api = ["tests/proto/orly/database.proto"];
+    for f in &orly_api {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let dir = out.join("orly_api");
+    std::fs::create_dir_all(&dir)?;
+    tonic_prost_build::configure()
+        .out_dir(dir)
+        .compile_fds(protox::compile(orly_api, ["tests/proto"])?)?;
     Ok(())
 }

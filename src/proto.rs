@@ -165,6 +165,116 @@ impl From<Event> for pb::Event {
     }
 }
 
+// ORLY's orlydb.v1 messages: the same fields as common.v1, but tag values and content are bytes.
+// A value that is not UTF-8 is refused naming the field; the rest goes through the conversions
+// above, so both wire forms are checked by one rule.
+use orlydb::v1 as odb;
+
+fn utf8(field: impl FnOnce() -> String, b: Vec<u8>) -> Result<String, String> {
+    String::from_utf8(b).map_err(|_| format!("{}: not UTF-8", field()))
+}
+
+impl TryFrom<&odb::Filter> for Filter {
+    type Error = String;
+
+    fn try_from(p: &odb::Filter) -> Result<Self, String> {
+        let mut tags = std::collections::HashMap::new();
+        for (name, set) in &p.tags {
+            let key = name.strip_prefix('#').unwrap_or(name);
+            let values = set
+                .values
+                .iter()
+                .map(|v| utf8(|| format!("filter.tags[{name:?}]"), v.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            tags.insert(key.to_string(), pb::TagSet { values });
+        }
+        Filter::try_from(&pb::Filter {
+            ids: p.ids.clone(),
+            kinds: p.kinds.clone(),
+            authors: p.authors.clone(),
+            tags,
+            since: p.since,
+            until: p.until,
+            search: p.search.clone(),
+            limit: p.limit,
+        })
+    }
+}
+
+impl From<&Filter> for odb::Filter {
+    fn from(f: &Filter) -> Self {
+        let p = pb::Filter::from(f);
+        odb::Filter {
+            ids: p.ids,
+            kinds: p.kinds,
+            authors: p.authors,
+            tags: p
+                .tags
+                .into_iter()
+                .map(|(k, v)| {
+                    let values = v.values.into_iter().map(String::into_bytes).collect();
+                    (k, odb::TagSet { values })
+                })
+                .collect(),
+            since: p.since,
+            until: p.until,
+            search: None,
+            limit: p.limit,
+        }
+    }
+}
+
+impl TryFrom<odb::Event> for Event {
+    type Error = String;
+
+    fn try_from(p: odb::Event) -> Result<Self, String> {
+        let tags = p
+            .tags
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let values = t
+                    .values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, v)| utf8(|| format!("event.tags[{i}][{j}]"), v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(pb::Tag { values })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Event::try_from(pb::Event {
+            id: p.id,
+            pubkey: p.pubkey,
+            created_at: p.created_at,
+            kind: p.kind,
+            tags,
+            content: utf8(|| "event.content".into(), p.content)?,
+            sig: p.sig,
+        })
+    }
+}
+
+impl From<Event> for odb::Event {
+    fn from(e: Event) -> Self {
+        let p = pb::Event::from(e);
+        odb::Event {
+            id: p.id,
+            pubkey: p.pubkey,
+            created_at: p.created_at,
+            kind: p.kind,
+            tags: p
+                .tags
+                .into_iter()
+                .map(|t| odb::Tag {
+                    values: t.values.into_iter().map(String::into_bytes).collect(),
+                })
+                .collect(),
+            content: p.content.into_bytes(),
+            sig: p.sig,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +301,46 @@ mod tests {
         let mut bad = p;
         bad.since = Some(-1);
         assert!(Filter::try_from(&bad).unwrap_err().contains("filter.since"));
+    }
+
+    #[test]
+    fn orly_db_types_round_trip_and_refuse_non_utf8() {
+        let f = Filter::from_json(r##"{"kinds":[1],"#t":["a"],"limit":3}"##).unwrap();
+        let mut p = odb::Filter::from(&f);
+        assert_eq!(Filter::try_from(&p).unwrap(), f);
+        let set = p.tags.remove("t").unwrap();
+        p.tags.insert("#t".into(), set);
+        assert_eq!(Filter::try_from(&p).unwrap(), f, "'#t' reads as 't'");
+        p.tags.insert(
+            "p".into(),
+            odb::TagSet {
+                values: vec![vec![0xff]],
+            },
+        );
+        assert!(
+            Filter::try_from(&p)
+                .unwrap_err()
+                .contains("filter.tags[\"p\"]: not UTF-8")
+        );
+        let ev = odb::Event {
+            id: vec![0; 32],
+            pubkey: vec![0; 32],
+            kind: 1,
+            tags: vec![odb::Tag {
+                values: vec![b"t".to_vec(), vec![0xc3]],
+            }],
+            sig: vec![0; 64],
+            ..Default::default()
+        };
+        let err = Event::try_from(ev.clone()).unwrap_err();
+        assert!(err.contains("event.tags[0][1]: not UTF-8"), "{err}");
+        let mut ev2 = ev;
+        ev2.tags.clear();
+        ev2.content = vec![0xfe];
+        assert!(
+            Event::try_from(ev2)
+                .unwrap_err()
+                .contains("event.content: not UTF-8")
+        );
     }
 }

@@ -106,7 +106,20 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => {
             let _ = decode::<db::GetEventsByIdsRequest>(bytes);
-            let _ = decode::<db::ReadyRequest>(bytes);
+            let _ = decode::<db::Empty>(bytes);
+            // ORLY's subset: bytes tag values and content, checked for UTF-8 on conversion.
+            if let Some(r) = decode::<db::QueryEventsRequest>(bytes)
+                && let Some(p) = r.filter.as_ref()
+                && let Ok(f) = Filter::try_from(p)
+            {
+                assert_eq!(Filter::try_from(&db::Filter::from(&f)).as_ref(), Ok(&f));
+            }
+            if let Some(r) = decode::<db::SaveEventRequest>(bytes)
+                && let Some(p) = r.event
+                && let Ok(ev) = Event::try_from(p.clone())
+            {
+                assert_eq!(db::Event::from(ev), p, "ORLY event protobuf round trip");
+            }
         }
         // Answers the clients of orly-db and of the sync service decode.
         8 => {
@@ -117,6 +130,10 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode::<db::SaveEventsResponse>(bytes);
             let _ = decode::<db::KnownIdsResponse>(bytes);
             let _ = decode::<db::CountResponse>(bytes);
+            let _ = decode::<db::EventBatch>(bytes);
+            let _ = decode::<db::IdPkTsList>(bytes);
+            let _ = decode::<db::CountEventsResponse>(bytes);
+            let _ = decode::<db::SaveEventResponse>(bytes);
         }
         10 => {
             if let Some(p) = decode::<sync::SyncProgress>(bytes) {

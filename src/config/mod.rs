@@ -46,10 +46,32 @@ pub fn db_token_from_env(env: &dyn EnvSource) -> Result<Option<DbToken>, String>
     }
 }
 
+/// Our variable `ours`, or ORLY's name for the same setting (`orly_name`, accepted so an ORLY
+/// deployment's env file works unchanged). Both set to different values is an error.
+pub fn env_aliased(
+    env: &dyn EnvSource,
+    ours: &str,
+    orly_name: &str,
+) -> Result<Option<String>, String> {
+    let read = |k: &str| -> Result<Option<String>, String> {
+        Ok(env
+            .var(k)?
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty()))
+    };
+    match (read(ours)?, read(orly_name)?) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "{ours}={a:?} and its alias {orly_name}={b:?} disagree: set one"
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
 impl StoreConfig {
     /// From `ORLY_DB_TYPE`, `ORLY_DATA_DIR` (or `data_dir`) and `ORLY_GRPC_SERVER`.
     pub fn from_env(data_dir: Option<PathBuf>, env: &dyn EnvSource) -> Result<Self, String> {
-        let kind = env.var("ORLY_DB_TYPE")?.unwrap_or_else(|| "fjall".into());
+        let kind = env_aliased(env, "ORLY_DB_TYPE", "ORLY_SYNC_NEGENTROPY_DB_TYPE")?
+            .unwrap_or_else(|| "fjall".into());
         match kind.as_str() {
             "fjall" => Ok(Self::Fjall(match data_dir {
                 Some(d) => d,
@@ -57,7 +79,8 @@ impl StoreConfig {
                     .var("ORLY_DATA_DIR")?
                     .map_or_else(default_data_dir, PathBuf::from),
             })),
-            "grpc" => match env.var("ORLY_GRPC_SERVER")? {
+            "grpc" => match env_aliased(env, "ORLY_GRPC_SERVER", "ORLY_SYNC_NEGENTROPY_DB_SERVER")?
+            {
                 Some(addr) => Ok(Self::Grpc(addr.trim().to_string(), db_token_from_env(env)?)),
                 _ => Err(
                     "ORLY_DB_TYPE=grpc needs ORLY_GRPC_SERVER=HOST:PORT (the orly-db address)"

@@ -47,7 +47,8 @@ pub fn sync_auth_key(
     about = "gRPC service running NIP-77 syncs on the orly store"
 )]
 pub struct SyncServiceArgs {
-    /// Listen address [env: ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN; default: 127.0.0.1:50064]
+    /// Listen address [env: ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN, or ORLY's ORLY_SYNC_NEGENTROPY_LISTEN;
+    /// default: 127.0.0.1:50064]
     #[arg(long)]
     pub listen: Option<String>,
     /// Store directory when ORLY_DB_TYPE=fjall (default) [env: ORLY_DATA_DIR]
@@ -84,6 +85,8 @@ impl SyncServiceConfig {
         let mut p = Problems::new("orly-sync-negentropy");
         let listen_value = p
             .flag_or_env(args.listen, env, "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN")
+            // ORLY's name for the setting, when neither the flag nor ours is given.
+            .or_else(|| p.flag_or_env(None, env, "ORLY_SYNC_NEGENTROPY_LISTEN"))
             .unwrap_or_else(|| DEFAULT_SYNC_LISTEN.to_string());
         let listen = p.take(parse_listen(
             "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN/--listen",

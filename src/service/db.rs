@@ -1,6 +1,8 @@
 //! `orlydb.v1.DatabaseService`: the fjall store served to the other processes. Every event that
-//! comes in is verified again here: the store trusts no caller's claim of validity.
+//! comes in is verified again here: the store trusts no caller's claim of validity. ORLY's
+//! subset of the service is answered through `db_orly.rs`; our own fast path is here.
 
+use super::db_orly;
 use super::db_session::Sessions;
 use super::status::store_status;
 use crate::event::{Event, Filter};
@@ -110,12 +112,12 @@ impl DatabaseService for DbService {
         }))
     }
 
-    type QueryEventsStream = BoxStream<pb::Event>;
+    type ScanEventsStream = BoxStream<pb::Event>;
 
-    async fn query_events(
+    async fn scan_events(
         &self,
         req: Request<db::QueryRequest>,
-    ) -> Result<Response<Self::QueryEventsStream>, Status> {
+    ) -> Result<Response<Self::ScanEventsStream>, Status> {
         let r = req.into_inner();
         let order = if r.ascending {
             Order::OldestFirst
@@ -185,7 +187,7 @@ impl DatabaseService for DbService {
         Ok(Response::new(db::KnownIdsResponse { known }))
     }
 
-    async fn count_events(
+    async fn count_matching(
         &self,
         req: Request<db::CountRequest>,
     ) -> Result<Response<db::CountResponse>, Status> {
@@ -197,12 +199,55 @@ impl DatabaseService for DbService {
         Ok(Response::new(db::CountResponse { count }))
     }
 
-    async fn ready(
-        &self,
-        _req: Request<db::ReadyRequest>,
-    ) -> Result<Response<db::ReadyResponse>, Status> {
+    async fn ready(&self, _req: Request<db::Empty>) -> Result<Response<db::ReadyResponse>, Status> {
         Ok(Response::new(db::ReadyResponse {
             ready: self.store.ready().await.is_ok(),
         }))
+    }
+
+    async fn get_path(
+        &self,
+        _req: Request<db::Empty>,
+    ) -> Result<Response<db::PathResponse>, Status> {
+        Ok(Response::new(db::PathResponse {
+            path: self.store.path().unwrap_or_default(),
+        }))
+    }
+
+    async fn save_event(
+        &self,
+        req: Request<db::SaveEventRequest>,
+    ) -> Result<Response<db::SaveEventResponse>, Status> {
+        db_orly::save_event(self.store.as_ref(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type QueryEventsStream = BoxStream<db::EventBatch>;
+
+    async fn query_events(
+        &self,
+        req: Request<db::QueryEventsRequest>,
+    ) -> Result<Response<Self::QueryEventsStream>, Status> {
+        let s = db_orly::query_events(self.store.as_ref(), req.into_inner())?;
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn query_for_ids(
+        &self,
+        req: Request<db::QueryEventsRequest>,
+    ) -> Result<Response<db::IdPkTsList>, Status> {
+        db_orly::query_for_ids(self.store.as_ref(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn count_events(
+        &self,
+        req: Request<db::QueryEventsRequest>,
+    ) -> Result<Response<db::CountEventsResponse>, Status> {
+        db_orly::count_events(self.store.as_ref(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

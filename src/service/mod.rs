@@ -4,6 +4,7 @@
 //! Security is not here: the gateway wraps these; `crate::server` builds the servers.
 
 mod db;
+mod db_orly;
 mod db_session;
 pub mod delegated;
 pub mod gate;

@@ -868,6 +868,10 @@ impl Store for FjallStore {
     async fn ready(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn path(&self) -> Option<String> {
+        Some(self.inner.path.display().to_string())
+    }
 }
 
 async fn blocking<T: Send + 'static>(

@@ -14,6 +14,7 @@ mod merge;
 mod neg_index;
 mod overlay;
 mod remote;
+mod remote_orly;
 mod remote_session;
 mod session;
 
@@ -153,6 +154,10 @@ pub trait Store: Send + Sync + 'static {
     async fn known(&self, ids: Vec<EventId>) -> Result<Vec<bool>, StoreError>;
     /// Ok when the store can serve requests.
     async fn ready(&self) -> Result<(), StoreError>;
+    /// Where the store lives on this machine, when it is a directory (orly-db's `GetPath`).
+    fn path(&self) -> Option<String> {
+        None
+    }
 }
 
 impl From<fjall::Error> for StoreError {

@@ -1,7 +1,10 @@
 //! The [`Store`] trait over the `orly-db` gRPC service, so several processes share one fjall
-//! store (fjall allows one process per directory).
+//! store (fjall allows one process per directory). A server that offers only ORLY's database
+//! subset is detected on first use and served by `remote_orly.rs` instead of our fast path.
 
+use super::budget::Budget;
 use super::db_auth::{DbToken, SendToken};
+use super::remote_orly::Dialect;
 use super::remote_session::RemoteSession;
 use super::{EventStream, NegItem, NegSession, Order, SaveOutcome, Store, StoreError};
 use crate::event::{Event, EventId, Filter};
@@ -9,6 +12,8 @@ use crate::proto::orlydb::v1 as db;
 use crate::proto::orlydb::v1::database_service_client::DatabaseServiceClient;
 use crate::proto::orlysync::common::v1 as pb;
 use futures_util::StreamExt;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -17,6 +22,9 @@ use tonic::transport::Channel;
 pub struct RemoteStore {
     client: DatabaseServiceClient<InterceptedService<Channel, SendToken>>,
     addr: String,
+    dialect: Arc<OnceCell<Dialect>>,
+    /// Sets loaded here (only against ORLY's subset) share this budget.
+    budget: Arc<Budget>,
 }
 
 fn status(addr: &str, s: tonic::Status) -> StoreError {
@@ -63,6 +71,8 @@ impl RemoteStore {
         Ok(Self {
             client,
             addr: addr.to_string(),
+            dialect: Arc::new(OnceCell::new()),
+            budget: super::remote_orly::new_budget(),
         })
     }
 
@@ -77,11 +87,26 @@ impl RemoteStore {
     pub(super) fn addr(&self) -> &str {
         &self.addr
     }
+
+    pub(super) fn dialect_cell(&self) -> &OnceCell<Dialect> {
+        &self.dialect
+    }
+
+    pub(super) fn budget(&self) -> Arc<Budget> {
+        self.budget.clone()
+    }
+
+    async fn orly_only(&self) -> Result<bool, StoreError> {
+        Ok(self.dialect().await? == Dialect::OrlySubset)
+    }
 }
 
 #[async_trait::async_trait]
 impl Store for RemoteStore {
     async fn save(&self, events: Vec<Event>) -> Result<Vec<SaveOutcome>, StoreError> {
+        if self.orly_only().await? {
+            return self.orly_save(events).await;
+        }
         let n = events.len();
         let stream = tokio_stream::iter(events.into_iter().map(pb::Event::from));
         let resp = self
@@ -106,15 +131,26 @@ impl Store for RemoteStore {
         if filter.matches_nothing() {
             return Box::pin(futures_util::stream::empty());
         }
-        let mut client = self.client.clone();
+        let this = self.clone();
         let addr = self.addr.clone();
-        let req = db::QueryRequest {
-            filter: Some((&filter).into()),
-            ascending: order == Order::OldestFirst,
-        };
         Box::pin(
-            futures_util::stream::once(async move { client.query_events(req).await })
-                .map(move |r| match r {
+            futures_util::stream::once(async move {
+                match this.orly_only().await {
+                    Ok(true) => return Err(this.orly_query(filter, order)),
+                    Err(e) => {
+                        return Err(futures_util::stream::once(std::future::ready(Err(e))).boxed());
+                    }
+                    Ok(false) => {}
+                }
+                let req = db::QueryRequest {
+                    filter: Some((&filter).into()),
+                    ascending: order == Order::OldestFirst,
+                };
+                Ok(this.client.clone().scan_events(req).await)
+            })
+            .map(move |r| match r {
+                Err(fallback) => fallback,
+                Ok(r) => match r {
                     Ok(resp) => {
                         let addr = addr.clone();
                         resp.into_inner()
@@ -126,12 +162,16 @@ impl Store for RemoteStore {
                     }
                     Err(s) => futures_util::stream::once(std::future::ready(Err(status(&addr, s))))
                         .boxed(),
-                })
-                .flatten(),
+                },
+            })
+            .flatten(),
         )
     }
 
     async fn get_by_ids(&self, ids: Vec<EventId>) -> Result<Vec<Event>, StoreError> {
+        if self.orly_only().await? {
+            return self.orly_get_by_ids(ids).await;
+        }
         let req = db::GetEventsByIdsRequest {
             ids: ids.iter().map(|i| i.to_vec()).collect(),
         };
@@ -152,6 +192,9 @@ impl Store for RemoteStore {
     async fn neg_items(&self, filter: Filter) -> Result<Vec<NegItem>, StoreError> {
         if filter.matches_nothing() {
             return Ok(Vec::new());
+        }
+        if self.orly_only().await? {
+            return self.orly_neg_items(filter).await;
         }
         let req = db::NegentropyItemsRequest {
             filter: Some((&filter).into()),
@@ -186,6 +229,9 @@ impl Store for RemoteStore {
         frame_limit: u64,
         max_items: usize,
     ) -> Result<Box<dyn NegSession>, StoreError> {
+        if self.orly_only().await? {
+            return self.orly_neg_session(filter, frame_limit, max_items).await;
+        }
         RemoteSession::open(self, &filter, frame_limit, max_items).await
     }
 
@@ -193,13 +239,16 @@ impl Store for RemoteStore {
         if filter.matches_nothing() {
             return Ok(0);
         }
+        if self.orly_only().await? {
+            return self.orly_count(filter).await;
+        }
         let req = db::CountRequest {
             filter: Some((&filter).into()),
         };
         Ok(self
             .client
             .clone()
-            .count_events(req)
+            .count_matching(req)
             .await
             .map_err(|s| self.err(s))?
             .into_inner()
@@ -207,6 +256,9 @@ impl Store for RemoteStore {
     }
 
     async fn known(&self, ids: Vec<EventId>) -> Result<Vec<bool>, StoreError> {
+        if self.orly_only().await? {
+            return self.orly_known(ids).await;
+        }
         let n = ids.len();
         let req = db::GetEventsByIdsRequest {
             ids: ids.iter().map(|i| i.to_vec()).collect(),
@@ -231,7 +283,7 @@ impl Store for RemoteStore {
         let r = self
             .client
             .clone()
-            .ready(db::ReadyRequest {})
+            .ready(db::Empty {})
             .await
             .map_err(|s| self.err(s))?;
         if r.into_inner().ready {
