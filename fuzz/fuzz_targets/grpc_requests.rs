@@ -55,8 +55,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = normalize_peer_url(&r.peer_url);
                 filter(r.filter.as_ref());
                 if let Ok(req) = SyncDefaults::default().validate(&r) {
-                    assert_eq!(req.peer_url, r.peer_url);
-                    assert!(req.frame_size_limit.is_none_or(|n| n == 0 || n >= 4096));
+                    assert_eq!(req.peer_url().as_str(), r.peer_url);
+                    assert!(req.frame_limit().is_none_or(|n| n.get() == 0 || n.get() >= 4096));
                 }
             }
         }

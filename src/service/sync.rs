@@ -12,7 +12,7 @@ use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
     NegentropyService, NegentropyServiceServer,
 };
 use crate::store::Store;
-use crate::sync::{Direction, ErrorKind, Progress, SyncJob, SyncRequest};
+use crate::sync::{Direction, ErrorKind, FrameLimit, PeerUrl, Progress, SyncJob, SyncRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ impl SyncDefaults {
             return Err(Status::invalid_argument("peer_url: required"));
         }
         // The cause, not the URL: the caller sent it, and it may be huge or hold a secret.
-        crate::peer::validate_url(&r.peer_url).map_err(|e| {
+        let peer_url = PeerUrl::parse(&r.peer_url).map_err(|e| {
             Status::invalid_argument(match e {
                 crate::peer::PeerError::BadUrl(_, why) => format!("peer_url: {why}"),
                 e => format!("peer_url: {e}"),
@@ -107,27 +107,21 @@ impl SyncDefaults {
         if r.dry_run {
             direction = Direction::None;
         }
-        let frame_size_limit = match r.frame_size_limit {
-            Some(n) if n != 0 && n < 4096 => {
-                return Err(Status::invalid_argument(
-                    "frame_size_limit: absent (negotiate), 0 (none) or at least 4096",
-                ));
-            }
-            other => other,
-        };
+        let frame_limit = r
+            .frame_size_limit
+            .map(FrameLimit::new)
+            .transpose()
+            .map_err(|e| {
+                Status::invalid_argument(format!("frame_size_limit: absent (negotiate), {e}"))
+            })?;
         let mut peer = self.peer.clone();
         if r.timeout_seconds > 0 {
             peer.reply_timeout = Duration::from_secs(u64::from(r.timeout_seconds.min(3600)));
         }
-        Ok(SyncRequest {
-            peer_url: r.peer_url.clone(),
-            filter,
-            since,
-            direction,
-            frame_size_limit,
-            max_events: None,
-            peer,
-        })
+        Ok(SyncRequest::new(peer_url, filter, direction)
+            .with_since(since)
+            .with_frame_limit(frame_limit)
+            .with_peer_options(peer))
     }
 }
 
@@ -211,10 +205,9 @@ impl NegentropyService for SyncService {
             return Err(self.gate.refuse(&call, &body, s).await);
         }
         let admission: Admission = self.gate.admit(&call, &req).await?;
-        let mut req = req;
-        req.max_events = admission.max_events;
+        let mut req = req.with_max_events(admission.max_events);
         if let Some(url) = &admission.peer_url {
-            req.peer_url = url.clone();
+            req = req.with_peer_url(url.clone());
         }
 
         let sync_id = hex::encode(rand::random::<[u8; 12]>());
@@ -233,12 +226,12 @@ impl NegentropyService for SyncService {
                         sync_id: sync_id.clone(),
                         running: true,
                         progress: Some(pb::SyncProgress {
-                            peer_url: redact_url(&req.peer_url),
+                            peer_url: redact_url(req.peer_url().as_str()),
                             sync_id: sync_id.clone(),
                             ..Default::default()
                         }),
                         admin: admission.admin.clone(),
-                        direction: req.direction.as_str().into(),
+                        direction: req.direction().as_str().into(),
                         started_at: unix_now(),
                     },
                     cancel: Some(cancel_tx),
@@ -250,18 +243,15 @@ impl NegentropyService for SyncService {
         let gate = self.gate.clone();
         let store = self.store.clone();
         let id = sync_id.clone();
-        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(&req.peer_url), direction = req.direction.as_str());
+        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(req.peer_url().as_str()), direction = req.direction().as_str());
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let started = Instant::now();
                 let progress_tx = tx.clone();
                 let (s2, id2) = (syncs.clone(), id.clone());
-                // Built here, after the allow record: a job that cannot be built (the checked
-                // request was valid, so this should not happen) ends as a failed sync, with its
-                // finished record, rather than as a refusal the log would call allowed.
                 let job_req = req.clone();
                 let run = async move {
-                    SyncJob::new(store, job_req)?
+                    SyncJob::new(store, job_req)
                         .run(move |p: &Progress| {
                             let msg = to_pb(p, &id2);
                             update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
