@@ -2,7 +2,8 @@
 //! document), NIP-42 (authentication) and NIP-77 (negentropy sync served to any client).
 //!
 //! `server` accepts connections and answers HTTP (NIP-11) or upgrades to WebSocket; `conn`
-//! runs one client's session; `neg` holds the per-connection negentropy sessions.
+//! runs one client's session and hands each message to its handler (`conn/events`,
+//! `conn/subs`, `conn/nip42`, `conn/nip77`); `neg` holds the per-connection negentropy sessions.
 
 mod conn;
 mod limits;
