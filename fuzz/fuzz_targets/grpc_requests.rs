@@ -14,7 +14,8 @@ use orly::policy::normalize_peer_url;
 use orly::proto::orlydb::v1 as db;
 use orly::proto::orlysync::common::v1 as common;
 use orly::proto::orlysync::negentropy::v1 as sync;
-use orly::service::{SyncDefaults, progress_from_pb};
+use orly::proto::progress_from_pb;
+use orly::service::SyncDefaults;
 use prost::Message;
 
 /// Decodes `T`, checks that re-encoding and decoding gives it back, and returns it.

@@ -168,12 +168,7 @@ pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
         peer_url: req.peer_url().to_string(),
         filter: Some(req.filter().into()),
         since: req.since().map_or(0, |s| s.min(i64::MAX as u64) as i64),
-        direction: match req.direction() {
-            Direction::Down => pb::Direction::Down,
-            Direction::Up => pb::Direction::Up,
-            Direction::Both => pb::Direction::Both,
-            Direction::None => pb::Direction::None,
-        } as i32,
+        direction: pb::Direction::from(req.direction()) as i32,
         dry_run: false,
         frame_size_limit: req.frame_limit().map(FrameLimit::get),
         timeout_seconds: req
@@ -240,7 +235,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     loop {
         match stream.message().await {
             Ok(Some(m)) => {
-                last = crate::service::progress_from_pb(&m);
+                last = crate::proto::progress_from_pb(&m);
                 if !m.complete && m.error.is_empty() {
                     display.show(&last);
                 }
@@ -276,18 +271,10 @@ enum Phase {
     Answered,
 }
 
-/// The error class (see `SyncError::kind`) of a failed call. A refused client certificate is
-/// told apart before this (see `conn`): a closed or reset connection is never "auth".
-/// The class of a refused or failed call: the one place gRPC status codes become kinds.
+/// The error class (see `SyncError::kind`) of a failed call (mapped beside the proto types).
+/// A refused client certificate is told apart before this (see `conn`).
 fn status_kind(s: &tonic::Status) -> ErrorKind {
-    use tonic::Code;
-    match s.code() {
-        Code::InvalidArgument => ErrorKind::Invalid,
-        Code::PermissionDenied | Code::ResourceExhausted => ErrorKind::Refused,
-        Code::Unauthenticated => ErrorKind::Auth,
-        Code::DeadlineExceeded => ErrorKind::Timeout,
-        _ => ErrorKind::Incomplete,
-    }
+    ErrorKind::from(s.code())
 }
 
 fn status_message(t: &ServiceTarget, s: &tonic::Status, phase: Phase) -> String {

@@ -12,7 +12,7 @@ pub use gate::{
     Admission, CallInfo, MAX_SHOWN_MESSAGE, OpenGate, SyncGate, Visibility, shown, shown_status,
 };
 pub use server::{serve_db, serve_sync_plain};
-pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService, progress_from_pb};
+pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService};
 
 use crate::store::Store;
 use std::sync::Arc;
