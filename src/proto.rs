@@ -1,4 +1,5 @@
-//! Generated gRPC types (from proto/) and their conversions to the domain types. Conversions
+//! Generated gRPC types (from proto/) and their conversions to the domain types: filters and
+//! events here, the sync engine's progress, direction and error kinds in `sync`. Conversions
 //! from the wire are strict: a malformed field is an error naming it, never a silent default.
 
 #![allow(missing_docs, clippy::all)]
@@ -28,6 +29,10 @@ pub mod orlydb {
         tonic::include_proto!("orlydb.v1");
     }
 }
+
+mod sync;
+
+pub use sync::{direction_from_pb, progress_from_pb, progress_to_pb};
 
 /// Encoded file descriptor set of every proto, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

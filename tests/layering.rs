@@ -111,11 +111,6 @@ const FORBIDDEN_IN_BINS: &[(&str, &[&str])] = &[("orly.rs", &["gateway", "servic
 /// Imports still to be removed: (file, module imported, what removes it).
 const KNOWN: &[(&str, &str, &str)] = &[
     (
-        "src/cli/sync.rs",
-        "service",
-        "issue 13 §2: progress conversions move beside the proto types (progress_from_pb)",
-    ),
-    (
         "src/audit/anchor/mod.rs",
         "policy",
         "URL redaction (policy::redact_url) moves below audit and policy, with the PeerUrl type",

@@ -558,27 +558,19 @@ async fn fifty_concurrent_client_syncs_from_one_address_exit_0_or_3_with_a_retry
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_syncs_count_only_what_they_stored() {
     use orly::store::{FjallStore, Store};
-    use orly::sync::{Direction, Progress, SyncJob, SyncRequest};
+    use orly::sync::{Direction, PeerUrl, Progress, SyncJob, SyncRequest};
     const JOBS: usize = 6;
     const EVENTS: u64 = 3000;
     let tmp = tempfile::tempdir().unwrap();
     let remote = tmp.path().join("remote");
     gen_store(&remote, EVENTS, 12);
     let rl = relay(&remote, &[]);
-    let url = format!("ws://{}", rl.addr);
-    let req = |direction| SyncRequest {
-        peer_url: url.clone(),
-        filter: Default::default(),
-        since: None,
-        direction,
-        frame_size_limit: None,
-        max_events: None,
-        peer: Default::default(),
-    };
+    let url = PeerUrl::parse(&format!("ws://{}", rl.addr)).unwrap();
+    let req = |direction| SyncRequest::new(url.clone(), Default::default(), direction);
     async fn all(store: Arc<dyn Store>, req: SyncRequest) -> Vec<Progress> {
         let jobs: Vec<_> = (0..JOBS)
             .map(|_| {
-                let job = SyncJob::new(store.clone(), req.clone()).unwrap();
+                let job = SyncJob::new(store.clone(), req.clone());
                 tokio::spawn(job.run(|_| {}))
             })
             .collect();
@@ -614,11 +606,8 @@ async fn concurrent_syncs_count_only_what_they_stored() {
     let up_remote = tmp.path().join("up-remote");
     std::fs::create_dir_all(&up_remote).unwrap();
     let up_relay = relay(&up_remote, &[]);
-    let url = format!("ws://{}", up_relay.addr);
-    let up_req = SyncRequest {
-        peer_url: url,
-        ..req(Direction::Up)
-    };
+    let url = PeerUrl::parse(&format!("ws://{}", up_relay.addr)).unwrap();
+    let up_req = req(Direction::Up).with_peer_url(url);
     let done = all(local.clone(), up_req).await;
     drop(up_relay);
     let relay_gained = ids(&up_remote).len() as u64;

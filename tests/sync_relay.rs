@@ -69,14 +69,14 @@ fn both_directions_converge_and_second_run_moves_nothing() {
 #[test]
 fn the_event_cap_moves_exactly_that_many_then_refuses() {
     use orly::store::{FjallStore, Store};
-    use orly::sync::{Direction, SyncError, SyncJob, SyncRequest};
+    use orly::sync::{Direction, PeerUrl, SyncError, SyncJob, SyncRequest};
     let tmp = tempfile::tempdir().unwrap();
     let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
     let only_remote = notes("cap-remote", 300, 1_700_000_000);
     let only_local = notes("cap-local", 450, 1_700_100_000);
     import(&remote, &only_remote);
     let relay = relay(&remote, &[]);
-    let url = format!("ws://{}", relay.addr);
+    let url = PeerUrl::parse(&format!("ws://{}", relay.addr)).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     for (direction, cap) in [(Direction::Down, 120u64), (Direction::Up, 150)] {
         let dir = local.join(format!("{direction:?}"));
@@ -85,16 +85,9 @@ fn the_event_cap_moves_exactly_that_many_then_refuses() {
             store.save_blocking(&only_local).unwrap();
         }
         let store: std::sync::Arc<dyn Store> = std::sync::Arc::new(store);
-        let req = SyncRequest {
-            peer_url: url.clone(),
-            filter: Default::default(),
-            since: None,
-            direction,
-            frame_size_limit: None,
-            max_events: Some(cap),
-            peer: Default::default(),
-        };
-        let res = rt.block_on(SyncJob::new(store.clone(), req).unwrap().run(|_| {}));
+        let req =
+            SyncRequest::new(url.clone(), Default::default(), direction).with_max_events(Some(cap));
+        let res = rt.block_on(SyncJob::new(store.clone(), req).run(|_| {}));
         match res {
             Err(e @ SyncError::Capped(n)) => {
                 assert_eq!(n, cap);

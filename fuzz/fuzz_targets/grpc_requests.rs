@@ -14,7 +14,8 @@ use orly::policy::normalize_peer_url;
 use orly::proto::orlydb::v1 as db;
 use orly::proto::orlysync::common::v1 as common;
 use orly::proto::orlysync::negentropy::v1 as sync;
-use orly::service::{SyncDefaults, progress_from_pb};
+use orly::proto::progress_from_pb;
+use orly::service::SyncDefaults;
 use prost::Message;
 
 /// Decodes `T`, checks that re-encoding and decoding gives it back, and returns it.
@@ -55,8 +56,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = normalize_peer_url(&r.peer_url);
                 filter(r.filter.as_ref());
                 if let Ok(req) = SyncDefaults::default().validate(&r) {
-                    assert_eq!(req.peer_url, r.peer_url);
-                    assert!(req.frame_size_limit.is_none_or(|n| n == 0 || n >= 4096));
+                    assert_eq!(req.peer_url().as_str(), r.peer_url);
+                    assert!(req.frame_limit().is_none_or(|n| n.get() == 0 || n.get() >= 4096));
                 }
             }
         }

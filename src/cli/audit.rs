@@ -33,7 +33,7 @@ pub fn check_relays(relays: &[String]) -> Result<(), String> {
         return Err("no relay given".into());
     }
     for r in relays {
-        crate::peer::validate_url(r).map_err(|e| e.to_string())?;
+        crate::peer::PeerUrl::parse(r).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

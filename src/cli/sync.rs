@@ -7,7 +7,7 @@ use crate::peer::PeerOptions;
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use crate::store::Store;
-use crate::sync::{Direction, ErrorKind, Progress, SyncJob, SyncRequest};
+use crate::sync::{Direction, ErrorKind, FrameLimit, PeerUrl, Progress, SyncJob, SyncRequest};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,19 +118,11 @@ pub async fn run(mode: Mode, req: SyncRequest, display: &Display) -> u8 {
 }
 
 async fn direct(store: Arc<dyn Store>, req: SyncRequest, display: &Display) -> u8 {
-    let url = req.peer_url.clone();
-    let job = match SyncJob::new(store, req) {
-        Ok(j) => j,
-        Err(e) => {
-            crate::errln!("error: {e}");
-            return e.exit_code();
-        }
-    };
     let mut last = Progress {
-        peer_url: url,
+        peer_url: req.peer_url().to_string(),
         ..Default::default()
     };
-    let res = job
+    let res = SyncJob::new(store, req)
         .run(|p| {
             if !p.complete && p.error.is_none() {
                 display.show(p);
@@ -173,23 +165,22 @@ pub async fn connect_service(t: &ServiceTarget) -> Result<tonic::transport::Chan
 /// The request message for a sync.
 pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
     pb::SyncPeerRequest {
-        peer_url: req.peer_url.clone(),
-        filter: Some((&req.filter).into()),
-        since: req.since.map_or(0, |s| s.min(i64::MAX as u64) as i64),
-        direction: match req.direction {
-            Direction::Down => pb::Direction::Down,
-            Direction::Up => pb::Direction::Up,
-            Direction::Both => pb::Direction::Both,
-            Direction::None => pb::Direction::None,
-        } as i32,
+        peer_url: req.peer_url().to_string(),
+        filter: Some(req.filter().into()),
+        since: req.since().map_or(0, |s| s.min(i64::MAX as u64) as i64),
+        direction: pb::Direction::from(req.direction()) as i32,
         dry_run: false,
-        frame_size_limit: req.frame_size_limit,
-        timeout_seconds: req.peer.reply_timeout.as_secs().min(u32::MAX as u64) as u32,
+        frame_size_limit: req.frame_limit().map(FrameLimit::get),
+        timeout_seconds: req
+            .peer_options()
+            .reply_timeout
+            .as_secs()
+            .min(u32::MAX as u64) as u32,
     }
 }
 
 async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
-    let peer = req.peer_url.clone();
+    let peer = req.peer_url().to_string();
     let (channel, tls) = match conn::connect(t).await {
         Ok(c) => c,
         Err(f) => return fail(display, &peer, f.kind, f.message),
@@ -244,7 +235,7 @@ async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     loop {
         match stream.message().await {
             Ok(Some(m)) => {
-                last = crate::service::progress_from_pb(&m);
+                last = crate::proto::progress_from_pb(&m);
                 if !m.complete && m.error.is_empty() {
                     display.show(&last);
                 }
@@ -280,18 +271,10 @@ enum Phase {
     Answered,
 }
 
-/// The error class (see `SyncError::kind`) of a failed call. A refused client certificate is
-/// told apart before this (see `conn`): a closed or reset connection is never "auth".
-/// The class of a refused or failed call: the one place gRPC status codes become kinds.
+/// The error class (see `SyncError::kind`) of a failed call (mapped beside the proto types).
+/// A refused client certificate is told apart before this (see `conn`).
 fn status_kind(s: &tonic::Status) -> ErrorKind {
-    use tonic::Code;
-    match s.code() {
-        Code::InvalidArgument => ErrorKind::Invalid,
-        Code::PermissionDenied | Code::ResourceExhausted => ErrorKind::Refused,
-        Code::Unauthenticated => ErrorKind::Auth,
-        Code::DeadlineExceeded => ErrorKind::Timeout,
-        _ => ErrorKind::Incomplete,
-    }
+    ErrorKind::from(s.code())
 }
 
 fn status_message(t: &ServiceTarget, s: &tonic::Status, phase: Phase) -> String {
@@ -349,10 +332,11 @@ pub fn build_request(
     let filter = Filter::from_json(filter).map_err(|e| format!("--filter: {e}"))?;
     let direction = Direction::parse(dir)
         .ok_or_else(|| format!("--dir: {dir:?} is not down, up, both or none"))?;
-    crate::peer::validate_url(url).map_err(|e| e.to_string())?;
-    if frame_size_limit.is_some_and(|l| l != 0 && l < 4096) {
-        return Err("--frame-size-limit: 0 (none) or at least 4096".into());
-    }
+    let url = PeerUrl::parse(url).map_err(|e| e.to_string())?;
+    let frame_limit = frame_size_limit
+        .map(FrameLimit::new)
+        .transpose()
+        .map_err(|e| format!("--frame-size-limit: {e}"))?;
     let peer = PeerOptions {
         reply_timeout: Duration::from_secs(timeout_secs.max(1)),
         connect_timeout: Duration::from_secs(timeout_secs.clamp(1, 30)),
@@ -360,13 +344,8 @@ pub fn build_request(
         auth_keys,
         ..PeerOptions::default()
     };
-    Ok(SyncRequest {
-        peer_url: url.into(),
-        filter,
-        since,
-        direction,
-        frame_size_limit,
-        max_events: None,
-        peer,
-    })
+    Ok(SyncRequest::new(url, filter, direction)
+        .with_since(since)
+        .with_frame_limit(frame_limit)
+        .with_peer_options(peer))
 }

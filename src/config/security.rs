@@ -137,7 +137,7 @@ impl SecurityArgs {
             );
         }
         for r in &relays {
-            if let Err(e) = crate::peer::validate_url(&r.0) {
+            if let Err(e) = crate::peer::PeerUrl::parse(&r.0) {
                 problems.push(format!(
                     "ORLY_AUDIT_ANCHOR_RELAYS: {}",
                     crate::policy::redact_urls_in(&e.to_string())

@@ -7,10 +7,10 @@ use super::audit::AuditLog;
 use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
 use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
-use crate::policy::{Direction as PDir, PolicyHandle, SyncRequestView, redact_quoting};
+use crate::policy::{PolicyHandle, SyncRequestView, redact_quoting};
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::service::{Admission, CallInfo, SyncGate, Visibility, shown_status, status};
-use crate::sync::{Direction, Progress, SyncRequest};
+use crate::sync::{PeerUrl, Progress, SyncRequest};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,18 +90,9 @@ impl SecureGate {
 }
 
 fn with_request(e: AuditEntry, req: &SyncRequest) -> AuditEntry {
-    e.peer(req.peer_url.clone())
-        .direction(req.direction.as_str())
-        .filter(req.filter.to_value())
-}
-
-fn pdir(d: Direction) -> PDir {
-    match d {
-        Direction::Down => PDir::Down,
-        Direction::Up => PDir::Up,
-        Direction::Both => PDir::Both,
-        Direction::None => PDir::None,
-    }
+    e.peer(req.peer_url().to_string())
+        .direction(req.direction().as_str())
+        .filter(req.filter().to_value())
 }
 
 #[tonic::async_trait]
@@ -130,18 +121,18 @@ impl SyncGate for SecureGate {
             }
         };
         let kinds: Option<Vec<u16>> = req
-            .filter
+            .filter()
             .kinds
             .as_ref()
             .map(|k| k.iter().copied().collect());
         let authors: Option<Vec<[u8; 32]>> = req
-            .filter
+            .filter()
             .authors
             .as_ref()
             .map(|a| a.iter().copied().collect());
         let view = SyncRequestView {
-            peer_url: &req.peer_url,
-            direction: pdir(req.direction),
+            peer_url: req.peer_url().as_str(),
+            direction: req.direction(),
             kinds: kinds.as_deref(),
             authors: authors.as_deref(),
             requested_max_events: None,
@@ -156,6 +147,18 @@ impl SyncGate for SecureGate {
                         Refusal::new(Code::PermissionDenied, format!("policy: {d}")),
                     )
                     .await);
+            }
+        };
+        // The form the policy authorized is what the sync connects to.
+        let peer_url = match PeerUrl::parse(grant.peer_url.as_str()) {
+            Ok(u) => u,
+            Err(e) => {
+                let why = match e {
+                    crate::peer::PeerError::BadUrl(_, why) => why,
+                    e => e.to_string(),
+                };
+                let r = Refusal::new(Code::InvalidArgument, format!("peer_url: {why}"));
+                return Err(self.deny(call, Some(req), r).await);
             }
         };
         let busy = |what: &str| {
@@ -183,7 +186,7 @@ impl SyncGate for SecureGate {
         Ok(Admission {
             admin,
             max_events: Some(grant.max_events),
-            peer_url: Some(grant.peer_url.as_str().to_string()),
+            peer_url: Some(peer_url),
             call: call.clone(),
             hold: Some(Box::new(Admitted {
                 _slots: (total, mine),

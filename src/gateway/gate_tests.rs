@@ -8,7 +8,6 @@ use super::gate::SecureGate;
 use super::test_support::{Harness, admin_toml, assert_denied, policy_toml};
 use crate::audit::AuditEvent;
 use crate::event::Filter;
-use crate::peer::PeerOptions;
 use crate::service::{CallInfo, SyncGate};
 use crate::sync::{Direction, Progress, SyncRequest};
 use std::time::Duration;
@@ -37,15 +36,8 @@ fn call(admin: Option<&str>) -> CallInfo {
 
 /// The one place these tests build a request (the sync engine owns its construction).
 fn sync_request(peer: &str, direction: Direction) -> SyncRequest {
-    SyncRequest {
-        peer_url: peer.to_string(),
-        filter: Filter::default(),
-        since: None,
-        direction,
-        frame_size_limit: None,
-        max_events: None,
-        peer: PeerOptions::default(),
-    }
+    let url = crate::sync::PeerUrl::parse(peer).expect("a valid test URL");
+    SyncRequest::new(url, Filter::default(), direction)
 }
 
 const RELAY: &str = "wss://relay.example.com/";

@@ -4,10 +4,12 @@
 //! tests below reconcile against the `negentropy` crate in both roles.
 
 mod codec;
+mod frame_limit;
 mod reconcile;
 mod vec_storage;
 
 pub use codec::{Bound, Fingerprint, Item, Sum, encode_varint};
+pub use frame_limit::{FrameLimit, FrameLimitError};
 pub use reconcile::{NegStorage, Reconciler};
 pub use vec_storage::VecStorage;
 

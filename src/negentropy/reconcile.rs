@@ -70,14 +70,11 @@ pub struct Reconciler<S> {
 impl<S: NegStorage> Reconciler<S> {
     /// A reconciler over `storage`; `frame_limit` is 0 (none) or at least 4096 bytes.
     pub fn new(storage: S, frame_limit: u64) -> Result<Self, NegError> {
-        if frame_limit != 0 && frame_limit < 4096 {
-            return Err(NegError::Invalid(
-                "frame size limit must be 0 (none) or at least 4096".into(),
-            ));
-        }
+        let frame_limit = super::FrameLimit::new(frame_limit)
+            .map_err(|e| NegError::Invalid(format!("frame size limit must be {e}")))?;
         Ok(Self {
             storage,
-            frame_limit: usize::try_from(frame_limit).unwrap_or(usize::MAX),
+            frame_limit: usize::try_from(frame_limit.get()).unwrap_or(usize::MAX),
             initiator: false,
         })
     }

@@ -1,7 +1,8 @@
 //! NIP-11: the relay's information document, read to learn how large a message it accepts, so
 //! the negentropy frame size fits the relay instead of a one-size default.
 
-use super::{PeerOptions, tls_config};
+use super::{PeerOptions, PeerUrl, tls_config};
+use crate::negentropy::FrameLimit;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -12,8 +13,12 @@ const MAX_DOC_BYTES: usize = 256 * 1024;
 
 /// `limitation.max_message_length` from the relay's NIP-11 document, or None when the relay
 /// does not say (or does not answer within `timeout`).
-pub async fn max_message_length(url: &str, opts: &PeerOptions, timeout: Duration) -> Option<u64> {
-    tokio::time::timeout(timeout, fetch(url, opts))
+pub async fn max_message_length(
+    url: &PeerUrl,
+    opts: &PeerOptions,
+    timeout: Duration,
+) -> Option<u64> {
+    tokio::time::timeout(timeout, fetch(url.as_str(), opts))
         .await
         .ok()
         .flatten()
@@ -70,17 +75,20 @@ where
 /// The negentropy frame limit for a relay accepting messages of `max_message_length` bytes:
 /// half (hex doubles the bytes) less room for the JSON envelope, at least the protocol's 4096,
 /// and never more than we accept ourselves.
-pub fn frame_limit_for(max_message_length: u64, our_max: u64) -> u64 {
+pub fn frame_limit_for(max_message_length: u64, our_max: u64) -> FrameLimit {
     let usable = max_message_length.min(our_max) / 2;
-    usable.saturating_sub(1024).max(4096)
+    FrameLimit::at_least_min(usable.saturating_sub(1024))
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn frame_limits() {
-        assert_eq!(super::frame_limit_for(131_072, 32 << 20), 64_512);
-        assert_eq!(super::frame_limit_for(1000, 32 << 20), 4096);
-        assert_eq!(super::frame_limit_for(16 << 20, 4 << 20), (2 << 20) - 1024);
+        assert_eq!(super::frame_limit_for(131_072, 32 << 20).get(), 64_512);
+        assert_eq!(super::frame_limit_for(1000, 32 << 20).get(), 4096);
+        assert_eq!(
+            super::frame_limit_for(16 << 20, 4 << 20).get(),
+            (2 << 20) - 1024
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! document), NIP-42 (authentication) and NIP-77 (negentropy sync served to any client).
 //!
 //! `server` accepts connections and answers HTTP (NIP-11) or upgrades to WebSocket; `conn`
-//! runs one client's session; `neg` holds the per-connection negentropy sessions.
+//! runs one client's session and hands each message to its handler (`conn/events`,
+//! `conn/subs`, `conn/nip42`, `conn/nip77`); `neg` holds the per-connection negentropy sessions.
 
 mod conn;
 mod limits;
@@ -111,10 +112,12 @@ impl RelayConfig {
     /// The negentropy frame limit actually used: hex doubles bytes, and the JSON envelope needs
     /// room, so half the message cap less some slack, never below the protocol's 4096.
     pub fn effective_neg_frame_limit(&self) -> u64 {
+        use crate::negentropy::FrameLimit;
         if self.neg_frame_limit != 0 {
-            return self.neg_frame_limit.max(4096);
+            return FrameLimit::at_least_min(self.neg_frame_limit).get();
         }
         // Capped so replies stay under the 5 MiB message cap of common clients (nostr-sdk).
-        ((self.max_message_bytes as u64 / 2).saturating_sub(1024)).clamp(4096, MAX_REPLY_FRAME)
+        let derived = (self.max_message_bytes as u64 / 2).saturating_sub(1024);
+        FrameLimit::at_least_min(derived.min(MAX_REPLY_FRAME)).get()
     }
 }

@@ -104,10 +104,10 @@ async fn serve(
         }
         None => return Ok(()),
     };
-    if open.frame_limit != 0 && open.frame_limit < 4096 {
-        return Err(Status::invalid_argument(
-            "reconcile: frame_limit must be 0 (none) or at least 4096",
-        ));
+    if let Err(e) = crate::negentropy::FrameLimit::new(open.frame_limit) {
+        return Err(Status::invalid_argument(format!(
+            "reconcile: frame_limit must be {e}"
+        )));
     }
     let max = open
         .max_items

@@ -4,7 +4,7 @@
 //! on loopback without security uses [`OpenGate`].
 
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::sync::{Progress, SyncRequest};
+use crate::sync::{PeerUrl, Progress, SyncRequest};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::Status;
@@ -65,7 +65,7 @@ pub struct Admission {
     /// Cap on events moved by this sync.
     pub max_events: Option<u64>,
     /// The peer URL as checked (normalized) by the gate; the sync uses exactly this.
-    pub peer_url: Option<String>,
+    pub peer_url: Option<PeerUrl>,
     /// The call's context, for the completion record.
     pub call: CallInfo,
     /// Held for the sync's lifetime.
@@ -163,7 +163,7 @@ impl SyncGate for OpenGate {
         took: Duration,
     ) {
         tracing::info!(
-            admin = %admission.admin, peer = %crate::policy::redact_url(&req.peer_url), direction = req.direction.as_str(),
+            admin = %admission.admin, peer = %crate::policy::redact_url(req.peer_url().as_str()), direction = req.direction().as_str(),
             fetched = last.fetched, sent = last.sent, error = ?last.error, ms = took.as_millis() as u64,
             "sync finished"
         );

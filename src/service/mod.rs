@@ -19,7 +19,7 @@ pub use gate::{
 };
 pub use jobs::SyncJobs;
 pub use status::store_status;
-pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService, progress_from_pb};
+pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService};
 
 use crate::store::Store;
 use std::sync::Arc;

@@ -13,8 +13,9 @@ use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
     NegentropyService, NegentropyServiceServer,
 };
+use crate::proto::{direction_from_pb, progress_from_pb, progress_to_pb};
 use crate::store::Store;
-use crate::sync::{Direction, ErrorKind, Progress, SyncJob, SyncRequest};
+use crate::sync::{Direction, ErrorKind, FrameLimit, PeerUrl, Progress, SyncJob, SyncRequest};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,7 +88,7 @@ impl SyncDefaults {
             return Err(Status::invalid_argument("peer_url: required"));
         }
         // The cause, not the URL: the caller sent it, and it may be huge or hold a secret.
-        crate::peer::validate_url(&r.peer_url).map_err(|e| {
+        let peer_url = PeerUrl::parse(&r.peer_url).map_err(|e| {
             Status::invalid_argument(match e {
                 crate::peer::PeerError::BadUrl(_, why) => format!("peer_url: {why}"),
                 e => format!("peer_url: {e}"),
@@ -102,49 +103,33 @@ impl SyncDefaults {
             s if s < 0 => return Err(Status::invalid_argument("since: must not be negative")),
             s => Some(s as u64),
         };
-        let mut direction = match pb::Direction::try_from(r.direction) {
-            Ok(pb::Direction::Unspecified | pb::Direction::Down) => Direction::Down,
-            Ok(pb::Direction::Up) => Direction::Up,
-            Ok(pb::Direction::Both) => Direction::Both,
-            Ok(pb::Direction::None) => Direction::None,
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "direction: unknown value {}",
-                    r.direction
-                )));
-            }
-        };
+        let mut direction = direction_from_pb(r.direction).ok_or_else(|| {
+            Status::invalid_argument(format!("direction: unknown value {}", r.direction))
+        })?;
         if r.dry_run {
             direction = Direction::None;
         }
-        let frame_size_limit = match r.frame_size_limit {
-            Some(n) if n != 0 && n < 4096 => {
-                return Err(Status::invalid_argument(
-                    "frame_size_limit: absent (negotiate), 0 (none) or at least 4096",
-                ));
-            }
-            other => other,
-        };
+        let frame_limit = r
+            .frame_size_limit
+            .map(FrameLimit::new)
+            .transpose()
+            .map_err(|e| {
+                Status::invalid_argument(format!("frame_size_limit: absent (negotiate), {e}"))
+            })?;
         let mut peer = self.peer.clone();
         if r.timeout_seconds > 0 {
             peer.reply_timeout = Duration::from_secs(u64::from(r.timeout_seconds.min(3600)));
         }
-        Ok(SyncRequest {
-            peer_url: r.peer_url.clone(),
-            filter,
-            since,
-            direction,
-            frame_size_limit,
-            max_events: None,
-            peer,
-        })
+        Ok(SyncRequest::new(peer_url, filter, direction)
+            .with_since(since)
+            .with_frame_limit(frame_limit)
+            .with_peer_options(peer))
     }
 }
 
 /// The progress as the caller, other admins (status, list) and the registry see it: the URL
 /// without its secrets, texts bounded.
 fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
-    let n = |v: u64| v.min(i64::MAX as u64) as i64;
     let text = |t: &Option<String>| {
         t.as_deref()
             .map(|t| shown(t, &p.peer_url))
@@ -152,23 +137,9 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
     };
     pb::SyncProgress {
         peer_url: redact_url(&p.peer_url),
-        round: n(p.round),
-        have_count: n(p.have),
-        need_count: n(p.need),
-        fetched_count: n(p.fetched),
-        sent_count: n(p.sent),
-        complete: p.complete,
         error: text(&p.error),
-        sync_id: sync_id.to_string(),
-        skipped_count: n(p.skipped),
-        dropped_count: n(p.dropped),
-        rejected_count: n(p.rejected),
-        bytes_sent: n(p.bytes_sent),
-        bytes_received: n(p.bytes_received),
-        error_kind: p.error_kind.map(|k| k.as_str().into()).unwrap_or_default(),
         last_refusal: text(&p.last_refusal),
-        already_had_count: n(p.already_had),
-        split_count: n(p.splits),
+        ..progress_to_pb(p, sync_id)
     }
 }
 
@@ -225,10 +196,9 @@ impl NegentropyService for SyncService {
             return Err(self.gate.refuse(&call, &body, s).await);
         }
         let admission: Admission = self.gate.admit(&call, &req).await?;
-        let mut req = req;
-        req.max_events = admission.max_events;
+        let mut req = req.with_max_events(admission.max_events);
         if let Some(url) = &admission.peer_url {
-            req.peer_url = url.clone();
+            req = req.with_peer_url(url.clone());
         }
 
         let sync_id = hex::encode(rand::random::<[u8; 12]>());
@@ -247,12 +217,12 @@ impl NegentropyService for SyncService {
                         sync_id: sync_id.clone(),
                         running: true,
                         progress: Some(pb::SyncProgress {
-                            peer_url: redact_url(&req.peer_url),
+                            peer_url: redact_url(req.peer_url().as_str()),
                             sync_id: sync_id.clone(),
                             ..Default::default()
                         }),
                         admin: admission.admin.clone(),
-                        direction: req.direction.as_str().into(),
+                        direction: req.direction().as_str().into(),
                         started_at: unix_now(),
                     },
                     cancel: Some(cancel_tx),
@@ -265,18 +235,15 @@ impl NegentropyService for SyncService {
         let store = self.store.clone();
         let id = sync_id.clone();
         let stopping = self.jobs.stopping();
-        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(&req.peer_url), direction = req.direction.as_str());
+        let span = tracing::info_span!("sync_job", sync_id = %id, peer = %redact_url(req.peer_url().as_str()), direction = req.direction().as_str());
         let spawned = self.jobs.spawn(tracing::Instrument::instrument(
             async move {
                 let started = Instant::now();
                 let progress_tx = tx.clone();
                 let (s2, id2) = (syncs.clone(), id.clone());
-                // Built here, after the allow record: a job that cannot be built (the checked
-                // request was valid, so this should not happen) ends as a failed sync, with its
-                // finished record, rather than as a refusal the log would call allowed.
                 let job_req = req.clone();
                 let run = async move {
-                    SyncJob::new(store, job_req)?
+                    SyncJob::new(store, job_req)
                         .run(move |p: &Progress| {
                             let msg = to_pb(p, &id2);
                             update(&s2, &id2, |e| e.status.progress = Some(msg.clone()));
@@ -431,70 +398,38 @@ fn job_peer(syncs: &Syncs, id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The progress a `SyncProgress` message carries (client mode shows it like direct mode).
-pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
-    let n = |v: i64| v.max(0) as u64;
-    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    let mut progress = Progress {
-        peer_url: p.peer_url.clone(),
-        round: n(p.round),
-        have: n(p.have_count),
-        need: n(p.need_count),
-        fetched: n(p.fetched_count),
-        sent: n(p.sent_count),
-        already_had: n(p.already_had_count),
-        skipped: n(p.skipped_count),
-        dropped: n(p.dropped_count),
-        rejected: n(p.rejected_count),
-        splits: n(p.split_count),
-        bytes_sent: n(p.bytes_sent),
-        bytes_received: n(p.bytes_received),
-        complete: p.complete,
-        error: text(&p.error),
-        error_kind: text(&p.error_kind)
-            .map(|k| ErrorKind::parse(&k))
-            .or_else(|| text(&p.error).map(|_| ErrorKind::Incomplete)),
-        last_refusal: text(&p.last_refusal),
-        differs: Vec::new(),
-    };
-    if progress.complete && progress.error.is_none() {
-        progress.mark_complete();
-    }
-    progress
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every counter crosses the wire: client mode shows what direct mode shows.
+    /// What the service adds to the plain conversion: the URL's secrets never reach a caller,
+    /// nor does a text quoting it; the counters cross whole.
     #[test]
-    fn progress_crosses_the_wire_whole() {
+    fn progress_shown_without_secrets() {
+        let url = "ws://u:secret@127.0.0.1:7777/?t=secret";
         let p = Progress {
-            peer_url: "ws://127.0.0.1:7777".into(),
+            peer_url: url.into(),
             round: 1,
-            have: 2,
-            need: 3,
             fetched: 4,
-            sent: 5,
-            already_had: 6,
-            skipped: 7,
-            dropped: 8,
-            rejected: 9,
-            splits: 10,
-            bytes_sent: 11,
-            bytes_received: 12,
-            complete: false,
-            error: Some("timed out: no reply".into()),
-            error_kind: Some(ErrorKind::Timeout),
-            last_refusal: Some("blocked: no".into()),
-            differs: Vec::new(),
+            error: Some(format!("cannot connect to {url}: refused")),
+            error_kind: Some(ErrorKind::Incomplete),
+            last_refusal: Some(format!("blocked: {url}")),
+            ..Default::default()
         };
-        assert_eq!(progress_from_pb(&to_pb(&p, "0123")), p);
-        let mut done = p.clone();
-        done.mark_complete();
-        assert_eq!(done.differs, vec!["dropped", "rejected"]);
-        assert_eq!(progress_from_pb(&to_pb(&done, "0123")), done);
-        assert_eq!(done.exit_code(), crate::sync::exit::DIFFER);
+        let shown = to_pb(&p, "0123");
+        for text in [&shown.peer_url, &shown.error, &shown.last_refusal] {
+            assert!(!text.contains("secret"), "{text}");
+            assert!(text.contains("127.0.0.1:7777"), "{text}");
+        }
+        let plain = progress_to_pb(&p, "0123");
+        assert_eq!(
+            pb::SyncProgress {
+                peer_url: plain.peer_url.clone(),
+                error: plain.error.clone(),
+                last_refusal: plain.last_refusal.clone(),
+                ..shown
+            },
+            plain
+        );
     }
 }

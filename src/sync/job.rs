@@ -1,20 +1,25 @@
 //! The reconciliation and transfer loop. One WebSocket carries the negentropy session and the
 //! transfers at once: ids learned in a round are fetched (`REQ`, several in flight) and uploaded
-//! (`EVENT`, windowed by `OK`) while later rounds continue.
+//! (`EVENT`, windowed by `OK`) while later rounds continue. The parts live beside it: the time
+//! ranges (`ranges`), the transfers under the event cap (`transfers`), NIP-42 (`nip42`); this
+//! file drives them and answers each relay message in one small function.
 
-use super::progress::{Direction, Progress, SyncError};
-use super::{FETCH_BATCH, FETCH_IN_FLIGHT, UPLOAD_REFILL, UPLOAD_WINDOW};
-use crate::event::wire::{ClientMessage, Prefix};
+use super::nip42::{AuthOk, Nip42};
+use super::progress::{Progress, SyncError};
+use super::ranges::{self, Range, Ranges};
+use super::request::SyncRequest;
+use super::transfers::{Transfers, UploadOk};
+use crate::event::wire::Prefix;
 use crate::event::{Event, Filter};
-use crate::negentropy::NegError;
-use crate::peer::{PeerError, PeerOptions, RelayConn, RelayMsg};
-use crate::store::{NegSession as StoreSession, StoreError};
-use crate::store::{SaveOutcome, Store};
-use serde_json::json;
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::negentropy::{FrameLimit, NegError};
+use crate::peer::{PeerError, RelayConn, RelayMsg};
+use crate::store::{NegSession as StoreSession, Store, StoreError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tracing::Instrument;
+
+/// How long to wait for the relay's NIP-11 document when negotiating the frame size.
+const NIP11_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A failed reconciliation step: a broken peer message leaves the sync incomplete, our own
 /// set failing is a store error.
@@ -26,25 +31,8 @@ fn neg_failed(e: NegError) -> SyncError {
     }
 }
 
-/// What to sync.
-#[derive(Debug, Clone)]
-pub struct SyncRequest {
-    /// ws:// or wss:// relay URL.
-    pub peer_url: String,
-    /// Which events (NIP-01 filter; `limit` is ignored).
-    pub filter: Filter,
-    /// Only events at or after this time (combined with the filter's own `since`).
-    pub since: Option<u64>,
-    /// Which way events move.
-    pub direction: Direction,
-    /// Negentropy frame size limit in bytes (0 = none, else ≥ 4096); `None` = negotiate from
-    /// the relay's NIP-11 `max_message_length` (60 000 when it says nothing).
-    pub frame_size_limit: Option<u64>,
-    /// Most events to move (fetched + sent): the sync service's policy for the admin (reported
-    /// as such, [`SyncError::Capped`]); None = no cap.
-    pub max_events: Option<u64>,
-    /// Connection options.
-    pub peer: PeerOptions,
+fn disconnected(e: PeerError) -> SyncError {
+    SyncError::Incomplete(e.to_string())
 }
 
 /// A sync job over a store.
@@ -53,100 +41,73 @@ pub struct SyncJob {
     req: SyncRequest,
 }
 
+/// The open negentropy session (one at a time) and the range it covers.
 struct NegSession {
     sub: String,
     neg: Box<dyn StoreSession>,
-    range: (u64, u64),
+    range: Range,
 }
 
 struct State {
     conn: RelayConn,
     p: Progress,
-    ranges: Vec<(u64, u64)>,
+    ranges: Ranges,
     session: Option<NegSession>,
     sessions_opened: u64,
-    need_q: VecDeque<[u8; 32]>,
-    have_q: VecDeque<[u8; 32]>,
-    seen: HashSet<[u8; 32]>,
-    /// Outstanding `REQ`s: the ids asked for, and the batch's span (closed at `EOSE`).
-    fetches: HashMap<String, (HashSet<[u8; 32]>, tracing::Span)>,
-    fetch_seq: u64,
-    uploads: HashSet<String>,
-    /// `OK`s received for uploads (progress is reported every window's worth).
-    upload_answers: u64,
-    to_save: Vec<Event>,
-    challenge: Option<String>,
-    /// Id of our AUTH event awaiting its `OK`; nothing new is sent meanwhile.
-    auth_pending: Option<String>,
-    authed: bool,
-    /// The challenge our pending AUTH answered, and how many AUTHs we sent.
-    auth_challenge: Option<String>,
-    auth_attempts: u32,
-    /// Work refused with `auth-required`, resumed once our AUTH is accepted.
-    parked: Parked,
-    moved: u64,
-    /// Ids of refused uploads (up to [`REFUSALS_RECHECKED`]), checked at the end.
-    refused: Vec<[u8; 32]>,
+    transfers: Transfers,
+    auth: Nip42,
 }
 
-#[derive(Default)]
-struct Parked {
-    ranges: Vec<(u64, u64)>,
-    need: Vec<[u8; 32]>,
-    have: Vec<[u8; 32]>,
-}
+impl State {
+    /// Nothing left to reconcile, move or wait for.
+    fn is_idle(&self) -> bool {
+        self.session.is_none()
+            && self.ranges.is_empty()
+            && self.transfers.is_idle()
+            && self.auth.is_idle()
+    }
 
-impl Parked {
-    fn is_empty(&self) -> bool {
-        self.ranges.is_empty() && self.need.is_empty() && self.have.is_empty()
+    /// Hands the counters, with the bytes moved so far, to the caller.
+    fn report(&mut self, on_progress: &mut (impl FnMut(&Progress) + Send)) {
+        self.p.bytes_sent = self.conn.bytes.sent.load(Ordering::Relaxed);
+        self.p.bytes_received = self.conn.bytes.received.load(Ordering::Relaxed);
+        on_progress(&self.p);
+    }
+
+    /// Answers the relay's demand for NIP-42 AUTH (`reason`), unless ours is on its way.
+    async fn authenticate(&mut self, reason: &str) -> Result<(), SyncError> {
+        if let Some((keys, challenge)) = self.auth.answer(reason)? {
+            let id = self
+                .conn
+                .authenticate(&keys, &challenge)
+                .await
+                .map_err(disconnected)?;
+            self.auth.sent(id, challenge);
+        }
+        Ok(())
     }
 }
 
-const NOW_SLACK: u64 = 366 * 86_400;
-/// Refused uploads remembered to be checked against the store at the end of a sync.
-const REFUSALS_RECHECKED: usize = 100_000;
-/// AUTH events sent before giving up (a relay may rotate its challenge under load).
-const MAX_AUTH_ATTEMPTS: u32 = 3;
-/// How long to wait for the relay's NIP-11 document when negotiating the frame size.
-const NIP11_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
 impl SyncJob {
     /// A job over `store`.
-    pub fn new(store: Arc<dyn Store>, req: SyncRequest) -> Result<Self, SyncError> {
-        crate::peer::validate_url(&req.peer_url).map_err(|e| SyncError::Invalid(e.to_string()))?;
-        if req.frame_size_limit.is_some_and(|l| l != 0 && l < 4096) {
-            return Err(SyncError::Invalid(
-                "frame size limit must be 0 (none) or at least 4096".into(),
-            ));
-        }
-        Ok(Self { store, req })
+    pub fn new(store: Arc<dyn Store>, req: SyncRequest) -> Self {
+        Self { store, req }
     }
 
     /// Runs to the end, calling `on_progress` after every round and transfer batch. The returned
     /// progress (or the error) is final; everything stored before a failure stays stored.
     pub async fn run(
-        mut self,
+        self,
         mut on_progress: impl FnMut(&Progress) + Send,
     ) -> Result<Progress, SyncError> {
-        if self.req.frame_size_limit.is_none() {
-            let advertised = crate::peer::max_message_length(
-                &self.req.peer_url,
-                &self.req.peer,
-                NIP11_TIMEOUT.min(self.req.peer.reply_timeout),
-            )
-            .await;
-            let limit = advertised.map_or(super::DEFAULT_FRAME_SIZE_LIMIT, |m| {
-                crate::peer::frame_limit_for(m, self.req.peer.max_message_bytes as u64)
-            });
-            tracing::debug!(?advertised, limit, "negentropy frame size negotiated");
-            self.req.frame_size_limit = Some(limit);
-        }
-        let conn = match RelayConn::connect(&self.req.peer_url, &self.req.peer).await {
+        let frame_limit = self.frame_limit().await;
+        let url = self.req.peer_url();
+        let conn = match RelayConn::connect(url, self.req.peer_options()).await {
             Ok(c) => c,
             Err(e) => {
                 let e = SyncError::Connect(e);
                 on_progress(&Progress {
-                    peer_url: self.req.peer_url.clone(),
+                    peer_url: url.to_string(),
                     error: Some(e.to_string()),
                     error_kind: Some(e.kind()),
                     ..Default::default()
@@ -154,45 +115,27 @@ impl SyncJob {
                 return Err(e);
             }
         };
-        let mut filter = self.req.filter.clone();
-        filter.limit = None;
-        if let Some(s) = self.req.since {
-            filter.since = Some(filter.since.map_or(s, |f| f.max(s)));
-        }
-        let lo = filter.since.unwrap_or(0);
-        let hi = filter.until.unwrap_or(u64::MAX);
+        let filter = self.req.effective_filter();
         let mut st = State {
             conn,
             p: Progress {
-                peer_url: self.req.peer_url.clone(),
+                peer_url: url.to_string(),
                 ..Default::default()
             },
-            ranges: vec![(lo, hi)],
+            ranges: Ranges::of(&filter),
             session: None,
             sessions_opened: 0,
-            need_q: VecDeque::new(),
-            have_q: VecDeque::new(),
-            seen: HashSet::new(),
-            fetches: HashMap::new(),
-            fetch_seq: 0,
-            uploads: HashSet::new(),
-            upload_answers: 0,
-            to_save: Vec::new(),
-            challenge: None,
-            auth_pending: None,
-            authed: false,
-            auth_challenge: None,
-            auth_attempts: 0,
-            parked: Parked::default(),
-            moved: 0,
-            refused: Vec::new(),
+            transfers: Transfers::new(self.req.direction(), self.req.max_events()),
+            auth: Nip42::new(self.req.peer_options().auth_keys.clone()),
         };
-        let res = self.drive(&mut st, &filter, &mut on_progress).await;
+        let res = self
+            .drive(&mut st, &filter, frame_limit, &mut on_progress)
+            .await;
         // Keep what arrived even when the job fails part way.
-        let flushed = self.flush(&mut st).await;
+        let flushed = st.transfers.flush(&*self.store, &mut st.p).await;
         let res = res.and(flushed);
         let res = match res {
-            Ok(()) => self.recheck_refusals(&mut st).await,
+            Ok(()) => st.transfers.recheck_refusals(&*self.store, &mut st.p).await,
             Err(e) => Err(e),
         };
         match &res {
@@ -202,35 +145,50 @@ impl SyncJob {
                 st.p.error_kind = Some(e.kind());
             }
         }
-        report(&mut st, &mut on_progress);
+        st.report(&mut on_progress);
         st.conn.close().await;
         res.map(|()| st.p)
+    }
+
+    /// The request's frame limit, else one that fits the relay's NIP-11 `max_message_length`.
+    async fn frame_limit(&self) -> FrameLimit {
+        if let Some(l) = self.req.frame_limit() {
+            return l;
+        }
+        let peer = self.req.peer_options();
+        let advertised = crate::peer::max_message_length(
+            self.req.peer_url(),
+            peer,
+            NIP11_TIMEOUT.min(peer.reply_timeout),
+        )
+        .await;
+        let limit = advertised.map_or(super::DEFAULT_FRAME_SIZE_LIMIT, |m| {
+            crate::peer::frame_limit_for(m, peer.max_message_bytes as u64)
+        });
+        tracing::debug!(?advertised, %limit, "negentropy frame size negotiated");
+        limit
     }
 
     async fn drive(
         &self,
         st: &mut State,
         filter: &Filter,
+        frame_limit: FrameLimit,
         on_progress: &mut (impl FnMut(&Progress) + Send),
     ) -> Result<(), SyncError> {
-        let timeout = self.req.peer.reply_timeout;
+        let timeout = self.req.peer_options().reply_timeout;
         loop {
             if st.session.is_none()
-                && st.auth_pending.is_none()
+                && !st.auth.is_pending()
                 && let Some(range) = st.ranges.pop()
             {
-                self.open_session(st, filter, range).await?;
+                self.open_session(st, filter, frame_limit, range).await?;
             }
-            self.pump(st).await?;
-            let idle = st.session.is_none()
-                && st.ranges.is_empty()
-                && st.need_q.is_empty()
-                && st.have_q.is_empty()
-                && st.fetches.is_empty()
-                && st.uploads.is_empty()
-                && st.parked.is_empty()
-                && st.auth_pending.is_none();
-            if idle {
+            if !st.auth.is_pending() {
+                // Whatever we sent while our AUTH is pending would be refused again.
+                st.transfers.pump(&st.conn, &*self.store).await?;
+            }
+            if st.is_idle() {
                 return Ok(());
             }
             let msg = match tokio::time::timeout(timeout, st.conn.recv()).await {
@@ -259,85 +217,27 @@ impl SyncJob {
         &self,
         st: &mut State,
         filter: &Filter,
-        range: (u64, u64),
+        frame_limit: FrameLimit,
+        range: Range,
     ) -> Result<(), SyncError> {
-        let mut f = filter.clone();
-        if range.0 > 0 {
-            f.since = Some(range.0);
-        }
-        if range.1 < u64::MAX {
-            f.until = Some(range.1);
-        }
-        let limit = self
-            .req
-            .frame_size_limit
-            .unwrap_or(super::DEFAULT_FRAME_SIZE_LIMIT);
+        let f = ranges::filter_for(filter, range);
         // Our own set is not capped: the operator asked for this sync.
-        let mut neg = self.store.neg_session(f.clone(), limit, usize::MAX).await?;
+        let mut neg = self
+            .store
+            .neg_session(f.clone(), frame_limit.get(), usize::MAX)
+            .await?;
         let init = neg.initiate().await.map_err(neg_failed)?;
         st.sessions_opened += 1;
         let sub = format!("orly-neg-{}", st.sessions_opened);
-        let open = ClientMessage::NegOpen {
-            sub: sub.clone(),
-            filter: f.to_value(),
-            hex: hex::encode(init),
-        };
-        send(st, open).await?;
+        st.conn
+            .neg_open(&sub, &f, &init)
+            .await
+            .map_err(disconnected)?;
         st.session = Some(NegSession { sub, neg, range });
         Ok(())
     }
 
-    async fn pump(&self, st: &mut State) -> Result<(), SyncError> {
-        if st.auth_pending.is_some() {
-            // Whatever we send now would be refused again before our AUTH is accepted.
-            return Ok(());
-        }
-        let cap = self.req.max_events.unwrap_or(u64::MAX);
-        while st.fetches.len() < FETCH_IN_FLIGHT && !st.need_q.is_empty() && st.moved < cap {
-            let n = FETCH_BATCH
-                .min(st.need_q.len())
-                .min((cap - st.moved) as usize);
-            let ids: HashSet<[u8; 32]> = st.need_q.drain(..n).collect();
-            st.moved += ids.len() as u64;
-            st.fetch_seq += 1;
-            let sub = format!("orly-req-{}", st.fetch_seq);
-            let hexes: Vec<String> = ids.iter().map(hex::encode).collect();
-            let span = tracing::info_span!("fetch_batch", sub = %sub, ids = ids.len(), missing = tracing::field::Empty);
-            let req = ClientMessage::Req {
-                sub: sub.clone(),
-                filters: vec![json!({ "ids": hexes })],
-            };
-            send(st, req).await?;
-            st.fetches.insert(sub, (ids, span));
-        }
-        while st.uploads.len() < UPLOAD_WINDOW && !st.have_q.is_empty() && st.moved < cap {
-            let left = st.have_q.len().min((cap - st.moved) as usize);
-            let n = (UPLOAD_WINDOW - st.uploads.len()).min(left);
-            // Refill in batches, not one event per OK: each refill is one store read, a
-            // round trip when the store is orly-db.
-            if n < UPLOAD_REFILL && n < left {
-                break;
-            }
-            let ids: Vec<[u8; 32]> = st.have_q.drain(..n).collect();
-            let span = tracing::info_span!("upload_batch", events = ids.len());
-            for ev in self.store.get_by_ids(ids).instrument(span).await? {
-                st.moved += 1;
-                st.uploads.insert(ev.id_hex());
-                let v =
-                    serde_json::to_value(&ev).map_err(|e| SyncError::Incomplete(e.to_string()))?;
-                send(st, ClientMessage::Event(v)).await?;
-            }
-        }
-        if st.moved >= cap
-            && (!st.need_q.is_empty() || !st.have_q.is_empty())
-            && st.fetches.is_empty()
-            && st.uploads.is_empty()
-        {
-            return Err(SyncError::Capped(cap));
-        }
-        Ok(())
-    }
-
+    /// One relay message.
     async fn handle(
         &self,
         st: &mut State,
@@ -345,316 +245,178 @@ impl SyncJob {
         on_progress: &mut (impl FnMut(&Progress) + Send),
     ) -> Result<(), SyncError> {
         match msg {
-            RelayMsg::NegMsg { sub, hex } => {
-                let Some(mut sess) = st.session.take_if(|s| s.sub == sub) else {
-                    return Ok(());
-                };
-                let bytes = hex::decode(&hex)
-                    .map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
-                crate::negentropy::check_message(&bytes)
-                    .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e}")))?;
-                let round =
-                    tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
-                let step = sess
-                    .neg
-                    .next(bytes)
-                    .instrument(round)
-                    .await
-                    .map_err(neg_failed)?;
-                st.session = Some(sess);
-                st.p.round += 1;
-                self.learn(st, step.have, step.need).await?;
-                match step.reply {
-                    Some(m) => {
-                        let hex = hex::encode(m);
-                        send(st, ClientMessage::NegMsg { sub, hex }).await?
-                    }
-                    None => {
-                        send(st, ClientMessage::NegClose { sub }).await?;
-                        st.session = None;
-                    }
-                }
-                report(st, on_progress);
-            }
-            RelayMsg::NegErr { sub, reason, max } => {
-                let Some(sess) = st.session.take_if(|s| s.sub == sub) else {
-                    return Ok(());
-                };
-                if is_size_refusal(&reason, max) {
-                    let (lo, hi) = sess.range;
-                    let hi_eff = hi.min(now() + NOW_SLACK).max(lo);
-                    if lo >= hi_eff {
-                        return Err(SyncError::Refused(format!(
-                            "{reason} (cannot split a one-second range)"
-                        )));
-                    }
-                    let mid = lo + (hi_eff - lo) / 2;
-                    // Newer half first, older half popped last.
-                    st.ranges.push((lo, mid));
-                    st.ranges.push((mid + 1, hi));
-                    st.p.splits += 1;
-                } else if Prefix::AuthRequired.starts(&reason) {
-                    self.authenticate(st, &reason).await?;
-                    st.parked.ranges.push(sess.range);
-                } else {
-                    return Err(SyncError::Refused(reason));
-                }
-            }
-            RelayMsg::Closed { sub, message } => {
-                if let Some(sess) = st.session.take_if(|s| s.sub == sub) {
-                    if Prefix::AuthRequired.starts(&message) {
-                        self.authenticate(st, &message).await?;
-                        st.parked.ranges.push(sess.range);
-                    } else {
-                        return Err(SyncError::Refused(message));
-                    }
-                } else if let Some((ids, _span)) = st.fetches.remove(&sub) {
-                    if Prefix::AuthRequired.starts(&message) {
-                        self.authenticate(st, &message).await?;
-                        st.moved -= ids.len() as u64;
-                        st.parked.need.extend(ids);
-                    } else {
-                        return Err(SyncError::Refused(message));
-                    }
-                }
-            }
+            RelayMsg::NegMsg { sub, hex } => self.on_neg_msg(st, sub, &hex, on_progress).await,
+            RelayMsg::NegErr { sub, reason, max } => on_neg_err(st, &sub, &reason, max).await,
+            RelayMsg::Closed { sub, message } => on_closed(st, &sub, message).await,
             RelayMsg::Notice { message } => {
                 if st.session.is_some() {
                     return Err(SyncError::Refused(message));
                 }
                 tracing::info!(relay = %st.conn.url(), "NOTICE: {message}");
+                Ok(())
             }
             RelayMsg::Auth { challenge } => {
                 // Only the latest challenge counts (NIP-42); answer once, proactively.
-                st.challenge = Some(challenge);
-                if self.req.peer.auth_keys.is_some() && !st.authed && st.auth_pending.is_none() {
-                    self.authenticate(st, "auth").await?;
+                if st.auth.on_challenge(challenge) {
+                    st.authenticate("auth").await?;
                 }
+                Ok(())
             }
-            RelayMsg::Event { sub, event } => {
-                let ev = Event::from_value(event).and_then(|e| e.verify().map(|()| e));
-                match ev {
-                    Ok(ev)
-                        if st
-                            .fetches
-                            .get_mut(&sub)
-                            .is_some_and(|(ids, _)| ids.remove(&ev.id)) =>
-                    {
-                        st.to_save.push(ev)
-                    }
-                    _ => st.p.dropped += 1,
-                }
-                if st.to_save.len() >= 500 {
-                    self.flush(st).await?;
-                }
-            }
-            RelayMsg::Eose { sub } => {
-                if let Some((missing, span)) = st.fetches.remove(&sub) {
-                    span.record("missing", missing.len());
-                    // Ids the relay did not deliver free their place under the cap.
-                    st.moved -= missing.len() as u64;
-                    self.flush(st).await?;
-                    report(st, on_progress);
-                    let _ = st.conn.send_msg(&ClientMessage::Close { sub }).await;
-                }
-            }
+            RelayMsg::Event { sub, event } => self.on_event(st, &sub, event).await,
+            RelayMsg::Eose { sub } => self.on_eose(st, sub, on_progress).await,
             RelayMsg::Ok {
                 id,
                 accepted,
                 message,
-            } => {
-                if st.auth_pending.as_deref() == Some(id.as_str()) {
-                    st.auth_pending = None;
-                    if !accepted {
-                        // A busy relay may have replaced the challenge we answered (NIP-42: only
-                        // the latest is valid); answer the latest, a bounded number of times.
-                        let newer = st.challenge.is_some() && st.challenge != st.auth_challenge;
-                        if newer && st.auth_attempts < MAX_AUTH_ATTEMPTS {
-                            self.authenticate(st, &message).await?;
-                            return Ok(());
-                        }
-                        return Err(SyncError::Auth(format!(
-                            "relay refused our AUTH: {message}"
-                        )));
-                    }
-                    st.authed = true;
-                    let parked = std::mem::take(&mut st.parked);
-                    st.ranges.extend(parked.ranges);
-                    st.need_q.extend(parked.need);
-                    st.have_q.extend(parked.have);
-                } else if st.uploads.remove(&id) {
-                    if Prefix::AuthRequired.starts(&message) && !accepted {
-                        self.authenticate(st, &message).await?;
-                        if let Ok(raw) = crate::event::decode_hex32(&id) {
-                            st.moved -= 1;
-                            st.parked.have.push(raw);
-                        }
-                        return Ok(());
-                    }
-                    st.upload_answers += 1;
-                    if Prefix::Duplicate.starts(&message) {
-                        // Another sync sent it first, or the relay holds a newer version:
-                        // not new there, and not a difference either.
-                        st.p.already_had += 1;
-                    } else if accepted {
-                        st.p.sent += 1;
-                    } else {
-                        st.p.rejected += 1;
-                        if st.refused.len() < REFUSALS_RECHECKED
-                            && let Ok(raw) = crate::event::decode_hex32(&id)
-                        {
-                            st.refused.push(raw);
-                        }
-                        st.p.last_refusal = Some(message);
-                    }
-                    if st.uploads.is_empty()
-                        || st.upload_answers.is_multiple_of(UPLOAD_WINDOW as u64)
-                    {
-                        report(st, on_progress);
-                    }
-                }
-            }
+            } => on_ok(st, &id, accepted, message, on_progress).await,
         }
-        Ok(())
     }
 
-    /// Queues newly learned differences (each id once), skipping ids the store already knows
-    /// as superseded or deleted so repeated syncs converge to zero work.
-    async fn learn(
+    async fn on_neg_msg(
         &self,
         st: &mut State,
-        have: Vec<[u8; 32]>,
-        need: Vec<[u8; 32]>,
+        sub: String,
+        hex: &str,
+        on_progress: &mut (impl FnMut(&Progress) + Send),
     ) -> Result<(), SyncError> {
-        let dir = self.req.direction;
-        for id in have {
-            if st.seen.insert(id) {
-                st.p.have += 1;
-                if dir.uploads() {
-                    st.have_q.push_back(id);
-                }
-            }
-        }
-        let fresh: Vec<[u8; 32]> = need.into_iter().filter(|id| st.seen.insert(*id)).collect();
-        st.p.need += fresh.len() as u64;
-        if dir.fetches() && !fresh.is_empty() {
-            let known = self.store.known(fresh.clone()).await?;
-            for (id, k) in fresh.into_iter().zip(known) {
-                if k {
-                    st.p.skipped += 1;
-                } else {
-                    st.need_q.push_back(id);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn authenticate(&self, st: &mut State, reason: &str) -> Result<(), SyncError> {
-        let Some(keys) = &self.req.peer.auth_keys else {
-            return Err(SyncError::Auth(format!(
-                "{reason} (no key: use --auth-key-file or ORLY_SYNC_AUTH_KEY)"
-            )));
+        let Some(mut sess) = st.session.take_if(|s| s.sub == sub) else {
+            return Ok(());
         };
-        if st.auth_pending.is_some() {
-            return Ok(());
-        }
-        if st.authed {
-            return Err(SyncError::Auth(format!(
-                "{reason} (after a successful AUTH)"
-            )));
-        }
-        let Some(challenge) = st.challenge.clone() else {
-            return Err(SyncError::Auth(format!(
-                "{reason} (relay sent no AUTH challenge)"
-            )));
-        };
-        st.auth_attempts += 1;
-        st.auth_pending = Some(
-            st.conn
-                .authenticate(keys, &challenge)
-                .await
-                .map_err(disconnected)?,
-        );
-        st.auth_challenge = Some(challenge);
-        Ok(())
-    }
-
-    /// A refused upload whose event is gone from our store by the end of the sync was
-    /// replaced by a newer version or deleted by its author — typically by what this sync
-    /// fetched (the relay refused the old version because it holds the new one). The sides
-    /// agree on it, so it counts as `already_had`, not as a difference. Past
-    /// [`REFUSALS_RECHECKED`] refusals the rest stay counted as differences.
-    async fn recheck_refusals(&self, st: &mut State) -> Result<(), SyncError> {
-        if st.refused.is_empty() {
-            return Ok(());
-        }
-        let ids = std::mem::take(&mut st.refused);
-        let asked = ids.len() as u64;
-        let held = self.store.get_by_ids(ids).await?.len() as u64;
-        let gone = asked.saturating_sub(held);
-        st.p.rejected -= gone;
-        st.p.already_had += gone;
-        if st.p.rejected == 0 {
-            st.p.last_refusal = None;
-        }
-        Ok(())
-    }
-
-    async fn flush(&self, st: &mut State) -> Result<(), SyncError> {
-        if st.to_save.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut st.to_save);
-        let outcomes = self.store.save(batch).await?;
-        for o in outcomes {
-            // Only what this save added counts as fetched, so syncs running at once into one
-            // store add up to what it gained; an event another sync stored first was moved
-            // for nothing.
-            match o {
-                SaveOutcome::Accepted | SaveOutcome::Replaced => st.p.fetched += 1,
-                SaveOutcome::Duplicate => st.p.already_had += 1,
-                SaveOutcome::Superseded | SaveOutcome::Deleted | SaveOutcome::Ephemeral => {
-                    st.p.skipped += 1
-                }
+        let bytes =
+            hex::decode(hex).map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
+        crate::negentropy::check_message(&bytes)
+            .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e}")))?;
+        let round = tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
+        let step = sess
+            .neg
+            .next(bytes)
+            .instrument(round)
+            .await
+            .map_err(neg_failed)?;
+        st.session = Some(sess);
+        st.p.round += 1;
+        st.transfers
+            .learn(&*self.store, &mut st.p, step.have, step.need)
+            .await?;
+        match step.reply {
+            Some(m) => st.conn.neg_msg(&sub, &m).await.map_err(disconnected)?,
+            None => {
+                st.conn.neg_close(&sub).await.map_err(disconnected)?;
+                st.session = None;
             }
         }
+        st.report(on_progress);
+        Ok(())
+    }
+
+    async fn on_event(
+        &self,
+        st: &mut State,
+        sub: &str,
+        event: serde_json::Value,
+    ) -> Result<(), SyncError> {
+        let kept = match Event::from_value(event).and_then(|e| e.verify().map(|()| e)) {
+            Ok(ev) => st.transfers.take_event(sub, ev),
+            Err(_) => false,
+        };
+        if !kept {
+            st.p.dropped += 1;
+        }
+        if st.transfers.save_due() {
+            st.transfers.flush(&*self.store, &mut st.p).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_eose(
+        &self,
+        st: &mut State,
+        sub: String,
+        on_progress: &mut (impl FnMut(&Progress) + Send),
+    ) -> Result<(), SyncError> {
+        if st.transfers.fetch_done(&sub) {
+            st.transfers.flush(&*self.store, &mut st.p).await?;
+            st.report(on_progress);
+            let _ = st.conn.close_sub(&sub).await;
+        }
         Ok(())
     }
 }
 
-/// Hands the counters, with the bytes moved so far, to the caller.
-fn report(st: &mut State, on_progress: &mut (impl FnMut(&Progress) + Send)) {
-    st.p.bytes_sent = st.conn.bytes.sent.load(Ordering::Relaxed);
-    st.p.bytes_received = st.conn.bytes.received.load(Ordering::Relaxed);
-    on_progress(&st.p);
+/// `NEG-ERR`: a range too large is split, `auth-required` parks it until we authenticate,
+/// anything else ends the job.
+async fn on_neg_err(
+    st: &mut State,
+    sub: &str,
+    reason: &str,
+    max: Option<u64>,
+) -> Result<(), SyncError> {
+    let Some(sess) = st.session.take_if(|s| s.sub == sub) else {
+        return Ok(());
+    };
+    if ranges::is_size_refusal(reason, max) {
+        st.ranges.split(sess.range, reason, now())?;
+        st.p.splits += 1;
+    } else if Prefix::AuthRequired.starts(reason) {
+        st.authenticate(reason).await?;
+        st.auth.parked().ranges.push(sess.range);
+    } else {
+        return Err(SyncError::Refused(reason.to_string()));
+    }
+    Ok(())
 }
 
-async fn send(st: &State, m: ClientMessage) -> Result<(), SyncError> {
-    st.conn.send_msg(&m).await.map_err(disconnected)
+/// `CLOSED` of our session or of a fetch: `auth-required` parks it, anything else ends the job.
+async fn on_closed(st: &mut State, sub: &str, message: String) -> Result<(), SyncError> {
+    if let Some(sess) = st.session.take_if(|s| s.sub == sub) {
+        if !Prefix::AuthRequired.starts(&message) {
+            return Err(SyncError::Refused(message));
+        }
+        st.authenticate(&message).await?;
+        st.auth.parked().ranges.push(sess.range);
+    } else if let Some(ids) = st.transfers.fetch_closed(sub) {
+        if !Prefix::AuthRequired.starts(&message) {
+            return Err(SyncError::Refused(message));
+        }
+        st.authenticate(&message).await?;
+        st.auth.parked().need.extend(ids);
+    }
+    Ok(())
 }
 
-fn disconnected(e: PeerError) -> SyncError {
-    SyncError::Incomplete(e.to_string())
-}
-
-/// `blocked:` refusals about size (a 4th element with the maximum, or words saying so) are split;
-/// other refusals end the job.
-fn is_size_refusal(reason: &str, max: Option<u64>) -> bool {
-    let r = reason.to_ascii_lowercase();
-    Prefix::Blocked.starts(&r)
-        && (max.is_some()
-            || [
-                "too many",
-                "too big",
-                "too large",
-                "maximum",
-                "max ",
-                "limit",
-                "size",
-            ]
-            .iter()
-            .any(|w| r.contains(w)))
+/// `OK`: the answer to our AUTH, or to an upload.
+async fn on_ok(
+    st: &mut State,
+    id: &str,
+    accepted: bool,
+    message: String,
+    on_progress: &mut (impl FnMut(&Progress) + Send),
+) -> Result<(), SyncError> {
+    match st.auth.on_ok(id, accepted, &message)? {
+        AuthOk::Accepted(parked) => {
+            st.ranges.extend(parked.ranges);
+            st.transfers.resume(parked.need, parked.have);
+            return Ok(());
+        }
+        AuthOk::Retry => return st.authenticate(&message).await,
+        AuthOk::NotOurs => {}
+    }
+    match st
+        .transfers
+        .upload_answered(&mut st.p, id, accepted, message)
+    {
+        UploadOk::NotOurs => {}
+        UploadOk::NeedsAuth { id, reason } => {
+            st.authenticate(&reason).await?;
+            st.auth.parked().have.extend(id);
+        }
+        UploadOk::Counted { report } => {
+            if report {
+                st.report(on_progress);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn now() -> u64 {
@@ -662,15 +424,4 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn size_refusals() {
-        assert!(super::is_size_refusal("blocked: too many records", None));
-        assert!(super::is_size_refusal("blocked: query", Some(1000)));
-        assert!(!super::is_size_refusal("blocked: you are banned", None));
-        assert!(!super::is_size_refusal("error: too many", None));
-    }
 }

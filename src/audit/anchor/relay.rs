@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::event::wire::{ClientMessage, Prefix};
+use crate::event::wire::Prefix;
 use crate::event::{Event, Keys};
-use crate::peer::{PeerOptions, RelayConn, RelayMsg};
+use crate::peer::{PeerOptions, PeerUrl, RelayConn, RelayMsg};
 
 /// Events asked for per `REQ` page when fetching.
 const PAGE: u64 = 500;
@@ -26,14 +26,14 @@ pub async fn publish(
     events: &[Event],
     opts: &PeerOptions,
 ) -> Result<Vec<Result<(), String>>, String> {
-    let mut conn = RelayConn::connect(url, opts)
+    let url = PeerUrl::parse(url).map_err(|e| e.to_string())?;
+    let mut conn = RelayConn::connect(&url, opts)
         .await
         .map_err(|e| e.to_string())?;
     let mut auth = Auth::default();
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
-        let json: Value = serde_json::from_str(&ev.to_json()).map_err(|e| e.to_string())?;
-        out.push(publish_one(&mut conn, &json, &ev.id_hex(), opts, &mut auth).await?);
+        out.push(publish_one(&mut conn, ev, &ev.id_hex(), opts, &mut auth).await?);
     }
     conn.close().await;
     Ok(out)
@@ -49,14 +49,12 @@ struct Auth {
 
 async fn publish_one(
     conn: &mut RelayConn,
-    event: &Value,
+    event: &Event,
     id: &str,
     opts: &PeerOptions,
     auth: &mut Auth,
 ) -> Result<Result<(), String>, String> {
-    conn.send_msg(&ClientMessage::Event(event.clone()))
-        .await
-        .map_err(|e| e.to_string())?;
+    conn.publish(event).await.map_err(|e| e.to_string())?;
     // Refused for want of AUTH: resent once our AUTH is accepted.
     let mut resend_after_auth = false;
     let mut sent_auth_for_this = false;
@@ -90,9 +88,7 @@ async fn publish_one(
                 auth.done = true;
                 if resend_after_auth {
                     resend_after_auth = false;
-                    conn.send_msg(&ClientMessage::Event(event.clone()))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    conn.publish(event).await.map_err(|e| e.to_string())?;
                 }
             }
             RelayMsg::Ok {
@@ -140,7 +136,8 @@ async fn start_auth(conn: &RelayConn, opts: &PeerOptions, auth: &mut Auth) -> Re
 /// then reported as unanchored, never as matching). Events are
 /// returned as sent (checked by the caller), by id.
 pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<Event>, String> {
-    let mut conn = RelayConn::connect(url, opts)
+    let url = PeerUrl::parse(url).map_err(|e| e.to_string())?;
+    let mut conn = RelayConn::connect(&url, opts)
         .await
         .map_err(|e| e.to_string())?;
     let mut found: BTreeMap<String, Event> = BTreeMap::new();
@@ -152,12 +149,7 @@ pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<
             f["until"] = u.into();
         }
         let sub = format!("anchors-{page}");
-        conn.send_msg(&ClientMessage::Req {
-            sub: sub.clone(),
-            filters: vec![f],
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        conn.req(&sub, vec![f]).await.map_err(|e| e.to_string())?;
         let (mut new, mut oldest, mut seen) = (0usize, u64::MAX, 0u64);
         let deadline = tokio::time::Instant::now() + opts.reply_timeout * 2;
         loop {
@@ -190,7 +182,7 @@ pub async fn fetch(url: &str, filter: &Value, opts: &PeerOptions) -> Result<Vec<
                 _ => {}
             }
         }
-        let _ = conn.send_msg(&ClientMessage::Close { sub }).await;
+        let _ = conn.close_sub(&sub).await;
         // A relay may cap `limit` below ours, so a short page does not mean the end: only a page
         // with nothing new does (`until` is inclusive, so the oldest event comes back).
         if new == 0 || seen == 0 || oldest == u64::MAX {
