@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use orly::cli::{self, gen_events::GenSpec, output};
 use orly::errln;
 use orly::event::Filter;
-use orly::store::{FjallStore, Order};
+use orly::store::{FjallStore, Order, PgStore, Store};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +33,24 @@ impl DataDir {
         let dir = self.data_dir.clone().unwrap_or_else(cli::default_data_dir);
         Ok(FjallStore::open(&dir)?)
     }
+
+    /// The store of a store command: PostgreSQL when `ORLY_DB_TYPE=postgres`, else fjall.
+    fn open_any(&self) -> anyhow::Result<CliStore> {
+        match orly::config::StoreConfig::postgres_from_env().map_err(anyhow::Error::msg)? {
+            Some(cfg) => {
+                let rt = tokio::runtime::Runtime::new()?;
+                let store = rt.block_on(PgStore::open(&cfg))?;
+                Ok(CliStore::Postgres(store, rt))
+            }
+            None => Ok(CliStore::Fjall(self.open()?)),
+        }
+    }
+}
+
+/// A store opened by a store command (the PostgreSQL one with the runtime its pool lives on).
+enum CliStore {
+    Fjall(FjallStore),
+    Postgres(PgStore, tokio::runtime::Runtime),
 }
 
 const SYNC_HELP: &str = "\
@@ -297,7 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Import { file, data } => {
-            let store = data.open()?;
+            let store = data.open_any()?;
             let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {
                 Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
             } else {
@@ -307,11 +325,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let pb = cli::progress_bar(None, "{spinner} {pos} lines {per_sec}");
             let started = std::time::Instant::now();
-            let s = cli::import::import(&store, reader, &mut output::QuietStderr, &pb)?;
+            let s = match &store {
+                CliStore::Fjall(f) => {
+                    cli::import::import(f, reader, &mut output::QuietStderr, &pb)?
+                }
+                CliStore::Postgres(p, rt) => cli::import::import_with(
+                    &|batch| rt.block_on(p.save(batch.to_vec())),
+                    reader,
+                    &mut output::QuietStderr,
+                    &pb,
+                )?,
+            };
             pb.finish_and_clear();
-            // Compacts the negentropy index after the bulk load, then leaves no journal behind.
-            store.flush()?;
-            store.close(None)?;
+            if let CliStore::Fjall(store) = store {
+                // Compacts the negentropy index after the bulk load, then leaves no journal
+                // behind.
+                store.flush()?;
+                store.close(None)?;
+            }
             let secs = started.elapsed().as_secs_f64();
             errln!(
                 "imported {} lines in {secs:.2}s: accepted {}, replaced {}, duplicate {}, superseded {}, deleted {}, ephemeral {}, rejected {}",
@@ -332,7 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data,
         } => {
             let f = Filter::from_json(&filter)?;
-            let store = data.open()?;
+            let store = data.open_any()?;
             let order = if ascending {
                 Order::OldestFirst
             } else {
@@ -342,14 +373,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::print_with(1 << 20, |out| {
                 let mut io_err = None;
                 // A failed write (the reader gone) ends the query: the export stops early.
-                let queried =
-                    store.query_blocking(&f, order, |ev| match writeln!(out, "{}", ev.to_json()) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            io_err = Some(e);
-                            false
-                        }
-                    });
+                let emit = |ev: orly::event::Event| match writeln!(out, "{}", ev.to_json()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        io_err = Some(e);
+                        false
+                    }
+                };
+                let queried = match &store {
+                    CliStore::Fjall(s) => s.query_blocking(&f, order, emit),
+                    CliStore::Postgres(s, rt) => rt.block_on(s.query_each(&f, order, emit)),
+                };
                 if let Err(e) = queried {
                     query_err = Some(e);
                 }
@@ -361,12 +395,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Stats { json, check, data } => {
-            let store = data.open()?;
-            let st = store.stats()?;
-            let report = if check {
-                Some(store.check_integrity()?)
-            } else {
-                None
+            let (st, report) = match data.open_any()? {
+                CliStore::Fjall(store) => (
+                    store.stats()?,
+                    check.then(|| store.check_integrity()).transpose()?,
+                ),
+                CliStore::Postgres(store, rt) => rt.block_on(async {
+                    let st = store.stats().await?;
+                    let r = match check {
+                        true => Some(store.check_integrity().await?),
+                        false => None,
+                    };
+                    anyhow::Ok((st, r))
+                })?,
             };
             output::print(|out| {
                 if json {
@@ -500,6 +541,13 @@ fn sync(a: SyncArgs) -> anyhow::Result<ExitCode> {
                 token_file: a.token_file,
             }),
             None => {
+                let pg =
+                    orly::config::StoreConfig::postgres_from_env().map_err(anyhow::Error::msg)?;
+                if let Some(cfg) = pg {
+                    let store = PgStore::open(&cfg).await?;
+                    let mode = Mode::Direct(std::sync::Arc::new(store));
+                    return anyhow::Ok(s::run(mode, req, &display).await);
+                }
                 let store = a.data.open()?;
                 let code = s::run(
                     Mode::Direct(std::sync::Arc::new(store.clone())),

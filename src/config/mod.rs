@@ -1,7 +1,8 @@
 //! Typed configuration shared by the binaries: where the store is (`ORLY_DB_TYPE`,
-//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`) and how to open it. Validated once, at start-up.
+//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`, `ORLY_POSTGRES_*`) and how to open it. Validated once, at start-up.
 
 use crate::store::db_auth::{DbToken, TOKEN_ENV, check_token};
+use crate::store::postgres::PgConfig;
 use crate::store::{FjallStore, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,9 @@ pub enum StoreConfig {
     /// The `orly-db` service at this address (`ORLY_DB_TYPE=grpc`, `ORLY_GRPC_SERVER`), with its
     /// secret (`ORLY_DB_TOKEN`) when set.
     Grpc(String, Option<DbToken>),
+    /// PostgreSQL (`ORLY_DB_TYPE=postgres`, `ORLY_POSTGRES_URL`, `ORLY_POSTGRES_READ_URL`,
+    /// `ORLY_POSTGRES_PASSWORD_FILE`).
+    Postgres(Box<PgConfig>),
 }
 
 /// orly-db's secret from `ORLY_DB_TOKEN`: `None` when unset or empty.
@@ -45,7 +49,10 @@ impl StoreConfig {
                         .into(),
                 ),
             },
-            other => Err(format!("ORLY_DB_TYPE must be fjall or grpc, not {other:?}")),
+            "postgres" => Ok(Self::Postgres(Box::new(PgConfig::from_env()?))),
+            other => Err(format!(
+                "ORLY_DB_TYPE must be fjall, grpc or postgres, not {other:?}"
+            )),
         }
     }
 
@@ -56,6 +63,16 @@ impl StoreConfig {
             Self::Grpc(addr, token) => Ok(Arc::new(
                 crate::store::RemoteStore::connect(addr, token.as_ref()).await?,
             )),
+            Self::Postgres(cfg) => Ok(Arc::new(crate::store::PgStore::open(cfg).await?)),
+        }
+    }
+
+    /// The PostgreSQL settings when `ORLY_DB_TYPE=postgres` (the `orly` store commands use
+    /// PostgreSQL then, fjall in `--data-dir` otherwise).
+    pub fn postgres_from_env() -> Result<Option<PgConfig>, String> {
+        match std::env::var("ORLY_DB_TYPE").as_deref() {
+            Ok("postgres") => PgConfig::from_env().map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -65,6 +82,7 @@ impl std::fmt::Display for StoreConfig {
         match self {
             Self::Fjall(d) => write!(f, "fjall at {}", d.display()),
             Self::Grpc(a, _) => write!(f, "orly-db at {a}"),
+            Self::Postgres(c) => write!(f, "{c}"),
         }
     }
 }

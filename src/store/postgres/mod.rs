@@ -210,6 +210,27 @@ impl PgStore {
         check::integrity(&**self.reader().await?).await
     }
 
+    /// The plan PostgreSQL picks for the first page of `filter` (`EXPLAIN`), for operators
+    /// checking that their REQs use the indexes.
+    pub async fn explain(&self, filter: &Filter, order: Order) -> Result<String, StoreError> {
+        let limit = filter
+            .limit
+            .map_or(1000, |l| i64::try_from(l).unwrap_or(1000));
+        let Some(w) = query::page_sql(filter, order, None, limit.min(1000)) else {
+            return Ok("(matches nothing: no query)".into());
+        };
+        let client = self.reader().await?;
+        let rows = client
+            .query(&format!("EXPLAIN {}", w.sql), &w.refs())
+            .await
+            .map_err(pg_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     /// Calls `emit` with each matching event in `order` until it returns false.
     pub async fn query_each(
         &self,

@@ -57,17 +57,29 @@ pub(super) fn where_of(f: &Filter) -> Option<Where> {
         None => None,
     };
     let until = f.until.map(|u| i64::try_from(u).unwrap_or(i64::MAX));
+    // One value is `=`, not `= ANY`: PostgreSQL then reads the index in (created_at, id)
+    // order and a REQ with a limit stops early.
     if let Some(ids) = &f.ids {
         let v: Vec<Vec<u8>> = ids.iter().map(|i| i.to_vec()).collect();
         w.push("e.id = ANY(?)", Box::new(v));
     }
     if let Some(a) = &f.authors {
-        let v: Vec<Vec<u8>> = a.iter().map(|i| i.to_vec()).collect();
-        w.push("e.pubkey = ANY(?)", Box::new(v));
+        match a.iter().next() {
+            Some(one) if a.len() == 1 => w.push("e.pubkey = ?", Box::new(one.to_vec())),
+            _ => {
+                let v: Vec<Vec<u8>> = a.iter().map(|i| i.to_vec()).collect();
+                w.push("e.pubkey = ANY(?)", Box::new(v));
+            }
+        }
     }
     if let Some(k) = &f.kinds {
-        let v: Vec<i32> = k.iter().map(|k| i32::from(*k)).collect();
-        w.push("e.kind = ANY(?)", Box::new(v));
+        match k.iter().next() {
+            Some(one) if k.len() == 1 => w.push("e.kind = ?", Box::new(i32::from(*one))),
+            _ => {
+                let v: Vec<i32> = k.iter().map(|k| i32::from(*k)).collect();
+                w.push("e.kind = ANY(?)", Box::new(v));
+            }
+        }
     }
     if let Some(s) = since {
         w.push("e.created_at >= ?", Box::new(s));
