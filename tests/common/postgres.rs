@@ -272,6 +272,7 @@ impl PgCluster {
                     "-U",
                     "orly",
                     "--no-sync",
+                    "--checkpoint=fast",
                 ],
             ),
             "pg_basebackup",
