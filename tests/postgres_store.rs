@@ -262,3 +262,62 @@ async fn main_filter_shapes_use_indexes() {
         assert!(!plan.contains("Seq Scan on event_tags"), "{text}:\n{plan}");
     }
 }
+
+#[test]
+fn migrate_fjall_to_postgres_and_back_resumably() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = corpus(tmp.path(), 3000);
+    let src = tmp.path().join("src");
+    let src_s = src.to_str().unwrap();
+    let (code, _, err) = orly(&["import", file.to_str().unwrap(), "--data-dir", src_s]);
+    assert_eq!(code, 0, "{err}");
+    let (_, want, _) = orly(&["export", "--data-dir", src_s]);
+    let lines: Vec<&str> = want.lines().collect();
+    assert!(lines.len() > 1000);
+
+    // A checkpoint in the middle (as a stopped copy leaves): only what follows it is copied.
+    let url = pg::cluster().database();
+    let env = pg_env(&url);
+    let env = with(&env);
+    let mid: serde_json::Value = serde_json::from_str(lines[lines.len() / 2]).unwrap();
+    let ck = tmp.path().join("ck");
+    std::fs::write(
+        &ck,
+        format!("{} {}\n", mid["created_at"], mid["id"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut args = vec!["migrate", "--to", "postgres", "--data-dir", src_s];
+    args.extend(["--checkpoint", ck.to_str().unwrap()]);
+    let (code, _, err) = orly_env(&args, &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("(resumed)"), "{err}");
+    assert!(
+        !ck.exists(),
+        "the checkpoint is removed when the copy is done"
+    );
+    let (_, half, _) = orly_env(&["export"], &env);
+    // Newest first: the first half of the lines, down to (not including) the checkpoint.
+    assert_eq!(half.lines().collect::<Vec<_>>(), lines[..lines.len() / 2]);
+    // Then the whole copy (the copied half counts as already there).
+    let (code, _, err) = orly_env(&["migrate", "--to", "postgres", "--data-dir", src_s], &env);
+    assert_eq!(code, 0, "{err}");
+    let (_, got, _) = orly_env(&["export"], &env);
+    assert_eq!(got, want);
+    let (code, out, _) = orly_env(&["stats", "--check", "--json"], &env);
+    assert_eq!(code, 0, "{out}");
+
+    // And back into a fresh fjall directory.
+    let back = tmp.path().join("back");
+    let back_s = back.to_str().unwrap();
+    let (code, _, err) = orly_env(&["migrate", "--to", "fjall", "--data-dir", back_s], &env);
+    assert_eq!(code, 0, "{err}");
+    let (_, again, _) = orly(&["export", "--data-dir", back_s]);
+    assert_eq!(again, want);
+    let (code, out, _) = orly(&["stats", "--check", "--json", "--data-dir", back_s]);
+    assert_eq!(code, 0, "{out}");
+    let a: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let (_, out, _) = orly_env(&["stats", "--check", "--json"], &env);
+    let b: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(a["stats"]["by_kind"], b["stats"]["by_kind"]);
+    assert_eq!(a["integrity"]["problems"], b["integrity"]["problems"]);
+}

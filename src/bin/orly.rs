@@ -106,6 +106,19 @@ enum Cmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Copy every event between fjall (--data-dir) and PostgreSQL (ORLY_POSTGRES_URL), with a
+    /// progress bar; resumable (a checkpoint file after each batch).
+    Migrate {
+        /// Destination: `postgres` (copy fjall in --data-dir there) or `fjall` (copy PostgreSQL
+        /// into --data-dir).
+        #[arg(long)]
+        to: String,
+        /// Checkpoint file [default: DATA_DIR/migrate-to-TO.checkpoint]; removed when done.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Admin tokens for the sync service.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -354,6 +367,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 s.deleted,
                 s.ephemeral,
                 s.rejected
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Migrate {
+            to,
+            checkpoint,
+            data,
+        } => {
+            let to_pg = match to.as_str() {
+                "postgres" => true,
+                "fjall" => false,
+                other => anyhow::bail!("--to must be postgres or fjall, not {other:?}"),
+            };
+            let cfg = orly::store::postgres::PgConfig::from_env().map_err(anyhow::Error::msg)?;
+            let dir = data.data_dir.clone().unwrap_or_else(cli::default_data_dir);
+            let fjall = FjallStore::open(&dir)?;
+            let ck = checkpoint.unwrap_or_else(|| dir.join(format!("migrate-to-{to}.checkpoint")));
+            let pb = cli::progress_bar(Some(0), "{bar:40} {pos}/{len} events {per_sec} eta {eta}");
+            let rt = tokio::runtime::Runtime::new()?;
+            let sum = rt.block_on(async {
+                let pg = PgStore::open(&cfg).await?;
+                let (from, into): (&dyn Store, &dyn Store) =
+                    if to_pg { (&fjall, &pg) } else { (&pg, &fjall) };
+                orly::store::postgres::migrate::copy(from, into, &ck, &pb).await
+            })?;
+            pb.finish_and_clear();
+            fjall.flush()?;
+            fjall.close(None)?;
+            errln!(
+                "migrated to {to}{}: read {}, stored {}, skipped (already there, superseded or deleted) {}",
+                if sum.resumed { " (resumed)" } else { "" },
+                sum.read,
+                sum.stored,
+                sum.skipped
             );
             Ok(ExitCode::SUCCESS)
         }

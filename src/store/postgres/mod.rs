@@ -9,11 +9,13 @@
 //!
 //! Layout: `config` (URLs, password file, sslmode), `schema` (migrations), `ingest` (NIP-01
 //! writes and what makes them safe under concurrent writers), `query` (filters as SQL), `neg`
-//! (the bucket index and negentropy sets), `check` (`orly stats [--check]`).
+//! (the bucket index and negentropy sets), `check` (`orly stats [--check]`), `migrate`
+//! (`orly migrate`, fjall to PostgreSQL and back).
 
 mod check;
 pub mod config;
 mod ingest;
+pub mod migrate;
 mod neg;
 mod query;
 mod schema;
