@@ -263,6 +263,25 @@ fn a_hot_standby_serves_reads_and_refuses_writes() {
         &["--listen", "127.0.0.1:0"],
         &[("ORLY_DB_TYPE", "postgres"), ("ORLY_POSTGRES_URL", &s_url)],
     );
+    // A client publishing to the relay over the standby is told why it was refused.
+    let refused = sign_event(&Keys::from_seed(b"sb", 2), 5001, 1, vec![], "refused");
+    rt.block_on(async {
+        use nostr_sdk::prelude::*;
+        let c = Client::default();
+        c.add_relay(format!("ws://{}", r.addr)).await.unwrap();
+        let up = c.try_connect(std::time::Duration::from_secs(10)).await;
+        assert!(up.failed.is_empty(), "{:?}", up.failed);
+        let n = nostr_sdk::Event::from_json(refused.to_json()).unwrap();
+        let out = c.send_event(&n).await;
+        let why = match out {
+            Ok(o) => format!("{:?}", o.failed),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            why.contains("blocked: read-only") && why.contains("hot standby"),
+            "{why}"
+        );
+    });
     let url2 = primary.database();
     let env2 = [
         ("ORLY_DB_TYPE", "postgres"),
