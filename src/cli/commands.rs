@@ -7,7 +7,7 @@ use super::output;
 use crate::config::{AuditCmd, CertsCmd, Cli, Cmd, DataDir, EnvSource};
 use crate::errln;
 use crate::event::Filter;
-use crate::store::{FjallStore, Order};
+use crate::store::{FjallStore, Order, PgStore, Store};
 use anyhow::Context;
 use std::io::Write;
 use std::process::ExitCode;
@@ -16,6 +16,24 @@ use std::process::ExitCode;
 pub(crate) fn open(data: &DataDir, env: &dyn EnvSource) -> anyhow::Result<FjallStore> {
     let dir = data.resolve(env).map_err(anyhow::Error::msg)?;
     Ok(FjallStore::open(&dir)?)
+}
+
+/// A store opened by a store command (the PostgreSQL one with the runtime its pool lives on).
+enum CliStore {
+    Fjall(FjallStore),
+    Postgres(PgStore, tokio::runtime::Runtime),
+}
+
+/// The store of a store command: PostgreSQL when `ORLY_DB_TYPE=postgres`, else fjall.
+fn open_any(data: &DataDir, env: &dyn EnvSource) -> anyhow::Result<CliStore> {
+    match crate::config::StoreConfig::postgres_from_env(env).map_err(anyhow::Error::msg)? {
+        Some(cfg) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let store = rt.block_on(PgStore::open(&cfg))?;
+            Ok(CliStore::Postgres(store, rt))
+        }
+        None => Ok(CliStore::Fjall(open(data, env)?)),
+    }
 }
 
 /// Runs one `orly` command with `env` behind its flags; the exit code, or an error (exit 1).
@@ -98,7 +116,7 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
             )?))
         }
         Cmd::Import { file, data } => {
-            let store = open(&data, env)?;
+            let store = open_any(&data, env)?;
             let reader: Box<dyn std::io::BufRead + Send> = if file == "-" {
                 Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
             } else {
@@ -108,11 +126,24 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
             };
             let pb = super::progress_bar(None, "{spinner} {pos} lines {per_sec}");
             let started = std::time::Instant::now();
-            let s = super::import::import(&store, reader, &mut output::QuietStderr, &pb)?;
+            let s = match &store {
+                CliStore::Fjall(f) => {
+                    super::import::import(f, reader, &mut output::QuietStderr, &pb)?
+                }
+                CliStore::Postgres(p, rt) => super::import::import_with(
+                    &|batch| rt.block_on(p.save(batch.to_vec())),
+                    reader,
+                    &mut output::QuietStderr,
+                    &pb,
+                )?,
+            };
             pb.finish_and_clear();
-            // Compacts the negentropy index after the bulk load, then leaves no journal behind.
-            store.flush()?;
-            store.close(None)?;
+            if let CliStore::Fjall(store) = store {
+                // Compacts the negentropy index after the bulk load, then leaves no journal
+                // behind.
+                store.flush()?;
+                store.close(None)?;
+            }
             let secs = started.elapsed().as_secs_f64();
             errln!(
                 "imported {} lines in {secs:.2}s: accepted {}, replaced {}, duplicate {}, superseded {}, deleted {}, ephemeral {}, rejected {}",
@@ -127,13 +158,49 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Migrate {
+            to,
+            checkpoint,
+            data,
+        } => {
+            let to_pg = match to.as_str() {
+                "postgres" => true,
+                "fjall" => false,
+                other => anyhow::bail!("--to must be postgres or fjall, not {other:?}"),
+            };
+            let cfg = crate::store::postgres::PgConfig::from_vars(|n| env.var(n))
+                .map_err(anyhow::Error::msg)?;
+            let dir = data.resolve(env).map_err(anyhow::Error::msg)?;
+            let fjall = FjallStore::open(&dir)?;
+            let ck = checkpoint.unwrap_or_else(|| dir.join(format!("migrate-to-{to}.checkpoint")));
+            let pb =
+                super::progress_bar(Some(0), "{bar:40} {pos}/{len} events {per_sec} eta {eta}");
+            let rt = tokio::runtime::Runtime::new()?;
+            let sum = rt.block_on(async {
+                let pg = PgStore::open(&cfg).await?;
+                let (from, into): (&dyn Store, &dyn Store) =
+                    if to_pg { (&fjall, &pg) } else { (&pg, &fjall) };
+                crate::store::postgres::migrate::copy(from, into, &ck, &pb).await
+            })?;
+            pb.finish_and_clear();
+            fjall.flush()?;
+            fjall.close(None)?;
+            errln!(
+                "migrated to {to}{}: read {}, stored {}, skipped (already there, superseded or deleted) {}",
+                if sum.resumed { " (resumed)" } else { "" },
+                sum.read,
+                sum.stored,
+                sum.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Export {
             filter,
             ascending,
             data,
         } => {
             let f = Filter::from_json(&filter)?;
-            let store = open(&data, env)?;
+            let store = open_any(&data, env)?;
             let order = if ascending {
                 Order::OldestFirst
             } else {
@@ -143,14 +210,17 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
             output::print_with(1 << 20, |out| {
                 let mut io_err = None;
                 // A failed write (the reader gone) ends the query: the export stops early.
-                let queried =
-                    store.query_blocking(&f, order, |ev| match writeln!(out, "{}", ev.to_json()) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            io_err = Some(e);
-                            false
-                        }
-                    });
+                let emit = |ev: crate::event::Event| match writeln!(out, "{}", ev.to_json()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        io_err = Some(e);
+                        false
+                    }
+                };
+                let queried = match &store {
+                    CliStore::Fjall(s) => s.query_blocking(&f, order, emit),
+                    CliStore::Postgres(s, rt) => rt.block_on(s.query_each(&f, order, emit)),
+                };
                 if let Err(e) = queried {
                     query_err = Some(e);
                 }
@@ -162,12 +232,19 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Stats { json, check, data } => {
-            let store = open(&data, env)?;
-            let st = store.stats()?;
-            let report = if check {
-                Some(store.check_integrity()?)
-            } else {
-                None
+            let (st, report) = match open_any(&data, env)? {
+                CliStore::Fjall(store) => (
+                    store.stats()?,
+                    check.then(|| store.check_integrity()).transpose()?,
+                ),
+                CliStore::Postgres(store, rt) => rt.block_on(async {
+                    let st = store.stats().await?;
+                    let r = match check {
+                        true => Some(store.check_integrity().await?),
+                        false => None,
+                    };
+                    anyhow::Ok((st, r))
+                })?,
             };
             output::print(|out| {
                 if json {

@@ -5,7 +5,7 @@
 
 use super::lines::{Line, next_line};
 use crate::event::{Event, MAX_EVENT_BYTES};
-use crate::store::{FjallStore, SaveOutcome};
+use crate::store::{FjallStore, SaveOutcome, StoreError};
 use rayon::prelude::*;
 use std::io::{BufRead, Write};
 
@@ -49,6 +49,19 @@ impl ImportSummary {
 /// Imports JSONL from `input`, writing one `line N: reason` per rejected line to `errors`.
 pub fn import<R: BufRead + Send>(
     store: &FjallStore,
+    input: R,
+    errors: &mut (dyn Write + Send),
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<ImportSummary> {
+    import_with(&|batch| store.save_blocking(batch), input, errors, progress)
+}
+
+/// One batch written by [`import_with`] (any store engine).
+pub type SaveBatch<'a> = dyn Fn(&[Event]) -> Result<Vec<SaveOutcome>, StoreError> + Sync + 'a;
+
+/// [`import`] into any store: `save` writes one verified batch (on the writer thread).
+pub fn import_with<R: BufRead + Send>(
+    save: &SaveBatch<'_>,
     mut input: R,
     errors: &mut (dyn Write + Send),
     progress: &indicatif::ProgressBar,
@@ -59,7 +72,7 @@ pub fn import<R: BufRead + Send>(
         let writer = scope.spawn(move || -> anyhow::Result<Vec<SaveOutcome>> {
             let mut outcomes = Vec::new();
             for batch in rx {
-                outcomes.extend(store.save_blocking(&batch)?);
+                outcomes.extend(save(&batch)?);
             }
             Ok(outcomes)
         });

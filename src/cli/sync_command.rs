@@ -44,6 +44,13 @@ pub fn sync(a: SyncArgs, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
                 token_file: a.token_file,
             }),
             None => {
+                let pg = crate::config::StoreConfig::postgres_from_env(env)
+                    .map_err(anyhow::Error::msg)?;
+                if let Some(cfg) = pg {
+                    let store = crate::store::PgStore::open(&cfg).await?;
+                    let mode = Mode::Direct(std::sync::Arc::new(store));
+                    return anyhow::Ok(s::run(mode, req, &display).await);
+                }
                 let store = open(&a.data, env)?;
                 let code = s::run(
                     Mode::Direct(std::sync::Arc::new(store.clone())),

@@ -93,6 +93,19 @@ pub enum Cmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Copy every event between fjall (--data-dir) and PostgreSQL (ORLY_POSTGRES_URL), with a
+    /// progress bar; resumable (a checkpoint file after each batch).
+    Migrate {
+        /// Destination: `postgres` (copy fjall in --data-dir there) or `fjall` (copy PostgreSQL
+        /// into --data-dir).
+        #[arg(long)]
+        to: String,
+        /// Checkpoint file [default: DATA_DIR/migrate-to-TO.checkpoint]; removed when done.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Admin tokens for the sync service.
     #[command(subcommand)]
     Token(TokenCmd),

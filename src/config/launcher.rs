@@ -27,6 +27,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "orly-relay listen address (default 127.0.0.1:7777)",
     ),
     (
+        "ORLY_DB_TYPE",
+        "postgres: no orly-db; the relay and sync service share the PostgreSQL database of \
+         ORLY_POSTGRES_URL (passed through, with ORLY_POSTGRES_READ_URL and \
+         ORLY_POSTGRES_PASSWORD_FILE); anything else: orly-db over ORLY_DATA_DIR",
+    ),
+    (
         "ORLY_DB_TOKEN",
         "secret orly-db requires of the other services (default: a new random one per run)",
     ),
@@ -156,6 +162,8 @@ pub struct LauncherConfig {
     pub binaries: Binaries,
     /// The secret orly-db requires of the other services (`ORLY_DB_TOKEN`, else made at start).
     pub db_token: DbToken,
+    /// `ORLY_DB_TYPE=postgres`: no orly-db; the services open PostgreSQL themselves.
+    pub postgres: bool,
 }
 
 /// Default orly-db address (ORLY documents).
@@ -195,6 +203,24 @@ impl LauncherConfig {
             }
             // One per launcher run: only the services it starts know it.
             _ => DbToken(hex::encode(rand::random::<[u8; 32]>())),
+        };
+        let postgres = match env.get("ORLY_DB_TYPE").as_deref().map(str::trim) {
+            Some("postgres") => {
+                if env.get(crate::store::postgres::config::URL_ENV).is_none() {
+                    errors.push(
+                        "ORLY_DB_TYPE=postgres needs ORLY_POSTGRES_URL=postgres://USER@HOST/DB"
+                            .into(),
+                    );
+                }
+                true
+            }
+            None | Some("" | "fjall" | "grpc") => false,
+            Some(other) => {
+                errors.push(format!(
+                    "ORLY_DB_TYPE must be fjall (orly-db) or postgres, not {other:?}"
+                ));
+                false
+            }
         };
         let start_attempts = parse_count(env, "ORLY_LAUNCHER_START_ATTEMPTS", 3, &mut errors);
         let liveness_interval = parse_secs(env, "ORLY_LAUNCHER_LIVENESS_INTERVAL", 10, &mut errors);
@@ -266,6 +292,7 @@ impl LauncherConfig {
             liveness_failures,
             binaries,
             db_token,
+            postgres,
         })
     }
 }
@@ -279,7 +306,12 @@ impl fmt::Display for LauncherConfig {
         write!(
             f,
             "data_dir={dir} db={} relay={} sync=",
-            self.db_listen, self.relay_listen
+            if self.postgres {
+                "postgres".to_string()
+            } else {
+                self.db_listen.to_string()
+            },
+            self.relay_listen
         )?;
         match &self.sync {
             None => write!(f, "disabled")?,

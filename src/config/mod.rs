@@ -1,7 +1,7 @@
 //! Typed configuration of the binaries: every flag and environment variable they read, parsed
 //! here through an injected environment ([`EnvSource`]) and validated once at start-up, with
 //! every problem reported together ([`ConfigErrors`]). Also where the store is (`ORLY_DB_TYPE`,
-//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`) and how to open it, and the process plumbing every
+//! `ORLY_DATA_DIR`, `ORLY_GRPC_SERVER`, `ORLY_POSTGRES_*`) and how to open it, and the process plumbing every
 //! service shares (signals, the announce line).
 //!
 //! Must not start anything: binaries build their servers from what this module returns.
@@ -24,6 +24,7 @@ pub use security::SecurityArgs;
 pub use sync_service::{SyncServiceArgs, SyncServiceConfig, sync_auth_key};
 
 use crate::store::db_auth::{DbToken, TOKEN_ENV, check_token};
+use crate::store::postgres::PgConfig;
 use crate::store::{FjallStore, Store, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub enum StoreConfig {
     /// The `orly-db` service at this address (`ORLY_DB_TYPE=grpc`, `ORLY_GRPC_SERVER`), with its
     /// secret (`ORLY_DB_TOKEN`) when set.
     Grpc(String, Option<DbToken>),
+    /// PostgreSQL (`ORLY_DB_TYPE=postgres`, `ORLY_POSTGRES_URL`, `ORLY_POSTGRES_READ_URL`,
+    /// `ORLY_POSTGRES_PASSWORD_FILE`).
+    Postgres(Box<PgConfig>),
 }
 
 /// orly-db's secret from `ORLY_DB_TOKEN`: `None` when unset or empty.
@@ -87,7 +91,12 @@ impl StoreConfig {
                         .into(),
                 ),
             },
-            other => Err(format!("ORLY_DB_TYPE must be fjall or grpc, not {other:?}")),
+            "postgres" => Ok(Self::Postgres(Box::new(PgConfig::from_vars(|n| {
+                env.var(n)
+            })?))),
+            other => Err(format!(
+                "ORLY_DB_TYPE must be fjall, grpc or postgres, not {other:?}"
+            )),
         }
     }
 
@@ -98,6 +107,16 @@ impl StoreConfig {
             Self::Grpc(addr, token) => Ok(Arc::new(
                 crate::store::RemoteStore::connect(addr, token.as_ref()).await?,
             )),
+            Self::Postgres(cfg) => Ok(Arc::new(crate::store::PgStore::open(cfg).await?)),
+        }
+    }
+
+    /// The PostgreSQL settings when `ORLY_DB_TYPE=postgres` (the `orly` store commands use
+    /// PostgreSQL then, fjall in `--data-dir` otherwise).
+    pub fn postgres_from_env(env: &dyn EnvSource) -> Result<Option<PgConfig>, String> {
+        match env_aliased(env, "ORLY_DB_TYPE", "ORLY_SYNC_NEGENTROPY_DB_TYPE")?.as_deref() {
+            Some("postgres") => PgConfig::from_vars(|n| env.var(n)).map(Some),
+            _ => Ok(None),
         }
     }
 }
@@ -107,6 +126,7 @@ impl std::fmt::Display for StoreConfig {
         match self {
             Self::Fjall(d) => write!(f, "fjall at {}", d.display()),
             Self::Grpc(a, _) => write!(f, "orly-db at {a}"),
+            Self::Postgres(c) => write!(f, "{c}"),
         }
     }
 }

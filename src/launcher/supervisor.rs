@@ -186,13 +186,22 @@ fn plan(cfg: &LauncherConfig) -> Vec<ServiceSpec> {
             probe: Probe::Nip11,
         },
     ];
+    if cfg.postgres {
+        // The services share PostgreSQL (ORLY_POSTGRES_* pass through): no orly-db to start.
+        specs.remove(0);
+        specs[0].env = vec![("ORLY_DB_TYPE", "postgres".to_string())];
+    }
     if let (Some(sync), Some(binary)) = (&cfg.sync, &cfg.binaries.sync) {
         specs.push(ServiceSpec {
             name: ServiceName::Sync,
             binary: binary.clone(),
             listen_var: "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN",
             listen: sync.listen,
-            env: grpc_store(),
+            env: if cfg.postgres {
+                vec![("ORLY_DB_TYPE", "postgres".to_string())]
+            } else {
+                grpc_store()
+            },
             env_remove: vec![],
             probe: Probe::Grpc {
                 service: crate::service::SYNC_SERVICE_NAME,

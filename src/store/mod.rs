@@ -1,5 +1,6 @@
-//! Event storage: the [`Store`] trait every mode writes through, the embedded fjall engine, and
-//! (in `remote`) the same trait over the `orly-db` gRPC service.
+//! Event storage: the [`Store`] trait every mode writes through, the embedded fjall engine,
+//! (in `remote`) the same trait over the `orly-db` gRPC service, and (in `postgres`) over a
+//! PostgreSQL database shared by several processes.
 //!
 //! The store owns the storage semantics of NIP-01 (replaceable, addressable, ephemeral, deletion)
 //! and the (created_at, id) order that negentropy needs. It assumes events were verified by the
@@ -13,6 +14,7 @@ mod keys;
 mod merge;
 mod neg_index;
 mod overlay;
+pub mod postgres;
 mod remote;
 mod remote_orly;
 mod remote_session;
@@ -21,6 +23,7 @@ mod session;
 pub use budget::DEFAULT_LOADED_ITEMS;
 pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
 pub use neg_index::IndexedSet;
+pub use postgres::PgStore;
 pub use remote::RemoteStore;
 pub use session::{LocalSession, NegSession, NegStep};
 

@@ -3,7 +3,8 @@
 //! as the time index, so it is never out of step after a crash, and it lets a reconciliation
 //! answer range fingerprints from bucket sums: only the bucket a range boundary falls in is read
 //! item by item. A session reads through one fjall snapshot, so writes made while it runs
-//! (including the events the sync itself fetches) do not move its positions.
+//! (including the events the sync itself fetches) do not move its positions. The set itself
+//! reads through [`SetSource`], which the PostgreSQL store implements too.
 
 use super::StoreError;
 use super::keys::{self, Slot};
@@ -174,10 +175,49 @@ struct Seg {
     before: Sum,
 }
 
-/// The items of one time range (`since..=until`), read through a snapshot and the index.
-pub struct IndexedSet {
+/// Where an [`IndexedSet`] reads: the bucket index and the time-ordered items, both through one
+/// consistent view of the store (a fjall snapshot, a PostgreSQL repeatable-read transaction).
+pub(super) trait SetSource: Send + Sync {
+    /// (bucket, count, sum) of every non-empty bucket in `lo..=hi` (bucket numbers), ascending.
+    fn buckets(&self, lo: u64, hi: u64) -> Result<Vec<(u64, u64, Sum)>, StoreError>;
+    /// The items with `lo <= created_at <= hi`, ascending.
+    fn read(&self, lo: u64, hi: u64) -> Result<Vec<Item>, StoreError>;
+}
+
+/// The fjall view: one snapshot of the index and the time index.
+struct FjallSource {
     snap: fjall::Snapshot,
     by_time: fjall::Keyspace,
+    index: fjall::Keyspace,
+}
+
+impl SetSource for FjallSource {
+    fn buckets(&self, lo: u64, hi: u64) -> Result<Vec<(u64, u64, Sum)>, StoreError> {
+        self.snap
+            .range(&self.index, lo.to_be_bytes()..=hi.to_be_bytes())
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                let (count, sum) = decode(&v)?;
+                Ok((decode_key(&k)?, count, sum))
+            })
+            .collect()
+    }
+
+    fn read(&self, lo: u64, hi: u64) -> Result<Vec<Item>, StoreError> {
+        let range = keys::time_key(lo, &[0; 32])..=keys::time_key(hi, &[0xff; 32]);
+        let mut out = Vec::new();
+        for g in self.snap.range(&self.by_time, range) {
+            if let Some((t, id)) = keys::split_suffix(&g.key()?) {
+                out.push(Item { t, id });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The items of one time range (`since..=until`), read through a snapshot and the index.
+pub struct IndexedSet {
+    src: Box<dyn SetSource>,
     segs: Vec<Seg>,
     size: usize,
     total: Sum,
@@ -196,9 +236,22 @@ impl IndexedSet {
         lo: u64,
         hi: u64,
     ) -> Result<Self, StoreError> {
-        let mut set = Self {
+        let src = FjallSource {
             snap: db.snapshot(),
             by_time: ks[Slot::ByTime as usize].clone(),
+            index: ks[Slot::NegIndex as usize].clone(),
+        };
+        Self::from_source(Box::new(src), lo, hi)
+    }
+
+    /// The set of `lo..=hi` over `src`.
+    pub(super) fn from_source(
+        src: Box<dyn SetSource>,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Self, StoreError> {
+        let mut set = Self {
+            src,
             segs: Vec::new(),
             size: 0,
             total: Sum::default(),
@@ -210,17 +263,7 @@ impl IndexedSet {
         if lo > hi {
             return Ok(set);
         }
-        let index = &ks[Slot::NegIndex as usize];
-        let range = bucket_of(lo).to_be_bytes()..=bucket_of(hi).to_be_bytes();
-        let buckets: Vec<(u64, u64, Sum)> = set
-            .snap
-            .range(index, range)
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                let (count, sum) = decode(&v)?;
-                Ok((decode_key(&k)?, count, sum))
-            })
-            .collect::<Result<_, StoreError>>()?;
+        let buckets = set.src.buckets(bucket_of(lo), bucket_of(hi))?;
         for (b, count, sum) in buckets {
             let (b_lo, b_hi) = bucket_span(b);
             let (s_lo, s_hi) = (b_lo.max(lo), b_hi.min(hi));
@@ -256,14 +299,7 @@ impl IndexedSet {
     }
 
     fn read(&self, lo: u64, hi: u64) -> Result<Vec<Item>, StoreError> {
-        let range = keys::time_key(lo, &[0; 32])..=keys::time_key(hi, &[0xff; 32]);
-        let mut out = Vec::new();
-        for g in self.snap.range(&self.by_time, range) {
-            if let Some((t, id)) = keys::split_suffix(&g.key()?) {
-                out.push(Item { t, id });
-            }
-        }
-        Ok(out)
+        self.src.read(lo, hi)
     }
 
     /// The items of segment `s`, loaded once and kept while the cache has room. A range scan

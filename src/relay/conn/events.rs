@@ -4,7 +4,7 @@
 use super::Conn;
 use crate::event::Event;
 use crate::event::wire::{Prefix, RelayMessage, kind};
-use crate::store::SaveOutcome;
+use crate::store::{SaveOutcome, StoreError};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -73,9 +73,16 @@ impl Conn {
             self.shared.store.save(events).await
         }
         .map(Vec::into_iter);
-        if let Err(e) = &outcomes {
-            tracing::error!("store failed: {e}");
-        }
+        // A store that refuses writes (a read-only standby) says why; other failures stay
+        // generic for the client and are logged here.
+        let failed = match &outcomes {
+            Err(StoreError::Refused(why)) => Prefix::Blocked.reason(why),
+            Err(e) => {
+                tracing::error!("store failed: {e}");
+                Prefix::Error.reason("could not store the event")
+            }
+            Ok(_) => Prefix::Error.reason("could not store the event"),
+        };
         for p in batch {
             match p {
                 Pending::Notice(m) => self.notice(&m).await,
@@ -87,8 +94,7 @@ impl Conn {
                         Err(_) => None,
                     };
                     let Some(o) = o else {
-                        self.ok(id, false, Prefix::Error.reason("could not store the event"))
-                            .await;
+                        self.ok(id, false, failed.clone()).await;
                         continue;
                     };
                     let (ok, msg) = o.ok_reply();
