@@ -333,6 +333,7 @@ fn entry(i: u64) -> AuditEntry {
                 need: 2,
                 fetched: 2,
                 sent: 0,
+                ..SyncCounts::default()
             })
             .duration_ms(12)
     } else if i % 2 == 0 {
