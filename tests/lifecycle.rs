@@ -237,7 +237,7 @@ fn every_configuration_problem_is_reported_at_once() {
                 ("ORLY_SYNC_AUTH_KEY", "not a key"),
             ],
             vec![
-                "ORLY_DB_TYPE must be fjall or grpc",
+                "ORLY_DB_TYPE must be fjall, grpc or postgres",
                 "ORLY_SYNC_AUTH_KEY:",
                 "refusing to listen on non-loopback 0.0.0.0:0",
             ],

@@ -28,7 +28,10 @@ fn sync_service_reports_every_problem_at_once() {
     ];
     let e = errors(SyncServiceConfig::new(sync_args(&[]), &env));
     assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(has(&e, "ORLY_DB_TYPE must be fjall or grpc"), "{e:#?}");
+    assert!(
+        has(&e, "ORLY_DB_TYPE must be fjall, grpc or postgres"),
+        "{e:#?}"
+    );
     assert!(has(&e, "ORLY_SYNC_AUTH_KEY:"), "{e:#?}");
     assert!(
         has(&e, "refusing to listen on non-loopback 0.0.0.0:50064"),
