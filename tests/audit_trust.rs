@@ -282,6 +282,28 @@ async fn killed_during_syncs() {
         .map(|r| r["seq"].as_u64().expect("seq"))
         .collect();
     started.sort_unstable();
+    // A sync starts only once HEAD.json names its allow record (group commit writes the line
+    // first, then fsyncs and moves the head): killed before that, a record is "unconfirmed",
+    // not an interrupted sync. Wait for the head, as the syncs themselves do.
+    let last = started.last().copied().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let head: Option<Value> = std::fs::read(fx.audit_dir.join("HEAD.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if head
+            .as_ref()
+            .and_then(|h| h["seq"].as_u64())
+            .is_some_and(|seq| seq >= last)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HEAD.json never named seq {last}: {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Killed: no shutdown, no finished record.
     svc.child.kill().expect("kill -9");
     let _ = svc.child.wait();
