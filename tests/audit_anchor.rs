@@ -29,7 +29,6 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,32 +75,10 @@ fn start_anchoring_env(
         .env("ORLY_AUDIT_ANCHOR_KEY", key)
         .env("ORLY_AUDIT_ANCHOR_RELAYS", relays.join(","))
         .envs(envs.iter().copied());
-    let mut child = cmd.spawn().expect("spawn orly-sync-negentropy");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line.clone());
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            line.clear();
-        }
-    });
-    let line = rx.recv_timeout(START_LIMIT).unwrap_or_default();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|_| line.contains("listening on"))
-        .map(str::to_string);
-    match addr {
-        Some(addr) => Proc {
-            child,
-            addr,
-            name: "orly-sync-negentropy",
-        },
-        None => {
+    let child = cmd.spawn().expect("spawn orly-sync-negentropy");
+    match common::announced(child, "orly-sync-negentropy", START_LIMIT) {
+        Ok(proc) => proc,
+        Err((mut child, line)) => {
             let _ = child.kill();
             let _ = child.wait();
             panic!("service did not start: {line:?}; log:\n{}", fx.log_text(n));
