@@ -10,10 +10,9 @@
 //!           next record or within 1 s).
 //! and, as a reference,
 //!   plain-nd: the same `SyncService` behind the same open gate, served plaintext from this
-//!           process (on its own runtime thread) with TCP_NODELAY on accepted sockets. The
-//!           binary's plain mode currently leaves Nagle on (tonic ignores `Server::tcp_nodelay`
-//!           with `serve_with_incoming*`), which costs it ~40 ms per call in delayed ACKs, so
-//!           `plain-nd` is the fair baseline until that is fixed.
+//!           process (on its own runtime thread) with TCP_NODELAY on accepted sockets: the
+//!           baseline without a second process's scheduling (the binary's plain mode sets
+//!           TCP_NODELAY on its incoming sockets too).
 //! Calls alternate between the modes in blocks so machine noise hits all alike.
 //! Prints, at each concurrency, calls/s (wall clock), p50 and p99 of each mode and the
 //! secure/plain throughput ratios (goal >= 0.8).
