@@ -10,8 +10,8 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    let _telemetry = match orly::telemetry::init("orly-db") {
-        Ok(t) => t,
+    let _telemetry = match orly::config::telemetry_settings(&orly::config::ProcessEnv) {
+        Ok(settings) => orly::telemetry::init("orly-db", &settings),
         Err(e) => {
             eprintln!("orly-db: {e}");
             return ExitCode::from(1);

@@ -13,9 +13,14 @@ async fn main() -> ExitCode {
         .about("Starts, health-checks, restarts and stops the orly services")
         .after_help(env_help())
         .get_matches();
-    if let Err(e) = orly::telemetry::init_logging() {
-        eprintln!("orly-launcher: {e}");
-        return ExitCode::from(2);
+    match orly::config::telemetry_settings(&orly::config::ProcessEnv) {
+        Ok(settings) => {
+            orly::telemetry::init_logging(&settings);
+        }
+        Err(e) => {
+            eprintln!("orly-launcher: {e}");
+            return ExitCode::from(2);
+        }
     }
     let exe_dir = std::env::current_exe()
         .ok()

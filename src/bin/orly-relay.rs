@@ -9,8 +9,8 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    let _telemetry = match orly::telemetry::init("orly-relay") {
-        Ok(t) => t,
+    let _telemetry = match orly::config::telemetry_settings(&orly::config::ProcessEnv) {
+        Ok(settings) => orly::telemetry::init("orly-relay", &settings),
         Err(e) => {
             eprintln!("orly-relay: {e}");
             return ExitCode::from(1);

@@ -11,8 +11,8 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> ExitCode {
     orly::init_crypto();
-    let _telemetry = match orly::telemetry::init("orly-sync-negentropy") {
-        Ok(t) => t,
+    let _telemetry = match orly::config::telemetry_settings(&orly::config::ProcessEnv) {
+        Ok(settings) => orly::telemetry::init("orly-sync-negentropy", &settings),
         Err(e) => {
             eprintln!("orly-sync-negentropy: {e}");
             return ExitCode::from(1);

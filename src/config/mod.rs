@@ -204,3 +204,17 @@ pub fn default_data_dir() -> PathBuf {
         None => PathBuf::from(".orly-data"),
     }
 }
+
+/// How the process logs and exports: `ORLY_LOG_FORMAT` (`text` or `json`), `RUST_LOG` and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`. Fails on a bad `ORLY_LOG_FORMAT`, before anything is logged.
+pub fn telemetry_settings(
+    env: &dyn EnvSource,
+) -> Result<crate::telemetry::TelemetrySettings, String> {
+    let format =
+        crate::telemetry::LogFormat::parse(env.var(crate::telemetry::LOG_FORMAT_ENV)?.as_deref())?;
+    Ok(crate::telemetry::TelemetrySettings {
+        format,
+        filter: env.var("RUST_LOG")?,
+        otlp_endpoint: env.var("OTEL_EXPORTER_OTLP_ENDPOINT")?,
+    })
+}

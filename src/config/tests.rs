@@ -266,3 +266,30 @@ fn every_variable_read_is_in_the_readme() {
     }
     assert!(seen >= 30, "only {seen} names found");
 }
+
+#[test]
+fn telemetry_settings_come_from_the_injected_environment() {
+    use crate::telemetry::LogFormat;
+    let env = [
+        ("ORLY_LOG_FORMAT", "json"),
+        ("RUST_LOG", "debug,h2=warn"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+    ];
+    let s = telemetry_settings(&env).expect("valid");
+    assert_eq!(s.format, LogFormat::Json);
+    assert_eq!(s.filter.as_deref(), Some("debug,h2=warn"));
+    assert_eq!(s.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+
+    let none: [(&str, &str); 0] = [];
+    let s = telemetry_settings(&none).expect("defaults");
+    assert_eq!(
+        (s.format, s.filter, s.otlp_endpoint),
+        (LogFormat::Text, None, None)
+    );
+
+    let err = telemetry_settings(&[("ORLY_LOG_FORMAT", "jsno")]).expect_err("refused");
+    assert!(
+        err.contains("ORLY_LOG_FORMAT") && err.contains("jsno"),
+        "{err}"
+    );
+}

@@ -2,8 +2,8 @@
 //! the journal gets plain text), or one JSON object per line for log shippers, chosen with
 //! `ORLY_LOG_FORMAT=text|json`.
 //!
-//! Owns: reading that variable and building the `tracing` layer that writes the lines. The
-//! filter (`RUST_LOG`) and the exporters stay in `telemetry::init`.
+//! Owns: parsing that variable's value (`crate::config` reads it) and building the `tracing`
+//! layer that writes the lines. The filter and the exporters stay in `telemetry::init`.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -33,16 +33,6 @@ impl LogFormat {
             Some(v) => Err(format!(
                 "{LOG_FORMAT_ENV}={v:?}: expected \"text\" or \"json\""
             )),
-        }
-    }
-
-    /// Reads `ORLY_LOG_FORMAT` from the process environment.
-    pub fn from_env() -> Result<Self, String> {
-        let v = std::env::var_os(LOG_FORMAT_ENV);
-        match v.as_deref().map(|v| v.to_str()) {
-            None => Self::parse(None),
-            Some(Some(s)) => Self::parse(Some(s)),
-            Some(None) => Err(format!("{LOG_FORMAT_ENV} is not valid UTF-8")),
         }
     }
 }

@@ -48,41 +48,53 @@ pub(crate) fn log_format() -> LogFormat {
 pub const DEFAULT_LOG_FILTER: &str =
     "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
 
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER))
+/// How a process logs and exports, as `crate::config` reads it from the environment
+/// (`ORLY_LOG_FORMAT`, `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetrySettings {
+    /// Text or JSON lines on stderr.
+    pub format: LogFormat,
+    /// The `RUST_LOG` directives; `None` (or directives that do not parse) gives
+    /// [`DEFAULT_LOG_FILTER`].
+    pub filter: Option<String>,
+    /// Where OTLP traces and metrics go; `None`: nothing leaves the process. The exporters read
+    /// the other standard `OTEL_*` variables themselves.
+    pub otlp_endpoint: Option<String>,
 }
 
-/// Installs logging only (stderr, `RUST_LOG`, `ORLY_LOG_FORMAT`), for processes that export
-/// nothing (the launcher). Fails on a bad `ORLY_LOG_FORMAT`, before anything is logged.
-pub fn init_logging() -> Result<LogFormat, String> {
-    let format = LogFormat::from_env()?;
+fn log_filter(directives: Option<&str>) -> tracing_subscriber::EnvFilter {
+    directives
+        .and_then(|d| tracing_subscriber::EnvFilter::try_new(d).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER))
+}
+
+/// Installs logging only (stderr), for processes that export nothing (the launcher).
+pub fn init_logging(settings: &TelemetrySettings) -> LogFormat {
     let _ = tracing_subscriber::registry()
-        .with(log_filter())
-        .with(log::layer(format))
+        .with(log_filter(settings.filter.as_deref()))
+        .with(log::layer(settings.format))
         .try_init();
-    Ok(format)
+    settings.format
 }
 
-/// Installs logging (stderr, `RUST_LOG`, `ORLY_LOG_FORMAT`) and, when
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the OTLP trace and metric exporters. Call once at the
-/// start of a service's `main`, inside the tokio runtime. Fails on a bad `ORLY_LOG_FORMAT`,
-/// before anything is logged or exported.
-pub fn init(service: &'static str) -> Result<TelemetryGuard, String> {
-    let filter = log_filter();
-    let fmt = log::layer(LogFormat::from_env()?);
-    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .ok()
+/// Installs logging (stderr) and, when an OTLP endpoint is set, the OTLP trace and metric
+/// exporters. Call once at the start of a service's `main`, inside the tokio runtime.
+pub fn init(service: &'static str, settings: &TelemetrySettings) -> TelemetryGuard {
+    let filter = log_filter(settings.filter.as_deref());
+    let fmt = log::layer(settings.format);
+    let endpoint = settings
+        .otlp_endpoint
+        .clone()
         .filter(|e| !e.trim().is_empty());
     let Some(endpoint) = endpoint else {
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(fmt)
             .try_init();
-        return Ok(TelemetryGuard {
+        return TelemetryGuard {
             traces: None,
             metrics: None,
-        });
+        };
     };
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -134,7 +146,7 @@ pub fn init(service: &'static str) -> Result<TelemetryGuard, String> {
         .with(otel_layer)
         .try_init();
     tracing::info!(%endpoint, "OpenTelemetry export enabled");
-    Ok(TelemetryGuard { traces, metrics })
+    TelemetryGuard { traces, metrics }
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
