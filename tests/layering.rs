@@ -109,18 +109,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
 const FORBIDDEN_IN_BINS: &[(&str, &[&str])] = &[("orly.rs", &["gateway", "service"])];
 
 /// Imports still to be removed: (file, module imported, what removes it).
-const KNOWN: &[(&str, &str, &str)] = &[
-    (
-        "src/audit/anchor/mod.rs",
-        "policy",
-        "URL redaction (policy::redact_url) moves below audit and policy, with the PeerUrl type",
-    ),
-    (
-        "src/audit/anchor/service.rs",
-        "policy",
-        "URL redaction (policy::redact_url) moves below audit and policy, with the PeerUrl type",
-    ),
-];
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {

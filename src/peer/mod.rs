@@ -4,11 +4,13 @@
 mod conn;
 mod nip11;
 mod peer_url;
+mod redact;
 
 pub use crate::event::wire::{MalformedMsg, RelayMessage as RelayMsg};
 pub use conn::RelayConn;
 pub use nip11::{frame_limit_for, max_message_length};
 pub use peer_url::PeerUrl;
+pub(crate) use redact::{redact_quoting, redact_url, redact_urls_in};
 
 use crate::event::Keys;
 use std::path::PathBuf;

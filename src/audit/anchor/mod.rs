@@ -87,8 +87,8 @@ pub async fn fetch_anchors(
                 }
             }
             Err(why) => out.relay_errors.push((
-                crate::policy::redact_url(url),
-                crate::policy::redact_urls_in(&why),
+                crate::peer::redact_url(url),
+                crate::peer::redact_urls_in(&why),
             )),
         }
     }

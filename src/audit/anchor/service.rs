@@ -54,7 +54,7 @@ impl std::fmt::Debug for AnchorSettings {
                 &self
                     .relays
                     .iter()
-                    .map(|r| crate::policy::redact_url(r))
+                    .map(|r| crate::peer::redact_url(r))
                     .collect::<Vec<_>>(),
             )
             .field("interval", &self.interval)
@@ -267,17 +267,17 @@ impl Anchorer {
                         match r {
                             Ok(()) => accepted[i] = true,
                             Err(why) => tracing::warn!(
-                                relay = %crate::policy::redact_url(url),
+                                relay = %crate::peer::redact_url(url),
                                 "audit anchor refused: {}",
-                                crate::policy::redact_urls_in(&why)
+                                crate::peer::redact_urls_in(&why)
                             ),
                         }
                     }
                 }
                 Err(why) => tracing::warn!(
-                    relay = %crate::policy::redact_url(url),
+                    relay = %crate::peer::redact_url(url),
                     "audit anchor relay unavailable: {}",
-                    crate::policy::redact_urls_in(&why)
+                    crate::peer::redact_urls_in(&why)
                 ),
             }
         }
