@@ -2,7 +2,7 @@
 //! the journal gets plain text), or one JSON object per line for log shippers, chosen with
 //! `ORLY_LOG_FORMAT=text|json`.
 //!
-//! Owns: parsing that variable's value (`crate::config` reads it) and building the `tracing`
+//! Owns: parsing that variable's value (the config module reads it) and building the `tracing`
 //! layer that writes the lines. The filter and the exporters stay in `telemetry::init`.
 
 use std::io::IsTerminal;

@@ -48,7 +48,7 @@ pub(crate) fn log_format() -> LogFormat {
 pub const DEFAULT_LOG_FILTER: &str =
     "info,fjall=warn,lsm_tree=warn,h2=warn,tower=warn,hyper=warn,opentelemetry_sdk=warn";
 
-/// How a process logs and exports, as `crate::config` reads it from the environment
+/// How a process logs and exports, as the config module reads it from the environment
 /// (`ORLY_LOG_FORMAT`, `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TelemetrySettings {
