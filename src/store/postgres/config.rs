@@ -184,17 +184,9 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
-    /// From `ORLY_POSTGRES_URL`, `ORLY_POSTGRES_READ_URL` and `ORLY_POSTGRES_PASSWORD_FILE` in
-    /// the process environment.
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_vars(|name: &str| match std::env::var(name) {
-            Ok(v) if !v.trim().is_empty() => Ok(Some(v)),
-            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not UTF-8")),
-        })
-    }
-
-    /// The same settings read through `get` (a variable's value, `None` when unset or empty).
+    /// From `ORLY_POSTGRES_URL`, `ORLY_POSTGRES_READ_URL` and `ORLY_POSTGRES_PASSWORD_FILE`, read
+    /// through `get` (a variable's value, `None` when unset or empty; the config module passes
+    /// its injected environment).
     pub fn from_vars(get: impl Fn(&str) -> Result<Option<String>, String>) -> Result<Self, String> {
         let pw = get(PASSWORD_FILE_ENV)?.map(std::path::PathBuf::from);
         let url = get(URL_ENV)?.ok_or_else(|| {
