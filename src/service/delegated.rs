@@ -14,13 +14,14 @@
 //! step never holds the table's lock; a second message for the same session meanwhile is
 //! refused as busy (a client waits for each reply before sending the next message).
 
+use super::unix_now;
 use crate::event::Filter;
 use crate::event::wire::Prefix;
 use crate::negentropy::{NegError, PROTOCOL_VERSION, check_message, fingerprint_ranges};
 use crate::store::{NegSession, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Longest subscription id accepted (NIP-01 relays commonly allow 64 characters).
 pub const MAX_SUBSCRIPTION_ID: usize = 64;
@@ -165,12 +166,6 @@ pub struct DelegatedSessions {
     store: Arc<dyn Store>,
     limits: DelegatedLimits,
     table: Mutex<Table>,
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 impl DelegatedSessions {

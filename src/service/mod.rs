@@ -113,3 +113,11 @@ pub fn watch_store_health(
         }
     })
 }
+
+/// Now, in Unix seconds (0 before 1970, saturating far ahead): the wall-clock times the service
+/// shows (delegated sessions, peer states).
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

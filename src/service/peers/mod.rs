@@ -16,10 +16,11 @@ mod book;
 pub use backoff::Backoff;
 pub use book::{BookError, Peer, PeerBook, PeerState, STATE_FILE, status};
 
+use super::unix_now;
 use futures_util::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -46,12 +47,6 @@ impl Default for PeerLoopConfig {
             backoff: Backoff::default(),
         }
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[derive(Default)]
