@@ -247,6 +247,7 @@ fn spawn_plain_nodelay(dir: PathBuf) -> (String, tokio::sync::oneshot::Sender<()
             .enable_all()
             .build()
             .unwrap();
+        let state_dir = dir.with_extension("peers");
         rt.block_on(async move {
             let store = orly::config::StoreConfig::Fjall(dir)
                 .open()
@@ -254,18 +255,15 @@ fn spawn_plain_nodelay(dir: PathBuf) -> (String, tokio::sync::oneshot::Sender<()
                 .expect("open store");
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(l.local_addr().unwrap().to_string()).unwrap();
-            let svc = orly::service::SyncService::new(
-                store,
-                std::sync::Arc::new(orly::service::OpenGate),
-                orly::service::SyncDefaults::default(),
-            );
-            let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
-            let _ = tonic::transport::Server::builder()
-                .add_service(svc.into_server())
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
+            let settings = orly::server::SyncSettings {
+                defaults: orly::service::SyncDefaults::default(),
+                peers: orly::config::ManagedPeersConfig::in_dir(state_dir),
+            };
+            let gate = std::sync::Arc::new(orly::service::OpenGate);
+            let _ = orly::server::serve_sync_plain(l, store, gate, settings, async {
+                let _ = stop_rx.await;
+            })
+            .await;
         });
     });
     let addr = addr_rx

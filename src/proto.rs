@@ -84,7 +84,9 @@ impl TryFrom<&pb::Filter> for Filter {
             );
         }
         for (name, set) in &p.tags {
-            let mut chars = name.chars();
+            // The letter alone, or as NIP-01 writes it ("#t").
+            let letter = name.strip_prefix('#').unwrap_or(name);
+            let mut chars = letter.chars();
             let (Some(c), None) = (chars.next(), chars.next()) else {
                 return Err(format!("filter.tags: {name:?} must be one letter"));
             };
@@ -93,8 +95,12 @@ impl TryFrom<&pb::Filter> for Filter {
                     "filter.tags: {name:?} must be one letter a-z or A-Z"
                 ));
             }
-            f.tags
-                .insert(c, set.values.iter().cloned().collect::<BTreeSet<_>>());
+            let values = set
+                .values
+                .iter()
+                .map(|v| utf8(|| format!("filter.tags[{name:?}]"), v.clone()))
+                .collect::<Result<BTreeSet<_>, _>>()?;
+            f.tags.entry(c).or_default().extend(values);
         }
         f.since = p.since.map(|t| time("filter.since", t)).transpose()?;
         f.until = p.until.map(|t| time("filter.until", t)).transpose()?;
@@ -119,7 +125,7 @@ impl From<&Filter> for pb::Filter {
                     (
                         c.to_string(),
                         pb::TagSet {
-                            values: v.iter().cloned().collect(),
+                            values: v.iter().map(|s| s.clone().into_bytes()).collect(),
                         },
                     )
                 })
@@ -141,8 +147,19 @@ impl TryFrom<pb::Event> for Event {
             pubkey: bytes32("event.pubkey", &p.pubkey)?,
             created_at: time("event.created_at", p.created_at)?,
             kind: u16::try_from(p.kind).map_err(|_| "event.kind: above 65535".to_string())?,
-            tags: p.tags.into_iter().map(|t| t.values).collect(),
-            content: p.content,
+            tags: p
+                .tags
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    t.values
+                        .into_iter()
+                        .enumerate()
+                        .map(|(j, v)| utf8(|| format!("event.tags[{i}][{j}]"), v))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .collect::<Result<_, _>>()?,
+            content: utf8(|| "event.content".into(), p.content)?,
             sig: p
                 .sig
                 .as_slice()
@@ -162,42 +179,40 @@ impl From<Event> for pb::Event {
             tags: e
                 .tags
                 .into_iter()
-                .map(|values| pb::Tag { values })
+                .map(|values| pb::Tag {
+                    values: values.into_iter().map(String::into_bytes).collect(),
+                })
                 .collect(),
-            content: e.content,
+            content: e.content.into_bytes(),
             sig: e.sig.to_vec(),
         }
     }
 }
 
-// ORLY's orlydb.v1 messages: the same fields as common.v1, but tag values and content are bytes.
-// A value that is not UTF-8 is refused naming the field; the rest goes through the conversions
-// above, so both wire forms are checked by one rule.
-use orlydb::v1 as odb;
-
 fn utf8(field: impl FnOnce() -> String, b: Vec<u8>) -> Result<String, String> {
     String::from_utf8(b).map_err(|_| format!("{}: not UTF-8", field()))
 }
+
+// ORLY's orlydb.v1 messages: the same fields and types as common.v1, declared in their own
+// package. They cross through the conversions above, so both wire forms obey one rule.
+use orlydb::v1 as odb;
 
 impl TryFrom<&odb::Filter> for Filter {
     type Error = String;
 
     fn try_from(p: &odb::Filter) -> Result<Self, String> {
-        let mut tags = std::collections::HashMap::new();
-        for (name, set) in &p.tags {
-            let key = name.strip_prefix('#').unwrap_or(name);
-            let values = set
-                .values
-                .iter()
-                .map(|v| utf8(|| format!("filter.tags[{name:?}]"), v.clone()))
-                .collect::<Result<Vec<_>, _>>()?;
-            tags.insert(key.to_string(), pb::TagSet { values });
-        }
         Filter::try_from(&pb::Filter {
             ids: p.ids.clone(),
             kinds: p.kinds.clone(),
             authors: p.authors.clone(),
-            tags,
+            tags: p
+                .tags
+                .iter()
+                .map(|(k, v)| {
+                    let values = v.values.clone();
+                    (k.clone(), pb::TagSet { values })
+                })
+                .collect(),
             since: p.since,
             until: p.until,
             search: p.search.clone(),
@@ -216,10 +231,7 @@ impl From<&Filter> for odb::Filter {
             tags: p
                 .tags
                 .into_iter()
-                .map(|(k, v)| {
-                    let values = v.values.into_iter().map(String::into_bytes).collect();
-                    (k, odb::TagSet { values })
-                })
+                .map(|(k, v)| (k, odb::TagSet { values: v.values }))
                 .collect(),
             since: p.since,
             until: p.until,
@@ -233,27 +245,17 @@ impl TryFrom<odb::Event> for Event {
     type Error = String;
 
     fn try_from(p: odb::Event) -> Result<Self, String> {
-        let tags = p
-            .tags
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let values = t
-                    .values
-                    .into_iter()
-                    .enumerate()
-                    .map(|(j, v)| utf8(|| format!("event.tags[{i}][{j}]"), v))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(pb::Tag { values })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
         Event::try_from(pb::Event {
             id: p.id,
             pubkey: p.pubkey,
             created_at: p.created_at,
             kind: p.kind,
-            tags,
-            content: utf8(|| "event.content".into(), p.content)?,
+            tags: p
+                .tags
+                .into_iter()
+                .map(|t| pb::Tag { values: t.values })
+                .collect(),
+            content: p.content,
             sig: p.sig,
         })
     }
@@ -270,11 +272,9 @@ impl From<Event> for odb::Event {
             tags: p
                 .tags
                 .into_iter()
-                .map(|t| odb::Tag {
-                    values: t.values.into_iter().map(String::into_bytes).collect(),
-                })
+                .map(|t| odb::Tag { values: t.values })
                 .collect(),
-            content: p.content.into_bytes(),
+            content: p.content,
             sig: p.sig,
         }
     }

@@ -405,10 +405,10 @@ async fn undecodable() {
             "not a valid ListSyncsRequest message".into(),
         ),
         (
-            "a GetSyncStatus body that is not protobuf",
+            "a GetSync body that is not protobuf",
             Call::Raw(STATUS_PATH, vec![garbage.clone()]),
             Code::InvalidArgument,
-            "not a valid GetSyncStatusRequest message".into(),
+            "not a valid GetSyncRequest message".into(),
         ),
         (
             "a CancelSync body that is not protobuf",

@@ -609,7 +609,7 @@ fn cancel_sync_by_id_stops_the_job() {
     );
     assert_eq!(first.peer_url, url);
 
-    let running = block(c.get_sync_status(npb::GetSyncStatusRequest {
+    let running = block(c.get_sync(npb::GetSyncRequest {
         sync_id: id.clone(),
     }))
     .expect("GetSyncStatus")
@@ -656,7 +656,7 @@ fn cancel_sync_by_id_stops_the_job() {
         "GetSyncStatus running=false",
         Duration::from_secs(10),
         || {
-            let s = block(c.get_sync_status(npb::GetSyncStatusRequest {
+            let s = block(c.get_sync(npb::GetSyncRequest {
                 sync_id: id.clone(),
             }))
             .expect("GetSyncStatus")
@@ -691,7 +691,7 @@ fn cancel_sync_by_id_stops_the_job() {
         tonic::Code::InvalidArgument,
         "{malformed:?}"
     );
-    let nf = block(c.get_sync_status(npb::GetSyncStatusRequest {
+    let nf = block(c.get_sync(npb::GetSyncRequest {
         sync_id: "nope".into(),
     }))
     .unwrap_err();

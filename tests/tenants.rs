@@ -2,7 +2,7 @@
 //! 127.0.0.1 port 0 with real TLS, tokens, policy and audit directory:
 //!
 //! - URL secrets (user information, query values) and huge inputs never reach a caller, another
-//!   admin or a log: progress messages, ListSyncs, GetSyncStatus, the `grpc-message` of refusals
+//!   admin or a log: progress messages, ListSyncs, GetSync, the `grpc-message` of refusals
 //!   (also bounded in size), log lines and spans;
 //! - an admin sees only its own syncs; an `auditor` role sees all; CancelSync stays owner-only;
 //! - a token living longer than the policy's maximum is refused, with its record;
@@ -157,10 +157,10 @@ async fn secrets_and_sizes() {
     }
     let status = sync_status(&ch, &token, &listed.sync_id)
         .await
-        .expect("GetSyncStatus of alice's own sync");
+        .expect("GetSync of alice's own sync");
     if shown_peer(&status) != want {
         failures.push(format!(
-            "GetSyncStatus shows the peer as {:?}",
+            "GetSync shows the peer as {:?}",
             shown_peer(&status)
         ));
     }

@@ -241,7 +241,7 @@ fn grpc_requests() -> Seeds {
             "status",
             with(
                 1,
-                sync::GetSyncStatusRequest {
+                sync::GetSyncRequest {
                     sync_id: "sync-1".into(),
                 }
                 .encode_to_vec(),

@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let _ = decode::<sync::GetSyncStatusRequest>(bytes);
+            let _ = decode::<sync::GetSyncRequest>(bytes);
             let _ = decode::<sync::CancelSyncRequest>(bytes);
             let _ = decode::<sync::ListSyncsRequest>(bytes);
         }

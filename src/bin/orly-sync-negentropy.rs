@@ -48,14 +48,17 @@ async fn run(cfg: SyncServiceConfig) -> anyhow::Result<()> {
     config::keep_alive_on_sighup();
     config::announce("orly-sync-negentropy", listener.local_addr()?);
     let shutdown = config::shutdown_signal();
+    let settings = orly::server::SyncSettings {
+        defaults: cfg.defaults,
+        peers: cfg.peers,
+    };
     match gateway {
         Some(gateway) => {
-            orly::server::serve_sync_secured(gateway, listener, store, cfg.defaults, shutdown)
-                .await?
+            orly::server::serve_sync_secured(gateway, listener, store, settings, shutdown).await?
         }
         None => {
             let gate = Arc::new(OpenGate);
-            orly::server::serve_sync_plain(listener, store, gate, cfg.defaults, shutdown).await?
+            orly::server::serve_sync_plain(listener, store, gate, settings, shutdown).await?
         }
     }
     tracing::info!("stopped");

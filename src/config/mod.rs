@@ -21,7 +21,11 @@ pub use db::{DbArgs, DbConfig};
 pub use env::{ConfigErrors, EnvSource, Problems, ProcessEnv};
 pub use relay::{RelayArgs, RelayServiceConfig};
 pub use security::SecurityArgs;
-pub use sync_service::{SyncServiceArgs, SyncServiceConfig, sync_auth_key};
+pub use sync_service::{
+    FILTER_ENV, INTERVAL_ENV, ManagedPeersConfig, PEER_CONCURRENCY_ENV, PEERS_ENV,
+    SESSION_TIMEOUT_ENV, STATE_DIR_ENV, SyncServiceArgs, SyncServiceConfig, parse_duration,
+    sync_auth_key,
+};
 
 use crate::store::db_auth::{DbToken, TOKEN_ENV, check_token};
 use crate::store::postgres::PgConfig;

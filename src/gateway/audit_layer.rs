@@ -1,7 +1,8 @@
 //! Audit of allowed calls: every call that passed the checks is recorded before the handler runs,
-//! and refused if the record cannot be written. `SyncWithPeer` and `CancelSync` are recorded by
-//! the gate instead, after the decision that needs the request body (the policy; whose sync it
-//! is), so each gets one record with the full decision.
+//! and refused if the record cannot be written. The methods the method table marks as recorded
+//! by their handler (`SyncWithPeer`, `AddPeer`, `CancelSync`) are recorded by the gate instead,
+//! after the decision that needs the request body (the policy; whose sync it is), so each gets
+//! one record with the full decision.
 
 use super::audit::AuditLog;
 use super::check::{Check, is_health};
@@ -11,11 +12,7 @@ use crate::service::CallInfo;
 use std::future::Future;
 use std::pin::Pin;
 
-/// Path of the sync RPC (audited by the gate).
-pub const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
-
-/// Path of the cancel RPC (audited by the gate).
-pub const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelSync";
+pub use crate::service::gate::{ADD_PEER_PATH, CANCEL_PATH, PEER_LOOP_PATH, SYNC_PATH};
 
 /// Records allowed calls.
 #[derive(Clone)]
@@ -31,7 +28,9 @@ impl Check for AuditAllowed {
     ) -> Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>> {
         Box::pin(async move {
             let path = parts.uri.path();
-            if is_health(path) || path == SYNC_PATH || path == CANCEL_PATH {
+            let by_handler = crate::service::method(path)
+                .is_some_and(|m| m.recorded == crate::service::Recorded::ByHandler);
+            if is_health(path) || by_handler {
                 return Ok(());
             }
             let call = parts

@@ -11,11 +11,9 @@
 use super::audit::AuditLog;
 use super::check::{is_health, refuse};
 use super::refusal::Refusal;
-use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::service::MAX_REQUEST_BYTES;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use prost::Message;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,7 +27,6 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The gRPC message prefix: a compression flag and a big-endian length.
 const PREFIX: usize = 5;
 
-const SERVICE: &str = "/orlysync.negentropy.v1.NegentropyService/";
 const REFLECTION: [&str; 2] = [
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -49,23 +46,9 @@ fn route(path: &str) -> Route {
     if is_health(path) || REFLECTION.iter().any(|p| path.starts_with(p)) {
         return Route::Pass;
     }
-    let Some(method) = path.strip_prefix(SERVICE) else {
-        return Route::Unknown;
-    };
-    match method {
-        "SyncWithPeer" => Route::Decode("SyncPeerRequest", |b| {
-            pb::SyncPeerRequest::decode(b).map(drop)
-        }),
-        "GetSyncStatus" => Route::Decode("GetSyncStatusRequest", |b| {
-            pb::GetSyncStatusRequest::decode(b).map(drop)
-        }),
-        "ListSyncs" => Route::Decode("ListSyncsRequest", |b| {
-            pb::ListSyncsRequest::decode(b).map(drop)
-        }),
-        "CancelSync" => Route::Decode("CancelSyncRequest", |b| {
-            pb::CancelSyncRequest::decode(b).map(drop)
-        }),
-        _ => Route::Unknown,
+    match crate::service::method(path) {
+        Some(m) => Route::Decode(m.request, m.decode),
+        None => Route::Unknown,
     }
 }
 
@@ -277,14 +260,17 @@ mod tests {
 
     #[test]
     fn every_method_decodes_its_own_type_and_nothing_else_is_served() {
-        let Route::Decode(name, decode) = route(&format!("{SERVICE}SyncWithPeer")) else {
+        use crate::proto::orlysync::negentropy::v1 as pb;
+        use crate::service::{METHODS, SERVICE_PREFIX};
+        use prost::Message;
+        let Route::Decode(name, decode) = route(&format!("{SERVICE_PREFIX}SyncWithPeer")) else {
             panic!("SyncWithPeer not decoded");
         };
         assert_eq!(name, "SyncPeerRequest");
         assert!(decode(&pb::SyncPeerRequest::default().encode_to_vec()).is_ok());
         assert!(decode(&[0xff; 8]).is_err());
-        for m in ["GetSyncStatus", "ListSyncs", "CancelSync"] {
-            assert!(matches!(route(&format!("{SERVICE}{m}")), Route::Decode(..)));
+        for m in METHODS {
+            assert!(matches!(route(&m.path()), Route::Decode(..)), "{}", m.name);
         }
         for p in [
             "/grpc.health.v1.Health/Check",
@@ -294,7 +280,7 @@ mod tests {
             assert!(matches!(route(p), Route::Pass), "{p}");
         }
         for p in [
-            &format!("{SERVICE}Nope") as &str,
+            &format!("{SERVICE_PREFIX}Nope") as &str,
             "/orlydb.v1.DatabaseService/Get",
             "/",
         ] {

@@ -4,11 +4,11 @@
 //! layers. Also whose syncs a caller may see (its own; all with the policy's `auditor` role).
 
 use super::audit::AuditLog;
-use super::audit_layer::{CANCEL_PATH, SYNC_PATH};
+use super::audit_layer::{ADD_PEER_PATH, CANCEL_PATH, PEER_LOOP_PATH, SYNC_PATH};
 use super::refusal::Refusal;
 use crate::audit::{AuditEntry, SyncCounts};
 use crate::policy::{PolicyHandle, SyncRequestView, redact_quoting};
-use crate::proto::orlysync::negentropy::v1 as pb;
+use crate::service::gate::OPERATOR;
 use crate::service::{Admission, CallInfo, SyncGate, Visibility, shown_status, status};
 use crate::sync::{PeerUrl, Progress, SyncRequest};
 use std::collections::HashMap;
@@ -77,49 +77,39 @@ impl SecureGate {
     }
 
     async fn deny(&self, call: &CallInfo, req: Option<&SyncRequest>, r: Refusal) -> Status {
+        self.deny_at(sync_path(call), call, req, r).await
+    }
+
+    async fn deny_at(
+        &self,
+        path: &str,
+        call: &CallInfo,
+        req: Option<&SyncRequest>,
+        r: Refusal,
+    ) -> Status {
         super::telemetry::count_refusal(&r);
         let mut e = AuditEntry::decision(false, r.reason.clone());
         if let Some(req) = req {
             e = with_request(e, req);
         }
-        match self.audit.record(call, SYNC_PATH, e).await {
+        match self.audit.record(call, path, e).await {
             Ok(()) => r.to_status(),
             Err(err) => status::audit_unavailable(err),
         }
     }
-}
 
-fn with_request(e: AuditEntry, req: &SyncRequest) -> AuditEntry {
-    e.peer(req.peer_url().to_string())
-        .direction(req.direction().as_str())
-        .filter(req.filter().to_value())
-}
-
-#[tonic::async_trait]
-impl SyncGate for SecureGate {
-    async fn admit(&self, call: &CallInfo, req: &SyncRequest) -> Result<Admission, Status> {
-        let Some(admin) = call.admin.clone() else {
-            return Err(self
-                .deny(
-                    call,
-                    Some(req),
-                    Refusal::new(Code::Unauthenticated, "no authenticated admin"),
-                )
-                .await);
-        };
+    /// The caller's policy on syncing `req`: the authorized (normalized) URL and the grant,
+    /// or the refusal (not yet recorded).
+    fn authorize(
+        &self,
+        admin: &str,
+        req: &SyncRequest,
+    ) -> Result<(PeerUrl, crate::policy::SyncGrant), Refusal> {
         let policy = self.policy.current();
-        let a = match policy.admin_by_name(&admin).into_result() {
-            Ok(a) => a,
-            Err(d) => {
-                return Err(self
-                    .deny(
-                        call,
-                        Some(req),
-                        Refusal::new(Code::PermissionDenied, d.message),
-                    )
-                    .await);
-            }
-        };
+        let a = policy
+            .admin_by_name(admin)
+            .into_result()
+            .map_err(|d| Refusal::new(Code::PermissionDenied, d.message))?;
         let kinds: Option<Vec<u16>> = req
             .filter()
             .kinds
@@ -137,29 +127,60 @@ impl SyncGate for SecureGate {
             authors: authors.as_deref(),
             requested_max_events: None,
         };
-        let grant = match policy.authorize_sync(a, &view) {
-            Ok(g) => g,
-            Err(d) => {
-                return Err(self
-                    .deny(
-                        call,
-                        Some(req),
-                        Refusal::new(Code::PermissionDenied, format!("policy: {d}")),
-                    )
-                    .await);
-            }
-        };
+        let grant = policy
+            .authorize_sync(a, &view)
+            .map_err(|d| Refusal::new(Code::PermissionDenied, format!("policy: {d}")))?;
         // The form the policy authorized is what the sync connects to.
-        let peer_url = match PeerUrl::parse(grant.peer_url.as_str()) {
-            Ok(u) => u,
-            Err(e) => {
-                let why = match e {
-                    crate::peer::PeerError::BadUrl(_, why) => why,
-                    e => e.to_string(),
-                };
-                let r = Refusal::new(Code::InvalidArgument, format!("peer_url: {why}"));
+        let peer_url = PeerUrl::parse(grant.peer_url.as_str()).map_err(|e| {
+            let why = match e {
+                crate::peer::PeerError::BadUrl(_, why) => why,
+                e => e.to_string(),
+            };
+            Refusal::new(Code::InvalidArgument, format!("peer_url: {why}"))
+        })?;
+        Ok((peer_url, grant))
+    }
+}
+
+/// Where a sync's records go: the call's path, or the peer loop's for a background sync.
+fn sync_path(call: &CallInfo) -> &'static str {
+    if call.peer_loop {
+        PEER_LOOP_PATH
+    } else {
+        SYNC_PATH
+    }
+}
+
+fn with_request(e: AuditEntry, req: &SyncRequest) -> AuditEntry {
+    e.peer(req.peer_url().to_string())
+        .direction(req.direction().as_str())
+        .filter(req.filter().to_value())
+}
+
+#[tonic::async_trait]
+impl SyncGate for SecureGate {
+    async fn admit(&self, call: &CallInfo, req: &SyncRequest) -> Result<Admission, Status> {
+        let policy = self.policy.current();
+        // A peer the operator configured runs with no admin's policy, under the service-wide
+        // cap only; every other sync is its admin's, checked by the admin's current policy.
+        let operator = call.peer_loop && call.admin.is_none();
+        let (admin, peer_url, max_events, admin_cap) = if operator {
+            (OPERATOR.to_string(), req.peer_url().clone(), None, None)
+        } else {
+            let Some(admin) = call.admin.clone() else {
+                let r = Refusal::new(Code::Unauthenticated, "no authenticated admin");
                 return Err(self.deny(call, Some(req), r).await);
-            }
+            };
+            let (peer_url, grant) = match self.authorize(&admin, req) {
+                Ok(g) => g,
+                Err(r) => return Err(self.deny(call, Some(req), r).await),
+            };
+            let cap = policy
+                .admin_by_name(&admin)
+                .into_result()
+                .map(|a| a.limits().max_concurrent.get() as usize)
+                .unwrap_or(0);
+            (admin, peer_url, Some(grant.max_events), Some(cap))
         };
         let busy = |what: &str| {
             Refusal::exhausted(
@@ -172,22 +193,32 @@ impl SyncGate for SecureGate {
             return Err(self.deny(call, Some(req), busy("service limit")).await);
         };
         let counter = self.admin_counter(&admin)?;
-        let Some(mine) = try_run(&counter, a.limits().max_concurrent.get() as usize) else {
+        let Some(mine) = try_run(&counter, admin_cap.unwrap_or(usize::MAX)) else {
             return Err(self
                 .deny(call, Some(req), busy(&format!("limit of admin {admin}")))
                 .await);
         };
-        let allow =
-            with_request(AuditEntry::decision(true, "allowed by policy"), req).starts_sync();
-        let decision_seq = match self.audit.record_seq(call, SYNC_PATH, allow).await {
+        let reason = if operator {
+            "allowed: a peer the operator configured (ORLY_SYNC_NEGENTROPY_PEERS)"
+        } else {
+            "allowed by policy"
+        };
+        let allow = with_request(AuditEntry::decision(true, reason), req).starts_sync();
+        let mut record_call = call.clone();
+        record_call.admin = Some(admin.clone());
+        let decision_seq = match self
+            .audit
+            .record_seq(&record_call, sync_path(call), allow)
+            .await
+        {
             Ok(seq) => seq,
             Err(e) => return Err(status::audit_unavailable(e)),
         };
         Ok(Admission {
             admin,
-            max_events: Some(grant.max_events),
+            max_events,
             peer_url: Some(peer_url),
-            call: call.clone(),
+            call: record_call,
             hold: Some(Box::new(Admitted {
                 _slots: (total, mine),
                 decision_seq,
@@ -195,18 +226,39 @@ impl SyncGate for SecureGate {
         })
     }
 
-    async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
+    async fn refuse(
+        &self,
+        call: &CallInfo,
+        path: &'static str,
+        raw: &str,
+        status: Status,
+    ) -> Status {
         // The message may quote the URL in a form the URL redaction cannot spot (no scheme).
-        let raw = req.peer_url.as_str();
         let message = redact_quoting(status.message(), raw);
         let reason = match status.code() {
             Code::InvalidArgument => format!("invalid request: {message}"),
             _ => message,
         };
         let e = AuditEntry::decision(false, reason).peer(raw);
-        match self.audit.record(call, SYNC_PATH, e).await {
+        match self.audit.record(call, path, e).await {
             Ok(()) => shown_status(&status, raw),
             Err(err) => status::audit_unavailable(err),
+        }
+    }
+
+    async fn add_peer(&self, call: &CallInfo, req: &SyncRequest) -> Result<PeerUrl, Status> {
+        let Some(admin) = call.admin.clone() else {
+            let r = Refusal::new(Code::Unauthenticated, "no authenticated admin");
+            return Err(self.deny_at(ADD_PEER_PATH, call, Some(req), r).await);
+        };
+        let (peer_url, _) = match self.authorize(&admin, req) {
+            Ok(g) => g,
+            Err(r) => return Err(self.deny_at(ADD_PEER_PATH, call, Some(req), r).await),
+        };
+        let allow = with_request(AuditEntry::decision(true, "allowed by policy"), req);
+        match self.audit.record(call, ADD_PEER_PATH, allow).await {
+            Ok(()) => Ok(peer_url),
+            Err(e) => Err(status::audit_unavailable(e)),
         }
     }
 
@@ -259,7 +311,11 @@ impl SyncGate for SecureGate {
         if let Some(a) = admitted {
             e = e.decision_seq(a.decision_seq);
         }
-        if let Err(err) = self.audit.record_done(&adm.call, SYNC_PATH, e).await {
+        if let Err(err) = self
+            .audit
+            .record_done(&adm.call, sync_path(&adm.call), e)
+            .await
+        {
             tracing::error!("sync finished but its audit record could not be written: {err}");
         }
     }

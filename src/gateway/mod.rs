@@ -14,6 +14,7 @@ mod gate;
 mod identity;
 mod ip_limit;
 mod refusal;
+mod rights;
 mod stack;
 mod telemetry;
 mod tls;

@@ -1,6 +1,6 @@
 //! The security stack, in the order of DESIGN.md §7:
 //! accept → per-IP limit → TLS 1.3 with client certificate → identity → token → per-admin rate
-//! → the request message read and decoded (refused with a record when it is too large or not
+//! → the method's right (managed peers, NIP-77 for a relay, sessions) → the request message read and decoded (refused with a record when it is too large or not
 //! protobuf) → (policy + concurrency + audit of SyncWithPeer in the gate, where the body is
 //! visible)
 //! → audit of other calls → handler.
@@ -18,6 +18,7 @@ use super::door::{DoorLog, DoorWriter};
 use super::gate::SecureGate;
 use super::identity::IdentityCheck;
 use super::ip_limit::IpLimiter;
+use super::rights::RightsCheck;
 use super::telemetry::TraceContext;
 use super::tls::{ReloadableTls, TlsConn, TlsFiles, incoming};
 use super::token::TokenCheck;
@@ -119,6 +120,12 @@ impl Gateway {
                 AdminRateLimit::new(policy.clone()),
                 audit.clone(),
             ))
+            .layer(CheckLayer::new(
+                RightsCheck {
+                    policy: policy.clone(),
+                },
+                audit.clone(),
+            ))
             .layer(RequestMessage::new(audit.clone()))
             .layer(CheckLayer::new(
                 AuditAllowed {
@@ -168,12 +175,15 @@ pub type Layers = Stack<
     Stack<
         RequestMessage,
         Stack<
-            CheckLayer<AdminRateLimit>,
+            CheckLayer<RightsCheck>,
             Stack<
-                CheckLayer<TokenCheck>,
+                CheckLayer<AdminRateLimit>,
                 Stack<
-                    CheckLayer<IdentityCheck>,
-                    Stack<CheckLayer<IpLimiter>, Stack<CheckLayer<TraceContext>, Identity>>,
+                    CheckLayer<TokenCheck>,
+                    Stack<
+                        CheckLayer<IdentityCheck>,
+                        Stack<CheckLayer<IpLimiter>, Stack<CheckLayer<TraceContext>, Identity>>,
+                    >,
                 >,
             >,
         >,

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::model::{AdminPolicy, Direction, Policy};
+use super::model::{AdminPolicy, Direction, Policy, Right};
 use super::peer::{PeerUrl, normalize_peer_url};
 
 /// Why a request was refused; stable for metrics labels and audit queries.
@@ -31,6 +31,8 @@ pub enum DenialCode {
     AuthorsOutOfScope,
     /// The request asks for more events than the admin's `max_events_per_sync`.
     EventLimitExceeded,
+    /// The method needs a right (`rights` in the policy) the admin does not hold.
+    RightNotGranted,
 }
 
 impl DenialCode {
@@ -47,6 +49,7 @@ impl DenialCode {
             Self::KindsOutOfScope => "kinds_out_of_scope",
             Self::AuthorsOutOfScope => "authors_out_of_scope",
             Self::EventLimitExceeded => "event_limit_exceeded",
+            Self::RightNotGranted => "right_not_granted",
         }
     }
 
@@ -63,6 +66,7 @@ impl DenialCode {
             Self::KindsOutOfScope => "kinds out of scope",
             Self::AuthorsOutOfScope => "authors out of scope",
             Self::EventLimitExceeded => "event limit exceeded",
+            Self::RightNotGranted => "right not granted",
         }
     }
 }
@@ -204,6 +208,21 @@ impl Policy {
             return Err(Denial::new(DenialCode::TokenLifetimeTooLong, &detail));
         }
         Ok(())
+    }
+
+    /// Decides whether the admin named `name` may call a method that needs `right`: it must
+    /// be in the policy, not revoked, and hold the right.
+    pub fn authorize_right<'a>(
+        &'a self,
+        name: &'a str,
+        right: Right,
+    ) -> Result<&'a AdminPolicy, Denial> {
+        let admin = self.admin_by_name(name).into_result()?;
+        if !admin.has_right(right) {
+            let detail = format!("{right} (admin {} does not hold it)", admin.name());
+            return Err(Denial::new(DenialCode::RightNotGranted, &detail));
+        }
+        Ok(admin)
     }
 
     fn lookup<'a>(&'a self, index: Option<usize>, identity: &'a str) -> IdentityLookup<'a> {

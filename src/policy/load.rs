@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::model::{
-    AdminLimits, AdminPolicy, Direction, DirectionSet, Policy, Role, ServiceLimits,
+    AdminLimits, AdminPolicy, Direction, DirectionSet, Policy, Right, Role, ServiceLimits,
     is_valid_admin_name,
 };
 use super::peer::PeerPattern;
@@ -52,6 +52,7 @@ struct RawAdmin {
     burst: Option<i64>,
     max_concurrent: Option<i64>,
     role: Option<String>,
+    rights: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -304,8 +305,26 @@ fn validate_admin(raw: RawAdmin, label: &str, errors: &mut Errors) -> Option<Adm
         }
     };
 
+    let mut rights = BTreeSet::new();
+    for (i, r) in raw.rights.iter().flatten().enumerate() {
+        match Right::from_name(r) {
+            Some(right) => _ = rights.insert(right),
+            None => errors.push(
+                at(&format!("rights[{i}]")),
+                format!(
+                    "unknown right {r:?} (expected {})",
+                    Right::ALL.map(Right::as_str).join(", ")
+                ),
+            ),
+        }
+    }
+    // An identity that only holds rights (a relay serving NIP-77 through the service) need
+    // not sync: without peers and directions it is refused every sync.
+    let syncs_optional = !rights.is_empty();
+
     let mut peers = Vec::new();
     match raw.peers {
+        None if syncs_optional => {}
         None => errors.push(at("peers"), "is required (use [\"*\"] for any peer)"),
         Some(list) if list.is_empty() => errors.push(at("peers"), "is empty"),
         Some(list) => {
@@ -322,6 +341,7 @@ fn validate_admin(raw: RawAdmin, label: &str, errors: &mut Errors) -> Option<Adm
 
     let mut directions = DirectionSet::default();
     match raw.directions {
+        None if syncs_optional => {}
         None => errors.push(at("directions"), "is required"),
         Some(list) if list.is_empty() => errors.push(at("directions"), "is empty"),
         Some(list) => {
@@ -404,6 +424,7 @@ fn validate_admin(raw: RawAdmin, label: &str, errors: &mut Errors) -> Option<Adm
         authors,
         limits,
         role,
+        rights,
     })
 }
 

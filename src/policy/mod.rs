@@ -3,7 +3,9 @@
 //! Owns the policy model, its validation, the decisions (identity lookup, revocation, sync
 //! authorization) and reloading. Default deny: an unknown identity, a revoked admin, or a request
 //! outside an admin's peers, directions, kinds, authors or event cap is refused with a
-//! [`Denial`] whose text is fit for the audit log and the gRPC status as is.
+//! [`Denial`] whose text is fit for the audit log and the gRPC status as is. Beyond syncs, an
+//! admin holds named [`Right`]s (managing peers, serving NIP-77 for a relay, sessions); none by
+//! default.
 //!
 //! Must not touch: certificates and tokens (the `auth` module hands us an identity string and a
 //! `jti`), rate limiting itself (the gateway builds limiters from [`AdminLimits`] and
@@ -31,7 +33,7 @@ pub use decide::{Denial, DenialCode, IdentityLookup, SyncGrant, SyncRequestView}
 pub use load::MAX_POLICY_FILE_LEN;
 pub use model::{
     AdminLimits, AdminPolicy, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS, Direction, DirectionSet, Policy,
-    Role, ServiceLimits, is_valid_admin_name,
+    Right, Role, ServiceLimits, is_valid_admin_name,
 };
 pub use peer::{MAX_PEER_URL_LEN, PeerPattern, PeerUrl, PeerUrlError, normalize_peer_url};
 pub(crate) use peer::{redact_quoting, redact_url, redact_urls_in};

@@ -97,7 +97,7 @@ pub enum Role {
     /// Sees (lists, watches) only the syncs it started. The default.
     #[default]
     Admin,
-    /// Also sees every other admin's syncs (ListSyncs, GetSyncStatus), e.g. for a compliance
+    /// Also sees every other admin's syncs (ListSyncs, GetSync), e.g. for a compliance
     /// officer; cancelling stays with the admin who started a sync.
     Auditor,
 }
@@ -121,6 +121,49 @@ impl Role {
     /// Whether this role sees the syncs of other admins.
     pub fn sees_all_syncs(self) -> bool {
         self == Self::Auditor
+    }
+}
+
+/// What an admin may do beyond running, watching and cancelling its own syncs, each granted by
+/// name in the policy's `rights` list. Default deny: an admin without a right is refused the
+/// methods that need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Right {
+    /// `manage_peers`: the managed peer list and its background sync (`GetPeers`, `AddPeer`,
+    /// `RemovePeer`, `TriggerSync`, `GetPeerSyncState`, `GetSyncStatus`, `Start`, `Stop`).
+    /// Adding a peer also needs the admin's `peers` to allow it.
+    ManagePeers,
+    /// `serve_nip77`: answering NIP-77 for a relay that delegates its clients' sessions
+    /// (`HandleNegOpen`, `HandleNegMsg`, `HandleNegClose`); granted to a relay's certificate
+    /// identity.
+    ServeNip77,
+    /// `sessions`: listing and closing the sessions held for relays (`ListSessions`,
+    /// `CloseSession`).
+    Sessions,
+}
+
+impl Right {
+    /// Every right, in the order policy files list them.
+    pub const ALL: [Right; 3] = [Right::ManagePeers, Right::ServeNip77, Right::Sessions];
+
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ManagePeers => "manage_peers",
+            Self::ServeNip77 => "serve_nip77",
+            Self::Sessions => "sessions",
+        }
+    }
+
+    /// Parses a policy name, exactly as written.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for Right {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -148,6 +191,7 @@ pub struct AdminPolicy {
     pub(super) authors: Option<BTreeSet<[u8; 32]>>,
     pub(super) limits: AdminLimits,
     pub(super) role: Role,
+    pub(super) rights: BTreeSet<Right>,
 }
 
 impl AdminPolicy {
@@ -182,6 +226,14 @@ impl AdminPolicy {
     /// What this admin may see beyond its own syncs.
     pub fn role(&self) -> Role {
         self.role
+    }
+    /// Whether this admin holds `right`.
+    pub fn has_right(&self, right: Right) -> bool {
+        self.rights.contains(&right)
+    }
+    /// The rights this admin holds.
+    pub fn rights(&self) -> impl Iterator<Item = Right> + '_ {
+        self.rights.iter().copied()
     }
 }
 

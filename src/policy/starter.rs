@@ -1,5 +1,6 @@
 //! The starter policy written by `orly certs init`: every named admin may sync with any peer in
-//! any direction, under modest limits, so a fresh install works and is then narrowed by hand.
+//! any direction and holds every right, under modest limits, so a fresh install works and is
+//! then narrowed by hand.
 
 use std::fmt::Write as _;
 
@@ -45,7 +46,8 @@ pub fn starter_policy(admins: &[String]) -> Result<String, PolicyError> {
              max_events_per_sync = 1000000\n\
              rate_per_minute = 60               # calls per minute (one per sync)\n\
              burst = 10                         # calls at once above that rate (>= max_concurrent)\n\
-             max_concurrent = 2                 # this admin's syncs running at once\n"
+             max_concurrent = 2                 # this admin's syncs running at once\n\
+             rights = [\"manage_peers\", \"serve_nip77\", \"sessions\"]  # managed peers and start/stop, NIP-77 for a relay, sessions\n"
         );
     }
     out.push_str(
@@ -103,6 +105,12 @@ mod tests {
                     assert!(
                         policy.authorize_sync(admin, &view).is_ok(),
                         "{id} {direction}"
+                    );
+                }
+                for right in crate::policy::Right::ALL {
+                    assert!(
+                        policy.authorize_right(name, right).is_ok(),
+                        "{name} {right}"
                     );
                 }
             }

@@ -48,7 +48,7 @@ pub fn progress_to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
     let n = |v: u64| v.min(i64::MAX as u64) as i64;
     pb::SyncProgress {
         peer_url: p.peer_url.clone(),
-        round: n(p.round),
+        round: i32::try_from(p.round).unwrap_or(i32::MAX),
         have_count: n(p.have),
         need_count: n(p.need),
         fetched_count: n(p.fetched),
@@ -74,7 +74,7 @@ pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
     let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
     let mut progress = Progress {
         peer_url: p.peer_url.clone(),
-        round: n(p.round),
+        round: u64::try_from(p.round).unwrap_or(0),
         have: n(p.have_count),
         need: n(p.need_count),
         fetched: n(p.fetched_count),

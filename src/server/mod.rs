@@ -4,10 +4,13 @@
 //! drain the running syncs (their finished records written), join the background tasks, then
 //! seal the audit log.
 
+use crate::config::ManagedPeersConfig;
 use crate::gateway::Gateway;
+use crate::service::delegated::{DelegatedLimits, DelegatedSessions};
+use crate::service::peers::{Backoff, Peer, PeerBook, PeerLoopConfig, PeerManager};
 use crate::service::{
-    DB_SERVICE_NAME, DbService, SYNC_SERVICE_NAME, SyncDefaults, SyncGate, SyncService, reflection,
-    watch_store_health,
+    DB_SERVICE_NAME, DbService, NegentropyHandler, SYNC_SERVICE_NAME, SyncDefaults, SyncGate,
+    SyncJobs, SyncService, peer_sync_fn, reflection, watch_store_health,
 };
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -59,20 +62,86 @@ pub async fn serve_db(
     Ok(res?)
 }
 
+/// What a sync service is made of: the settings of its syncs, its managed peers and the
+/// sessions it holds for relays.
+pub struct SyncSettings {
+    /// Defaults of every sync (relay CA, NIP-42 key, timeouts).
+    pub defaults: SyncDefaults,
+    /// Managed peers and delegated sessions.
+    pub peers: ManagedPeersConfig,
+}
+
+/// Builds the service's parts over `store`, admitting through `gate`: the peer list opened from
+/// its state directory, the background loop and the session expiry started in `tasks`. The
+/// loop ends when the sync registry stops (at shutdown, before the registry is drained), so no
+/// background sync starts while the service stops.
+fn build_sync_service(
+    store: Arc<dyn Store>,
+    gate: Arc<dyn SyncGate>,
+    settings: SyncSettings,
+    tasks: &mut Tasks,
+) -> anyhow::Result<(NegentropyHandler, SyncJobs)> {
+    let SyncSettings { defaults, peers } = settings;
+    let syncs = SyncService::new(store.clone(), gate, defaults);
+    let jobs = syncs.jobs();
+    let initial: Vec<Peer> = peers.initial.iter().map(Peer::new).collect();
+    let book = PeerBook::open(&peers.state_dir, initial)
+        .map_err(|e| anyhow::anyhow!("{e} ({})", crate::config::STATE_DIR_ENV))?;
+    // Running from start-up when there are peers, as ORLY's service does.
+    let start = !book.is_empty();
+    let interval_secs = i64::try_from(peers.interval.as_secs().max(1)).unwrap_or(i64::MAX);
+    let loop_cfg = PeerLoopConfig {
+        interval: peers.interval,
+        max_concurrent: peers.max_concurrent,
+        // A failing peer first waits the interval or 10 s, whichever is shorter.
+        backoff: Backoff {
+            base_secs: interval_secs.min(10),
+            ..Backoff::default()
+        },
+    };
+    let manager = PeerManager::new(
+        book,
+        loop_cfg,
+        peer_sync_fn(syncs.clone(), peers.default_filter.clone()),
+        start,
+    );
+    let stopping = jobs.stopping();
+    tasks.spawn(manager.clone().run(async move { stopping.stopped().await }));
+    let sessions = Arc::new(DelegatedSessions::new(
+        store.clone(),
+        DelegatedLimits {
+            idle: peers.session_timeout,
+            ..DelegatedLimits::default()
+        },
+    ));
+    let stop = tasks.stop_signal();
+    tasks.spawn({
+        let sessions = sessions.clone();
+        async move { sessions.run_expiry(stop.stopped()).await }
+    });
+    if start {
+        tracing::info!(peers = manager.urls().len(), "background peer sync running");
+    }
+    Ok((
+        NegentropyHandler::new(store, syncs, manager, sessions),
+        jobs,
+    ))
+}
+
 /// Serves `NegentropyService` (+ health, reflection) without transport security, for
 /// loopback use, until `shutdown` resolves.
 pub async fn serve_sync_plain(
     listener: TcpListener,
     store: Arc<dyn Store>,
     gate: Arc<dyn SyncGate>,
-    defaults: SyncDefaults,
+    settings: SyncSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let mut tasks = Tasks::new();
     let (reporter, health) = tonic_health::server::health_reporter();
     let watcher = watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
     let reflection = reflection(&[SYNC_SERVICE_NAME])?;
-    let service = SyncService::new(store, gate, defaults);
-    let jobs = service.jobs();
+    let (service, jobs) = build_sync_service(store, gate, settings, &mut tasks)?;
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .tcp_nodelay(true)
@@ -85,7 +154,9 @@ pub async fn serve_sync_plain(
             stopping(shutdown, jobs.clone()),
         )
         .await;
+    jobs.stop();
     jobs.drain(JOB_GRACE).await;
+    tasks.shutdown(TASK_GRACE).await;
     watcher.abort();
     let _ = watcher.await;
     Ok(res?)
@@ -98,7 +169,7 @@ pub async fn serve_sync_secured(
     gateway: Gateway,
     listener: TcpListener,
     store: Arc<dyn Store>,
-    defaults: SyncDefaults,
+    settings: SyncSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let mut tasks = Tasks::new();
@@ -106,7 +177,7 @@ pub async fn serve_sync_secured(
     let (reporter, health) = tonic_health::server::health_reporter();
     secured
         .seal
-        .start_anchors(defaults.peer.ca_file.clone(), &reporter);
+        .start_anchors(settings.defaults.peer.ca_file.clone(), &reporter);
     tasks.spawn_until_stopped({
         let health = watch_store_health(reporter, store.clone(), &[SYNC_SERVICE_NAME]);
         async move {
@@ -114,8 +185,7 @@ pub async fn serve_sync_secured(
         }
     });
     let reflection = reflection(&[SYNC_SERVICE_NAME])?;
-    let service = SyncService::new(store, secured.gate, defaults);
-    let jobs = service.jobs();
+    let (service, jobs) = build_sync_service(store, secured.gate, settings, &mut tasks)?;
     let res = tonic::transport::Server::builder()
         .trace_fn(crate::telemetry::grpc_span)
         .layer(secured.layers)
@@ -126,6 +196,7 @@ pub async fn serve_sync_secured(
         .serve_with_incoming_shutdown(secured.incoming, stopping(shutdown, jobs.clone()))
         .await;
     // Every finished-sync record is written before the final checkpoint.
+    jobs.stop();
     jobs.drain(JOB_GRACE).await;
     tasks.shutdown(TASK_GRACE).await;
     secured.seal.seal().await;

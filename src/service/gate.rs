@@ -3,11 +3,27 @@
 //! through a [`SyncGate`]. The gateway implements it with policy, limits and audit; a service
 //! on loopback without security uses [`OpenGate`].
 
-use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::sync::{PeerUrl, Progress, SyncRequest};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tonic::Status;
+
+/// Path of the sync RPC (recorded by the gate).
+pub const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
+
+/// Path of the cancel RPC (recorded by the gate).
+pub const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelSync";
+
+/// Path of the add-peer RPC (recorded by the gate).
+pub const ADD_PEER_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/AddPeer";
+
+/// The path recorded for background syncs of managed peers: no call starts them, the peer loop
+/// does (not a gRPC path, so no call can be mistaken for one).
+pub const PEER_LOOP_PATH: &str = "orly:peer-loop";
+
+/// The admin recorded for background syncs of the peers the operator configured
+/// (`ORLY_SYNC_NEGENTROPY_PEERS`): not a valid admin name, so no admin of a policy has it.
+pub const OPERATOR: &str = "(operator)";
 
 /// Most bytes of a message shown to a caller (a status's `grpc-message`, a progress error).
 pub const MAX_SHOWN_MESSAGE: usize = 1024;
@@ -40,6 +56,10 @@ pub struct CallInfo {
     pub token_jti: Option<String>,
     /// W3C trace id of the call, if any.
     pub trace_id: Option<String>,
+    /// Set by the service itself for a background sync of a managed peer (never from a
+    /// request): the gate records it under [`PEER_LOOP_PATH`], as its owner's sync (`admin`),
+    /// or as the [`OPERATOR`]'s when the operator configured the peer (`admin` is `None`).
+    pub peer_loop: bool,
 }
 
 impl CallInfo {
@@ -72,7 +92,7 @@ pub struct Admission {
     pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
-/// Whose syncs a caller may see (`ListSyncs`, `GetSyncStatus`).
+/// Whose syncs a caller may see (`ListSyncs`, `GetSync`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Visibility {
     /// Every sync (an auditor; a service without tenants).
@@ -99,10 +119,21 @@ impl Visibility {
 pub trait SyncGate: Send + Sync + 'static {
     /// Admits or refuses a validated request. A refusal is already audited when this returns.
     async fn admit(&self, call: &CallInfo, req: &SyncRequest) -> Result<Admission, Status>;
-    /// Records a request refused before admission (invalid, or the service not ready); returns
-    /// the status to send, its message [`shown`] (INVALID_ARGUMENT is recorded as an "invalid
-    /// request").
-    async fn refuse(&self, call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status;
+    /// Records a call of `path` (one the gate records) refused before its decision (invalid,
+    /// or the service not ready); `raw_url` is the peer URL the caller sent, redacted wherever
+    /// it is quoted. Returns the status to send, its message [`shown`] (INVALID_ARGUMENT is
+    /// recorded as an "invalid request").
+    async fn refuse(
+        &self,
+        call: &CallInfo,
+        path: &'static str,
+        raw_url: &str,
+        status: Status,
+    ) -> Status;
+    /// Decides an `AddPeer` and records the decision: the caller's policy must allow syncing
+    /// `req` (its peer URL, direction and filter), as for `SyncWithPeer`. Returns the URL as
+    /// the policy authorized it (normalized), which is what the peer list keeps.
+    async fn add_peer(&self, call: &CallInfo, req: &SyncRequest) -> Result<PeerUrl, Status>;
     /// Whose syncs the caller may see; cancelling is decided apart (owner only).
     fn visibility(&self, call: &CallInfo) -> Visibility;
     /// Records the handler's decision on a `CancelSync` (an admin may cancel only the syncs it
@@ -130,8 +161,13 @@ pub struct OpenGate;
 #[tonic::async_trait]
 impl SyncGate for OpenGate {
     async fn admit(&self, call: &CallInfo, _req: &SyncRequest) -> Result<Admission, Status> {
+        let fallback = if call.peer_loop {
+            OPERATOR
+        } else {
+            "anonymous"
+        };
         Ok(Admission {
-            admin: call.admin.clone().unwrap_or_else(|| "anonymous".into()),
+            admin: call.admin.clone().unwrap_or_else(|| fallback.into()),
             max_events: None,
             peer_url: None,
             call: call.clone(),
@@ -139,8 +175,18 @@ impl SyncGate for OpenGate {
         })
     }
 
-    async fn refuse(&self, _call: &CallInfo, req: &pb::SyncPeerRequest, status: Status) -> Status {
-        shown_status(&status, &req.peer_url)
+    async fn refuse(
+        &self,
+        _call: &CallInfo,
+        _path: &'static str,
+        raw_url: &str,
+        status: Status,
+    ) -> Status {
+        shown_status(&status, raw_url)
+    }
+
+    async fn add_peer(&self, _call: &CallInfo, req: &SyncRequest) -> Result<PeerUrl, Status> {
+        Ok(req.peer_url().clone())
     }
 
     fn visibility(&self, _call: &CallInfo) -> Visibility {

@@ -1,4 +1,6 @@
-//! gRPC handlers: `NegentropyService` (sync jobs, run in the [`SyncJobs`] registry) and
+//! gRPC handlers: `NegentropyService` ([`NegentropyHandler`]: sync jobs run in the
+//! [`SyncJobs`] registry, managed [`peers`] with their background loop, NIP-77 sessions held
+//! for relays in [`delegated`]; [`METHODS`] lists every method with the right it needs) and
 //! `DatabaseService` (the store), plus the standard health and reflection services, and
 //! [`status`], where store, negentropy, audit and service-state failures become gRPC statuses.
 //! Security is not here: the gateway wraps these; `crate::server` builds the servers.
@@ -9,6 +11,9 @@ mod db_session;
 pub mod delegated;
 pub mod gate;
 mod jobs;
+mod methods;
+mod negentropy;
+mod peer_sync;
 pub mod peers;
 pub mod status;
 mod sync;
@@ -18,8 +23,11 @@ pub use gate::{
     Admission, CallInfo, MAX_SHOWN_MESSAGE, OpenGate, SyncGate, Visibility, shown, shown_status,
 };
 pub use jobs::SyncJobs;
+pub use methods::{METHODS, Method, Recorded, SERVICE_PREFIX, method};
+pub use negentropy::NegentropyHandler;
+pub use peer_sync::peer_sync_fn;
 pub use status::store_status;
-pub use sync::{MAX_REQUEST_BYTES, SyncDefaults, SyncService};
+pub use sync::{MAX_REQUEST_BYTES, ProgressStream, SyncDefaults, SyncService};
 
 use crate::store::Store;
 use std::sync::Arc;

@@ -3,16 +3,14 @@
 //! cancels its job, and `CancelSync` stops one by id. What a cancelled job stored stays stored.
 //! A caller sees (lists, watches) the syncs its gate says it may: behind the gateway its own.
 
-use super::gate::{Admission, CallInfo, SyncGate, shown};
+use super::gate::{Admission, CallInfo, SYNC_PATH, SyncGate, shown};
 use super::jobs::SyncJobs;
 use super::status;
+use super::unix_now;
 use crate::event::Filter;
 use crate::peer::PeerOptions;
 use crate::policy::redact_url;
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::proto::orlysync::negentropy::v1::negentropy_service_server::{
-    NegentropyService, NegentropyServiceServer,
-};
 use crate::proto::{direction_from_pb, progress_from_pb, progress_to_pb};
 use crate::store::Store;
 use crate::sync::{Direction, ErrorKind, FrameLimit, PeerUrl, Progress, SyncJob, SyncRequest};
@@ -22,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-/// Finished syncs remembered for `GetSyncStatus`/`ListSyncs`.
+/// Finished syncs remembered for `GetSync`/`ListSyncs`.
 const KEEP_FINISHED: usize = 200;
 
 /// Largest request message decoded, in bytes (tonic's default, stated): behind the gateway a
@@ -42,7 +40,9 @@ struct Entry {
     finished_at: Option<Instant>,
 }
 
-/// The NegentropyService implementation.
+/// The syncs of the service: `SyncWithPeer`, `GetSync`, `ListSyncs` and `CancelSync`, and the
+/// background syncs of managed peers, all in one registry.
+#[derive(Clone)]
 pub struct SyncService {
     store: Arc<dyn Store>,
     gate: Arc<dyn SyncGate>,
@@ -69,9 +69,14 @@ impl SyncService {
         self.jobs.clone()
     }
 
-    /// Wraps it as a tonic service.
-    pub fn into_server(self) -> NegentropyServiceServer<Self> {
-        NegentropyServiceServer::new(self).max_decoding_message_size(MAX_REQUEST_BYTES)
+    /// The gate its calls are admitted through.
+    pub fn gate(&self) -> &Arc<dyn SyncGate> {
+        &self.gate
+    }
+
+    /// The defaults every sync starts from.
+    pub fn defaults(&self) -> &SyncDefaults {
+        &self.defaults
     }
 
     /// Turns a request into a validated [`SyncRequest`]; INVALID_ARGUMENT names the field.
@@ -143,13 +148,6 @@ fn to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 type Syncs = Arc<Mutex<HashMap<String, Entry>>>;
 
 fn update(syncs: &Syncs, id: &str, f: impl FnOnce(&mut Entry)) {
@@ -173,29 +171,47 @@ fn forget_old(m: &mut HashMap<String, Entry>) {
     }
 }
 
-#[tonic::async_trait]
-impl NegentropyService for SyncService {
-    type SyncWithPeerStream = ReceiverStream<Result<pb::SyncProgress, Status>>;
+/// The stream of a sync's progress.
+pub type ProgressStream = ReceiverStream<Result<pb::SyncProgress, Status>>;
 
-    async fn sync_with_peer(
+impl SyncService {
+    /// `SyncWithPeer`: validates, admits through the gate and starts the sync.
+    pub async fn sync_with_peer(
         &self,
         request: Request<pb::SyncPeerRequest>,
-    ) -> Result<Response<Self::SyncWithPeerStream>, Status> {
+    ) -> Result<Response<ProgressStream>, Status> {
         let call = CallInfo::from_request(&request);
         let body = request.into_inner();
+        let refuse = |s| self.gate.refuse(&call, SYNC_PATH, &body.peer_url, s);
         let req = match self.validate(&body) {
             Ok(r) => r,
-            Err(s) => return Err(self.gate.refuse(&call, &body, s).await),
+            Err(s) => return Err(refuse(s).await),
         };
-        if let Err(e) = self.store.ready().await {
-            let s = status::not_ready(&e);
-            return Err(self.gate.refuse(&call, &body, s).await);
-        }
-        if self.jobs.is_stopping() {
-            let s = status::stopping();
-            return Err(self.gate.refuse(&call, &body, s).await);
+        if let Err(s) = self.can_start().await {
+            return Err(refuse(s).await);
         }
         let admission: Admission = self.gate.admit(&call, &req).await?;
+        Ok(Response::new(self.launch(admission, req).await?))
+    }
+
+    /// Whether a sync may start now: the store answers and the service is not stopping.
+    pub async fn can_start(&self) -> Result<(), Status> {
+        if let Err(e) = self.store.ready().await {
+            return Err(status::not_ready(&e));
+        }
+        if self.jobs.is_stopping() {
+            return Err(status::stopping());
+        }
+        Ok(())
+    }
+
+    /// Runs an admitted sync in the registry: its progress streams back, the last message
+    /// complete or with its error; the gate records its end.
+    pub async fn launch(
+        &self,
+        admission: Admission,
+        req: SyncRequest,
+    ) -> Result<ProgressStream, Status> {
         let mut req = req.with_max_events(admission.max_events);
         if let Some(url) = &admission.peer_url {
             req = req.with_peer_url(url.clone());
@@ -307,12 +323,13 @@ impl NegentropyService for SyncService {
             // with its finished record, before this call returns.
             job.await;
         }
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(ReceiverStream::new(rx))
     }
 
-    async fn get_sync_status(
+    /// `GetSync`: one sync the caller may see, by id.
+    pub async fn get_sync(
         &self,
-        request: Request<pb::GetSyncStatusRequest>,
+        request: Request<pb::GetSyncRequest>,
     ) -> Result<Response<pb::SyncStatus>, Status> {
         let visible = self.gate.visibility(&CallInfo::from_request(&request));
         let id = request.into_inner().sync_id;
@@ -328,7 +345,8 @@ impl NegentropyService for SyncService {
             .ok_or_else(|| Status::not_found("sync_id: no such sync"))
     }
 
-    async fn list_syncs(
+    /// `ListSyncs`: the syncs the caller may see, newest first.
+    pub async fn list_syncs(
         &self,
         request: Request<pb::ListSyncsRequest>,
     ) -> Result<Response<pb::ListSyncsResponse>, Status> {
@@ -346,7 +364,8 @@ impl NegentropyService for SyncService {
         Ok(Response::new(pb::ListSyncsResponse { syncs }))
     }
 
-    async fn cancel_sync(
+    /// `CancelSync`: stops one of the caller's own running syncs.
+    pub async fn cancel_sync(
         &self,
         request: Request<pb::CancelSyncRequest>,
     ) -> Result<Response<pb::CancelSyncResponse>, Status> {

@@ -66,6 +66,12 @@ impl SyncRequest {
         self
     }
 
+    /// The same sync in `direction`.
+    pub fn with_direction(mut self, direction: Direction) -> Self {
+        self.direction = direction;
+        self
+    }
+
     /// The relay.
     pub fn peer_url(&self) -> &PeerUrl {
         &self.peer_url

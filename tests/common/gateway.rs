@@ -33,7 +33,7 @@ pub const AUDIT_SETTLE: Duration = Duration::from_millis(400);
 pub const SERVICE: &str = "/orlysync.negentropy.v1.NegentropyService/";
 pub const SYNC_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/SyncWithPeer";
 pub const LIST_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/ListSyncs";
-pub const STATUS_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/GetSyncStatus";
+pub const STATUS_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/GetSync";
 pub const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelSync";
 
 /// Environment variables the service reads; removed from every spawn so the test's own

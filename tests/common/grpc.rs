@@ -102,12 +102,12 @@ pub async fn sync_status(
     sync_id: &str,
 ) -> Result<npb::SyncStatus, tonic::Status> {
     let mut c = client(ch);
-    let body = npb::GetSyncStatusRequest {
+    let body = npb::GetSyncRequest {
         sync_id: sync_id.to_string(),
     };
-    tokio::time::timeout(CALL_LIMIT, c.get_sync_status(request(body, token)))
+    tokio::time::timeout(CALL_LIMIT, c.get_sync(request(body, token)))
         .await
-        .expect("GetSyncStatus timed out")
+        .expect("GetSync timed out")
         .map(tonic::Response::into_inner)
 }
 

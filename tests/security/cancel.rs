@@ -75,8 +75,8 @@ pub(super) async fn cancel_ownership() {
     assert!(s(r, "reason").contains("another admin"), "{r}");
 
     let status = NegentropyServiceClient::new(ch_a.clone())
-        .get_sync_status(traced(
-            npb::GetSyncStatusRequest {
+        .get_sync(traced(
+            npb::GetSyncRequest {
                 sync_id: id.clone(),
             },
             Some(&ta),

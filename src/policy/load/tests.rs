@@ -34,7 +34,7 @@ fn example_policy_path() -> PathBuf {
 fn example_policy_is_valid() {
     let policy = Policy::load(example_policy_path()).expect("example policy loads");
     assert_eq!(policy.service().per_ip_rate_per_minute.get(), 120);
-    assert_eq!(policy.admins().len(), 2);
+    assert_eq!(policy.admins().len(), 3);
     let IdentityLookup::Admin(alice) = policy.admin_for_identity("spiffe://orly.local/admin/alice")
     else {
         panic!("alice by spiffe id");
@@ -43,6 +43,16 @@ fn example_policy_is_valid() {
     assert_eq!(alice.authors().map(|a| a.len()), Some(1));
     assert!(alice.directions().allows(Direction::Both));
     assert_eq!(alice.role(), Role::Auditor);
+    use crate::policy::Right;
+    let rights: Vec<Right> = alice.rights().collect();
+    assert_eq!(rights, [Right::ManagePeers, Right::Sessions]);
+    let IdentityLookup::Admin(relay) =
+        policy.admin_for_identity("spiffe://orly.local/relay/relay-1")
+    else {
+        panic!("the relay by spiffe id");
+    };
+    assert!(relay.has_right(Right::ServeNip77));
+    assert!(relay.peers().is_empty());
     assert!(matches!(
         policy.admin_for_identity("alice"),
         IdentityLookup::Unknown { .. }
@@ -304,4 +314,82 @@ fn token_lifetime_defaults_to_thirty_days_and_must_be_positive() {
         err.validation_errors()[0].to_string(),
         "service.max_token_lifetime_seconds: must be at least 1, got 0"
     );
+}
+
+/// Rights are granted by name, none by default; an unknown name is an error naming the known
+/// ones; an identity holding only rights (a relay) needs no peers or directions, and is then
+/// refused every sync.
+#[test]
+fn rights_are_named_default_to_none_and_make_syncs_optional() {
+    use crate::policy::{DenialCode, Right, SyncRequestView};
+    let plain = Policy::from_toml_str(MINIMAL).expect("minimal");
+    for right in Right::ALL {
+        let d = plain.authorize_right("alice", right).unwrap_err();
+        assert_eq!(d.code, DenialCode::RightNotGranted, "{right}");
+        assert!(d.message.contains(right.as_str()), "{d}");
+    }
+
+    let relay = Policy::from_toml_str(
+        r#"
+[[admin]]
+name = "relay-1"
+identities = ["spiffe://orly.local/relay/relay-1"]
+rights = ["serve_nip77"]
+max_events_per_sync = 1
+rate_per_minute = 6000
+burst = 100
+max_concurrent = 1
+"#,
+    )
+    .expect("a relay needs no peers or directions");
+    assert!(relay.authorize_right("relay-1", Right::ServeNip77).is_ok());
+    assert!(relay.authorize_right("relay-1", Right::Sessions).is_err());
+    assert!(relay.authorize_right("nobody", Right::ServeNip77).is_err());
+    let IdentityLookup::Admin(a) = relay.admin_by_name("relay-1") else {
+        panic!("relay-1 is listed");
+    };
+    for direction in Direction::ALL {
+        let view = SyncRequestView {
+            peer_url: "wss://relay.example.com",
+            direction,
+            kinds: None,
+            authors: None,
+            requested_max_events: None,
+        };
+        assert!(relay.authorize_sync(a, &view).is_err(), "{direction}");
+    }
+
+    let err = Policy::from_toml_str(&format!("{MINIMAL}rights = [\"manage_peers\", \"root\"]\n"))
+        .unwrap_err();
+    let errors = err.validation_errors();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert_eq!(errors[0].location, "admin \"alice\".rights[1]");
+    assert!(
+        errors[0]
+            .message
+            .contains("manage_peers, serve_nip77, sessions"),
+        "{err}"
+    );
+
+    // Without rights, peers and directions stay required.
+    let err = Policy::from_toml_str(
+        "[[admin]]\nname = \"x\"\nmax_events_per_sync = 1\nrate_per_minute = 1\nburst = 1\nmax_concurrent = 1\n",
+    )
+    .unwrap_err();
+    let at: Vec<&str> = err
+        .validation_errors()
+        .iter()
+        .map(|e| e.location.as_str())
+        .collect();
+    assert_eq!(at, ["admin \"x\".peers", "admin \"x\".directions"]);
+}
+
+/// A revoked admin loses its rights with everything else.
+#[test]
+fn a_revoked_admin_holds_no_right() {
+    use crate::policy::{DenialCode, Right};
+    let text = format!("{MINIMAL}rights = [\"sessions\"]\n\n[revoked]\nadmins = [\"alice\"]\n");
+    let p = Policy::from_toml_str(&text).expect("valid");
+    let d = p.authorize_right("alice", Right::Sessions).unwrap_err();
+    assert_eq!(d.code, DenialCode::AdminRevoked);
 }

@@ -29,6 +29,10 @@ pub struct Peer {
     /// The peer's direction, or `None` for the default (`both`, as ORLY's service syncs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
+    /// The admin who added it, whose policy every background sync with it is checked
+    /// against; `None` for a peer the operator configured (`ORLY_SYNC_NEGENTROPY_PEERS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl Peer {
@@ -38,6 +42,7 @@ impl Peer {
             url: url.into(),
             filter: None,
             direction: None,
+            owner: None,
         }
     }
 
@@ -132,9 +137,11 @@ impl PeerBook {
         b
     }
 
-    /// Opens the book in `dir` (created if missing). When it holds no state file yet, the book
-    /// starts from `initial` (the configured list) and is saved; otherwise the saved list wins,
-    /// so peers added and removed at run time stay so across restarts.
+    /// Opens the book in `dir` (created if missing), with the saved peers and states. `initial`
+    /// is the operator's list (`ORLY_SYNC_NEGENTROPY_PEERS`, peers without an owner): it is
+    /// merged in at every start — its peers missing from the saved list are added, and saved
+    /// operator peers no longer in it are dropped — while peers admins added at run time stay
+    /// with their states. The result is saved.
     pub fn open(dir: &Path, initial: impl IntoIterator<Item = Peer>) -> Result<Self, BookError> {
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
@@ -178,13 +185,20 @@ impl PeerBook {
                     b.peers.insert(peer.url.clone(), (peer, state));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                for p in initial {
-                    b.insert(p);
-                }
-                b.save()?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("read", &path)(e)),
+        }
+        let initial: Vec<Peer> = initial.into_iter().collect();
+        let before = b.peers.len();
+        b.peers
+            .retain(|url, (p, _)| p.owner.is_some() || initial.iter().any(|i| &i.url == url));
+        let mut changed = b.peers.len() != before;
+        for p in initial {
+            changed |= b.insert(p);
+        }
+        // Written when there is something to keep: a service without peers leaves no file.
+        if changed {
+            b.save()?;
         }
         Ok(b)
     }

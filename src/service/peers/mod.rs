@@ -120,6 +120,28 @@ impl PeerManager {
         self.book().remove(url)
     }
 
+    /// The listed URL a caller means by `given`: the URL as listed, the same URL in another
+    /// spelling (normalized as the policy does), or the redacted form `GetPeers` shows when
+    /// exactly one listed peer has it.
+    pub fn find(&self, given: &str) -> Option<String> {
+        let urls = self.urls();
+        if urls.iter().any(|u| u == given) {
+            return Some(given.to_string());
+        }
+        if let Ok(n) = crate::policy::normalize_peer_url(given)
+            && urls.iter().any(|u| u == n.as_str())
+        {
+            return Some(n.as_str().to_string());
+        }
+        let mut shown = urls
+            .iter()
+            .filter(|u| crate::policy::redact_url(u) == given);
+        match (shown.next(), shown.next()) {
+            (Some(u), None) => Some(u.clone()),
+            _ => None,
+        }
+    }
+
     /// `GetPeers`: the listed URLs, in order.
     pub fn urls(&self) -> Vec<String> {
         self.book().urls()

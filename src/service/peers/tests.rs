@@ -10,7 +10,7 @@ fn peers(urls: &[&str]) -> Vec<Peer> {
 }
 
 #[test]
-fn the_list_and_states_survive_a_restart_and_the_configured_list_only_seeds_it() {
+fn the_list_and_states_survive_a_restart_and_the_configured_list_stays_the_operators() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = PeerBook::open(dir.path(), peers(&["wss://a/", "wss://b/"])).unwrap();
     assert_eq!(b.urls(), ["wss://a/", "wss://b/"]);
@@ -19,6 +19,7 @@ fn the_list_and_states_survive_a_restart_and_the_configured_list_only_seeds_it()
             url: "wss://c/".into(),
             filter: Some(r#"{"kinds":[1]}"#.into()),
             direction: Some("down".into()),
+            owner: Some("alice".into()),
         })
         .unwrap()
     );
@@ -31,9 +32,11 @@ fn the_list_and_states_survive_a_restart_and_the_configured_list_only_seeds_it()
     assert!(b.start("wss://c/"));
     drop(b);
 
-    // Reopened with another configured list: the saved list wins.
-    let b = PeerBook::open(dir.path(), peers(&["wss://z/"])).unwrap();
-    assert_eq!(b.urls(), ["wss://b/", "wss://c/"]);
+    // Reopened with another configured list: the operator's peers follow it (b is gone, z
+    // comes), the peer alice added stays with its state.
+    let b = PeerBook::open(dir.path(), peers(&["wss://b/", "wss://z/"])).unwrap();
+    assert_eq!(b.urls(), ["wss://b/", "wss://c/", "wss://z/"]);
+
     let (_, st) = b.get("wss://b/").unwrap();
     assert_eq!(
         (st.last_sync, st.events_synced, st.status.as_str()),
@@ -51,6 +54,11 @@ fn the_list_and_states_survive_a_restart_and_the_configured_list_only_seeds_it()
         "{}",
         st.last_error
     );
+
+    drop(b);
+    let b = PeerBook::open(dir.path(), peers(&["wss://z/"])).unwrap();
+    assert_eq!(b.urls(), ["wss://c/", "wss://z/"]);
+    drop(b);
 
     // A state file this version does not write is refused, naming it.
     std::fs::write(dir.path().join(STATE_FILE), br#"{"version":9,"peers":[]}"#).unwrap();
