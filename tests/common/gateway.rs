@@ -38,7 +38,7 @@ pub const CANCEL_PATH: &str = "/orlysync.negentropy.v1.NegentropyService/CancelS
 
 /// Environment variables the service reads; removed from every spawn so the test's own
 /// environment cannot leak in.
-pub const SERVICE_ENV: [&str; 14] = [
+pub const SERVICE_ENV: [&str; 23] = [
     "ORLY_TLS_CERT",
     "ORLY_TLS_KEY",
     "ORLY_TLS_CLIENT_CA",
@@ -52,6 +52,15 @@ pub const SERVICE_ENV: [&str; 14] = [
     "ORLY_GRPC_SERVER",
     "ORLY_SYNC_AUTH_KEY",
     "ORLY_LAUNCHER_SYNC_NEGENTROPY_LISTEN",
+    "ORLY_SYNC_NEGENTROPY_LISTEN",
+    "ORLY_SYNC_NEGENTROPY_PEERS",
+    "ORLY_SYNC_NEGENTROPY_INTERVAL",
+    "ORLY_SYNC_NEGENTROPY_FILTER",
+    "ORLY_SYNC_NEGENTROPY_SESSION_TIMEOUT",
+    "ORLY_SYNC_NEGENTROPY_STATE_DIR",
+    "ORLY_SYNC_NEGENTROPY_PEER_CONCURRENCY",
+    "ORLY_AUDIT_ANCHOR_KEY",
+    "ORLY_AUDIT_ANCHOR_RELAYS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
@@ -360,6 +369,8 @@ pub fn service_command(
         cmd.env_remove(k);
     }
     cmd.env("RUST_LOG", rust_log).env("ORLY_LOG_FORMAT", "text");
+    // Each service its own peer state, unless the test names one.
+    cmd.env("ORLY_SYNC_NEGENTROPY_STATE_DIR", super::fresh_state_dir());
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -120,7 +120,12 @@ pub fn spawn_service(name: &'static str, args: &[&str], envs: &[(&str, &str)]) -
     cmd.env_remove("ORLY_DATA_DIR")
         .env_remove("ORLY_DB_TYPE")
         .env_remove("ORLY_GRPC_SERVER")
-        .env_remove("ORLY_DB_TOKEN");
+        .env_remove("ORLY_DB_TOKEN")
+        .env_remove("ORLY_SYNC_NEGENTROPY_PEERS")
+        .env_remove("ORLY_SYNC_NEGENTROPY_FILTER")
+        .env_remove("ORLY_SYNC_NEGENTROPY_INTERVAL");
+    // Each service its own peer state (never the user's), unless the test names one.
+    cmd.env("ORLY_SYNC_NEGENTROPY_STATE_DIR", fresh_state_dir());
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -130,6 +135,19 @@ pub fn spawn_service(name: &'static str, args: &[&str], envs: &[(&str, &str)]) -
         let _ = child.wait();
         panic!("{name} did not announce its address: {line:?}")
     })
+}
+
+/// A new directory for one service's managed-peer state, under the tests' scratch directory.
+pub fn fresh_state_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "peer-state-{}-{n}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ))
 }
 
 /// `orly-relay` on port 0 over a fjall store in `dir`.
