@@ -36,6 +36,8 @@ mod identity_tests;
 #[cfg(test)]
 mod ip_limit_tests;
 #[cfg(test)]
+mod rights_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod token_tests;
