@@ -247,6 +247,31 @@ fn grpc_requests() -> Seeds {
                 .encode_to_vec(),
             ),
         ),
+        seed(
+            "neg-open",
+            with(
+                1,
+                sync::NegOpenRequest {
+                    subscription_id: "sub-1".into(),
+                    filter: rich.clone(),
+                    initial_message: vec![0x61],
+                    connection_id: "conn-1".into(),
+                }
+                .encode_to_vec(),
+            ),
+        ),
+        seed(
+            "add-peer",
+            with(
+                1,
+                sync::AddPeerRequest {
+                    peer_url: "wss://relay.example.com/".into(),
+                    filter: rich.clone(),
+                    direction: sync::Direction::Down as i32,
+                }
+                .encode_to_vec(),
+            ),
+        ),
         seed("event", with(2, ev.encode_to_vec())),
         seed(
             "query",

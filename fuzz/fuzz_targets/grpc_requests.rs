@@ -1,7 +1,7 @@
 //! Protobuf messages the gRPC services decode (and, for orly-db, the answers its clients
 //! decode), then what the handlers do with them before any store or network work: the
-//! `SyncWithPeer` request validation, peer URL normalization, the proto → domain filter and
-//! event conversions. The first byte picks the message type.
+//! `SyncWithPeer` and `AddPeer` request validation, peer URL normalization, delegated session
+//! keys and negentropy messages, the proto → domain filter and event conversions. The first byte picks the message type.
 //!
 //! Checked: nothing panics; a filter or event that converts comes back the same from our own
 //! protobuf and JSON forms; prost re-encodes what it decoded to the same message.
@@ -16,6 +16,7 @@ use orly::proto::orlysync::common::v1 as common;
 use orly::proto::orlysync::negentropy::v1 as sync;
 use orly::proto::progress_from_pb;
 use orly::service::SyncDefaults;
+use orly::service::delegated::SessionKey;
 use prost::Message;
 
 /// Decodes `T`, checks that re-encoding and decoding gives it back, and returns it.
@@ -65,6 +66,31 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode::<sync::GetSyncRequest>(bytes);
             let _ = decode::<sync::CancelSyncRequest>(bytes);
             let _ = decode::<sync::ListSyncsRequest>(bytes);
+            // ORLY's methods: what their handlers do before any store or network work.
+            if let Some(r) = decode::<sync::NegOpenRequest>(bytes) {
+                let _ = SessionKey::new(&r.connection_id, &r.subscription_id);
+                filter(r.filter.as_ref());
+                let _ = check_message(&r.initial_message);
+            }
+            if let Some(r) = decode::<sync::NegMsgRequest>(bytes) {
+                let _ = SessionKey::new(&r.connection_id, &r.subscription_id);
+                let _ = check_message(&r.message);
+            }
+            if let Some(r) = decode::<sync::AddPeerRequest>(bytes) {
+                let _ = SyncDefaults::default().validate(&sync::SyncPeerRequest {
+                    peer_url: r.peer_url,
+                    filter: r.filter,
+                    direction: r.direction,
+                    ..Default::default()
+                });
+            }
+            if let Some(r) = decode::<sync::TriggerSyncRequest>(bytes) {
+                let _ = normalize_peer_url(&r.peer_url);
+                filter(r.filter.as_ref());
+            }
+            let _ = decode::<sync::CloseSessionRequest>(bytes);
+            let _ = decode::<sync::NegCloseRequest>(bytes);
+            let _ = decode::<sync::PeerSyncStateRequest>(bytes);
         }
         2 => {
             // SaveEvents streams events in.
@@ -142,6 +168,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
+            let _ = decode::<sync::SyncStatusResponse>(bytes);
+            let _ = decode::<sync::NegOpenResponse>(bytes);
+            let _ = decode::<sync::ListSessionsResponse>(bytes);
+            let _ = decode::<sync::PeerSyncStateResponse>(bytes);
             if let Some(s) = decode::<sync::ListSyncsResponse>(bytes) {
                 for st in &s.syncs {
                     if let Some(p) = &st.progress {
