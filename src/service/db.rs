@@ -93,7 +93,7 @@ impl DatabaseService for DbService {
             (events, bad)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?;
+        .map_err(|e| super::status::task_failed(&e))?;
         let (events, bad) = checked;
         if let Some(i) = bad {
             let why = events[i]

@@ -36,7 +36,7 @@ pub(super) async fn save_event(
     let ev = Event::try_from(ev).map_err(Status::invalid_argument)?;
     let ev = tokio::task::spawn_blocking(move || ev.verify().map(|()| ev))
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| super::status::task_failed(&e))?
         .map_err(|e| Status::invalid_argument(format!("event: {e}")))?;
     let out = store.save(vec![ev]).await.map_err(store_status)?;
     match out.first() {

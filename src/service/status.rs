@@ -44,6 +44,13 @@ pub fn stopping() -> Status {
     Status::unavailable("sync service is stopping")
 }
 
+/// A task the handler waited for (event verification on the blocking pool) panicked or was
+/// cancelled: INTERNAL, logged with its cause, which the caller is not shown.
+pub fn task_failed(e: &tokio::task::JoinError) -> Status {
+    tracing::error!("a handler's task failed: {e}");
+    Status::internal("internal error: a task of this call failed")
+}
+
 /// A lock was poisoned by a panic elsewhere: `what` (the registry, the gate) is unusable.
 pub fn poisoned(what: &str) -> Status {
     Status::internal(format!("{what} poisoned"))
