@@ -421,7 +421,11 @@ async fn every_method() {
     assert!(state.peer_url.starts_with(&peer), "{state:?}");
     assert_eq!(state.status, "idle", "{state:?}");
     assert_eq!(
-        (state.last_sync, state.events_synced, state.consecutive_failures),
+        (
+            state.last_sync,
+            state.events_synced,
+            state.consecutive_failures
+        ),
         (0, 0, 0)
     );
     let missing = alice
@@ -689,10 +693,13 @@ impl Ws {
 
     /// Sends `v`; returns the relay's next message other than an `AUTH` challenge.
     async fn ask(&mut self, v: Value) -> Value {
-        tokio::time::timeout(CALL_LIMIT, self.ws.send(Message::Text(v.to_string().into())))
-            .await
-            .expect("send timed out")
-            .expect("send");
+        tokio::time::timeout(
+            CALL_LIMIT,
+            self.ws.send(Message::Text(v.to_string().into())),
+        )
+        .await
+        .expect("send timed out")
+        .expect("send");
         loop {
             let frame = tokio::time::timeout(CALL_LIMIT, self.ws.next())
                 .await
@@ -732,15 +739,14 @@ async fn over_websocket(addr: &str, items: &[Item], filter: &Value) -> (Found, u
         rounds += 1;
         let msg = hex::decode(answer[2].as_str().unwrap()).unwrap();
         match client.next(&msg, &mut have, &mut need).unwrap() {
-            Some(next) => {
-                answer = ws
-                    .ask(json!(["NEG-MSG", "w", hex::encode(next)]))
-                    .await
-            }
+            Some(next) => answer = ws.ask(json!(["NEG-MSG", "w", hex::encode(next)])).await,
             None => break,
         }
     }
-    let _ = ws.ws.send(Message::Text(json!(["NEG-CLOSE", "w"]).to_string().into())).await;
+    let _ = ws
+        .ws
+        .send(Message::Text(json!(["NEG-CLOSE", "w"]).to_string().into()))
+        .await;
     (
         Found {
             have: hexes(&have),
@@ -813,32 +819,87 @@ async fn delegation() {
         t: T0 + 7 * u64::from(i),
         id: [i.wrapping_mul(37) ^ 0x5a; 32],
     }));
-    let own: BTreeSet<String> = client_items[250..].iter().map(|i| hex::encode(i.id)).collect();
+    let own: BTreeSet<String> = client_items[250..]
+        .iter()
+        .map(|i| hex::encode(i.id))
+        .collect();
 
-    // Every event, then the kind-1 events only.
-    let kind1 = json!({"kinds": [1]});
-    let kind1_pb = api::Filter {
-        kinds: vec![1],
-        ..Default::default()
-    };
-    for (name, filter_json, filter_pb) in [
-        ("no filter", json!({}), None),
-        ("kinds [1]", kind1, Some(kind1_pb)),
-    ] {
+    // Every event (the persistent index), a time range (the index's range sums), kind 1 and
+    // tag t=rust (sets the store loads).
+    let (since, until) = (T0 + 100, T0 + 300);
+    type Case = (
+        &'static str,
+        Value,
+        Option<api::Filter>,
+        Box<dyn Fn(&Event) -> bool>,
+    );
+    let cases: Vec<Case> = vec![
+        ("no filter", json!({}), None, Box::new(|_| true)),
+        (
+            "since/until",
+            json!({"since": since, "until": until}),
+            Some(api::Filter {
+                since: Some(since as i64),
+                until: Some(until as i64),
+                ..Default::default()
+            }),
+            Box::new(move |e| (since..=until).contains(&e.created_at)),
+        ),
+        (
+            "kinds [1]",
+            json!({"kinds": [1]}),
+            Some(api::Filter {
+                kinds: vec![1],
+                ..Default::default()
+            }),
+            Box::new(|e| e.kind == 1),
+        ),
+        (
+            "#t rust",
+            json!({"#t": ["rust"]}),
+            Some(api::Filter {
+                tags: [(
+                    "t".to_string(),
+                    api::TagSet {
+                        values: vec![b"rust".to_vec()],
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            Box::new(|e| {
+                e.tags
+                    .iter()
+                    .any(|t| t.len() >= 2 && t[0] == "t" && t[1] == "rust")
+            }),
+        ),
+    ];
+    for (name, filter_json, filter_pb, wanted) in cases {
         let (ws, ws_rounds) = over_websocket(&rl.addr, &client_items, &filter_json).await;
         let sub = format!("sub {name}");
         let (grpc, rounds) =
             through_service(&mut c, "relay-conn-1", &sub, &client_items, filter_pb).await;
         assert_eq!(grpc, ws, "{name}: the service and orly-relay disagree");
         assert_eq!(rounds, ws_rounds, "{name}: rounds");
-        assert!(rounds >= 2, "{name}: a reconciliation of more than one round");
-        // What a correct responder says.
-        let wanted = |e: &&Event| name == "no filter" || e.kind == 1;
-        let need: BTreeSet<String> = events[250..].iter().filter(wanted).map(Event::id_hex).collect();
+        assert!(
+            rounds >= 2,
+            "{name}: a reconciliation of more than one round"
+        );
+        // What a correct responder says: the client needs the matching events it lacks, and
+        // has its own items and the events it holds that do not match.
+        let need: BTreeSet<String> = events[250..]
+            .iter()
+            .filter(|e| wanted(e))
+            .map(Event::id_hex)
+            .collect();
         let mut have = own.clone();
-        if name != "no filter" {
-            have.extend(events[..250].iter().filter(|e| e.kind != 1).map(Event::id_hex));
-        }
+        have.extend(
+            events[..250]
+                .iter()
+                .filter(|e| !wanted(e))
+                .map(Event::id_hex),
+        );
+        assert!(!need.is_empty(), "{name}: a case with something to fetch");
         assert_eq!(grpc.need, need, "{name}: need");
         assert_eq!(grpc.have, have, "{name}: have");
 
@@ -854,7 +915,9 @@ async fn delegation() {
             s.created_at > 0 && s.last_activity >= s.created_at,
             "{name}: {s:?}"
         );
-        c.neg_close("relay-conn-1", &sub).await.expect("HandleNegClose");
+        c.neg_close("relay-conn-1", &sub)
+            .await
+            .expect("HandleNegClose");
         let listed = c.sessions().await.unwrap();
         assert!(
             listed.iter().all(|s| s.subscription_id != sub),
@@ -900,18 +963,22 @@ async fn expiry() {
             .any(|s| s.subscription_id == "idle"),
         "the session is listed once opened"
     );
-    until("the idle session to expire", Duration::from_secs(10), || {
-        let mut l = c.clone();
-        async move {
-            let gone = l
-                .sessions()
-                .await
-                .expect("ListSessions")
-                .iter()
-                .all(|s| s.subscription_id != "idle");
-            gone.then_some(())
-        }
-    })
+    until(
+        "the idle session to expire",
+        Duration::from_secs(10),
+        || {
+            let mut l = c.clone();
+            async move {
+                let gone = l
+                    .sessions()
+                    .await
+                    .expect("ListSessions")
+                    .iter()
+                    .all(|s| s.subscription_id != "idle");
+                gone.then_some(())
+            }
+        },
+    )
     .await;
     assert!(
         opened.elapsed() >= Duration::from_secs(1),
@@ -966,6 +1033,13 @@ async fn non_utf8() {
     let init = initiator(&[]).initiate().unwrap();
     let r = alice.neg_open("c", "s", Some(bad()), init).await;
     check("HandleNegOpen", r.map(drop));
+    let r = alice
+        .client
+        .trigger_sync(alice.req(neg::TriggerSyncRequest {
+            peer_url: String::new(),
+            filter: Some(bad()),
+        }));
+    check("TriggerSync", bounded(r).await.map(drop));
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -1020,8 +1094,10 @@ async fn reflection() {
     {
         replies.push(m.message_response);
     }
-    let [Some(MessageResponse::ListServicesResponse(list)), Some(MessageResponse::FileDescriptorResponse(files))] =
-        &replies[..]
+    let [
+        Some(MessageResponse::ListServicesResponse(list)),
+        Some(MessageResponse::FileDescriptorResponse(files)),
+    ] = &replies[..]
     else {
         panic!("unexpected reflection replies {replies:?}");
     };
@@ -1044,5 +1120,41 @@ async fn reflection() {
         .filter(|m| !methods.contains(**m))
         .copied()
         .collect();
-    assert!(missing.is_empty(), "reflection lacks {missing:?}: {methods:?}");
+    assert!(
+        missing.is_empty(),
+        "reflection lacks {missing:?}: {methods:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. ORLY's `since`
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn since_bounds_what_sync_with_peer_fetches() {
+    tokio::time::timeout(TEST_LIMIT, since())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn since() {
+    let fx = Fixture::with_policy(&policy_toml("", &[admin("alice", ALL_RIGHTS)]));
+    let events = notes("orly-neg-since", 10, T0); // created T0 .. T0+9
+    let rl = relay_with(&fx, "relay", &events);
+    let svc = service(&fx, &[], &[]);
+    let mut alice = Caller::new(&fx, &svc.addr, "alice").await;
+    let msgs = alice
+        .sync(neg::SyncPeerRequest {
+            peer_url: format!("ws://{}", rl.addr),
+            filter: None,
+            since: (T0 + 6) as i64,
+        })
+        .await
+        .expect("SyncWithPeer with since");
+    let last = msgs.last().expect("progress");
+    assert!(last.complete, "{last:?}");
+    assert_eq!(
+        (last.need_count, last.fetched_count),
+        (4, 4),
+        "only the events created at or after since: {last:?}"
+    );
 }
