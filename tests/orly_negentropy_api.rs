@@ -109,7 +109,19 @@ impl Caller {
         }
     }
 
+    /// ORLY's client on loopback: no TLS, no credentials.
+    async fn plain(addr: &str) -> Self {
+        Caller {
+            name: "(loopback)".into(),
+            token: String::new(),
+            client: NegentropyServiceClient::new(channel(addr).await),
+        }
+    }
+
     fn req<T>(&self, body: T) -> tonic::Request<T> {
+        if self.token.is_empty() {
+            return tonic::Request::new(body);
+        }
         request(body, &self.token)
     }
 
@@ -963,23 +975,40 @@ async fn expiry() {
             .any(|s| s.subscription_id == "idle"),
         "the session is listed once opened"
     );
-    until(
-        "the idle session to expire",
-        Duration::from_secs(10),
-        || {
-            let mut l = c.clone();
-            async move {
-                let gone = l
-                    .sessions()
-                    .await
-                    .expect("ListSessions")
-                    .iter()
-                    .all(|s| s.subscription_id != "idle");
-                gone.then_some(())
-            }
-        },
-    )
-    .await;
+    // Another session of the same client talks every 300 ms: it is not idle, so it stays.
+    let r = c
+        .neg_open(
+            "idle-conn",
+            "busy",
+            None,
+            initiator(&[]).initiate().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.error, "", "{r:?}");
+    let start = Instant::now();
+    loop {
+        let r = c.neg_msg("idle-conn", "busy", vec![0x61]).await.unwrap();
+        assert_eq!(
+            r.error,
+            "",
+            "the busy session after {:?}: {r:?}",
+            start.elapsed()
+        );
+        let listed = c.sessions().await.expect("ListSessions");
+        if listed.iter().all(|s| s.subscription_id != "idle") {
+            assert!(
+                listed.iter().any(|s| s.subscription_id == "busy"),
+                "a session with a message every 300 ms expired: {listed:?}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the idle session never expired: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert!(
         opened.elapsed() >= Duration::from_secs(1),
         "expired after {:?}, before its idle timeout",
@@ -1157,4 +1186,74 @@ async fn since() {
         (4, 4),
         "only the events created at or after since: {last:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. ORLY's client on loopback, without credentials
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orly_client_without_credentials_uses_the_loopback_service() {
+    tokio::time::timeout(TEST_LIMIT, loopback())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_events = notes("orly-neg-plain", 12, T0);
+    let store = tmp.path().join("store");
+    let relay_dir = tmp.path().join("relay");
+    let (rl, svc) = tokio::task::block_in_place(|| {
+        import(&relay_dir, &relay_events);
+        import(&store, &relay_events[..4]);
+        (relay(&relay_dir, &[]), sync_service(&store))
+    });
+    let mut c = Caller::plain(&svc.addr).await;
+    let peer = format!("ws://{}", rl.addr);
+
+    assert!(c.ready().await.expect("Ready"));
+    let msgs = c
+        .sync(neg::SyncPeerRequest {
+            peer_url: peer.clone(),
+            filter: None,
+            since: 0,
+        })
+        .await
+        .expect("SyncWithPeer");
+    let last = msgs.last().expect("progress");
+    assert!(last.complete, "{last:?}");
+    assert_eq!(last.fetched_count, 8, "{last:?}");
+
+    c.add_peer(&peer).await.expect("AddPeer");
+    assert_eq!(c.peers().await.expect("GetPeers").len(), 1);
+    assert!(c.peer_state(&peer).await.expect("GetPeerSyncState").found);
+    c.start().await.expect("Start");
+    assert!(c.status().await.expect("GetSyncStatus").active);
+    c.stop().await.expect("Stop");
+    assert!(!c.status().await.expect("GetSyncStatus").active);
+    c.trigger(&peer).await.expect("TriggerSync");
+    c.remove_peer(&peer).await.expect("RemovePeer");
+    assert!(c.peers().await.unwrap().is_empty());
+
+    let mut client = initiator(&[]);
+    let r = c
+        .neg_open("lc", "ls", None, client.initiate().unwrap())
+        .await
+        .expect("HandleNegOpen");
+    assert_eq!(r.error, "", "{r:?}");
+    let (mut have, mut need) = (Vec::new(), Vec::new());
+    let mut reply = r.message;
+    while let Some(next) = client.next(&reply, &mut have, &mut need).unwrap() {
+        let r = c.neg_msg("lc", "ls", next).await.expect("HandleNegMsg");
+        assert_eq!(r.error, "", "{r:?}");
+        reply = r.message;
+    }
+    assert_eq!(need.len(), 12, "the client needs every event");
+    assert_eq!(c.sessions().await.expect("ListSessions").len(), 1);
+    c.neg_close("lc", "ls").await.expect("HandleNegClose");
+    c.neg_open("lc", "ls2", None, initiator(&[]).initiate().unwrap())
+        .await
+        .expect("HandleNegOpen");
+    c.close_session("", "ls2").await.expect("CloseSession");
+    assert!(c.sessions().await.unwrap().is_empty());
 }
