@@ -940,6 +940,103 @@ async fn delegation() {
     }
 }
 
+/// What a NIP-77 answer was: the message, or the reason's machine-readable prefix.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Message(Vec<u8>),
+    Refused(String),
+}
+
+fn prefix(reason: &str) -> String {
+    reason.split(':').next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nip77_through_the_service_answers_odd_messages_as_orly_relay() {
+    tokio::time::timeout(TEST_LIMIT, odd_messages())
+        .await
+        .expect("test exceeded its time limit");
+}
+
+async fn odd_messages() {
+    let fx = Fixture::with_policy(&policy_toml("", &[admin("relay", ALL_RIGHTS)]));
+    let events = notes("orly-neg-odd", 60, T0);
+    let rl = relay_with(&fx, "relay", &events);
+    let svc = service(&fx, &events, &[]);
+    let mut c = Caller::new(&fx, &svc.addr, "relay").await;
+    let mut ws = Ws::connect(&rl.addr).await;
+    let good = initiator(&items_of(&events[..30])).initiate().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("another protocol version", vec![0x62]),
+        ("version only", vec![0x61]),
+        ("a valid first message", good),
+        ("an unknown mode", hex::decode("61000007").unwrap()),
+        ("a varint cut short", hex::decode("6181").unwrap()),
+        ("an id list promising more ids", {
+            let mut m = hex::decode("6100000203").unwrap();
+            m.extend([0xab; 32]);
+            m
+        }),
+        ("empty", vec![]),
+    ];
+    let mut failures = Vec::new();
+    for (i, (what, msg)) in cases.into_iter().enumerate() {
+        let sub = format!("odd{i}");
+        let v = ws
+            .ask(json!(["NEG-OPEN", sub, {}, hex::encode(&msg)]))
+            .await;
+        let relay = match v[0].as_str() {
+            Some("NEG-MSG") => Answer::Message(hex::decode(v[2].as_str().unwrap()).unwrap()),
+            Some("NEG-ERR") => Answer::Refused(prefix(v[2].as_str().unwrap())),
+            _ => panic!("{what}: unexpected answer {v}"),
+        };
+        let r = c
+            .neg_open("odd-conn", &sub, None, msg)
+            .await
+            .unwrap_or_else(|st| panic!("{what}: HandleNegOpen failed: {st:?}"));
+        let service = if r.error.is_empty() {
+            Answer::Message(r.message)
+        } else {
+            Answer::Refused(prefix(&r.error))
+        };
+        if service != relay {
+            failures.push(format!(
+                "{what}: orly-relay {relay:?}, the service {service:?}"
+            ));
+        }
+    }
+    // Sessions per client connection: the same cap, the same answer past it.
+    let init = || hex::encode(initiator(&[]).initiate().unwrap());
+    let mut ws = Ws::connect(&rl.addr).await;
+    let (mut relay_first, mut service_first) = (None, None);
+    for i in 0..12 {
+        let sub = format!("cap{i}");
+        let v = ws.ask(json!(["NEG-OPEN", sub, {}, init()])).await;
+        if v[0] == "NEG-ERR" && relay_first.is_none() {
+            relay_first = Some((i, prefix(v[2].as_str().unwrap())));
+        }
+        let r = c
+            .neg_open("cap-conn", &sub, None, hex::decode(init()).unwrap())
+            .await
+            .unwrap();
+        if !r.error.is_empty() && service_first.is_none() {
+            service_first = Some((i, prefix(&r.error)));
+        }
+    }
+    if relay_first.is_none() || relay_first != service_first {
+        failures.push(format!(
+            "the per-connection cap: orly-relay refused first at {relay_first:?}, the service at \
+             {service_first:?}"
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_expire() {
     tokio::time::timeout(TEST_LIMIT, expiry())
