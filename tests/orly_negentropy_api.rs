@@ -306,8 +306,8 @@ fn hexes(ids: &[[u8; 32]]) -> BTreeSet<String> {
     ids.iter().map(hex::encode).collect()
 }
 
-/// A secured service over a store holding `events`, with `admins` in its policy and `env`
-/// added to its environment.
+/// The fixture's secured service over a store holding `events`, with `env` added to its
+/// environment (its log in `fx.log_path(0)`).
 fn service(fx: &Fixture, events: &[Event], env: &[(&'static str, &str)]) -> Proc {
     let data = fx.root.join("store");
     let mut vars = fx.env();
