@@ -1,6 +1,6 @@
 //! Compiles proto/ with protox (pure Rust): no system protoc needed. Also compiles the tests'
-//! own copy of ORLY's database subset (tests/proto/, written from ORLY's field list) into
-//! OUT_DIR/orly_api/, where only the integration tests include it.
+//! own copies of ORLY's database subset and sync service (tests/proto/, written from ORLY's
+//! field list) into OUT_DIR/orly_api/, where only the integration tests include them.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -19,7 +19,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure().compile_fds(fds)?;
 
-    let orly_api = ["tests/proto/orly/database.proto"];
+    let orly_api = [
+        "tests/proto/orly/database.proto",
+        "tests/proto/orly/common.proto",
+        "tests/proto/orly/negentropy.proto",
+    ];
     for f in &orly_api {
         println!("cargo:rerun-if-changed={f}");
     }
