@@ -120,7 +120,11 @@ async fn peer_state(c: &mut Client, url: &str) -> Option<npb::PeerSyncState> {
         .await
         .expect("GetPeerSyncState")
         .into_inner();
-    assert_eq!(r.found, r.state.is_some(), "found and state disagree: {r:?}");
+    assert_eq!(
+        r.found,
+        r.state.is_some(),
+        "found and state disagree: {r:?}"
+    );
     r.state
 }
 
@@ -132,8 +136,8 @@ async fn list_syncs(c: &mut Client) -> Vec<npb::SyncStatus> {
         .syncs
 }
 
-/// Polls `f` every 100 ms until it returns `Some`; panics with `what` and the last value
-/// `show` gave after [`WAIT`].
+/// Polls `f` every 100 ms until it returns `Ok`; panics with `what` and the last `Err` (what was
+/// seen) after [`WAIT`].
 async fn wait_until<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
@@ -197,13 +201,19 @@ async fn env_peers_converge() {
         import(&relay_dir, &a);
         import(&store, &own);
     });
-    let all: BTreeSet<String> = set(&a).into_iter().chain(set(&b)).chain(set(&own)).collect();
+    let all: BTreeSet<String> = set(&a)
+        .into_iter()
+        .chain(set(&b))
+        .chain(set(&own))
+        .collect();
     let rl = tokio::task::block_in_place(|| relay(&relay_dir, &[]));
     let nrb = nrb::local_relay(&b, nrb::no_rate_limit()).await;
     let (url_a, url_b, dead) = (relay_url(&rl), format!("{}/", nrb.url), dead_url());
-    let svc = plain_service(&tmp.path().join("store"), &tmp.path().join("state"), &[
-        &url_a, &url_b, &dead,
-    ]);
+    let svc = plain_service(
+        &tmp.path().join("store"),
+        &tmp.path().join("state"),
+        &[&url_a, &url_b, &dead],
+    );
     let mut c = plain_client(&svc).await;
     assert_eq!(
         peers(&mut c).await,
@@ -256,6 +266,7 @@ async fn env_peers_converge() {
     }
 
     // The failing peer: error, failures counted one by one, the wait ahead growing.
+    eprintln!("the failing peer, at each new failure: {seen:#?}");
     let first = seen.first().expect("failures seen");
     let latest = seen.last().unwrap();
     assert!(
@@ -264,7 +275,7 @@ async fn env_peers_converge() {
     );
     assert!(latest.failures >= 4, "{seen:#?}");
     assert_eq!(latest.status, "error", "{seen:#?}");
-    assert!(!latest.last_error.is_empty(), "{seen:#?}");
+    assert!(latest.last_error.contains("connect"), "{seen:#?}");
     assert!(
         latest.next_attempt as f64 > now_f() - 0.5 && latest.ahead > 0.0,
         "next_attempt is in the future: {seen:#?}"
@@ -292,7 +303,11 @@ async fn env_peers_converge() {
         all,
         "the orly-relay gained the others' events"
     );
-    assert_eq!(nrb::db_ids(&nrb.db).await, all, "the nostr-relay-builder relay");
+    assert_eq!(
+        nrb::db_ids(&nrb.db).await,
+        all,
+        "the nostr-relay-builder relay"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,35 +364,50 @@ async fn restart_keeps_the_list() {
 
     // Same operator list: the added peer stays with its state, the removed operator peer is
     // back (the operator's list is merged in at every start).
+    let mut failures = Vec::new();
     let svc = plain_service(&store, &state, &[&url_a, &url_b]);
     let mut c = plain_client(&svc).await;
     let listed = peers(&mut c).await;
     let after = peer_state(&mut c, &url_c).await;
-    assert_eq!(
-        listed,
-        BTreeSet::from([url_a.clone(), url_b.clone(), url_c.clone()]),
-        "after a restart: the operator's peers and the one added at run time"
-    );
-    let after = after.expect("the peer added at run time is still managed");
-    assert!(
-        after.last_sync >= before.last_sync && after.last_sync > 0,
-        "its last_sync is kept: before {before:?}, after {after:?}"
-    );
-    assert_eq!(
-        after.events_synced, before.events_synced,
-        "its events_synced is kept (nothing new to move): before {before:?}, after {after:?}"
-    );
+    for (what, url) in [
+        ("operator peer A (removed at run time)", &url_a),
+        ("operator peer B", &url_b),
+        ("peer C added at run time", &url_c),
+    ] {
+        if !listed.contains(url.as_str()) {
+            failures.push(format!(
+                "after restart 1: {what} {url} not listed; listed: {listed:?}"
+            ));
+        }
+    }
+    match after {
+        None => failures.push(format!(
+            "after restart 1: no state for peer C {url_c} added at run time (state before: {before:?})"
+        )),
+        Some(after) => {
+            if !(after.last_sync >= before.last_sync && after.last_sync > 0) {
+                failures.push(format!("C's last_sync not kept: before {before:?}, after {after:?}"));
+            }
+            if after.events_synced != before.events_synced {
+                failures.push(format!(
+                    "C's events_synced not kept (nothing new to move): before {before:?}, after {after:?}"
+                ));
+            }
+        }
+    }
     tokio::task::block_in_place(|| svc.terminate());
 
     // A peer taken out of the operator's list goes; the one an admin added stays.
     let svc = plain_service(&store, &state, &[&url_b]);
     let mut c = plain_client(&svc).await;
-    assert_eq!(
-        peers(&mut c).await,
-        BTreeSet::from([url_b.clone(), url_c.clone()]),
-        "the operator dropped A from {}",
-        "ORLY_SYNC_NEGENTROPY_PEERS"
-    );
+    let listed = peers(&mut c).await;
+    let want = BTreeSet::from([url_b.clone(), url_c.clone()]);
+    if listed != want {
+        failures.push(format!(
+            "after restart 2 with ORLY_SYNC_NEGENTROPY_PEERS=B: listed {listed:?}, expected B {url_b} and C {url_c} (A {url_a} gone)"
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
     tokio::task::block_in_place(|| svc.terminate());
     drop(rl);
 }
@@ -407,7 +437,11 @@ async fn start_stop_trigger() {
     tokio::task::block_in_place(|| import(&relay_dir, &notes("bg3", 5, T0)));
     let rl = tokio::task::block_in_place(|| relay(&relay_dir, &[]));
     let url = relay_url(&rl);
-    let svc = plain_service(&tmp.path().join("store"), &tmp.path().join("state"), &[&url]);
+    let svc = plain_service(
+        &tmp.path().join("store"),
+        &tmp.path().join("state"),
+        &[&url],
+    );
     let mut c = plain_client(&svc).await;
 
     // Running: the peer syncs again and again.
@@ -416,19 +450,26 @@ async fn start_stop_trigger() {
         let url = url.clone();
         async move {
             let (s, _) = syncs_of(&mut c, &url).await;
-            if s.len() >= 2 { Ok(()) } else { Err(format!("{s:?}")) }
+            if s.len() >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
         }
     })
     .await;
     let (s, _) = syncs_of(&mut c, &url).await;
     assert!(
-        s.iter().all(|s| s.admin == "(operator)" && s.direction == "both"),
+        s.iter()
+            .all(|s| s.admin == "(operator)" && s.direction == "both"),
         "background syncs of an operator peer are the operator's: {s:#?}"
     );
 
     // Stopped: the running sync finishes; no new one starts over three intervals.
     c.stop(cpb::Empty {}).await.expect("Stop");
     assert!(!status(&mut c).await.active, "Stop: not active");
+    // A sync the loop picked just before Stop may still be registering.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped = wait_until("the running sync to finish", || {
         let mut c = c.clone();
         let url = url.clone();
@@ -469,10 +510,17 @@ async fn start_stop_trigger() {
         st.last_sync >= last_before && st.status == "idle",
         "the triggered sync is recorded: {st:?}"
     );
-    assert!(!status(&mut c).await.active, "a trigger does not start the loop");
+    assert!(
+        !status(&mut c).await.active,
+        "a trigger does not start the loop"
+    );
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let (s, _) = syncs_of(&mut c, &url).await;
-    assert_eq!(s.len(), triggered, "still stopped after the trigger: {s:#?}");
+    assert_eq!(
+        s.len(),
+        triggered,
+        "still stopped after the trigger: {s:#?}"
+    );
 
     // Started again: syncs resume.
     c.start(cpb::Empty {}).await.expect("Start");
@@ -536,14 +584,19 @@ async fn secured_loop() {
     let mut env = fx.env();
     env.push(("ORLY_SYNC_NEGENTROPY_PEERS", op_url.clone()));
     env.push(("ORLY_SYNC_NEGENTROPY_INTERVAL", "1s".into()));
+    let peer_state_dir = fx.root.join("peer-state").display().to_string();
+    env.push(("ORLY_SYNC_NEGENTROPY_STATE_DIR", peer_state_dir));
     let data = fx.root.join("store").display().to_string();
-    let cmd = gateway::service_command(
-        &["--listen", "127.0.0.1:0", "--data-dir", &data],
-        &env,
-        gateway::SERVICE_LOG,
-        &fx.log_path(1),
-    );
-    let svc = tokio::task::block_in_place(|| gateway::start_command(cmd, &fx.log_path(1)));
+    let start = |n: u32| {
+        let cmd = gateway::service_command(
+            &["--listen", "127.0.0.1:0", "--data-dir", &data],
+            &env,
+            gateway::SERVICE_LOG,
+            &fx.log_path(n),
+        );
+        tokio::task::block_in_place(|| gateway::start_command(cmd, &fx.log_path(n)))
+    };
+    let svc = start(1);
     let cert = fx.client("alice");
     let token = fx.token("alice", &cert);
     let ch = gateway::connect(&svc.addr, &fx.ca_pem, &cert).await;
@@ -637,20 +690,26 @@ async fn secured_loop() {
     }
     let added = gateway::audit_records(&audit);
     assert!(
-        added.iter().any(|r| rec_is(r, "decision", ADD_PEER_PATH, "alice", &alice_url)
-            && r["allowed"] == Value::Bool(true)),
+        added.iter().any(
+            |r| rec_is(r, "decision", ADD_PEER_PATH, "alice", &alice_url)
+                && r["allowed"] == Value::Bool(true)
+        ),
         "the AddPeer allowed is recorded"
     );
-    gateway::wait_records(&audit, "alice's and the operator's background records", |recs| {
-        let has = |event: &str, admin: &str, peer: &str| {
-            recs.iter()
-                .any(|r| rec_is(r, event, LOOP_PATH, admin, peer))
-        };
-        has("decision", "alice", &alice_url)
-            && has("sync_finished", "alice", &alice_url)
-            && has("decision", "(operator)", &op_url)
-            && has("sync_finished", "(operator)", &op_url)
-    })
+    gateway::wait_records(
+        &audit,
+        "alice's and the operator's background records",
+        |recs| {
+            let has = |event: &str, admin: &str, peer: &str| {
+                recs.iter()
+                    .any(|r| rec_is(r, event, LOOP_PATH, admin, peer))
+            };
+            has("decision", "alice", &alice_url)
+                && has("sync_finished", "alice", &alice_url)
+                && has("decision", "(operator)", &op_url)
+                && has("sync_finished", "(operator)", &op_url)
+        },
+    )
     .await;
     let recs = gateway::audit_records(&audit);
     for r in recs.iter().filter(|r| gateway::s(r, "rpc") == LOOP_PATH) {
@@ -712,6 +771,43 @@ async fn secured_loop() {
         recs.iter()
             .all(|r| gateway::s(r, "rpc") != LOOP_PATH || !gateway::s(r, "admin").is_empty()),
         "every loop record names its admin"
+    );
+
+    // Restarted over the same state: alice's peer is still hers, with its state; its syncs
+    // are still refused by her narrowed policy.
+    tokio::task::block_in_place(|| svc.terminate());
+    let svc = start(2);
+    let ch = gateway::connect(&svc.addr, &fx.ca_pem, &cert).await;
+    let mut c = gateway::client(&ch);
+    let listed: BTreeSet<String> = c
+        .get_peers(gateway::request(cpb::Empty {}, &token))
+        .await
+        .expect("GetPeers after restart")
+        .into_inner()
+        .peers
+        .into_iter()
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from([op_url.clone(), alice_url.clone()]),
+        "alice's peer survives a restart"
+    );
+    let kept = c
+        .get_peer_sync_state(gateway::request(
+            npb::PeerSyncStateRequest {
+                peer_url: alice_url.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect("GetPeerSyncState after restart")
+        .into_inner()
+        .state
+        .expect("alice's peer state after restart");
+    assert_eq!(kept.owner, "alice", "{kept:?}");
+    assert!(
+        kept.last_sync > 0 && kept.events_synced == refused.events_synced,
+        "its state is kept: before {refused:?}, after {kept:?}"
     );
     tokio::task::block_in_place(|| {
         svc.terminate();
