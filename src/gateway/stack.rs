@@ -1,7 +1,8 @@
 //! The security stack, in the order of DESIGN.md §7:
 //! accept → per-IP limit → TLS 1.3 with client certificate → identity → token → per-admin rate
-//! → the method's right (managed peers, NIP-77 for a relay, sessions) → the request message read and decoded (refused with a record when it is too large or not
-//! protobuf) → (policy + concurrency + audit of SyncWithPeer in the gate, where the body is
+//! → the method's right (managed peers, NIP-77 for a relay, sessions) → the request message
+//! read and decoded (refused with a record when it is too large or not protobuf) → (policy +
+//! concurrency + audit of SyncWithPeer, AddPeer and CancelSync in the gate, where the body is
 //! visible)
 //! → audit of other calls → handler.
 //!

@@ -1,4 +1,4 @@
-//! `orlysync.negentropy.v1.NegentropyService`, every method: ORLY's sixteen (readiness, managed
+//! `orlysync.negentropy.v1.NegentropyService`, every method: ORLY's fifteen (readiness, managed
 //! peers and their background sync, NIP-77 answered for relays, sessions) and ours (per-sync
 //! status, list, cancel). This file only translates between the wire and the parts that do the
 //! work: [`SyncService`] (every sync, in one registry), [`PeerManager`] (the peer list and its
@@ -231,7 +231,9 @@ impl NegentropyService for NegentropyHandler {
             url: url.as_str().to_string(),
             filter,
             direction: Some(direction.as_str().into()),
-            owner: call.admin.clone(),
+            // Behind the gateway, the admin; on a loopback service without security, the
+            // caller as the sync registry names it. Never `None`: that is the operator's.
+            owner: Some(call.admin.clone().unwrap_or_else(|| "anonymous".into())),
         };
         match self.peers.add(peer) {
             Ok(_) => Ok(Response::new(common::Empty {})),
