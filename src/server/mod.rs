@@ -9,8 +9,8 @@ use crate::gateway::Gateway;
 use crate::service::delegated::{DelegatedLimits, DelegatedSessions};
 use crate::service::peers::{Backoff, Peer, PeerBook, PeerLoopConfig, PeerManager};
 use crate::service::{
-    DB_SERVICE_NAME, DbService, NegentropyHandler, SYNC_SERVICE_NAME, SyncDefaults, SyncGate,
-    SyncJobs, SyncService, peer_sync_fn, reflection, watch_store_health,
+    DB_SERVICE_NAME, DbService, NegentropyHandler, PeerLease, SYNC_SERVICE_NAME, SyncDefaults,
+    SyncGate, SyncJobs, SyncService, peer_sync_fn, reflection, watch_store_health,
 };
 use crate::store::Store;
 use crate::tasks::Tasks;
@@ -102,7 +102,12 @@ fn build_sync_service(
     let manager = PeerManager::new(
         book,
         loop_cfg,
-        peer_sync_fn(syncs.clone(), peers.default_filter.clone()),
+        peer_sync_fn(
+            syncs.clone(),
+            store.clone(),
+            peers.default_filter.clone(),
+            PeerLease::for_interval(peers.interval),
+        ),
         start,
     );
     let stopping = jobs.stopping();

@@ -25,7 +25,7 @@ pub use gate::{
 pub use jobs::SyncJobs;
 pub use methods::{METHODS, Method, Recorded, SERVICE_PREFIX, method};
 pub use negentropy::NegentropyHandler;
-pub use peer_sync::peer_sync_fn;
+pub use peer_sync::{PeerLease, peer_sync_fn};
 pub use status::store_status;
 pub use sync::{MAX_REQUEST_BYTES, ProgressStream, SyncDefaults, SyncService};
 

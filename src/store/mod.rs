@@ -30,6 +30,7 @@ pub use session::{LocalSession, NegSession, NegStep};
 use crate::event::{Event, EventId, Filter};
 use crate::negentropy::{NegStorage, VecStorage};
 use futures_util::stream::BoxStream;
+use std::time::Duration;
 
 /// What happened to one event handed to [`Store::save`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,6 +161,15 @@ pub trait Store: Send + Sync + 'static {
     /// Where the store lives on this machine, when it is a directory (orly-db's `GetPath`).
     fn path(&self) -> Option<String> {
         None
+    }
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now: true when `holder`
+    /// holds it after the call, false when another holder's lease has not expired. A store
+    /// one process owns grants every lease (nothing else works on it: this default); a store
+    /// several processes share keeps leases in the store itself (PostgreSQL), so that work
+    /// only one of them may do — a managed peer's background sync — runs on one at a time.
+    async fn lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let _ = (name, holder, ttl);
+        Ok(true)
     }
 }
 

@@ -55,6 +55,16 @@ impl Peer {
     }
 }
 
+/// What one background run with a peer did, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRun {
+    /// A sync ran and moved this many events (fetched plus sent).
+    Moved(u64),
+    /// Another replica of the service holds this peer's lease (a store shared by several
+    /// services): nothing ran here this time.
+    HeldElsewhere,
+}
+
 /// What a peer's syncs have done, as ORLY's `PeerSyncState` says it (plus when the next
 /// attempt is due).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,12 +295,13 @@ impl PeerBook {
     }
 
     /// Records a finished sync at `now` and schedules the next one: after `interval` on
-    /// success, after the backoff's delay on failure. A peer removed meanwhile stays removed.
+    /// success (or when another replica holds the peer), after the backoff's delay on failure.
+    /// A peer removed meanwhile stays removed.
     pub fn finish(
         &mut self,
         url: &str,
         now: i64,
-        outcome: Result<u64, String>,
+        outcome: Result<PeerRun, String>,
         interval_secs: i64,
         backoff: &Backoff,
     ) -> Result<(), BookError> {
@@ -298,7 +309,12 @@ impl PeerBook {
             return Ok(());
         };
         match outcome {
-            Ok(moved) => {
+            Ok(PeerRun::HeldElsewhere) => {
+                // Not a failure: this replica waits its turn, its last sync unchanged.
+                st.status = status::IDLE.into();
+                st.next_attempt = now.saturating_add(interval_secs);
+            }
+            Ok(PeerRun::Moved(moved)) => {
                 st.status = status::IDLE.into();
                 st.last_sync = now;
                 st.events_synced = st

@@ -14,7 +14,7 @@ mod backoff;
 mod book;
 
 pub use backoff::Backoff;
-pub use book::{BookError, Peer, PeerBook, PeerState, STATE_FILE, status};
+pub use book::{BookError, Peer, PeerBook, PeerRun, PeerState, STATE_FILE, status};
 
 use super::unix_now;
 use futures_util::future::BoxFuture;
@@ -24,9 +24,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-/// Runs one sync with a peer; `Ok` holds the events moved (fetched plus sent), `Err` the
-/// reason it failed (already redacted and bounded for showing to admins).
-pub type SyncFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+/// Runs one sync with a peer; `Ok` says what it did (the events moved, or that another
+/// replica holds the peer), `Err` the reason it failed (already redacted and bounded for
+/// showing to admins).
+pub type SyncFn = Arc<dyn Fn(Peer) -> BoxFuture<'static, Result<PeerRun, String>> + Send + Sync>;
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -221,7 +222,7 @@ impl PeerManager {
         out
     }
 
-    fn finish(&self, url: &str, outcome: Result<u64, String>) {
+    fn finish(&self, url: &str, outcome: Result<PeerRun, String>) {
         let interval = i64::try_from(self.cfg.interval.as_secs()).unwrap_or(i64::MAX);
         if let Err(e) = self
             .book()
@@ -235,7 +236,7 @@ impl PeerManager {
     /// the next is due or something changes, until `shutdown` completes. Then stops the syncs
     /// still running and records them as interrupted.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        let mut syncs: JoinSet<(String, Result<u64, String>)> = JoinSet::new();
+        let mut syncs: JoinSet<(String, Result<PeerRun, String>)> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, String> = HashMap::new();
         tokio::pin!(shutdown);
         loop {

@@ -27,8 +27,14 @@ fn the_list_and_states_survive_a_restart_and_the_configured_list_stays_the_opera
     assert!(b.remove("wss://a/").unwrap());
     assert!(!b.remove("wss://a/").unwrap());
     assert!(b.start("wss://b/"));
-    b.finish("wss://b/", 1000, Ok(7), 60, &Backoff::default())
-        .unwrap();
+    b.finish(
+        "wss://b/",
+        1000,
+        Ok(PeerRun::Moved(7)),
+        60,
+        &Backoff::default(),
+    )
+    .unwrap();
     assert!(b.start("wss://c/"));
     drop(b);
 
@@ -93,7 +99,8 @@ fn failures_back_off_and_a_success_resets_them() {
     }
     assert!(b.due(4).is_empty() && b.due(40) == ["wss://a/"]);
     b.start("wss://a/");
-    b.finish("wss://a/", 100, Ok(3), 60, &backoff).unwrap();
+    b.finish("wss://a/", 100, Ok(PeerRun::Moved(3)), 60, &backoff)
+        .unwrap();
     let (_, st) = b.get("wss://a/").unwrap();
     assert_eq!((st.consecutive_failures, st.last_error.as_str()), (0, ""));
     assert_eq!((st.status.as_str(), st.next_attempt), ("idle", 160));
@@ -124,7 +131,7 @@ fn stand_in(pause: Duration) -> StandIn {
                 if peer.url.contains("bad") {
                     Err("transport: connection refused".into())
                 } else {
-                    Ok(5)
+                    Ok(PeerRun::Moved(5))
                 }
             })
         })

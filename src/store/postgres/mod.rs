@@ -349,4 +349,31 @@ impl Store for PgStore {
         c.simple_query("SELECT 1").await.map_err(pg_err)?;
         Ok(())
     }
+
+    async fn lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        // One statement, so two replicas racing for a free or expired lease are serialized by
+        // the primary key: the insert, or the update of a row that is ours or expired, returns
+        // the row; a live lease of another holder makes the update's WHERE false, and no row
+        // comes back. Times are the database's (now()), never a replica's clock.
+        let secs = ttl.as_secs_f64();
+        let c = self.writer().await?;
+        let rows = c
+            .query(
+                "INSERT INTO orly_leases (name, holder, expires_at) \
+                 VALUES ($1, $2, now() + make_interval(secs => $3)) \
+                 ON CONFLICT (name) DO UPDATE \
+                 SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at \
+                 WHERE orly_leases.holder = EXCLUDED.holder OR orly_leases.expires_at < now() \
+                 RETURNING holder",
+                &[&name, &holder, &secs],
+            )
+            .await
+            .map_err(pg_err)?;
+        Ok(!rows.is_empty())
+    }
 }
