@@ -224,11 +224,18 @@ impl PeerManager {
 
     fn finish(&self, url: &str, outcome: Result<PeerRun, String>) {
         let interval = i64::try_from(self.cfg.interval.as_secs()).unwrap_or(i64::MAX);
-        if let Err(e) = self
-            .book()
-            .finish(url, unix_now(), outcome, interval, &self.cfg.backoff)
-        {
+        // A trigger that came while this sync ran is still owed a run: due now, not after the
+        // interval the finished sync schedules (the loop may be stopped, with no timer).
+        // (Locks in the order `pick` takes them: control, then book.)
+        let owed = self.control().triggered.contains_key(url);
+        let mut book = self.book();
+        if let Err(e) = book.finish(url, unix_now(), outcome, interval, &self.cfg.backoff) {
             tracing::error!("peer state not saved: {e}");
+        }
+        if owed {
+            book.make_due(url);
+            drop(book);
+            self.wake.notify_one();
         }
     }
 

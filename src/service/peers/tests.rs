@@ -273,3 +273,39 @@ async fn a_stopped_loop_runs_only_triggered_peers_and_shutdown_interrupts_syncs(
         st.last_error
     );
 }
+
+/// A trigger that arrives while the peer's sync runs is owed a run of its own, even with the
+/// loop stopped (no timer would start it): it runs as soon as the first sync ends.
+#[tokio::test]
+async fn a_trigger_during_a_running_sync_runs_after_it_with_the_loop_stopped() {
+    let (f, _, _, seen) = stand_in(Duration::from_millis(400));
+    let m = PeerManager::new(
+        PeerBook::in_memory(peers(&["wss://a/"])),
+        PeerLoopConfig::default(),
+        f,
+        false,
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(m.clone().run(async {
+        let _ = stopped.await;
+    }));
+    assert_eq!(m.trigger(Some("wss://a/"), None), 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(m.state("wss://a/").unwrap().1.status, "syncing");
+    assert_eq!(
+        m.trigger(Some("wss://a/"), Some(r#"{"kinds":[1]}"#.into())),
+        1
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.len(), 2, "the second trigger ran: {s:?}");
+        assert_eq!(s[1].filter.as_deref(), Some(r#"{"kinds":[1]}"#));
+    }
+    assert!(!m.is_running(), "the loop stays stopped");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
