@@ -7,8 +7,10 @@ pub mod gen_events;
 pub mod import;
 pub mod lines;
 pub mod output;
+mod peers;
 pub mod sync;
 mod sync_command;
+mod syncs;
 mod token;
 
 pub use commands::run;

@@ -370,7 +370,10 @@ pub fn service_command(
     }
     cmd.env("RUST_LOG", rust_log).env("ORLY_LOG_FORMAT", "text");
     // Each service its own peer state, unless the test names one.
-    cmd.env("ORLY_SYNC_NEGENTROPY_STATE_DIR", crate::common::fresh_state_dir());
+    cmd.env(
+        "ORLY_SYNC_NEGENTROPY_STATE_DIR",
+        crate::common::fresh_state_dir(),
+    );
     for (k, v) in envs {
         cmd.env(k, v);
     }
