@@ -513,6 +513,66 @@ fn show_status(st: &pb::SyncStatusResponse, now: i64, json: bool) -> anyhow::Res
 mod tests {
     use super::*;
 
+    /// `orly peers` and `orly syncs` take `orly sync`'s service flags and variables, after the
+    /// subcommand; `--server` is required.
+    #[test]
+    fn the_service_flags_and_variables_are_orly_syncs() {
+        use crate::config::{Cli, Cmd, SyncsCmd};
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "orly",
+            "peers",
+            "add",
+            "ws://h/",
+            "--dir",
+            "down",
+            "--server",
+            "h:1",
+            "--cert",
+            "/flag/me.pem",
+        ])
+        .expect("parse");
+        let Cmd::Peers(PeersCmd::Add {
+            url, dir, client, ..
+        }) = cli.cmd
+        else {
+            panic!("not peers add");
+        };
+        assert_eq!((url.as_str(), dir.as_deref()), ("ws://h/", Some("down")));
+        let mut p = Problems::new("orly peers add");
+        let env = [
+            ("ORLY_SYNC_CA", "/env/ca.pem"),
+            ("ORLY_SYNC_CERT", "/env/me.pem"),
+            ("ORLY_SYNC_KEY", "/env/me.key"),
+            ("ORLY_SYNC_TOKEN", "/env/me.token"),
+        ];
+        let s = client.service.with_env(&env, &mut p);
+        assert!(p.finish(|| Some(())).is_ok());
+        let t = ServiceTarget::new(s.server.clone().expect("server"), s);
+        assert_eq!(t.addr, "h:1");
+        assert_eq!(
+            t.cert.as_deref(),
+            Some(std::path::Path::new("/flag/me.pem"))
+        );
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/env/ca.pem")));
+        assert_eq!(t.key.as_deref(), Some(std::path::Path::new("/env/me.key")));
+        assert_eq!(
+            t.token_file.as_deref(),
+            Some(std::path::Path::new("/env/me.token"))
+        );
+        assert!(
+            Cli::try_parse_from(["orly", "peers", "list"]).is_err(),
+            "--server is required"
+        );
+        let cli =
+            Cli::try_parse_from(["orly", "syncs", "cancel", "ab", "--server", "h:1", "--json"])
+                .expect("parse");
+        assert!(matches!(cli.cmd, Cmd::Syncs(SyncsCmd::Cancel { client, .. }) if client.json));
+        // `orly sync` without --server stays direct mode.
+        let cli = Cli::try_parse_from(["orly", "sync", "ws://h/"]).expect("parse");
+        assert!(matches!(cli.cmd, Cmd::Sync(a) if a.service.server.is_none()));
+    }
+
     #[test]
     fn times_read_as_utc_and_relative() {
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
