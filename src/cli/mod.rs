@@ -8,6 +8,7 @@ pub mod import;
 pub mod lines;
 pub mod output;
 mod peers;
+mod service_call;
 pub mod sync;
 mod sync_command;
 mod syncs;

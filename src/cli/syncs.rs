@@ -1,9 +1,9 @@
 //! `orly syncs`: the syncs a sync service runs or recently ran (`ListSyncs`, `GetSync`,
 //! `CancelSync`), in client mode; each sync's progress in the shape of `orly sync --json`.
-//! Connection, failures, exit codes and tables are `orly peers`'s (see `peers`).
+//! The connection, failures, exit codes and tables are `service_call`'s.
 
 use super::output;
-use super::peers::{Failed, ago, plain, print_json, print_json_lines, run, table, unix_now};
+use super::service_call::{Failed, ago, plain, print_json, print_json_lines, run, table, unix_now};
 use crate::config::{EnvSource, SyncsCmd};
 use crate::proto::orlysync::negentropy::v1 as pb;
 use crate::proto::progress_from_pb;
