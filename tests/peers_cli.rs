@@ -270,17 +270,44 @@ fn peers_and_syncs_through_the_secured_service() {
         "{\"kinds\":[1,7]}",
     ]);
     assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        out.stdout.trim(),
+        format!("added peer {relay_url} (direction down, filter {{\"kinds\":[1,7]}}, owner alice)"),
+        "{}",
+        out.all()
+    );
+    // Added again with other settings: nothing changes, and the output says so.
+    let out = st.alice(&["peers", "add", &relay_url, "--dir", "up", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let v = out.json();
+    assert_eq!(
+        (&v["added"], &v["direction"]),
+        (&Value::Bool(false), &Value::from("down")),
+        "{v}"
+    );
     assert!(
-        out.stdout
-            .contains(&format!("added peer {relay_url} (direction down")),
+        out.stderr
+            .contains("was listed already: nothing changed; --dir and --filter were not applied"),
         "{}",
         out.all()
     );
     let out = st.alice(&["peers", "add", secret_url, "--json"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert_no_secret("peers add --json", &out.all());
-    assert_eq!(out.json()["added"], "ws://127.0.0.1:9/?<redacted>");
-    assert_eq!(out.json()["direction"], "both");
+    let v = out.json();
+    assert_eq!(
+        (&v["peer_url"], &v["added"]),
+        (
+            &Value::from("ws://127.0.0.1:9/?<redacted>"),
+            &Value::Bool(true)
+        ),
+        "{v}"
+    );
+    assert_eq!(
+        (&v["direction"], &v["filter"], &v["owner"]),
+        (&Value::from("both"), &Value::Null, &Value::from("alice")),
+        "{v}"
+    );
 
     // A URL with user information is refused by the policy: exit 3, and no secret shown.
     let out = st.alice(&[

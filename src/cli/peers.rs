@@ -6,6 +6,7 @@ use super::output;
 use super::service_call::{
     Failed, ago, due, due_in, fail, plain, print_json, print_json_lines, run, table, unix_now,
 };
+use super::sync::ServiceConn;
 use crate::config::{ClientArgs, EnvSource, PeersCmd};
 use crate::errln;
 use crate::event::Filter;
@@ -63,39 +64,14 @@ pub fn peers(cmd: PeersCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
                 Ok(v) => v,
                 Err(f) => return fail(json, f),
             };
+            let flags_given = filter.is_some() || direction.is_some();
             run("orly peers add", client, env, |conn| async move {
                 let req = pb::AddPeerRequest {
                     peer_url: url.clone(),
                     filter: wire,
                     direction: direction.map_or(0, |d| pb::Direction::from(d) as i32),
                 };
-                let r = conn.client().add_peer(conn.request(req)).await;
-                r.map_err(|s| Failed::call(&conn, &s))?;
-                let shown = redact_url(&url);
-                // As the service keeps it: unspecified is both (ORLY's service syncs both ways).
-                let direction = direction.unwrap_or(Direction::Both);
-                Ok(if json {
-                    let filter = filter
-                        .as_deref()
-                        .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok());
-                    print_json(&serde_json::json!({
-                        "added": shown,
-                        "direction": direction.as_str(),
-                        "filter": filter,
-                    }))
-                } else {
-                    let filter = filter
-                        .as_deref()
-                        .map_or_else(|| "the service's default".into(), plain);
-                    output::print(|out| {
-                        writeln!(
-                            out,
-                            "added peer {} (direction {direction}, filter {filter})",
-                            plain(&shown),
-                        )
-                    })
-                }
-                .map(|()| exit::SUCCESS))
+                add(&conn, req, flags_given, json).await
             })
         }
         PeersCmd::Remove { url, client } => {
@@ -186,6 +162,78 @@ pub fn peers(cmd: PeersCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
         PeersCmd::Start(client) => start_stop(client, env, true),
         PeersCmd::Stop(client) => start_stop(client, env, false),
     }
+}
+
+/// A managed peer's state, `None` when the URL names none.
+async fn state_of(conn: &ServiceConn, url: &str) -> Result<Option<pb::PeerSyncState>, Failed> {
+    let req = pb::PeerSyncStateRequest {
+        peer_url: url.to_string(),
+    };
+    let r = conn.client().get_peer_sync_state(conn.request(req)).await;
+    let r = r.map_err(|s| Failed::call(conn, &s))?.into_inner();
+    Ok(r.state.filter(|_| r.found))
+}
+
+/// `AddPeer`, then the peer as the service keeps it. `AddPeer` answers the same whether or not
+/// the URL was listed already (and then changes nothing), so the state is asked before and
+/// after: the output says what is true, not what was asked.
+async fn add(
+    conn: &ServiceConn,
+    req: pb::AddPeerRequest,
+    flags_given: bool,
+    json: bool,
+) -> Result<anyhow::Result<u8>, Failed> {
+    let url = req.peer_url.clone();
+    // A refused look (no right, a limit) is left to `AddPeer` to say, and to record.
+    let listed = state_of(conn, &url).await.ok().flatten().is_some();
+    let r = conn.client().add_peer(conn.request(req)).await;
+    r.map_err(|s| Failed::call(conn, &s))?;
+    let kept = state_of(conn, &url)
+        .await?
+        .unwrap_or_else(|| pb::PeerSyncState {
+            // Removed again at once by someone else: what was asked (unspecified is both).
+            peer_url: redact_url(&url),
+            direction: Direction::Both.as_str().into(),
+            ..Default::default()
+        });
+    if listed {
+        let flags = if flags_given {
+            "; --dir and --filter were not applied (remove it and add it again to change them)"
+        } else {
+            ""
+        };
+        errln!(
+            "warning: {} was listed already: nothing changed{flags}",
+            plain(&kept.peer_url)
+        );
+    }
+    let or = |s: &str, none: &str| match s {
+        "" => none.to_string(),
+        s => plain(s),
+    };
+    Ok(if json {
+        let filter = serde_json::from_str::<serde_json::Value>(&kept.filter).ok();
+        print_json(&serde_json::json!({
+            "peer_url": kept.peer_url,
+            "added": !listed,
+            "direction": kept.direction,
+            "filter": filter,
+            "owner": (!kept.owner.is_empty()).then_some(&kept.owner),
+        }))
+    } else {
+        output::print(|out| {
+            writeln!(
+                out,
+                "{} peer {} (direction {}, filter {}, owner {})",
+                if listed { "kept" } else { "added" },
+                plain(&kept.peer_url),
+                plain(&kept.direction),
+                or(&kept.filter, "the service's default"),
+                or(&kept.owner, "the operator"),
+            )
+        })
+    }
+    .map(|()| exit::SUCCESS))
 }
 
 /// Prints a one-line result, or `{key: url}` with `--json`.

@@ -181,7 +181,8 @@ pub enum PeersCmd {
     /// The managed peers' URLs (GetPeers).
     #[command(after_help = SERVICE_CLIENT_HELP)]
     List(ClientArgs),
-    /// Add a managed peer (AddPeer); your policy must allow syncing with it.
+    /// Add a managed peer (AddPeer); your policy must allow syncing with it. A URL listed
+    /// already is left as it is (a warning says so; exit 0).
     #[command(after_help = SERVICE_CLIENT_HELP)]
     Add {
         /// Relay URL (ws:// or wss://).
