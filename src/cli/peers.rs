@@ -127,13 +127,8 @@ pub fn peers(cmd: PeersCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
         } => {
             let json = client.json;
             run("orly peers status", client, env, |conn| async move {
-                let req = pb::PeerSyncStateRequest {
-                    peer_url: url.clone(),
-                };
-                let r = conn.client().get_peer_sync_state(conn.request(req)).await;
-                let r = r.map_err(|s| Failed::call(&conn, &s))?.into_inner();
                 let now = unix_now();
-                match r.state.filter(|_| r.found) {
+                match state_of(&conn, &url).await? {
                     Some(st) => Ok(show_peer(&st, now, json).map(|()| exit::SUCCESS)),
                     None if json => {
                         let shown = redact_url(&url);
@@ -184,6 +179,11 @@ async fn add(
     json: bool,
 ) -> Result<anyhow::Result<u8>, Failed> {
     let url = req.peer_url.clone();
+    // What the service keeps when asked: unspecified is both (ORLY's service syncs both ways).
+    let asked = match req.direction {
+        0 => Direction::Both,
+        d => crate::proto::direction_from_pb(d).unwrap_or(Direction::Both),
+    };
     // A refused look (no right, a limit) is left to `AddPeer` to say, and to record.
     let listed = state_of(conn, &url).await.ok().flatten().is_some();
     let r = conn.client().add_peer(conn.request(req)).await;
@@ -191,9 +191,9 @@ async fn add(
     let kept = state_of(conn, &url)
         .await?
         .unwrap_or_else(|| pb::PeerSyncState {
-            // Removed again at once by someone else: what was asked (unspecified is both).
+            // Removed again at once by someone else: what was asked.
             peer_url: redact_url(&url),
-            direction: Direction::Both.as_str().into(),
+            direction: asked.as_str().into(),
             ..Default::default()
         });
     if listed {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 /// Why a command did not do what it was asked.
 pub(super) enum Failed {
-    /// No such managed peer or sync (NOT_FOUND, or a sync not cancelled): exit 1.
+    /// No such managed peer or sync (NOT_FOUND): exit 1.
     NotFound(String),
     /// A bad flag caught here (a filter, a direction): exit 2.
     Usage(String),
@@ -85,9 +85,10 @@ where
     }
 }
 
+/// Tells `f` (on stderr; also on stdout as one JSON object with `--json`); its exit code.
 pub(super) fn fail(json: bool, f: Failed) -> anyhow::Result<ExitCode> {
     let (kind, message) = f.parts();
-    errln!("error: {message}");
+    errln!("error: {}", plain(message));
     if json {
         print_json(&serde_json::json!({ "error": message, "error_kind": kind }))?;
     }
