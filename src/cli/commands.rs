@@ -1,6 +1,6 @@
 //! The `orly` commands that need no network: `certs init`, `audit verify`, `import`, `export`,
-//! `stats` and `gen`, and the dispatch of every command (`sync` and `token` have their own
-//! files). Flags come parsed from `crate::config`.
+//! `stats` and `gen`, and the dispatch of every command (`sync`, `peers`, `syncs` and `token`
+//! have their own files). Flags come parsed from `crate::config`.
 
 use super::gen_events::GenSpec;
 use super::output;
@@ -40,6 +40,8 @@ fn open_any(data: &DataDir, env: &dyn EnvSource) -> anyhow::Result<CliStore> {
 pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
     match cli.cmd {
         Cmd::Sync(a) => super::sync_command::sync(*a, env),
+        Cmd::Peers(p) => super::peers::peers(p, env),
+        Cmd::Syncs(s) => super::syncs::syncs(s, env),
         Cmd::Token(t) => super::token::token(t),
         Cmd::Certs(CertsCmd::Init {
             dir,

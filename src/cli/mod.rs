@@ -7,8 +7,11 @@ pub mod gen_events;
 pub mod import;
 pub mod lines;
 pub mod output;
+mod peers;
+mod service_call;
 pub mod sync;
 mod sync_command;
+mod syncs;
 mod token;
 
 pub use commands::run;

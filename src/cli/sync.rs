@@ -5,7 +5,6 @@
 use crate::event::Filter;
 use crate::peer::PeerOptions;
 use crate::proto::orlysync::negentropy::v1 as pb;
-use crate::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use crate::store::Store;
 use crate::sync::{Direction, ErrorKind, FrameLimit, PeerUrl, Progress, SyncJob, SyncRequest};
 use std::path::PathBuf;
@@ -13,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod conn;
+
+pub use conn::{ServiceConn, ServiceFailure};
 
 /// Where the sync runs.
 pub enum Mode {
@@ -23,7 +24,7 @@ pub enum Mode {
 }
 
 /// How to reach the sync service.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct ServiceTarget {
     /// HOST:PORT.
     pub addr: String,
@@ -35,6 +36,19 @@ pub struct ServiceTarget {
     pub key: Option<PathBuf>,
     /// File holding the admin token (sent as `authorization: Bearer`).
     pub token_file: Option<PathBuf>,
+}
+
+impl ServiceTarget {
+    /// The service at `addr`, with the files of `args` (their variables already applied).
+    pub fn new(addr: String, args: crate::config::ServiceArgs) -> Self {
+        Self {
+            addr,
+            ca: args.ca,
+            cert: args.cert,
+            key: args.key,
+            token_file: args.token_file,
+        }
+    }
 }
 
 /// How progress is shown.
@@ -181,51 +195,16 @@ pub fn request_message(req: &SyncRequest) -> pb::SyncPeerRequest {
 
 async fn client(t: &ServiceTarget, req: SyncRequest, display: &Display) -> u8 {
     let peer = req.peer_url().to_string();
-    let (channel, tls) = match conn::connect(t).await {
+    let conn = match ServiceConn::open(t).await {
         Ok(c) => c,
         Err(f) => return fail(display, &peer, f.kind, f.message),
     };
-    let mut msg = tonic::Request::new(request_message(&req));
-    if let Some(f) = &t.token_file {
-        match std::fs::read_to_string(f) {
-            Ok(tok) => match format!("Bearer {}", tok.trim()).parse() {
-                Ok(v) => {
-                    msg.metadata_mut().insert("authorization", v);
-                }
-                Err(_) => {
-                    return fail(
-                        display,
-                        &peer,
-                        ErrorKind::Invalid,
-                        format!("token in {} is not valid text", f.display()),
-                    );
-                }
-            },
-            Err(e) => {
-                return fail(
-                    display,
-                    &peer,
-                    ErrorKind::Invalid,
-                    format!("cannot read token file {}: {e}", f.display()),
-                );
-            }
-        }
-    }
-    let mut client = NegentropyServiceClient::new(channel);
-    let mut stream = match client.sync_with_peer(msg).await {
+    let msg = conn.request(request_message(&req));
+    let mut stream = match conn.client().sync_with_peer(msg).await {
         Ok(r) => r.into_inner(),
         Err(s) => {
-            // Refused in the TLS handshake: the verdict on our certificate came as an alert.
-            if let Some(alert) = tls.refused_certificate() {
-                return fail(
-                    display,
-                    &peer,
-                    ErrorKind::Auth,
-                    conn::refused_message(&t.addr, &alert),
-                );
-            }
-            let (kind, m) = (status_kind(&s), status_message(t, &s, Phase::BeforeAnswer));
-            return fail(display, &peer, kind, m);
+            let f = conn.refusal(&s);
+            return fail(display, &peer, f.kind, f.message);
         }
     };
     let mut last = Progress {

@@ -14,8 +14,12 @@ pub fn sync(a: SyncArgs, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
     let a = a.with_env(env, &mut p);
     let auth_keys = p.take(sync_auth_key(a.auth_key_file.as_deref(), env));
     let auth_keys = p.finish(|| auth_keys)?;
-    let client_mode = a.server.is_some();
-    let relay_ca = if client_mode { None } else { a.ca.clone() };
+    let client_mode = a.service.server.is_some();
+    let relay_ca = if client_mode {
+        None
+    } else {
+        a.service.ca.clone()
+    };
     let req = match s::build_request(
         &a.url,
         &a.filter,
@@ -35,14 +39,8 @@ pub fn sync(a: SyncArgs, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     let display = Display::new(a.json);
     let code = rt.block_on(async {
-        let mode = match a.server {
-            Some(addr) => Mode::Client(ServiceTarget {
-                addr,
-                ca: a.ca,
-                cert: a.cert,
-                key: a.key,
-                token_file: a.token_file,
-            }),
+        let mode = match a.service.server.clone() {
+            Some(addr) => Mode::Client(ServiceTarget::new(addr, a.service)),
             None => {
                 let pg = crate::config::StoreConfig::postgres_from_env(env)
                     .map_err(anyhow::Error::msg)?;

@@ -1,7 +1,7 @@
 //! `orly`'s flags: every command and its arguments, and the variables behind them
 //! (`ORLY_DATA_DIR`; for `sync`, `ORLY_SYNC_CA`, `ORLY_SYNC_CERT`, `ORLY_SYNC_KEY`,
-//! `ORLY_SYNC_TOKEN` and `ORLY_SYNC_AUTH_KEY`), read through the injected environment. The
-//! command bodies live in the `cli` module.
+//! `ORLY_SYNC_TOKEN` and `ORLY_SYNC_AUTH_KEY`; the first four for `peers` and `syncs` too), read
+//! through the injected environment. The command bodies live in the `cli` module.
 
 use super::env::{EnvSource, Problems};
 use clap::{Parser, Subcommand};
@@ -106,6 +106,13 @@ pub enum Cmd {
         #[command(flatten)]
         data: DataDir,
     },
+    /// The managed peers of a sync service and their background sync (needs the policy's
+    /// `manage_peers` right).
+    #[command(subcommand)]
+    Peers(PeersCmd),
+    /// The syncs a sync service runs or recently ran (yours; an auditor sees all).
+    #[command(subcommand)]
+    Syncs(SyncsCmd),
     /// Admin tokens for the sync service.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -138,6 +145,114 @@ pub enum Cmd {
         /// Index of the first event of the sequence (to generate a slice of it).
         #[arg(long, default_value_t = 0)]
         skip: u64,
+    },
+}
+
+/// Exit codes of `orly peers` and `orly syncs` (the classes of `orly sync`'s, plus not found).
+pub const SERVICE_CLIENT_HELP: &str = "\
+Flags and variables for the service as `orly sync --server` (--ca, --cert, --key, --token-file;
+ORLY_SYNC_CA, ORLY_SYNC_CERT, ORLY_SYNC_KEY, ORLY_SYNC_TOKEN). Peer URLs are shown with user
+information and query values redacted.
+
+Exit codes:
+  0  done (found; cancelled)
+  1  not found: no such managed peer or sync, or `syncs cancel` found no running sync of yours
+     with that id (nothing cancelled); or a local failure (I/O)
+  2  usage error (bad flag, filter, URL or sync id; the service's INVALID_ARGUMENT too)
+  3  refused by the sync service's policy or limits (e.g. no `manage_peers` right, a peer the
+     policy does not allow)
+  4  authentication failed (the service's certificate or token checks)
+  5  timed out
+  6  service unreachable or not ready, or the call broken off";
+
+/// What every `orly peers` and `orly syncs` command takes: the service (required) and `--json`.
+#[derive(clap::Args, Clone, Debug)]
+#[command(mut_arg("server", |a| a.required(true)))]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub service: ServiceArgs,
+    /// One JSON object on stdout (one per line for lists).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum PeersCmd {
+    /// The managed peers' URLs (GetPeers).
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    List(ClientArgs),
+    /// Add a managed peer (AddPeer); your policy must allow syncing with it. A URL listed
+    /// already is left as it is (a warning says so; exit 0).
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Add {
+        /// Relay URL (ws:// or wss://).
+        url: String,
+        /// The peer's own NIP-01 filter as JSON [default: the service's, ORLY_SYNC_NEGENTROPY_FILTER]
+        #[arg(long)]
+        filter: Option<String>,
+        /// The peer's direction: down, up, both or none [default: both]
+        #[arg(long = "dir")]
+        dir: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a managed peer (RemovePeer); a sync running with it finishes.
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Remove {
+        /// The peer's URL, as added or as `peers list` shows it.
+        url: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Sync one managed peer now, or every one without URL (TriggerSync), loop running or not.
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Trigger {
+        /// The peer's URL, as added or as `peers list` shows it; none: every managed peer.
+        url: Option<String>,
+        /// This sync's NIP-01 filter instead of the peer's own.
+        #[arg(long)]
+        filter: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The background sync and every peer's state (GetSyncStatus), or one peer's
+    /// (GetPeerSyncState; exit 1 when it is not a managed peer).
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Status {
+        /// The peer's URL, as added or as `peers list` shows it.
+        url: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start the background sync of the managed peers (Start; idempotent).
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Start(ClientArgs),
+    /// Stop starting background syncs (Stop); those running finish.
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Stop(ClientArgs),
+}
+
+#[derive(Subcommand)]
+pub enum SyncsCmd {
+    /// Syncs running now and recently finished, newest first (ListSyncs).
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    List(ClientArgs),
+    /// One sync's state and progress (GetSync; exit 1 when there is no such sync).
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Status {
+        /// The sync id (24 hex characters, from `syncs list` or `orly sync --json`).
+        sync_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop one of your running syncs (CancelSync); what it stored stays stored. Exit 1 when
+    /// nothing was cancelled.
+    #[command(after_help = SERVICE_CLIENT_HELP)]
+    Cancel {
+        /// The sync id (24 hex characters).
+        sync_id: String,
+        #[command(flatten)]
+        client: ClientArgs,
     },
 }
 
@@ -257,7 +372,16 @@ pub enum AuditCmd {
     },
 }
 
+/// `orly sync`'s flags. The service flags are [`ServiceArgs`], worded here for the two modes
+/// (`--ca` means the relay's CA in direct mode).
 #[derive(clap::Args)]
+#[command(
+    mut_arg("server", |a| a.help("Run on an orly-sync-negentropy service at HOST:PORT (client mode)")),
+    mut_arg("ca", |a| a.help("CA certificate (PEM): the service's CA in client mode, a private relay CA in direct mode [env: ORLY_SYNC_CA]")),
+    mut_arg("cert", |a| a.help("Client certificate (PEM) for the service (client mode) [env: ORLY_SYNC_CERT]")),
+    mut_arg("key", |a| a.help("Private key (PEM) of --cert (client mode) [env: ORLY_SYNC_KEY]")),
+    mut_arg("token_file", |a| a.help("File holding the admin token for the service (client mode) [env: ORLY_SYNC_TOKEN]")),
+)]
 pub struct SyncArgs {
     /// Relay URL (ws:// or wss://).
     pub url: String,
@@ -283,22 +407,9 @@ pub struct SyncArgs {
     /// File with the hex secret key for NIP-42 AUTH [env: ORLY_SYNC_AUTH_KEY holds the hex key itself]
     #[arg(long)]
     pub auth_key_file: Option<PathBuf>,
-    /// Run on an orly-sync-negentropy service at HOST:PORT (client mode).
-    #[arg(long)]
-    pub server: Option<String>,
-    /// CA certificate (PEM): the service's CA in client mode, a private relay CA in direct mode
-    /// [env: ORLY_SYNC_CA]
-    #[arg(long)]
-    pub ca: Option<PathBuf>,
-    /// Client certificate (PEM) for the service (client mode) [env: ORLY_SYNC_CERT]
-    #[arg(long)]
-    pub cert: Option<PathBuf>,
-    /// Private key (PEM) of --cert (client mode) [env: ORLY_SYNC_KEY]
-    #[arg(long)]
-    pub key: Option<PathBuf>,
-    /// File holding the admin token for the service (client mode) [env: ORLY_SYNC_TOKEN]
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
+    /// The service (client mode) and its credentials.
+    #[command(flatten)]
+    pub service: ServiceArgs,
     #[command(flatten)]
     pub data: DataDir,
 }
@@ -307,6 +418,43 @@ impl SyncArgs {
     /// The client-mode files (`--ca`, `--cert`, `--key`, `--token-file`) and `--data-dir` with
     /// every unset one taken from its variable; unreadable variables are problems in `p`.
     pub fn with_env(mut self, env: &dyn EnvSource, p: &mut Problems) -> Self {
+        self.service = self.service.with_env(env, p);
+        self.data.data_dir = self.data.data_dir.take().or_else(|| {
+            p.take(env.var("ORLY_DATA_DIR"))
+                .flatten()
+                .map(PathBuf::from)
+        });
+        self
+    }
+}
+
+/// How to reach an `orly-sync-negentropy` service: `--server` and the files for mTLS and the
+/// admin token, the same flags and variables for `orly sync` (client mode), `orly peers` and
+/// `orly syncs`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServiceArgs {
+    /// The orly-sync-negentropy service, HOST:PORT.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// CA certificate (PEM) of the service; enables TLS [env: ORLY_SYNC_CA]
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the service [env: ORLY_SYNC_CERT]
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert [env: ORLY_SYNC_KEY]
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// File holding the admin token for the service [env: ORLY_SYNC_TOKEN]
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ServiceArgs {
+    /// `--ca`, `--cert`, `--key` and `--token-file`, every unset one taken from its variable
+    /// (`ORLY_SYNC_CA`, `ORLY_SYNC_CERT`, `ORLY_SYNC_KEY`, `ORLY_SYNC_TOKEN`); unreadable
+    /// variables are problems in `p`.
+    pub fn with_env(mut self, env: &dyn EnvSource, p: &mut Problems) -> Self {
         let mut path = |flag: Option<PathBuf>, name: &str| {
             flag.or_else(|| p.take(env.var(name)).flatten().map(PathBuf::from))
         };
@@ -314,7 +462,6 @@ impl SyncArgs {
         self.cert = path(self.cert.take(), "ORLY_SYNC_CERT");
         self.key = path(self.key.take(), "ORLY_SYNC_KEY");
         self.token_file = path(self.token_file.take(), "ORLY_SYNC_TOKEN");
-        self.data.data_dir = path(self.data.data_dir.take(), "ORLY_DATA_DIR");
         self
     }
 }

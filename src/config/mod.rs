@@ -16,7 +16,10 @@ mod sync_service;
 #[cfg(test)]
 mod tests;
 
-pub use cli::{AuditCmd, CertsCmd, Cli, Cmd, DataDir, SyncArgs, TokenCmd};
+pub use cli::{
+    AuditCmd, CertsCmd, Cli, ClientArgs, Cmd, DataDir, PeersCmd, ServiceArgs, SyncArgs, SyncsCmd,
+    TokenCmd,
+};
 pub use db::{DbArgs, DbConfig};
 pub use env::{ConfigErrors, EnvSource, Problems, ProcessEnv};
 pub use relay::{RelayArgs, RelayServiceConfig};

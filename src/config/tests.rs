@@ -215,14 +215,17 @@ fn cli_sync_files_come_from_flags_then_variables() {
         &mut p,
     );
     assert!(p.finish(|| Some(())).is_ok());
-    assert_eq!(a.ca.as_deref(), Some(std::path::Path::new("/env/ca.pem")));
     assert_eq!(
-        a.cert.as_deref(),
+        a.service.ca.as_deref(),
+        Some(std::path::Path::new("/env/ca.pem"))
+    );
+    assert_eq!(
+        a.service.cert.as_deref(),
         Some(std::path::Path::new("/flag/me.pem"))
     );
-    assert_eq!(a.key, None);
+    assert_eq!(a.service.key, None);
     assert_eq!(
-        a.token_file.as_deref(),
+        a.service.token_file.as_deref(),
         Some(std::path::Path::new("/env/me.token"))
     );
     assert_eq!(

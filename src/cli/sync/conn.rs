@@ -4,8 +4,11 @@
 //! side of the handshake ends before the service has checked the certificate: its verdict
 //! arrives as an alert on the first read, and hyper reports only "connection closed" to the
 //! call — exactly what a service that dies says. [`TlsSeen`] tells the two apart.
+//! [`ServiceConn`] is a connection ready for calls (the token read, refusals classified), for
+//! `orly sync`, `orly peers` and `orly syncs` alike.
 
-use super::ServiceTarget;
+use super::{Phase, ServiceTarget, status_kind, status_message};
+use crate::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
 use crate::sync::ErrorKind;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use std::path::PathBuf;
@@ -45,15 +48,17 @@ impl TlsSeen {
     }
 }
 
-/// A failed connection: its error class (see `SyncError::kind`) and what to tell the user.
-pub struct ConnectFailure {
+/// A failed connection or call: its error class (see `SyncError::kind`) and what to tell the
+/// user.
+#[derive(Debug)]
+pub struct ServiceFailure {
     pub kind: ErrorKind,
     pub message: String,
 }
 
 /// Connects to the sync service (TLS when `--ca` is given).
-pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFailure> {
-    let failed = |message: String| ConnectFailure {
+pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ServiceFailure> {
+    let failed = |message: String| ServiceFailure {
         kind: ErrorKind::Incomplete,
         message,
     };
@@ -70,7 +75,7 @@ pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFai
     let res = match &t.ca {
         None => ep.connect().await,
         Some(ca) => {
-            let tls = Tls::new(t, ca).map_err(|e| ConnectFailure {
+            let tls = Tls::new(t, ca).map_err(|e| ServiceFailure {
                 kind: ErrorKind::Invalid,
                 message: e,
             })?;
@@ -85,7 +90,7 @@ pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFai
     match res {
         Ok(channel) => Ok((channel, seen)),
         Err(e) => Err(match seen.refused_certificate() {
-            Some(alert) => ConnectFailure {
+            Some(alert) => ServiceFailure {
                 kind: ErrorKind::Auth,
                 message: refused_message(&t.addr, &alert),
             },
@@ -96,6 +101,73 @@ pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ConnectFai
             )),
         }),
     }
+}
+
+/// A connection to the service ready for calls: the client, the TLS it watches and the admin
+/// token every request carries.
+pub struct ServiceConn {
+    target: ServiceTarget,
+    client: NegentropyServiceClient<Channel>,
+    tls: TlsSeen,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl ServiceConn {
+    /// Connects (TLS when `--ca` is given), then reads `--token-file`.
+    pub async fn open(t: &ServiceTarget) -> Result<Self, ServiceFailure> {
+        let (channel, tls) = connect(t).await?;
+        let token = t.token_file.as_deref().map(read_token).transpose()?;
+        Ok(Self {
+            target: t.clone(),
+            client: NegentropyServiceClient::new(channel),
+            tls,
+            token,
+        })
+    }
+
+    /// A client on the connection (a cheap handle: calls share the channel).
+    pub fn client(&self) -> NegentropyServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// `msg` as a request with the token (`authorization: Bearer`), if there is one.
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        req
+    }
+
+    /// A call the service did not answer: our certificate refused in the TLS handshake (the
+    /// alert says so), else the status's class and what to tell the user.
+    pub fn refusal(&self, s: &tonic::Status) -> ServiceFailure {
+        match self.tls.refused_certificate() {
+            Some(alert) => ServiceFailure {
+                kind: ErrorKind::Auth,
+                message: refused_message(&self.target.addr, &alert),
+            },
+            None => ServiceFailure {
+                kind: status_kind(s),
+                message: status_message(&self.target, s, Phase::BeforeAnswer),
+            },
+        }
+    }
+}
+
+/// The token in `file` as an `authorization` value.
+fn read_token(
+    file: &std::path::Path,
+) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, ServiceFailure> {
+    let invalid = |message| ServiceFailure {
+        kind: ErrorKind::Invalid,
+        message,
+    };
+    let tok = std::fs::read_to_string(file)
+        .map_err(|e| invalid(format!("cannot read token file {}: {e}", file.display())))?;
+    format!("Bearer {}", tok.trim())
+        .parse()
+        .map_err(|_| invalid(format!("token in {} is not valid text", file.display())))
 }
 
 /// What to say when the service refused our certificate.
