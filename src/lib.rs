@@ -5,6 +5,8 @@
 //! persistent index implements `negentropy::NegStorage`) → `peer` → `sync` → `relay`, `service`
 //! → `gateway` → `cli`/`config` → binaries. Lower modules never import higher ones.
 #![forbid(unsafe_code)]
+// `pub` only where the item is reachable from outside the crate; the rest says `pub(crate)`.
+#![warn(unreachable_pub)]
 
 pub mod audit;
 pub mod auth;

@@ -21,7 +21,7 @@ use super::keys::KeyError;
 use super::signing_key::generate_ed25519_pem_pair;
 
 /// Trust domain of the SPIFFE IDs given to development admin certificates.
-pub const DEV_TRUST_DOMAIN: &str = "orly.local";
+pub(super) const DEV_TRUST_DOMAIN: &str = "orly.local";
 /// Longest accepted validity, in days.
 pub const MAX_VALIDITY_DAYS: u32 = 3650;
 /// File stems `init_dev_pki` uses itself, so admins cannot be named after them.
@@ -211,7 +211,7 @@ pub fn init_dev_pki(
 }
 
 /// The SPIFFE ID a development admin certificate carries.
-pub fn dev_spiffe_id(name: &str) -> String {
+pub(super) fn dev_spiffe_id(name: &str) -> String {
     format!("spiffe://{DEV_TRUST_DOMAIN}/admin/{name}")
 }
 

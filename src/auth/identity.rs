@@ -14,7 +14,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::parse_x509_certificate;
 
 /// Longest identity name accepted; longer names are refused rather than truncated.
-pub const MAX_IDENTITY_LEN: usize = 256;
+pub(super) const MAX_IDENTITY_LEN: usize = 256;
 
 const SPIFFE_SCHEME: &str = "spiffe://";
 
@@ -130,7 +130,7 @@ impl AdminIdentity {
 }
 
 /// SHA-256 of a DER certificate.
-pub fn cert_sha256(der: &[u8]) -> [u8; 32] {
+pub(super) fn cert_sha256(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
 }
 

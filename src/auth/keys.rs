@@ -25,7 +25,7 @@ use super::strict_json::parse_object;
 /// Largest key file read; key files are a few hundred bytes, a JWKS a few kilobytes.
 pub const MAX_KEY_FILE_BYTES: u64 = 256 * 1024;
 /// Longest `kid` accepted from a JWKS file or a token header.
-pub const MAX_KID_LEN: usize = 128;
+pub(super) const MAX_KID_LEN: usize = 128;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32-byte key.
 const ED25519_SPKI_PREFIX: [u8; 12] = [

@@ -35,7 +35,7 @@ pub const DEFAULT_LEEWAY_SECS: u64 = 30;
 /// Longest token accepted, checked before any decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Claims every token must carry, checked in this order.
-pub const REQUIRED_CLAIMS: [&str; 7] = ["iss", "aud", "sub", "exp", "nbf", "iat", "jti"];
+pub(super) const REQUIRED_CLAIMS: [&str; 7] = ["iss", "aud", "sub", "exp", "nbf", "iat", "jti"];
 
 /// Header parameters a token may carry; any other is refused.
 const ALLOWED_HEADER: [&str; 3] = ["alg", "kid", "typ"];

@@ -29,7 +29,7 @@ fn wire_filter(filter: Option<&str>) -> Result<Option<common::Filter>, Failed> {
 }
 
 /// `orly peers ...`: see `orly peers --help`.
-pub fn peers(cmd: PeersCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
+pub(super) fn peers(cmd: PeersCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
     match cmd {
         PeersCmd::List(client) => {
             let json = client.json;

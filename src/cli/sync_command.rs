@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 /// `orly sync`: builds the request from the flags and runs it in direct or client mode; the
 /// exit code says how it ended (see `orly sync --help`).
-pub fn sync(a: SyncArgs, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
+pub(super) fn sync(a: SyncArgs, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
     let mut p = Problems::new("orly sync");
     let a = a.with_env(env, &mut p);
     let auth_keys = p.take(sync_auth_key(a.auth_key_file.as_deref(), env));

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 /// `orly syncs ...`: see `orly syncs --help`.
-pub fn syncs(cmd: SyncsCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
+pub(super) fn syncs(cmd: SyncsCmd, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
     match cmd {
         SyncsCmd::List(client) => {
             let json = client.json;

@@ -29,7 +29,7 @@ fn parse_ttl(s: &str) -> anyhow::Result<std::time::Duration> {
 }
 
 /// `orly token mint` and `orly token inspect`.
-pub fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
+pub(super) fn token(cmd: TokenCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         TokenCmd::Mint {
             admin,

@@ -40,7 +40,7 @@ impl DataDir {
 }
 
 /// `orly sync --help`: the modes and the exit codes.
-pub const SYNC_HELP: &str = "\
+pub(super) const SYNC_HELP: &str = "\
 Direct mode (no --server) opens the store in --data-dir itself. Client mode (--server HOST:PORT)
 asks an orly-sync-negentropy service to run the sync on its store and streams the progress; it
 touches no local files. In client mode --ca/--cert/--key/--token-file are for the service
@@ -149,7 +149,7 @@ pub enum Cmd {
 }
 
 /// Exit codes of `orly peers` and `orly syncs` (the classes of `orly sync`'s, plus not found).
-pub const SERVICE_CLIENT_HELP: &str = "\
+pub(super) const SERVICE_CLIENT_HELP: &str = "\
 Flags and variables for the service as `orly sync --server` (--ca, --cert, --key, --token-file;
 ORLY_SYNC_CA, ORLY_SYNC_CERT, ORLY_SYNC_KEY, ORLY_SYNC_TOKEN). Peer URLs are shown with user
 information and query values redacted.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Default listen address (ORLY documents).
-pub const DEFAULT_DB_LISTEN: &str = "127.0.0.1:50051";
+pub(super) const DEFAULT_DB_LISTEN: &str = "127.0.0.1:50051";
 
 /// orly-db's flags.
 #[derive(clap::Parser, Debug, Clone, Default)]

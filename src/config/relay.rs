@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default listen address.
-pub const DEFAULT_RELAY_LISTEN: &str = "127.0.0.1:7777";
+pub(super) const DEFAULT_RELAY_LISTEN: &str = "127.0.0.1:7777";
 
 /// The relay's flags.
 #[derive(clap::Parser, Debug, Clone)]

@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// The variable holding the hex secret key for NIP-42 AUTH towards relays.
-pub const SYNC_AUTH_KEY_ENV: &str = "ORLY_SYNC_AUTH_KEY";
+pub(super) const SYNC_AUTH_KEY_ENV: &str = "ORLY_SYNC_AUTH_KEY";
 
 /// Default listen address (ORLY documents).
-pub const DEFAULT_SYNC_LISTEN: &str = "127.0.0.1:50064";
+pub(super) const DEFAULT_SYNC_LISTEN: &str = "127.0.0.1:50064";
 
 /// The NIP-42 key: from `file` when given (the CLI's `--auth-key-file`), else from
 /// `ORLY_SYNC_AUTH_KEY` (the hex key itself); `None` when neither is set.

@@ -29,7 +29,7 @@ impl Form {
 
 /// Whether any of `tags` or `content` holds a character the forms write differently: a C0
 /// control without a short escape, or DEL. Only then is a fallback form worth hashing.
-pub fn needs_other_forms(tags: &[Vec<String>], content: &str) -> bool {
+pub(super) fn needs_other_forms(tags: &[Vec<String>], content: &str) -> bool {
     let special = |s: &str| {
         s.bytes()
             .any(|b| (b < 0x20 && short_escape(b).is_none()) || b == 0x7f)
@@ -49,7 +49,7 @@ pub fn canonical_json(
 }
 
 /// The serialization in `form` as a string.
-pub fn serialize(
+pub(super) fn serialize(
     form: Form,
     pubkey: &[u8; 32],
     created_at: u64,

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Most values accepted in one list of a filter (ids, authors, kinds or one tag).
-pub const MAX_FILTER_VALUES: usize = 10_000;
+pub(super) const MAX_FILTER_VALUES: usize = 10_000;
 
 /// A NIP-01 filter. Conditions are ANDed; values inside one condition are ORed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

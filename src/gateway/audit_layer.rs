@@ -12,7 +12,7 @@ use crate::service::CallInfo;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use crate::service::gate::{ADD_PEER_PATH, CANCEL_PATH, PEER_LOOP_PATH, SYNC_PATH};
+pub(super) use crate::service::gate::{ADD_PEER_PATH, CANCEL_PATH, PEER_LOOP_PATH, SYNC_PATH};
 
 /// Records allowed calls.
 #[derive(Clone)]

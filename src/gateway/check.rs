@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// Paths exempt from identity, token, limits and audit (mTLS still applies): health checks.
-pub fn is_health(path: &str) -> bool {
+pub(super) fn is_health(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/")
 }
 
@@ -98,7 +98,7 @@ where
 
 /// Answers a call refused before its handler: exactly one audit record with the reason, then the
 /// refusal's status — or UNAVAILABLE when the record cannot be written (fail closed).
-pub async fn refuse(
+pub(super) async fn refuse(
     audit: &AuditLog,
     parts: &http::request::Parts,
     refusal: Refusal,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Refusals waiting for the writer, at most.
-pub const DOOR_QUEUE: usize = 256;
+pub(super) const DOOR_QUEUE: usize = 256;
 
 /// Source addresses counted apart in summaries, at most; beyond, refusals are counted together
 /// (a flood from many addresses must not grow this without bound).
@@ -45,20 +45,20 @@ type Overflows = Arc<Mutex<HashMap<Option<IpAddr>, Overflow>>>;
 
 /// Where the accept path reports refusals. Cheap to clone; never waits.
 #[derive(Clone)]
-pub struct DoorLog {
+pub(super) struct DoorLog {
     tx: mpsc::Sender<Refused>,
     overflow: Overflows,
 }
 
 /// The writer task; [`DoorWriter::stop`] writes what is queued and the summaries, then ends it.
-pub struct DoorWriter {
+pub(super) struct DoorWriter {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DoorLog {
     /// A door log writing to `audit`, and its writer task.
-    pub fn start(audit: AuditLog) -> (Self, DoorWriter) {
+    pub(super) fn start(audit: AuditLog) -> (Self, DoorWriter) {
         let (tx, rx) = mpsc::channel(DOOR_QUEUE);
         let overflow = Overflows::default();
         let (stop, stopped) = oneshot::channel();
@@ -68,7 +68,7 @@ impl DoorLog {
 
     /// Records that a connection from `source` was refused, for `reason`: queued, or counted
     /// for a summary when the queue is full. Returns at once.
-    pub fn refused(&self, source: SocketAddr, reason: impl Into<String>) {
+    pub(super) fn refused(&self, source: SocketAddr, reason: impl Into<String>) {
         let r = Refused {
             source,
             reason: reason.into(),
@@ -98,7 +98,7 @@ impl DoorLog {
 
 impl DoorWriter {
     /// Writes every refusal still queued and every summary, then ends the task.
-    pub async fn stop(self) {
+    pub(super) async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }

@@ -26,7 +26,7 @@ use std::sync::{Arc, RwLock};
 
 /// How many times the quota of over-limit connections per IP still get a TLS handshake and a
 /// refusal they can read (with its retry delay) before connections are closed unanswered.
-pub const ANSWERED_FACTOR: u32 = 4;
+pub(super) const ANSWERED_FACTOR: u32 = 4;
 
 /// The limiters of one policy version.
 struct Limiters {

@@ -26,7 +26,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Files the TLS config is built from.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub(super) struct TlsFiles {
     /// Server certificate chain (PEM).
     pub cert: PathBuf,
     /// Server key (PEM).
@@ -45,7 +45,7 @@ impl TlsFiles {
     }
 
     /// Builds the server config: TLS 1.3 only, client certificate required, h2 ALPN.
-    pub fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+    pub(super) fn load(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         let read =
             |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let certs: Vec<CertificateDer<'static>> =
@@ -94,7 +94,7 @@ impl TlsFiles {
 
 /// The current TLS config, swapped on reload.
 #[derive(Clone)]
-pub struct ReloadableTls {
+pub(super) struct ReloadableTls {
     files: TlsFiles,
     /// The files' versions when first read: the watcher starts from them.
     loaded: Fingerprints,
@@ -103,7 +103,7 @@ pub struct ReloadableTls {
 
 impl ReloadableTls {
     /// Loads the files once; start-up fails if they are unusable.
-    pub fn new(files: TlsFiles) -> Result<Self, String> {
+    pub(super) fn new(files: TlsFiles) -> Result<Self, String> {
         let loaded = Fingerprints::now(&files.paths());
         let cfg = files.load()?;
         Ok(Self {
@@ -121,7 +121,7 @@ impl ReloadableTls {
     }
 
     /// Rebuilds from the files; on error keeps the old config and says why.
-    pub fn reload(&self) -> Result<(), String> {
+    pub(super) fn reload(&self) -> Result<(), String> {
         let cfg = self.files.load()?;
         match self.current.write() {
             Ok(mut g) => *g = cfg,
@@ -133,7 +133,11 @@ impl ReloadableTls {
 
     /// Reloads under the rule of [`FileWatch`] (a file changed, polled every `poll`, or
     /// SIGHUP) until `stop` fires. The SIGHUP handler is installed before this returns.
-    pub fn watcher(&self, poll: Duration, stop: Stop) -> impl Future<Output = ()> + Send + 'static {
+    pub(super) fn watcher(
+        &self,
+        poll: Duration,
+        stop: Stop,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let me = self.clone();
         let watch = FileWatch::new(
             "TLS certificates",
@@ -246,7 +250,7 @@ async fn linger(mut tcp: TcpStream) {
 /// Accepts connections, applies the per-IP limit, runs handshakes concurrently and yields the
 /// verified connections. Refused connections and failed handshakes are audited through `door`,
 /// which never makes the accept loop wait for the disk.
-pub fn incoming(
+pub(super) fn incoming(
     listener: TcpListener,
     tls: ReloadableTls,
     ip_limit: IpLimiter,

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 /// First delay before restarting a service that exited.
-pub const INITIAL_DELAY: Duration = Duration::from_millis(500);
+pub(super) const INITIAL_DELAY: Duration = Duration::from_millis(500);
 /// Largest delay between restarts.
-pub const MAX_DELAY: Duration = Duration::from_secs(30);
+pub(super) const MAX_DELAY: Duration = Duration::from_secs(30);
 /// A service up at least this long counts as healthy again: its next crash restarts quickly.
-pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+pub(super) const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Delays between restarts of one service: `initial`, doubling up to `max`, back to `initial`
 /// after a run of at least `stable`.

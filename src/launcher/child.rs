@@ -54,7 +54,7 @@ impl fmt::Display for ServiceName {
 
 /// Everything needed to start one service.
 #[derive(Debug, Clone)]
-pub struct ServiceSpec {
+pub(super) struct ServiceSpec {
     /// Which service.
     pub name: ServiceName,
     /// Path of its binary.
@@ -72,7 +72,7 @@ pub struct ServiceSpec {
 }
 
 /// A started service process.
-pub struct RunningChild {
+pub(super) struct RunningChild {
     name: ServiceName,
     pid: u32,
     child: tokio::process::Child,
@@ -85,7 +85,7 @@ pub struct RunningChild {
 impl RunningChild {
     /// Starts `spec`'s binary in its own process group (so a terminal's Ctrl-C reaches only the
     /// launcher, which then stops the services in order), stdin closed, output piped.
-    pub fn spawn(spec: &ServiceSpec) -> std::io::Result<Self> {
+    pub(super) fn spawn(spec: &ServiceSpec) -> std::io::Result<Self> {
         let mut cmd = tokio::process::Command::new(&spec.binary);
         for k in &spec.env_remove {
             cmd.env_remove(k);
@@ -134,45 +134,45 @@ impl RunningChild {
     }
 
     /// Which service this is.
-    pub fn name(&self) -> ServiceName {
+    pub(super) fn name(&self) -> ServiceName {
         self.name
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Time since the process was started.
-    pub fn uptime(&self) -> Duration {
+    pub(super) fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// The address from the child's "NAME listening on ADDR" line, once printed.
-    pub fn announced(&self) -> Option<SocketAddr> {
+    pub(super) fn announced(&self) -> Option<SocketAddr> {
         *self.announced.borrow()
     }
 
     /// The exit status if the process has ended (reaping it), else `None`.
-    pub fn try_exited(&mut self) -> Option<ExitStatus> {
+    pub(super) fn try_exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
     /// Waits for the process to end.
-    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+    pub(super) async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
     }
 
     /// The child's last stderr lines that are not routine log lines (its fatal error, a
     /// panic message), joined, for error messages.
-    pub async fn last_words(&mut self) -> String {
+    pub(super) async fn last_words(&mut self) -> String {
         self.drain_output().await;
         let r = self.recent_stderr.lock().unwrap_or_else(|p| p.into_inner());
         last_words(r.iter())
     }
 
     /// Lets the output forwarders finish (bounded), so a dead child's last lines are printed.
-    pub async fn drain_output(&mut self) {
+    pub(super) async fn drain_output(&mut self) {
         for h in self.output.drain(..) {
             let abort = h.abort_handle();
             if tokio::time::timeout(DRAIN_TIMEOUT, h).await.is_err() {
@@ -182,7 +182,7 @@ impl RunningChild {
     }
 
     /// Stops the process: SIGTERM, up to `timeout` to exit, then SIGKILL. Returns how it ended.
-    pub async fn stop(mut self, timeout: Duration) -> StopOutcome {
+    pub(super) async fn stop(mut self, timeout: Duration) -> StopOutcome {
         if let Some(status) = self.try_exited() {
             self.drain_output().await;
             return StopOutcome::AlreadyExited(status);
@@ -223,7 +223,7 @@ impl RunningChild {
 
 /// How [`RunningChild::stop`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopOutcome {
+pub(super) enum StopOutcome {
     /// It had already exited.
     AlreadyExited(ExitStatus),
     /// It exited after SIGTERM.

@@ -66,7 +66,7 @@ impl Probe {
 
 /// The address to connect to for a listen address: 0.0.0.0 → 127.0.0.1, [::] → [::1]. Also what
 /// the other services are given as `ORLY_GRPC_SERVER`.
-pub fn dialable(listen: SocketAddr) -> SocketAddr {
+pub(super) fn dialable(listen: SocketAddr) -> SocketAddr {
     match listen {
         SocketAddr::V4(a) if a.ip().is_unspecified() => (Ipv4Addr::LOCALHOST, a.port()).into(),
         SocketAddr::V6(a) if a.ip().is_unspecified() => (Ipv6Addr::LOCALHOST, a.port()).into(),

@@ -86,7 +86,7 @@ enum Readiness {
 
 /// Runs the services until `stop` fires. `Ok` after an orderly shutdown; `Err` when start-up
 /// failed (everything started is stopped first).
-pub async fn run(cfg: LauncherConfig, mut stop: StopSignal) -> Result<(), LaunchError> {
+pub(super) async fn run(cfg: LauncherConfig, mut stop: StopSignal) -> Result<(), LaunchError> {
     let timing = Timing {
         ready_timeout: cfg.ready_timeout,
         stop_timeout: cfg.stop_timeout,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Most events accepted in one `SaveEvents` call.
-pub const MAX_SAVE_BATCH: usize = 100_000;
+pub(super) const MAX_SAVE_BATCH: usize = 100_000;
 
 /// The DatabaseService over a store.
 pub struct DbService {

@@ -15,7 +15,7 @@ use tonic::Status;
 const BATCH: usize = 500;
 /// Most items in one `QueryForIds` answer: about 90 bytes each on the wire, under the 64 MiB
 /// message limit. A larger set is RESOURCE_EXHAUSTED (narrow the filter).
-pub const MAX_ID_ITEMS: usize = 600_000;
+pub(super) const MAX_ID_ITEMS: usize = 600_000;
 
 /// The filter of an ORLY request (absent: everything).
 pub(super) fn filter(f: Option<db::Filter>) -> Result<Filter, Status> {

@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 /// Most sessions open at once (each may hold a loaded set of up to its caller's cap, or a
 /// store snapshot).
-pub const MAX_SESSIONS: usize = 512;
+pub(super) const MAX_SESSIONS: usize = 512;
 /// A session with no request (or whose caller reads no answer) for this long is ended. A sync
 /// job waits up to an hour (the service's largest reply timeout) for its peer between two
 /// requests; the relay expires its own sessions after 60 s and closes them.

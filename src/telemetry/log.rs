@@ -41,7 +41,7 @@ static INSTALLED: OnceLock<LogFormat> = OnceLock::new();
 
 /// The format this process logs in (what `telemetry::init` installed; text before that). The
 /// launcher writes its services' lines in the same format.
-pub fn installed() -> LogFormat {
+pub(super) fn installed() -> LogFormat {
     INSTALLED.get().copied().unwrap_or_default()
 }
 

@@ -58,14 +58,14 @@ fn instruments() -> &'static Instruments {
 }
 
 /// A finished sync, by outcome (`complete` or its error class).
-pub fn count_sync(outcome: &str) {
+pub(crate) fn count_sync(outcome: &str) {
     instruments()
         .syncs
         .add(1, &[KeyValue::new("outcome", outcome.to_string())]);
 }
 
 /// Events moved by a sync.
-pub fn count_events_moved(direction: &'static str, n: u64) {
+pub(crate) fn count_events_moved(direction: &'static str, n: u64) {
     if n > 0 {
         instruments()
             .events_moved
@@ -74,14 +74,14 @@ pub fn count_events_moved(direction: &'static str, n: u64) {
 }
 
 /// An authentication failure by reason class (`tls`, `token`).
-pub fn count_auth_failure(reason: &'static str) {
+pub(crate) fn count_auth_failure(reason: &'static str) {
     instruments()
         .auth_failures
         .add(1, &[KeyValue::new("reason", reason)]);
 }
 
 /// A refused call by gRPC code.
-pub fn count_refusal(code: tonic::Code, _reason: &str) {
+pub(crate) fn count_refusal(code: tonic::Code, _reason: &str) {
     let i = instruments();
     i.refusals
         .add(1, &[KeyValue::new("code", format!("{code:?}"))]);
@@ -91,19 +91,19 @@ pub fn count_refusal(code: tonic::Code, _reason: &str) {
 }
 
 /// One audit write's latency.
-pub fn record_audit_latency(d: std::time::Duration) {
+pub(crate) fn record_audit_latency(d: std::time::Duration) {
     instruments()
         .audit_latency
         .record(d.as_secs_f64() * 1000.0, &[]);
 }
 
 /// Audit anchors accepted by no relay yet.
-pub fn set_anchor_backlog(n: u64) {
+pub(crate) fn set_anchor_backlog(n: u64) {
     instruments().anchor_backlog.record(n, &[]);
 }
 
 /// One anchor's fate in a publishing round (`published`, `not_accepted`).
-pub fn count_anchor(outcome: &'static str) {
+pub(crate) fn count_anchor(outcome: &'static str) {
     instruments()
         .anchors
         .add(1, &[KeyValue::new("outcome", outcome)]);

@@ -30,7 +30,7 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 /// relays stay down (a warning each; `orly audit anchor` publishes them later), so an outage
 /// under heavy traffic cannot grow memory and `ANCHORS.json` without bound. Later anchors still
 /// cover those records through the chain.
-pub const MAX_BACKLOG: usize = 10_000;
+pub(super) const MAX_BACKLOG: usize = 10_000;
 /// Longest `ANCHORS.json` lags the anchors signed (it is rewritten at most this often).
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 

@@ -25,7 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS alert (if any) the service sent on a connection of this channel.
 #[derive(Clone, Default)]
-pub struct TlsSeen(Arc<Mutex<Option<rustls::AlertDescription>>>);
+pub(super) struct TlsSeen(Arc<Mutex<Option<rustls::AlertDescription>>>);
 
 impl TlsSeen {
     fn note(&self, e: &std::io::Error) {
@@ -41,7 +41,7 @@ impl TlsSeen {
     /// The alert, when the service sent one: it ends connections with alerts only in the
     /// handshake, when it refuses our certificate (unknown CA, revoked, expired, or signed by
     /// another CA of the same name: `DecryptError`). A service that dies or stops sends none.
-    pub fn refused_certificate(&self) -> Option<String> {
+    pub(super) fn refused_certificate(&self) -> Option<String> {
         use rustls::AlertDescription as A;
         let alert = (*self.0.lock().ok()?)?;
         (!matches!(alert, A::CloseNotify | A::UserCanceled)).then(|| format!("{alert:?}"))
@@ -57,7 +57,7 @@ pub struct ServiceFailure {
 }
 
 /// Connects to the sync service (TLS when `--ca` is given).
-pub async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ServiceFailure> {
+pub(super) async fn connect(t: &ServiceTarget) -> Result<(Channel, TlsSeen), ServiceFailure> {
     let failed = |message: String| ServiceFailure {
         kind: ErrorKind::Incomplete,
         message,
@@ -171,7 +171,7 @@ fn read_token(
 }
 
 /// What to say when the service refused our certificate.
-pub fn refused_message(addr: &str, alert: &str) -> String {
+pub(super) fn refused_message(addr: &str, alert: &str) -> String {
     format!(
         "sync service at {addr} refused our client certificate in the TLS handshake (alert \
          {alert}): check --cert/--key and that the certificate is signed by the service's client CA"
