@@ -107,6 +107,9 @@ struct World {
     a: Vec<Event>,
     b: Vec<Event>,
     c: Vec<Event>,
+    /// The version of each family that wins (newest, ties to the lowest id; not deleted), and
+    /// the deletion.
+    winners: Ids,
     /// Every version that loses (superseded or deleted).
     losers: Vec<Event>,
     /// One losing version per family, for the relay that offers only those.
@@ -117,12 +120,12 @@ struct World {
 
 fn world() -> World {
     let own_notes = notes("replica-own", 25, T - 100_000);
-    let shared = notes("replica-shared", 30, T - 90_000);
-    let only_a = notes("replica-only-a", 40, T - 80_000);
-    let only_b = notes("replica-only-b", 40, T - 70_000);
-    let only_c = notes("replica-only-c", 40, T - 60_000);
-    let ab = notes("replica-ab", 20, T - 50_000);
-    let bc = notes("replica-bc", 20, T - 40_000);
+    let shared = notes("replica-shared", 60, T - 90_000);
+    let only_a = notes("replica-only-a", 150, T - 80_000);
+    let only_b = notes("replica-only-b", 150, T - 70_000);
+    let only_c = notes("replica-only-c", 150, T - 60_000);
+    let ab = notes("replica-ab", 40, T - 50_000);
+    let bc = notes("replica-bc", 40, T - 40_000);
 
     // One author's replaceable and addressable families, split between the relays.
     let r = Keys::from_seed(b"replica-families", 0);
@@ -170,6 +173,15 @@ fn world() -> World {
     let cat = |parts: &[&[Event]]| parts.concat();
     // Of the tied versions, the one with the higher id loses.
     let higher = |x: &Event, y: &Event| if x.id < y.id { y.clone() } else { x.clone() };
+    let lower = |x: &Event, y: &Event| if x.id < y.id { x.clone() } else { y.clone() };
+    let winners = set(&[
+        lower(&k0_a, &k0_b),
+        k3_b.clone(),
+        lower(&list_a, &list_b),
+        x_c.clone(),
+        gone_new.clone(),
+        del.clone(),
+    ]);
     // One loser per family (a relay keeps one version of each).
     let stale = vec![
         higher(&k0_a, &k0_b),
@@ -196,6 +208,7 @@ fn world() -> World {
             &[k0_c, x_c, doomed.clone(), gone_new],
         ]),
         own_notes,
+        winners,
         losers,
         stale,
         deleted: set(&[doomed, gone_old]),
@@ -381,6 +394,7 @@ async fn replicas() {
     let want_ids = ids_of_lines(&want);
     assert!(want_ids.is_disjoint(&w.deleted));
     assert!(want_ids.is_disjoint(&set(&w.losers)));
+    assert!(want_ids.is_superset(&w.winners));
 
     let fx = Fixture::with_policy(&policy_toml("", &[AdminSpec::open("alice")]));
     let tmp = tempfile::tempdir().unwrap();
@@ -554,17 +568,36 @@ async fn replicas() {
         .chain(round2.iter().zip(&last2))
         .chain(round3.iter().zip(&last3))
         .collect();
+    let mut spans = BTreeMap::new();
     for (i, svc) in services.into_iter().enumerate() {
         svc.terminate();
         let dir = audit_dir(&fx, i as u32 + 1);
-        check_audit(&fx, &dir, i, &rounds);
+        check_audit(&fx, &dir, i, &rounds, &mut spans);
+    }
+    // The race was real: in round one, the two syncs of each relay (one per service) overlapped
+    // (each allowed before the other finished; the audit times have milliseconds).
+    for (x, y) in round1.iter().zip(round1.iter().skip(1)).step_by(2) {
+        assert_eq!(x.peer, y.peer);
+        let ((dx, fin_x), (dy, fin_y)) = (&spans[&x.trace], &spans[&y.trace]);
+        assert!(
+            dx <= fin_y && dy <= fin_x,
+            "the syncs of {} through the two services did not overlap: {dx}..{fin_x}, {dy}..{fin_y}",
+            x.peer
+        );
     }
 }
 
 /// `dir` verifies, and its sync records are exactly the calls made through service `svc`: per
 /// call one allowed decision starting a sync and one finished record naming it, with the
-/// caller's trace id, peer, direction and the counts the caller was shown.
-fn check_audit(fx: &Fixture, dir: &Path, svc: usize, calls: &[(&Call, &npb::SyncProgress)]) {
+/// caller's trace id, peer, direction and the counts the caller was shown. Adds each call's
+/// (decision time, finished time) to `spans`, by trace id.
+fn check_audit(
+    fx: &Fixture,
+    dir: &Path,
+    svc: usize,
+    calls: &[(&Call, &npb::SyncProgress)],
+    spans: &mut BTreeMap<String, (String, String)>,
+) {
     let (code, out) = fx.verify(dir);
     assert_eq!(code, 0, "audit log of service {}: {out}", svc + 1);
     let recs = audit_records(dir);
@@ -610,6 +643,7 @@ fn check_audit(fx: &Fixture, dir: &Path, svc: usize, calls: &[(&Call, &npb::Sync
         assert_eq!(d["allowed"], true, "{what}");
         assert_eq!(d["starts_sync"], true, "{what}");
         assert_eq!(s(d, "trace_id"), c.trace, "{what}");
+        spans.insert(c.trace.clone(), (s(d, "time"), s(f, "time")));
     }
     let starts = recs.iter().filter(|r| r["starts_sync"] == true).count();
     assert_eq!(
