@@ -12,8 +12,10 @@
 //! - the database holds exactly what one writer fed every event would (newest wins, ties to the
 //!   lowest id, deleted events gone), with no duplicate row, no row of a deleted id, and a clean
 //!   `orly stats --check`;
-//! - the fetched counts of the concurrent syncs add up to what the database gained (each new
-//!   event counted by one sync, plus at most the versions a later one replaced or deleted);
+//! - each sync accounts for every id that differed once (fetched, skipped, already had, sent,
+//!   refused), and the fetched counts of the concurrent syncs add up to what the database gained
+//!   (each new event counted by one sync, plus at most the versions a later one replaced or
+//!   deleted);
 //! - nostr-sdk clients reading from either `orly-relay` see that same id set;
 //! - the relays synced both ways received the database's events, and after a second round hold
 //!   what the database holds; that round, and a relay offering only deleted and superseded
@@ -318,6 +320,24 @@ async fn run_at_once(
             c.dir,
             c.svc + 1,
             tail(&fx.log_text(c.svc as u32 + 1), 30)
+        );
+        // Every id that differed is accounted for once: each needed one fetched, skipped or
+        // already had (stored first by another sync); with uploads, each one the store had
+        // sent, refused or already had by the peer. Nothing is dropped: every event is valid.
+        let uploads = c.dir == npb::Direction::Both;
+        let moved = m.need_count + if uploads { m.have_count } else { 0 };
+        let counted = m.fetched_count
+            + m.skipped_count
+            + m.already_had_count
+            + m.sent_count
+            + m.rejected_count;
+        assert!(
+            moved == counted && m.dropped_count == 0 && (uploads || m.sent_count == 0),
+            "sync {} {:?} through service {}: {moved} ids differed, {counted} accounted for: \
+             {m:?}",
+            c.peer,
+            c.dir,
+            c.svc + 1
         );
         last.push(m);
     }
