@@ -14,8 +14,8 @@
 //!   lowest id, deleted events gone), with no duplicate row, no row of a deleted id, and a clean
 //!   `orly stats --check`;
 //! - each sync accounts once for every id that differed (fetched, skipped, already had, sent,
-//!   refused): exactly in the later rounds; in round one a `both` sync may leave out ids another
-//!   sync replaced or deleted before its upload (a known gap in the counts, bounded here); and
+//!   refused, undelivered), exactly, also when another sync replaced or deleted an id before
+//!   this one uploaded it (then already had); and
 //!   the fetched counts of the concurrent syncs add up to what the database gained (each new
 //!   event counted by one sync, plus at most the versions a later one replaced or deleted);
 //! - nostr-sdk clients reading from either `orly-relay` see that same id set;
@@ -327,14 +327,12 @@ struct Call {
 }
 
 /// The calls' last progress messages, in order; runs them all at once. Each must complete and
-/// account for every id that differed, but for at most `uncounted` ids of a `both` sync (see
-/// the known gap below; 0: exact).
+/// account exactly for every id that differed.
 async fn run_at_once(
     chans: &[tonic::transport::Channel],
     token: &str,
     calls: &[Call],
     fx: &Fixture,
-    uncounted: i64,
 ) -> Vec<npb::SyncProgress> {
     let futs = calls.iter().map(|c| {
         let ch = chans[c.svc].clone();
@@ -367,21 +365,17 @@ async fn run_at_once(
         // sent, refused or already had by the peer. Nothing is dropped: every event is valid.
         let uploads = c.dir == npb::Direction::Both;
         let moved = m.need_count + if uploads { m.have_count } else { 0 };
+        // An id of `have` that another sync replaced or deleted here before this sync read
+        // its upload batch is `already_had` (the sides agree on it); a needed id the relay did
+        // not send is `undelivered`. Exact in every round.
         let counted = m.fetched_count
             + m.skipped_count
             + m.already_had_count
             + m.sent_count
-            + m.rejected_count;
-        // Known gap (src/sync/transfers.rs `pump`): an id of `have` that another sync replaced
-        // or deleted in the store before this sync read its upload batch is counted nowhere.
-        // Only round one races that way; `uncounted` bounds it there. Exact once it is fixed.
-        let short = moved - counted;
+            + m.rejected_count
+            + m.undelivered_count;
         assert!(
-            m.dropped_count == 0
-                && (uploads || m.sent_count == 0)
-                && short >= 0
-                && short <= uncounted
-                && (short == 0 || uploads),
+            m.dropped_count == 0 && (uploads || m.sent_count == 0) && moved == counted,
             "sync {} {:?} through service {}: {moved} ids differed, {counted} accounted for: \
              {m:?}",
             c.peer,
@@ -535,11 +529,7 @@ async fn replicas() {
         call(0, &peer_c, Both),
         call(1, &peer_c, Down),
     ];
-    // The versions some sync may store and another replace or delete while it runs.
-    let short_lived = set(&[w.own.clone(), w.a.clone(), w.b.clone(), w.c.clone()].concat())
-        .difference(&want_ids)
-        .count() as i64;
-    let last1 = run_at_once(&chans, &token, &round1, &fx, short_lived).await;
+    let last1 = run_at_once(&chans, &token, &round1, &fx).await;
     let got = db_export(&url).await;
     assert_eq!(
         got.len(),
@@ -587,7 +577,7 @@ async fn replicas() {
         call(1, &peer_b, Both),
         call(0, &peer_c, Both),
     ];
-    let last2 = run_at_once(&chans, &token, &round2, &fx, 0).await;
+    let last2 = run_at_once(&chans, &token, &round2, &fx).await;
     for m in &last2 {
         assert_eq!(m.fetched_count, 0, "a second round stored something: {m:?}");
     }
@@ -596,7 +586,7 @@ async fn replicas() {
     // --- A relay offering only superseded and deleted versions, through both services at once.
     let stale = local_relay(&w.stale, no_rate_limit()).await;
     let round3 = vec![call(0, &stale.url, Down), call(1, &stale.url, Down)];
-    let last3 = run_at_once(&chans, &token, &round3, &fx, 0).await;
+    let last3 = run_at_once(&chans, &token, &round3, &fx).await;
     for m in &last3 {
         assert_eq!(m.fetched_count, 0, "a stale version was stored: {m:?}");
     }

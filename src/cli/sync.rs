@@ -95,7 +95,7 @@ impl Display {
                 (false, _) => "sync failed".to_string(),
             };
             crate::errln!(
-                "{head}: {} rounds, have {}, need {}, fetched {}, sent {}, already had {}, skipped {}, dropped {}, refused uploads {}, {} B up / {} B down",
+                "{head}: {} rounds, have {}, need {}, fetched {}, sent {}, already had {}, skipped {}, dropped {}, undelivered {}, refused uploads {}, {} B up / {} B down",
                 p.round,
                 p.have,
                 p.need,
@@ -104,6 +104,7 @@ impl Display {
                 p.already_had,
                 p.skipped,
                 p.dropped,
+                p.undelivered,
                 p.rejected,
                 p.bytes_sent,
                 p.bytes_received

@@ -65,6 +65,7 @@ pub fn progress_to_pb(p: &Progress, sync_id: &str) -> pb::SyncProgress {
         last_refusal: p.last_refusal.clone().unwrap_or_default(),
         already_had_count: n(p.already_had),
         split_count: n(p.splits),
+        undelivered_count: n(p.undelivered),
     }
 }
 
@@ -83,6 +84,7 @@ pub fn progress_from_pb(p: &pb::SyncProgress) -> Progress {
         skipped: n(p.skipped_count),
         dropped: n(p.dropped_count),
         rejected: n(p.rejected_count),
+        undelivered: n(p.undelivered_count),
         splits: n(p.split_count),
         bytes_sent: n(p.bytes_sent),
         bytes_received: n(p.bytes_received),
@@ -117,6 +119,7 @@ mod tests {
             already_had: 6,
             skipped: 7,
             dropped: 8,
+            undelivered: 13,
             rejected: 9,
             splits: 10,
             bytes_sent: 11,
@@ -132,7 +135,7 @@ mod tests {
         assert_eq!(progress_from_pb(&m), p);
         let mut done = p.clone();
         done.mark_complete();
-        assert_eq!(done.differs, vec!["dropped", "rejected"]);
+        assert_eq!(done.differs, vec!["dropped", "undelivered", "rejected"]);
         assert_eq!(progress_from_pb(&progress_to_pb(&done, "0123")), done);
         // An error without a kind (an older service) still fails the sync.
         let old = pb::SyncProgress {

@@ -186,7 +186,7 @@ impl SyncJob {
             }
             if !st.auth.is_pending() {
                 // Whatever we sent while our AUTH is pending would be refused again.
-                st.transfers.pump(&st.conn, &*self.store).await?;
+                st.transfers.pump(&st.conn, &*self.store, &mut st.p).await?;
             }
             if st.is_idle() {
                 return Ok(());
@@ -334,7 +334,7 @@ impl SyncJob {
         sub: String,
         on_progress: &mut (impl FnMut(&Progress) + Send),
     ) -> Result<(), SyncError> {
-        if st.transfers.fetch_done(&sub) {
+        if st.transfers.fetch_done(&sub, &mut st.p) {
             st.transfers.flush(&*self.store, &mut st.p).await?;
             st.report(on_progress);
             let _ = st.conn.close_sub(&sub).await;

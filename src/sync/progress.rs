@@ -91,6 +91,10 @@ pub struct Progress {
     pub skipped: u64,
     /// Events received but dropped: not asked for, or failing verification.
     pub dropped: u64,
+    /// Needed ids the relay did not send when asked (it named them in the reconciliation, then
+    /// ended the fetch without them: deleted or replaced there meanwhile, or withheld). The
+    /// sides differ by these.
+    pub undelivered: u64,
     /// Uploads the relay refused, of events still held here at the end of the sync: the
     /// sides differ by these.
     pub rejected: u64,
@@ -109,7 +113,7 @@ pub struct Progress {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_refusal: Option<String>,
     /// On a completed sync: why the two sides still differ, by counter name (`"dropped"`,
-    /// `"rejected"`); empty when they agree. See [`Progress::differences`].
+    /// `"undelivered"`, `"rejected"`); empty when they agree. See [`Progress::differences`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub differs: Vec<&'static str>,
     /// With `error`: its class (see `SyncError::kind`).
@@ -119,12 +123,16 @@ pub struct Progress {
 
 impl Progress {
     /// Why a completed sync left the two sides different, by counter name: `"dropped"` (events
-    /// received that failed verification or were not asked for) and `"rejected"` (uploads the
-    /// relay refused). Empty when nothing was lost that way.
+    /// received that failed verification or were not asked for), `"undelivered"` (needed ids
+    /// the relay did not send) and `"rejected"` (uploads the relay refused). Empty when nothing
+    /// was lost that way.
     pub fn differences(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.dropped > 0 {
             v.push("dropped");
+        }
+        if self.undelivered > 0 {
+            v.push("undelivered");
         }
         if self.rejected > 0 {
             v.push("rejected");
@@ -163,6 +171,12 @@ impl Progress {
             parts.push(format!(
                 "{} dropped (failed verification or not asked for)",
                 plural(self.dropped, "event", "events")
+            ));
+        }
+        if self.undelivered > 0 {
+            parts.push(format!(
+                "{} the relay named but did not send",
+                plural(self.undelivered, "event", "events")
             ));
         }
         if self.rejected > 0 {

@@ -183,6 +183,7 @@ impl Transfers {
         &mut self,
         conn: &RelayConn,
         store: &dyn Store,
+        p: &mut Progress,
     ) -> Result<(), SyncError> {
         while self.fetches.len() < FETCH_IN_FLIGHT && !self.need.is_empty() && !self.cap.reached() {
             let n = FETCH_BATCH.min(self.need.len()).min(self.cap.room());
@@ -203,8 +204,14 @@ impl Transfers {
                 break;
             }
             let ids: Vec<[u8; 32]> = self.have.drain(..n).collect();
+            let asked = ids.len() as u64;
             let span = tracing::info_span!("upload_batch", events = ids.len());
-            for ev in store.get_by_ids(ids).instrument(span).await? {
+            let found = store.get_by_ids(ids).instrument(span).await?;
+            // Gone from the store since the reconciliation: replaced or deleted here by another
+            // sync or writer. Nothing to upload; the sides agree on them as on a refused upload
+            // of a replaced event (see `recheck_refusals`).
+            p.already_had += asked.saturating_sub(found.len() as u64);
+            for ev in found {
                 self.cap.take(1);
                 self.uploads.insert(ev.id_hex());
                 conn.publish(&ev).await.map_err(disconnected)?;
@@ -243,11 +250,12 @@ impl Transfers {
 
     /// `EOSE` on `sub`: whether it was one of our fetches, now done. The ids it did not
     /// deliver give their places under the cap back.
-    pub(super) fn fetch_done(&mut self, sub: &str) -> bool {
+    pub(super) fn fetch_done(&mut self, sub: &str, p: &mut Progress) -> bool {
         let Some(f) = self.fetches.remove(sub) else {
             return false;
         };
         f.span.record("missing", f.ids.len());
+        p.undelivered += f.ids.len() as u64;
         self.cap.give_back(f.ids.len());
         true
     }
@@ -387,9 +395,12 @@ mod tests {
         fetching(&mut t, "a", &[[1; 32], [2; 32]]);
         fetching(&mut t, "b", &[[3; 32]]);
         assert!(t.cap.reached());
-        assert!(!t.fetch_done("unknown"));
-        assert!(t.fetch_done("a"), "EOSE: both ids undelivered");
+        let mut p = Progress::default();
+        assert!(!t.fetch_done("unknown", &mut p));
+        assert!(t.fetch_done("a", &mut p), "EOSE: both ids undelivered");
         assert_eq!(t.cap.room(), 2);
+        assert_eq!(p.undelivered, 2, "counted: the sides differ by them");
+        assert_eq!(p.differences(), ["undelivered"]);
         assert_eq!(t.fetch_closed("b"), Some(vec![[3; 32]]));
         assert_eq!(t.cap.room(), 3);
         assert_eq!(t.fetch_closed("b"), None);
