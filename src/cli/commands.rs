@@ -140,11 +140,14 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
                 )?,
             };
             pb.finish_and_clear();
-            if let CliStore::Fjall(store) = store {
-                // Compacts the negentropy index after the bulk load, then leaves no journal
-                // behind.
-                store.flush()?;
-                store.close(None)?;
+            match store {
+                CliStore::Fjall(store) => {
+                    // Compacts the negentropy index after the bulk load, then leaves no journal
+                    // behind.
+                    store.flush()?;
+                    store.close(None)?;
+                }
+                CliStore::Postgres(store, rt) => rt.block_on(store.after_bulk_load())?,
             }
             let secs = started.elapsed().as_secs_f64();
             errln!(
@@ -182,7 +185,11 @@ pub fn run(cli: Cli, env: &dyn EnvSource) -> anyhow::Result<ExitCode> {
                 let pg = PgStore::open(&cfg).await?;
                 let (from, into): (&dyn Store, &dyn Store) =
                     if to_pg { (&fjall, &pg) } else { (&pg, &fjall) };
-                crate::store::postgres::migrate::copy(from, into, &ck, &pb).await
+                let sum = crate::store::postgres::migrate::copy(from, into, &ck, &pb).await?;
+                if to_pg {
+                    pg.after_bulk_load().await?;
+                }
+                Ok::<_, crate::store::StoreError>(sum)
             })?;
             pb.finish_and_clear();
             fjall.flush()?;

@@ -21,6 +21,8 @@ const CACHE_ITEMS: usize = 1 << 20;
 /// Most buckets, and items, one read loads when the session walks buckets in order.
 const READ_AHEAD_SEGS: usize = 512;
 const READ_AHEAD_ITEMS: usize = 16_384;
+/// Most items one read loads when a source whose reads are round trips loads the whole set.
+const BULK_READ_ITEMS: usize = 65_536;
 /// A miss at most this many buckets after the previous read counts as walking in order.
 const NEAR: usize = 16;
 
@@ -182,6 +184,12 @@ pub(super) trait SetSource: Send + Sync {
     fn buckets(&self, lo: u64, hi: u64) -> Result<Vec<(u64, u64, Sum)>, StoreError>;
     /// The items with `lo <= created_at <= hi`, ascending.
     fn read(&self, lo: u64, hi: u64) -> Result<Vec<Item>, StoreError>;
+    /// True when every read is a round trip to another process (a database server): then a
+    /// miss always reads ahead as far as the limits allow, rather than only while misses walk
+    /// the buckets in order. A local scan is cheap to start, so the default is false.
+    fn reads_are_round_trips(&self) -> bool {
+        false
+    }
 }
 
 /// The fjall view: one snapshot of the index and the time index.
@@ -307,6 +315,14 @@ impl IndexedSet {
     /// (many small ranges differ) one read loads the following buckets too.
     fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
         if !self.cache.contains_key(&s) {
+            // Over a database server a read is a round trip, worth far more than the items it
+            // brings, and a reconciliation with differences spread over the set touches most
+            // of it: the first miss loads the whole set, in a few large reads, when it fits
+            // the cache.
+            if self.src.reads_are_round_trips() && self.size <= CACHE_ITEMS {
+                self.load_all()?;
+                return Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]));
+            }
             let near = s >= self.read_end && s - self.read_end <= NEAR;
             self.window = if near {
                 (self.window * 2).min(READ_AHEAD_SEGS)
@@ -326,30 +342,58 @@ impl IndexedSet {
                 end += 1;
             }
             self.read_end = end;
-            let (lo, hi) = (self.segs[s].lo, self.segs[end - 1].hi);
-            let items = self
-                .read(lo, hi)
-                .map_err(|e| NegError::Storage(e.to_string()))?;
-            if items.len() != n {
-                return Err(NegError::Storage(format!(
-                    "negentropy index out of step: {} events in {lo}..={hi}, the index says {n} \
-                     (run `orly check`)",
-                    items.len(),
-                )));
-            }
-            if self.cached + n > CACHE_ITEMS {
-                self.cache.clear();
-                self.cached = 0;
-            }
-            self.cached += n;
-            let mut rest = items.as_slice();
-            for k in s..end {
-                let (mine, more) = rest.split_at(self.segs[k].count.min(rest.len()));
-                rest = more;
-                self.cache.insert(k, mine.to_vec());
-            }
+            self.load(s, end, n)?;
         }
         Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]))
+    }
+
+    /// Reads segments `s..end` (`n` items in all, says the index) into the cache.
+    fn load(&mut self, s: usize, end: usize, n: usize) -> Result<(), NegError> {
+        let (lo, hi) = (self.segs[s].lo, self.segs[end - 1].hi);
+        let items = self
+            .read(lo, hi)
+            .map_err(|e| NegError::Storage(e.to_string()))?;
+        if items.len() != n {
+            return Err(NegError::Storage(format!(
+                "negentropy index out of step: {} events in {lo}..={hi}, the index says {n} \
+                 (run `orly check`)",
+                items.len(),
+            )));
+        }
+        if self.cached + n > CACHE_ITEMS {
+            self.cache.clear();
+            self.cached = 0;
+        }
+        self.cached += n;
+        let mut rest = items.as_slice();
+        for k in s..end {
+            let (mine, more) = rest.split_at(self.segs[k].count.min(rest.len()));
+            rest = more;
+            self.cache.insert(k, mine.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Reads every segment not cached yet, in runs of at most [`BULK_READ_ITEMS`] items.
+    fn load_all(&mut self) -> Result<(), NegError> {
+        let mut s = 0;
+        while s < self.segs.len() {
+            if self.cache.contains_key(&s) {
+                s += 1;
+                continue;
+            }
+            let (mut end, mut n) = (s + 1, self.segs[s].count);
+            while let Some(next) = self.segs.get(end) {
+                if n + next.count > BULK_READ_ITEMS || self.cache.contains_key(&end) {
+                    break;
+                }
+                n += next.count;
+                end += 1;
+            }
+            self.load(s, end, n)?;
+            s = end;
+        }
+        Ok(())
     }
 
     /// The segment holding position `i` (< size).

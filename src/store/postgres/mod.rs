@@ -202,6 +202,19 @@ impl PgStore {
         self.inner.read.get().await.map_err(pool_err)
     }
 
+    /// After a bulk load (`orly import`, `orly migrate`): `VACUUM (ANALYZE)` of the tables a
+    /// sync reads, so the next reads find planner statistics (without them a range of the
+    /// negentropy set is planned for a few rows and read through a bitmap heap scan and a
+    /// sort) and a visibility map (index-only scans without a heap fetch per row) — what
+    /// autovacuum would do later, done before the sync that usually follows. On a standby
+    /// this is refused like any write.
+    pub async fn after_bulk_load(&self) -> Result<(), StoreError> {
+        let c = self.writer().await?;
+        c.batch_execute("VACUUM (ANALYZE) events, event_tags, neg_buckets, superseded")
+            .await
+            .map_err(pg_err)
+    }
+
     /// Counts by kind and time bounds (`orly stats`).
     pub async fn stats(&self) -> Result<super::StoreStats, StoreError> {
         check::stats(&**self.reader().await?).await

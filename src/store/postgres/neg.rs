@@ -134,6 +134,10 @@ fn clamp(t: u64) -> i64 {
 }
 
 impl SetSource for PgSource {
+    fn reads_are_round_trips(&self) -> bool {
+        true
+    }
+
     fn buckets(&self, lo: u64, hi: u64) -> Result<Vec<(u64, u64, Sum)>, StoreError> {
         let rows = self
             .handle
