@@ -23,6 +23,9 @@ const READ_AHEAD_SEGS: usize = 512;
 const READ_AHEAD_ITEMS: usize = 16_384;
 /// Most items one read loads when a source whose reads are round trips loads the whole set.
 const BULK_READ_ITEMS: usize = 65_536;
+/// Misses after which such a source loads the whole set: more than the range bounds of one
+/// message (16 ranges by default) can cause.
+const BULK_AFTER_MISSES: usize = 48;
 /// A miss at most this many buckets after the previous read counts as walking in order.
 const NEAR: usize = 16;
 
@@ -235,6 +238,8 @@ pub struct IndexedSet {
     /// previous read ended.
     window: usize,
     read_end: usize,
+    /// Reads the set has needed so far.
+    misses: usize,
 }
 
 impl IndexedSet {
@@ -267,6 +272,7 @@ impl IndexedSet {
             cached: 0,
             window: 1,
             read_end: 0,
+            misses: 0,
         };
         if lo > hi {
             return Ok(set);
@@ -316,10 +322,15 @@ impl IndexedSet {
     fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
         if !self.cache.contains_key(&s) {
             // Over a database server a read is a round trip, worth far more than the items it
-            // brings, and a reconciliation with differences spread over the set touches most
-            // of it: the first miss loads the whole set, in a few large reads, when it fits
-            // the cache.
-            if self.src.reads_are_round_trips() && self.size <= CACHE_ITEMS {
+            // brings. A reconciliation of equal sets misses only at the few range bounds of
+            // its first message; one with differences spread over the set goes on to touch
+            // most of it: past [`BULK_AFTER_MISSES`] misses the whole set is loaded, in a few
+            // large reads, when it fits the cache.
+            self.misses += 1;
+            if self.src.reads_are_round_trips()
+                && self.misses > BULK_AFTER_MISSES
+                && self.size <= CACHE_ITEMS
+            {
                 self.load_all()?;
                 return Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]));
             }
