@@ -11,9 +11,8 @@ mod common;
 mod pg;
 
 use common::*;
-use orly::event::Filter;
 use orly::store::postgres::{PgConfig, PgTarget};
-use orly::store::{FjallStore, Order, PgStore, Store, StoreError};
+use orly::store::{PgStore, Store, StoreError};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
@@ -71,31 +70,6 @@ fn shuffled(evs: &[Event], seed: u64) -> Vec<Event> {
     v
 }
 
-async fn open(url: &str) -> PgStore {
-    PgStore::open(&PgConfig {
-        primary: PgTarget::parse("test", url, None).unwrap(),
-        read: None,
-    })
-    .await
-    .unwrap()
-}
-
-async fn export(s: &dyn Store) -> Vec<String> {
-    use futures_util::StreamExt;
-    s.query(Filter::default(), Order::NewestFirst)
-        .map(|e| e.unwrap().to_json())
-        .collect()
-        .await
-}
-
-/// What one writer ends with.
-async fn one_writer(evs: &[Event]) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FjallStore::open(dir.path()).unwrap();
-    s.save(evs.to_vec()).await.unwrap();
-    export(&s).await
-}
-
 fn check_clean(url: &str) {
     let (code, out, err) = orly_env(
         &["stats", "--check", "--json"],
@@ -109,7 +83,7 @@ fn check_clean(url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_writers_in_small_batches_end_where_one_writer_would() {
     let evs = corpus(12);
-    let want = one_writer(&evs).await;
+    let want = pg::one_writer(&evs).await;
     let url = tokio::task::spawn_blocking(|| pg::cluster().database())
         .await
         .unwrap();
@@ -117,7 +91,7 @@ async fn four_writers_in_small_batches_end_where_one_writer_would() {
     for w in 0..4u64 {
         let (url, mine) = (url.clone(), shuffled(&evs, 100 + w));
         tasks.push(tokio::spawn(async move {
-            let s = open(&url).await;
+            let s = pg::open_store(&url).await;
             let mut rng = rand::rngs::StdRng::seed_from_u64(w);
             let mut rest = mine.as_slice();
             while !rest.is_empty() {
@@ -131,8 +105,8 @@ async fn four_writers_in_small_batches_end_where_one_writer_would() {
     for t in tasks {
         t.await.unwrap();
     }
-    let s = open(&url).await;
-    assert_eq!(export(&s).await, want);
+    let s = pg::open_store(&url).await;
+    assert_eq!(pg::export(&s).await, want);
     let db = pg::db_name(&url);
     let dup = tokio::task::spawn_blocking(move || {
         pg::cluster().psql(&db, "SELECT count(*) - count(DISTINCT id) FROM events")
@@ -151,7 +125,7 @@ fn two_import_processes_end_where_one_writer_would() {
     let evs = corpus(300);
     assert!(evs.len() > 2 * 4096, "more than one import batch each");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let want = rt.block_on(one_writer(&evs));
+    let want = rt.block_on(pg::one_writer(&evs));
     let tmp = tempfile::tempdir().unwrap();
     let url = pg::cluster().database();
     let mut kids = Vec::new();
@@ -173,7 +147,7 @@ fn two_import_processes_end_where_one_writer_would() {
     for mut k in kids {
         assert!(k.wait().unwrap().success());
     }
-    let got = rt.block_on(async { export(&open(&url).await).await });
+    let got = rt.block_on(async { pg::export(&pg::open_store(&url).await).await });
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
     check_clean(&url);
@@ -185,7 +159,7 @@ fn newer_schema_refused_and_broken_bucket_found() {
     let db = pg::db_name(&url);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let s = open(&url).await;
+        let s = pg::open_store(&url).await;
         s.save(corpus(1)).await.unwrap();
     });
     check_clean(&url);
@@ -224,19 +198,19 @@ fn a_hot_standby_serves_reads_and_refuses_writes() {
     let db = pg::db_name(&url);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let evs = corpus(2);
-    rt.block_on(async { open(&url).await.save(evs.clone()).await.unwrap() });
+    rt.block_on(async { pg::open_store(&url).await.save(evs.clone()).await.unwrap() });
     let standby = primary.standby();
     let s_url = standby.url(&db);
     // Reads through ORLY_POSTGRES_READ_URL, and a store opened on the standby alone.
-    let want = rt.block_on(one_writer(&evs));
+    let want = rt.block_on(pg::one_writer(&evs));
     let both = rt.block_on(PgStore::open(&PgConfig {
         primary: PgTarget::parse("test", &url, None).unwrap(),
         read: Some(PgTarget::parse("test", &s_url, None).unwrap()),
     }));
     let both = both.unwrap();
-    assert_eq!(rt.block_on(export(&both)), want);
-    let only = rt.block_on(open(&s_url));
-    assert_eq!(rt.block_on(export(&only)), want);
+    assert_eq!(rt.block_on(pg::export(&both)), want);
+    let only = rt.block_on(pg::open_store(&s_url));
+    assert_eq!(rt.block_on(pg::export(&only)), want);
     let more = sign_event(&Keys::from_seed(b"sb", 1), 5000, 1, vec![], "late");
     match rt.block_on(only.save(vec![more.clone()])) {
         Err(StoreError::Refused(why)) => assert!(why.contains("hot standby"), "{why}"),
@@ -289,7 +263,7 @@ fn a_hot_standby_serves_reads_and_refuses_writes() {
     ];
     let (code, out, err) = orly_env(&["sync", &format!("ws://{}", r.addr), "--json"], &env2);
     assert_eq!(code, 0, "{out}{err}");
-    let copy = rt.block_on(async { export(&open(&url2).await).await });
-    assert_eq!(copy, rt.block_on(export(&both)));
+    let copy = rt.block_on(async { pg::export(&pg::open_store(&url2).await).await });
+    assert_eq!(copy, rt.block_on(pg::export(&both)));
     r.terminate();
 }

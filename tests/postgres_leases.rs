@@ -11,23 +11,13 @@ mod pg;
 use common::{block, channel, import, notes, relay, spawn_service};
 use orly::proto::orlysync::negentropy::v1 as npb;
 use orly::proto::orlysync::negentropy::v1::negentropy_service_client::NegentropyServiceClient;
-use orly::store::postgres::{PgConfig, PgTarget};
-use orly::store::{PgStore, Store};
+use orly::store::Store;
 use std::time::{Duration, Instant};
-
-async fn open(url: &str) -> PgStore {
-    PgStore::open(&PgConfig {
-        primary: PgTarget::parse("test", url, None).unwrap(),
-        read: None,
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_is_exclusive_until_it_expires_and_racers_get_one_winner() {
     let url = pg::cluster().database();
-    let (a, b) = (open(&url).await, open(&url).await);
+    let (a, b) = (pg::open_store(&url).await, pg::open_store(&url).await);
     let ttl = Duration::from_secs(2);
     assert!(a.lease("peer:x", "a", ttl).await.unwrap());
     assert!(!b.lease("peer:x", "b", ttl).await.unwrap(), "held by a");
@@ -47,7 +37,7 @@ async fn a_lease_is_exclusive_until_it_expires_and_racers_get_one_winner() {
     // Eight holders racing for a free lease, each on its own pool: exactly one wins.
     let mut stores = Vec::new();
     for _ in 0..8 {
-        stores.push(open(&url).await);
+        stores.push(pg::open_store(&url).await);
     }
     let racers = stores.iter().enumerate().map(|(i, s)| {
         let holder = format!("r{i}");
@@ -132,7 +122,7 @@ fn two_replicas_sync_a_peer_one_at_a_time_and_the_second_takes_over() {
         "the holder keeps syncing: {again:?}"
     );
     let count = block(async {
-        open(&url)
+        pg::open_store(&url)
             .await
             .count(orly::event::Filter::default())
             .await

@@ -38,10 +38,7 @@ mod pg;
 use common::{Event, Keys, Proc, ids, import, notes, orly_env, sign_event};
 use gateway::*;
 use nrb::{db_ids, local_relay, no_rate_limit};
-use orly::event::Filter;
 use orly::proto::orlysync::negentropy::v1 as npb;
-use orly::store::postgres::{PgConfig, PgTarget};
-use orly::store::{FjallStore, Order, PgStore, Store};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -69,37 +66,11 @@ fn pg_env(url: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn open(url: &str) -> PgStore {
-    PgStore::open(&PgConfig {
-        primary: PgTarget::parse("test", url, None).unwrap(),
-        read: None,
-    })
-    .await
-    .unwrap()
-}
-
-/// Every event of `s`, newest first, as JSON lines.
-async fn export(s: &dyn Store) -> Vec<String> {
-    use futures_util::StreamExt;
-    s.query(Filter::default(), Order::NewestFirst)
-        .map(|e| e.unwrap().to_json())
-        .collect()
-        .await
-}
-
 fn ids_of_lines(lines: &[String]) -> Ids {
     lines
         .iter()
         .map(|l| Event::from_json(l.as_bytes()).unwrap().id_hex())
         .collect()
-}
-
-/// What one writer fed `evs` ends with (fjall, one batch).
-async fn one_writer(evs: &[Event]) -> Vec<String> {
-    let dir = tempfile::tempdir().unwrap();
-    let s = FjallStore::open(dir.path()).unwrap();
-    s.save(evs.to_vec()).await.unwrap();
-    export(&s).await
 }
 
 /// What the outside relays and the database start with.
@@ -389,7 +360,7 @@ async fn run_at_once(
 
 /// The database's content (newest first), checked against one writer's.
 async fn db_export(url: &str) -> Vec<String> {
-    export(&open(url).await).await
+    pg::export(&pg::open_store(url).await).await
 }
 
 fn psql(url: &str, sql: &str) -> String {
@@ -453,7 +424,7 @@ async fn replicas_over_one_database_end_where_one_writer_would() {
 async fn replicas() {
     let w = world();
     let everything = [w.own.clone(), w.a.clone(), w.b.clone(), w.c.clone()].concat();
-    let want = one_writer(&everything).await;
+    let want = pg::one_writer(&everything).await;
     let want_ids = ids_of_lines(&want);
     assert!(want_ids.is_disjoint(&w.deleted));
     assert!(want_ids.is_disjoint(&set(&w.losers)));

@@ -94,21 +94,7 @@ impl Display {
                 (true, None) => "sync complete".to_string(),
                 (false, _) => "sync failed".to_string(),
             };
-            crate::errln!(
-                "{head}: {} rounds, have {}, need {}, fetched {}, sent {}, already had {}, skipped {}, dropped {}, undelivered {}, refused uploads {}, {} B up / {} B down",
-                p.round,
-                p.have,
-                p.need,
-                p.fetched,
-                p.sent,
-                p.already_had,
-                p.skipped,
-                p.dropped,
-                p.undelivered,
-                p.rejected,
-                p.bytes_sent,
-                p.bytes_received
-            );
+            crate::errln!("{head}: {}", p.counts_text());
             if p.rejected > 0 {
                 let why = p.last_refusal.as_deref().unwrap_or("no reason given");
                 crate::errln!(

@@ -147,21 +147,7 @@ fn show_one(st: &pb::SyncStatus, now: i64, json: bool) -> anyhow::Result<()> {
         writeln!(out, "direction: {}", plain(&st.direction))?;
         writeln!(out, "admin: {}", plain(&st.admin))?;
         writeln!(out, "started: {}", ago(st.started_at, now))?;
-        writeln!(
-            out,
-            "progress: {} rounds, have {}, need {}, fetched {}, sent {}, already had {}, skipped {}, dropped {}, refused uploads {}, {} B up / {} B down",
-            p.round,
-            p.have,
-            p.need,
-            p.fetched,
-            p.sent,
-            p.already_had,
-            p.skipped,
-            p.dropped,
-            p.rejected,
-            p.bytes_sent,
-            p.bytes_received
-        )?;
+        writeln!(out, "progress: {}", p.counts_text())?;
         if let Some(why) = &p.last_refusal {
             writeln!(out, "last refused upload: {}", plain(why))?;
         }

@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(progress_from_pb(&m), p);
         let mut done = p.clone();
         done.mark_complete();
-        assert_eq!(done.differs, vec!["dropped", "undelivered", "rejected"]);
+        assert_eq!(done.differs, vec!["dropped", "rejected"]);
         assert_eq!(progress_from_pb(&progress_to_pb(&done, "0123")), done);
         // An error without a kind (an older service) still fails the sync.
         let old = pb::SyncProgress {

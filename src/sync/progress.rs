@@ -91,9 +91,10 @@ pub struct Progress {
     pub skipped: u64,
     /// Events received but dropped: not asked for, or failing verification.
     pub dropped: u64,
-    /// Needed ids the relay did not send when asked (it named them in the reconciliation, then
-    /// ended the fetch without them: deleted or replaced there meanwhile, or withheld). The
-    /// sides differ by these.
+    /// Needed ids the relay did not send when asked: it named them in the reconciliation, then
+    /// ended the fetch without them. Mostly replaced or deleted there meanwhile (another sync
+    /// uploading a newer version, a client's deletion), after which the sides agree, so these
+    /// are counted, not a difference; a relay that withholds events shows up here.
     pub undelivered: u64,
     /// Uploads the relay refused, of events still held here at the end of the sync: the
     /// sides differ by these.
@@ -113,7 +114,7 @@ pub struct Progress {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_refusal: Option<String>,
     /// On a completed sync: why the two sides still differ, by counter name (`"dropped"`,
-    /// `"undelivered"`, `"rejected"`); empty when they agree. See [`Progress::differences`].
+    /// `"rejected"`); empty when they agree. See [`Progress::differences`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub differs: Vec<&'static str>,
     /// With `error`: its class (see `SyncError::kind`).
@@ -123,16 +124,12 @@ pub struct Progress {
 
 impl Progress {
     /// Why a completed sync left the two sides different, by counter name: `"dropped"` (events
-    /// received that failed verification or were not asked for), `"undelivered"` (needed ids
-    /// the relay did not send) and `"rejected"` (uploads the relay refused). Empty when nothing
-    /// was lost that way.
+    /// received that failed verification or were not asked for) and `"rejected"` (uploads the
+    /// relay refused). Empty when nothing was lost that way.
     pub fn differences(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.dropped > 0 {
             v.push("dropped");
-        }
-        if self.undelivered > 0 {
-            v.push("undelivered");
         }
         if self.rejected > 0 {
             v.push("rejected");
@@ -160,6 +157,27 @@ impl Progress {
         }
     }
 
+    /// Every counter in words, for a summary line: `2 rounds, have 1, need 3, fetched 3, …,
+    /// 700 B up / 9000 B down`.
+    pub fn counts_text(&self) -> String {
+        format!(
+            "{} rounds, have {}, need {}, fetched {}, sent {}, already had {}, skipped {}, \
+             dropped {}, undelivered {}, refused uploads {}, {} B up / {} B down",
+            self.round,
+            self.have,
+            self.need,
+            self.fetched,
+            self.sent,
+            self.already_had,
+            self.skipped,
+            self.dropped,
+            self.undelivered,
+            self.rejected,
+            self.bytes_sent,
+            self.bytes_received
+        )
+    }
+
     /// What still differs after a completed sync, in words for the summary line
     /// (`"2 events dropped (failed verification or not asked for) and 3 uploads refused by
     /// the relay"`); `None` when the sides agree.
@@ -171,12 +189,6 @@ impl Progress {
             parts.push(format!(
                 "{} dropped (failed verification or not asked for)",
                 plural(self.dropped, "event", "events")
-            ));
-        }
-        if self.undelivered > 0 {
-            parts.push(format!(
-                "{} the relay named but did not send",
-                plural(self.undelivered, "event", "events")
             ));
         }
         if self.rejected > 0 {

@@ -399,8 +399,11 @@ mod tests {
         assert!(!t.fetch_done("unknown", &mut p));
         assert!(t.fetch_done("a", &mut p), "EOSE: both ids undelivered");
         assert_eq!(t.cap.room(), 2);
-        assert_eq!(p.undelivered, 2, "counted: the sides differ by them");
-        assert_eq!(p.differences(), ["undelivered"]);
+        assert_eq!(p.undelivered, 2, "counted");
+        assert!(
+            p.differences().is_empty(),
+            "not a difference: mostly replaced or deleted at the relay meanwhile"
+        );
         assert_eq!(t.fetch_closed("b"), Some(vec![[3; 32]]));
         assert_eq!(t.cap.room(), 3);
         assert_eq!(t.fetch_closed("b"), None);

@@ -295,3 +295,34 @@ pub fn db_name(url: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// A store on the database at `url` (no read replica), as the services open it.
+pub async fn open_store(url: &str) -> orly::store::PgStore {
+    orly::store::PgStore::open(&orly::store::postgres::PgConfig {
+        primary: orly::store::postgres::PgTarget::parse("test", url, None).unwrap(),
+        read: None,
+    })
+    .await
+    .unwrap()
+}
+
+/// Every event of `s`, newest first, as JSON lines.
+pub async fn export(s: &dyn orly::store::Store) -> Vec<String> {
+    use futures_util::StreamExt;
+    s.query(
+        orly::event::Filter::default(),
+        orly::store::Order::NewestFirst,
+    )
+    .map(|e| e.unwrap().to_json())
+    .collect()
+    .await
+}
+
+/// What one writer fed `evs` in one batch ends with (fjall): the state concurrent writers must
+/// reach.
+pub async fn one_writer(evs: &[orly::event::Event]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let s = orly::store::FjallStore::open(dir.path()).unwrap();
+    orly::store::Store::save(&s, evs.to_vec()).await.unwrap();
+    export(&s).await
+}
