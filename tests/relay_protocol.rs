@@ -776,3 +776,44 @@ async fn random_garbage_never_kills_the_relay() {
     let mut c = Client::connect(&addr).await;
     assert_eq!(ids_set(&c.req("fresh", &[json!({})]).await), ids_set(&evs));
 }
+
+/// The first text frame of a new connection after a `REQ`.
+async fn first_frame_after_req(addr: &str) -> Value {
+    let mut c = Client::connect(addr).await;
+    c.send(json!(["REQ", "first", {"limit": 1}])).await;
+    loop {
+        let frame = tokio::time::timeout(WAIT, c.ws.next())
+            .await
+            .expect("no frame in time");
+        match frame {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("connection ended: {other:?}"),
+        }
+    }
+}
+
+/// A NIP-42 challenge only where the relay asks for AUTH: a relay without auth settings sends
+/// none (a client such as nostr-sdk answers every challenge by default and, with no signer,
+/// gives up the subscriptions it had open), while one requiring AUTH sends it on connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_challenge_only_when_auth_is_required() {
+    let tmp = tempfile::tempdir().unwrap();
+    let open = start(tmp.path(), &[], &[]);
+    let first = first_frame_after_req(&open.addr).await;
+    assert_eq!(
+        first[0], "EOSE",
+        "no challenge without auth settings: {first}"
+    );
+    let tmp2 = tempfile::tempdir().unwrap();
+    for flag in ["--auth-read", "--auth-write", "--auth-sync"] {
+        let guarded = start(tmp2.path(), &[], &[flag]);
+        let first = first_frame_after_req(&guarded.addr).await;
+        assert_eq!(
+            first[0], "AUTH",
+            "{flag}: the challenge comes first: {first}"
+        );
+        assert!(first[1].as_str().is_some_and(|c| c.len() >= 16), "{first}");
+        drop(guarded);
+    }
+}

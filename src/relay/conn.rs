@@ -75,10 +75,16 @@ pub(super) async fn run<S>(
         challenge: hex::encode(rand::random::<[u8; 16]>()),
         authed: None,
     };
-    c.send(RelayMessage::Auth {
-        challenge: c.challenge.clone(),
-    })
-    .await;
+    // A challenge only where AUTH can be asked for: clients that answer every challenge by
+    // default (nostr-sdk) would otherwise sign in, or fail to and drop their subscriptions,
+    // for nothing.
+    let cfg = &c.shared.cfg;
+    if cfg.auth_read || cfg.auth_write || cfg.auth_sync {
+        c.send(RelayMessage::Auth {
+            challenge: c.challenge.clone(),
+        })
+        .await;
+    }
     let mut tick = tokio::time::interval(
         idle.min(ping_every)
             .min(message_limit / 2)
