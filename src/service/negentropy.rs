@@ -215,11 +215,15 @@ impl NegentropyService for NegentropyHandler {
             direction: r.direction,
             ..Default::default()
         });
-        let filter = peer_filter(r.filter.as_ref());
-        let (req, filter) = match (checked, filter) {
-            (Ok(req), Ok(filter)) => (req, filter),
-            (Err(s), _) | (_, Err(s)) => return Err(refuse(s).await),
+        let req = match checked {
+            Ok(req) => req,
+            Err(s) => return Err(refuse(s).await),
         };
+        // The peer keeps the filter it was given (checked above), or none for the default.
+        let filter = r
+            .filter
+            .is_some()
+            .then(|| req.filter().to_value().to_string());
         // Unspecified is both, as ORLY's service syncs (a request's unspecified is down).
         let direction = match r.direction {
             0 => Direction::Both,

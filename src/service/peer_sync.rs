@@ -34,10 +34,9 @@ pub struct PeerLease {
 impl PeerLease {
     /// A lease for this process, lasting twice `interval` plus ten seconds.
     pub fn for_interval(interval: Duration) -> Self {
-        let host = std::env::var("HOSTNAME").unwrap_or_default();
+        // Unique per process start (a random part: pids repeat across machines and restarts).
         let holder = format!(
-            "{host}{}pid {} {}",
-            if host.is_empty() { "" } else { " " },
+            "pid {} {}",
             std::process::id(),
             hex::encode(rand::random::<[u8; 6]>())
         );
