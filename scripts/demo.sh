@@ -11,7 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --locked --bins
-BIN="$PWD/target/debug"
+# Where cargo put them: CARGO_TARGET_DIR when set (relative to here, as cargo reads it).
+target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+BIN="$target/debug"
 DEMO="${ORLY_DEMO_DIR:-$(mktemp -d -t orly-demo.XXXXXX)}"
 mkdir -p "$DEMO"
 export ORLY_DB_LISTEN="${ORLY_DB_LISTEN:-127.0.0.1:50051}"
