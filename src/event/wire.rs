@@ -244,7 +244,13 @@ impl ClientMessage {
 
     /// The message as a text frame.
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        match self {
+            // A NEG-MSG can be megabytes of hex: written out directly, not copied into a
+            // `Value` first (strings always serialize).
+            ClientMessage::NegMsg { sub, hex } => serde_json::to_string(&("NEG-MSG", sub, hex))
+                .unwrap_or_else(|_| self.to_value().to_string()),
+            _ => self.to_value().to_string(),
+        }
     }
 }
 
@@ -382,7 +388,13 @@ impl RelayMessage {
 
     /// The message as a text frame.
     pub fn to_json(&self) -> String {
-        self.to_value().to_string()
+        match self {
+            // A NEG-MSG can be megabytes of hex: written out directly, not copied into a
+            // `Value` first (strings always serialize).
+            RelayMessage::NegMsg { sub, hex } => serde_json::to_string(&("NEG-MSG", sub, hex))
+                .unwrap_or_else(|_| self.to_value().to_string()),
+            _ => self.to_value().to_string(),
+        }
     }
 }
 

@@ -30,6 +30,22 @@ pub enum NegError {
     Storage(String),
 }
 
+/// A negentropy message as NIP-77 carries it: lowercase hex. Messages run to megabytes when
+/// sets differ widely, so this uses `const-hex` (vectorised) rather than `hex`'s per-byte
+/// iterator, which cost ~10 ms per side on a 1.2 MB message.
+pub fn to_hex(msg: &[u8]) -> String {
+    const_hex::encode(msg)
+}
+
+/// Decodes a NIP-77 message's hex, strictly: upper or lower case digits, an even number of
+/// them, and nothing else — unlike `const_hex::decode`, no `0x` prefix.
+pub fn from_hex(hex: &str) -> Result<Vec<u8>, String> {
+    if hex.starts_with("0x") || hex.starts_with("0X") {
+        return Err("a 0x prefix is not hex".into());
+    }
+    const_hex::decode(hex).map_err(|e| e.to_string())
+}
+
 /// For [`NegStorage`] implementations: refuses a position range outside `0..size`.
 pub fn check_range(begin: usize, end: usize, size: usize) -> Result<(), NegError> {
     if begin > end || end > size {
@@ -75,6 +91,24 @@ pub fn fingerprint_ranges(msg: &[u8]) -> Result<usize, String> {
         }
     }
     Ok(fingerprints)
+}
+
+#[cfg(test)]
+mod hex_tests {
+    use super::{from_hex, to_hex};
+
+    #[test]
+    fn hex_is_strict_and_round_trips() {
+        let msg: Vec<u8> = (0..=255u8).collect();
+        let h = to_hex(&msg);
+        assert_eq!(h, hex::encode(&msg), "lowercase, as hex does");
+        assert_eq!(from_hex(&h).expect("decode"), msg);
+        assert_eq!(from_hex(&h.to_uppercase()).expect("upper case"), msg);
+        for bad in ["0x61", "0X61", "6", "6g", "61 ", " 61", r"\u0036\u0031"] {
+            assert!(from_hex(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(from_hex("").expect("empty"), Vec::<u8>::new());
+    }
 }
 
 #[cfg(test)]

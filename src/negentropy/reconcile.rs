@@ -15,6 +15,13 @@ const BUCKETS: usize = 16;
 const ID_LIST_BELOW: usize = 2 * BUCKETS;
 /// Room kept under the frame size limit for the closing fingerprint.
 const FRAME_SLACK: usize = 200;
+/// A message with at least this many fingerprints (the peer split at least four of our
+/// ranges) makes this step read items all over the set: half of it is read ahead meanwhile.
+const MANY_FINGERPRINTS: usize = 4 * BUCKETS;
+/// When at least this many of a message's fingerprints mismatched, and three in four or more
+/// did, the differences are spread over the set: the next step reads most of it, so it is
+/// read ahead while the peer works on this reply.
+const DENSE_MISMATCHES: usize = 12;
 
 /// The sorted set one side reconciles, addressed by position.
 pub trait NegStorage: Send + Sync {
@@ -35,6 +42,10 @@ pub trait NegStorage: Send + Sync {
     fn is_indexed(&self) -> bool {
         false
     }
+    /// A hint: the reconciliation is likely to read the items from position `from` on soon, so
+    /// a storage that reads them from disk may start reading them in the background now. A
+    /// set already in memory ignores it.
+    fn prefetch(&mut self, _from: usize) {}
 }
 
 impl NegStorage for Box<dyn NegStorage> {
@@ -57,6 +68,9 @@ impl NegStorage for Box<dyn NegStorage> {
     }
     fn is_indexed(&self) -> bool {
         (**self).is_indexed()
+    }
+    fn prefetch(&mut self, from: usize) {
+        (**self).prefetch(from)
     }
 }
 
@@ -149,6 +163,10 @@ impl<S: NegStorage> Reconciler<S> {
             return Ok(vec![PROTOCOL_VERSION]);
         }
         let size = self.storage.size();
+        if super::fingerprint_ranges(msg).is_ok_and(|n| n >= MANY_FINGERPRINTS) {
+            self.storage.prefetch(size / 2);
+        }
+        let (mut fingerprints, mut mismatched) = (0usize, 0usize);
         let mut out = Writer::new(PROTOCOL_VERSION);
         let mut prev_bound = Bound {
             t: 0,
@@ -174,9 +192,11 @@ impl<S: NegStorage> Reconciler<S> {
                 MODE_SKIP => skipping = true,
                 MODE_FINGERPRINT => {
                     let theirs = r.bytes(16).map_err(|e| at(format!("fingerprint: {e}")))?;
+                    fingerprints += 1;
                     if self.storage.fingerprint(lower, upper)?[..] == theirs[..] {
                         skipping = true;
                     } else {
+                        mismatched += 1;
                         if std::mem::take(&mut skipping) {
                             o.bound(&prev_bound);
                             o.varint(MODE_SKIP);
@@ -248,6 +268,9 @@ impl<S: NegStorage> Reconciler<S> {
             }
             prev_index = upper;
             prev_bound = bound;
+        }
+        if mismatched >= DENSE_MISMATCHES && mismatched * 4 >= fingerprints * 3 {
+            self.storage.prefetch(0);
         }
         Ok(out.out)
     }

@@ -98,7 +98,7 @@ impl RelayConn {
         self.send(ClientMessage::NegOpen {
             sub: sub.into(),
             filter: filter.to_value(),
-            hex: hex::encode(first),
+            hex: crate::negentropy::to_hex(first),
         })
         .await
     }
@@ -107,7 +107,7 @@ impl RelayConn {
     pub async fn neg_msg(&self, sub: &str, msg: &[u8]) -> Result<(), PeerError> {
         self.send(ClientMessage::NegMsg {
             sub: sub.into(),
-            hex: hex::encode(msg),
+            hex: crate::negentropy::to_hex(msg),
         })
         .await
     }

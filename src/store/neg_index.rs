@@ -28,6 +28,15 @@ const BULK_READ_ITEMS: usize = 65_536;
 const BULK_AFTER_MISSES: usize = 48;
 /// A miss at most this many buckets after the previous read counts as walking in order.
 const NEAR: usize = 16;
+/// Largest set a session reads ahead in the background (see [`NegStorage::prefetch`]): about
+/// 10 MB of items, a ~50 ms read, wasted at worst when the differences turn out to be few.
+const PREFETCH_MAX_ITEMS: usize = 1 << 18;
+/// Items per piece the background read hands over (a few milliseconds of reading each).
+#[cfg(not(test))]
+const PREFETCH_CHUNK_ITEMS: usize = 8_192;
+/// Small pieces in unit tests, whose sets hold hundreds of items: many pieces are handed over.
+#[cfg(test)]
+const PREFETCH_CHUNK_ITEMS: usize = 16;
 
 pub(super) fn bucket_of(t: u64) -> u64 {
     t >> BUCKET_SHIFT
@@ -228,7 +237,7 @@ impl SetSource for FjallSource {
 
 /// The items of one time range (`since..=until`), read through a snapshot and the index.
 pub struct IndexedSet {
-    src: Box<dyn SetSource>,
+    src: std::sync::Arc<dyn SetSource>,
     segs: Vec<Seg>,
     size: usize,
     total: Sum,
@@ -240,6 +249,88 @@ pub struct IndexedSet {
     read_end: usize,
     /// Reads the set has needed so far.
     misses: usize,
+    /// The background read, once [`NegStorage::prefetch`] started one.
+    ahead: Option<ReadAhead>,
+}
+
+/// Segments `first..end` and their items, or why they could not be read.
+type Piece = Result<(usize, usize, Vec<Item>), StoreError>;
+
+/// Segments `from..` read in order by a thread of their own, handed over in pieces as
+/// (first segment, end segment, items). Dropping it stops the thread after its current piece
+/// and waits for it, so no read outlives the session (nor its snapshot the store).
+struct ReadAhead {
+    /// In a mutex only so that the set stays `Sync`; it is only reached through `&mut`.
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<Piece>>,
+    /// Segments before this one have been handed over (or were never asked for).
+    next: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadAhead {
+    /// Starts reading `segs[from..]` over `src`, in pieces of about [`PREFETCH_CHUNK_ITEMS`].
+    fn start(src: std::sync::Arc<dyn SetSource>, segs: &[Seg], from: usize) -> Option<Self> {
+        let mut pieces = Vec::new();
+        let mut s = from;
+        while s < segs.len() {
+            let (mut end, mut n) = (s + 1, segs[s].count);
+            while let Some(next) = segs.get(end) {
+                if n + next.count > PREFETCH_CHUNK_ITEMS {
+                    break;
+                }
+                n += next.count;
+                end += 1;
+            }
+            pieces.push((s, end, segs[s].lo, segs[end - 1].hi));
+            s = end;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("orly-neg-read".into())
+            .spawn(move || {
+                for (s, end, lo, hi) in pieces {
+                    if halt.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let r = src.read(lo, hi).map(|items| (s, end, items));
+                    let failed = r.is_err();
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            // No thread: the session reads as it goes, as without a prefetch.
+            .ok()?;
+        Some(Self {
+            rx: std::sync::Mutex::new(rx),
+            next: from,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl ReadAhead {
+    fn receiver(&mut self) -> &mut std::sync::mpsc::Receiver<Piece> {
+        self.rx
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Unblocks a send in progress.
+        let (_, empty) = std::sync::mpsc::channel();
+        drop(std::mem::replace(self.receiver(), empty));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl IndexedSet {
@@ -264,7 +355,7 @@ impl IndexedSet {
         hi: u64,
     ) -> Result<Self, StoreError> {
         let mut set = Self {
-            src,
+            src: src.into(),
             segs: Vec::new(),
             size: 0,
             total: Sum::default(),
@@ -273,6 +364,7 @@ impl IndexedSet {
             window: 1,
             read_end: 0,
             misses: 0,
+            ahead: None,
         };
         if lo > hi {
             return Ok(set);
@@ -320,6 +412,9 @@ impl IndexedSet {
     /// costs far more to start than to continue, so when misses follow each other in order
     /// (many small ranges differ) one read loads the following buckets too.
     fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
+        if !self.cache.contains_key(&s) && self.ahead.as_ref().is_some_and(|a| s >= a.next) {
+            self.take_ahead(s)?;
+        }
         if !self.cache.contains_key(&s) {
             // Over a database server a read is a round trip, worth far more than the items it
             // brings. A reconciliation of equal sets misses only at the few range bounds of
@@ -358,29 +453,57 @@ impl IndexedSet {
         Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]))
     }
 
+    /// Takes the background read's pieces until segment `s` has arrived.
+    fn take_ahead(&mut self, s: usize) -> Result<(), NegError> {
+        let storage = |e: String| NegError::Storage(e);
+        while let Some(ahead) = &mut self.ahead
+            && s >= ahead.next
+        {
+            let Ok(piece) = ahead.receiver().recv() else {
+                // The thread ended early: read the rest as it is needed.
+                self.ahead = None;
+                break;
+            };
+            let (first, end, items) = piece.map_err(|e| storage(e.to_string()))?;
+            ahead.next = end;
+            self.keep(first, end, items)?;
+        }
+        Ok(())
+    }
+
     /// Reads segments `s..end` (`n` items in all, says the index) into the cache.
     fn load(&mut self, s: usize, end: usize, n: usize) -> Result<(), NegError> {
         let (lo, hi) = (self.segs[s].lo, self.segs[end - 1].hi);
         let items = self
             .read(lo, hi)
             .map_err(|e| NegError::Storage(e.to_string()))?;
+        if self.cached + n > CACHE_ITEMS {
+            self.cache.clear();
+            self.cached = 0;
+        }
+        self.keep(s, end, items)
+    }
+
+    /// Puts the items of segments `s..end` in the cache (those not there already), checking
+    /// their count against the index.
+    fn keep(&mut self, s: usize, end: usize, items: Vec<Item>) -> Result<(), NegError> {
+        let n: usize = self.segs[s..end].iter().map(|g| g.count).sum();
         if items.len() != n {
+            let (lo, hi) = (self.segs[s].lo, self.segs[end - 1].hi);
             return Err(NegError::Storage(format!(
                 "negentropy index out of step: {} events in {lo}..={hi}, the index says {n} \
                  (run `orly check`)",
                 items.len(),
             )));
         }
-        if self.cached + n > CACHE_ITEMS {
-            self.cache.clear();
-            self.cached = 0;
-        }
-        self.cached += n;
         let mut rest = items.as_slice();
         for k in s..end {
             let (mine, more) = rest.split_at(self.segs[k].count.min(rest.len()));
             rest = more;
-            self.cache.insert(k, mine.to_vec());
+            if let std::collections::hash_map::Entry::Vacant(v) = self.cache.entry(k) {
+                self.cached += mine.len();
+                v.insert(mine.to_vec());
+            }
         }
         Ok(())
     }
@@ -479,5 +602,20 @@ impl NegStorage for IndexedSet {
 
     fn is_indexed(&self) -> bool {
         true
+    }
+
+    fn prefetch(&mut self, from: usize) {
+        // Small enough that everything read stays cached (no piece is read twice), and not
+        // already read ahead.
+        if self.ahead.is_some() || self.size > PREFETCH_MAX_ITEMS || from >= self.size {
+            return;
+        }
+        let mut first = self.seg_of(from);
+        while first < self.segs.len() && self.cache.contains_key(&first) {
+            first += 1;
+        }
+        if first < self.segs.len() {
+            self.ahead = ReadAhead::start(self.src.clone(), &self.segs, first);
+        }
     }
 }

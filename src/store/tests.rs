@@ -409,61 +409,74 @@ fn indexed_set_answers_like_the_loaded_set() {
             until,
             ..Filter::default()
         };
-        let mut want = vec_set(&s, &f);
-        let mut got = s.neg_storage_blocking(&f, usize::MAX).unwrap();
-        assert!(got.is_indexed());
-        let n = want.size();
-        assert_eq!(got.size(), n, "{f:?}");
-        let mut items = Vec::new();
-        want.for_each(0, n, &mut |_, it| {
-            items.push(*it);
-            true
-        })
-        .unwrap();
-        let mut seen = Vec::new();
-        got.for_each(0, n, &mut |i, it| {
-            seen.push((i, *it));
-            true
-        })
-        .unwrap();
-        assert_eq!(seen, items.iter().copied().enumerate().collect::<Vec<_>>());
-        let cuts: Vec<usize> = (0..=n).step_by(7).chain([n]).collect();
-        for &a in &cuts {
-            for &b in cuts.iter().filter(|&&b| b >= a) {
-                assert_eq!(
-                    got.fingerprint(a, b).unwrap(),
-                    want.fingerprint(a, b).unwrap(),
-                    "{f:?} {a}..{b}"
-                );
+        // Read as needed, read ahead from the start, and from the middle (the background
+        // read hands its pieces over as the reconciliation reaches them).
+        for ahead in [None, Some(0), Some(2)] {
+            let mut want = vec_set(&s, &f);
+            let mut got = s.neg_storage_blocking(&f, usize::MAX).unwrap();
+            assert!(got.is_indexed());
+            match ahead {
+                Some(0) => got.prefetch(0),
+                Some(d) => got.prefetch(got.size() / d),
+                None => {}
             }
-        }
-        let mut bounds = vec![Bound::INFINITY];
-        for it in items.iter().step_by(3) {
-            bounds.push(Bound::at(it));
-            bounds.push(Bound::at(&Item {
-                t: it.t + 1,
-                id: [0; 32],
-            }));
-            bounds.push(Bound::between(
-                &Item {
-                    t: it.t,
+            let n = want.size();
+            assert_eq!(got.size(), n, "{f:?}");
+            let mut items = Vec::new();
+            want.for_each(0, n, &mut |_, it| {
+                items.push(*it);
+                true
+            })
+            .unwrap();
+            let mut seen = Vec::new();
+            got.for_each(0, n, &mut |i, it| {
+                seen.push((i, *it));
+                true
+            })
+            .unwrap();
+            assert_eq!(seen, items.iter().copied().enumerate().collect::<Vec<_>>());
+            let cuts: Vec<usize> = (0..=n).step_by(7).chain([n]).collect();
+            for &a in &cuts {
+                for &b in cuts.iter().filter(|&&b| b >= a) {
+                    assert_eq!(
+                        got.fingerprint(a, b).unwrap(),
+                        want.fingerprint(a, b).unwrap(),
+                        "{f:?} {a}..{b}"
+                    );
+                }
+            }
+            let mut bounds = vec![Bound::INFINITY];
+            for it in items.iter().step_by(3) {
+                bounds.push(Bound::at(it));
+                bounds.push(Bound::at(&Item {
+                    t: it.t + 1,
                     id: [0; 32],
-                },
-                it,
-            ));
-        }
-        for b in &bounds {
-            for (lo, hi) in [(0, n), (n / 3, n), (0, n / 2)] {
-                assert_eq!(
-                    got.lower_bound(lo, hi, b).unwrap(),
-                    want.lower_bound(lo, hi, b).unwrap(),
-                    "{f:?} {b:?} in {lo}..{hi}"
-                );
+                }));
+                bounds.push(Bound::between(
+                    &Item {
+                        t: it.t,
+                        id: [0; 32],
+                    },
+                    it,
+                ));
             }
+            for b in &bounds {
+                for (lo, hi) in [(0, n), (n / 3, n), (0, n / 2)] {
+                    assert_eq!(
+                        got.lower_bound(lo, hi, b).unwrap(),
+                        want.lower_bound(lo, hi, b).unwrap(),
+                        "{f:?} {b:?} in {lo}..{hi}"
+                    );
+                }
+            }
+            assert!(
+                got.fingerprint(1, 0).is_err() && got.for_each(0, n + 1, &mut |_, _| true).is_err()
+            );
         }
-        assert!(
-            got.fingerprint(1, 0).is_err() && got.for_each(0, n + 1, &mut |_, _| true).is_err()
-        );
+        // A set dropped while it reads ahead stops the read and returns.
+        let mut dropped = s.neg_storage_blocking(&f, usize::MAX).unwrap();
+        dropped.prefetch(0);
+        drop(dropped);
     }
 }
 

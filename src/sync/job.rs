@@ -9,8 +9,8 @@ use super::progress::{Progress, SyncError};
 use super::ranges::{self, Range, Ranges};
 use super::request::SyncRequest;
 use super::transfers::{Transfers, UploadOk};
+use crate::event::Filter;
 use crate::event::wire::Prefix;
-use crate::event::{Event, Filter};
 use crate::negentropy::{FrameLimit, NegError};
 use crate::peer::{PeerError, RelayConn, RelayMsg};
 use crate::store::{NegSession as StoreSession, Store, StoreError};
@@ -132,7 +132,11 @@ impl SyncJob {
             .drive(&mut st, &filter, frame_limit, &mut on_progress)
             .await;
         // Keep what arrived even when the job fails part way.
-        let flushed = st.transfers.flush(&*self.store, &mut st.p).await;
+        let settled = st.transfers.settle(&*self.store, &mut st.p).await;
+        let flushed = match settled {
+            Ok(()) => st.transfers.flush(&*self.store, &mut st.p).await,
+            Err(e) => Err(e),
+        };
         let res = res.and(flushed);
         let res = match res {
             Ok(()) => st.transfers.recheck_refusals(&*self.store, &mut st.p).await,
@@ -247,7 +251,7 @@ impl SyncJob {
         match msg {
             RelayMsg::NegMsg { sub, hex } => self.on_neg_msg(st, sub, &hex, on_progress).await,
             RelayMsg::NegErr { sub, reason, max } => on_neg_err(st, &sub, &reason, max).await,
-            RelayMsg::Closed { sub, message } => on_closed(st, &sub, message).await,
+            RelayMsg::Closed { sub, message } => on_closed(st, &*self.store, &sub, message).await,
             RelayMsg::Notice { message } => {
                 if st.session.is_some() {
                     return Err(SyncError::Refused(message));
@@ -282,8 +286,8 @@ impl SyncJob {
         let Some(mut sess) = st.session.take_if(|s| s.sub == sub) else {
             return Ok(());
         };
-        let bytes =
-            hex::decode(hex).map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
+        let bytes = crate::negentropy::from_hex(hex)
+            .map_err(|e| SyncError::Incomplete(format!("bad NEG-MSG hex: {e}")))?;
         crate::negentropy::check_message(&bytes)
             .map_err(|e| SyncError::Incomplete(format!("bad negentropy message: {e}")))?;
         let round = tracing::info_span!("neg_round", round = st.p.round + 1, bytes = bytes.len());
@@ -315,16 +319,7 @@ impl SyncJob {
         sub: &str,
         event: serde_json::Value,
     ) -> Result<(), SyncError> {
-        let kept = match Event::from_value(event).and_then(|e| e.verify().map(|()| e)) {
-            Ok(ev) => st.transfers.take_event(sub, ev),
-            Err(_) => false,
-        };
-        if !kept {
-            st.p.dropped += 1;
-        }
-        if st.transfers.save_due() {
-            st.transfers.flush(&*self.store, &mut st.p).await?;
-        }
+        st.transfers.receive(sub.to_string(), event);
         Ok(())
     }
 
@@ -334,8 +329,12 @@ impl SyncJob {
         sub: String,
         on_progress: &mut (impl FnMut(&Progress) + Send),
     ) -> Result<(), SyncError> {
+        // Its events first: those not delivered are counted by what is left of the fetch.
+        st.transfers.settle(&*self.store, &mut st.p).await?;
         if st.transfers.fetch_done(&sub, &mut st.p) {
-            st.transfers.flush(&*self.store, &mut st.p).await?;
+            if st.transfers.fetching_done() {
+                st.transfers.flush(&*self.store, &mut st.p).await?;
+            }
             st.report(on_progress);
             let _ = st.conn.close_sub(&sub).await;
         }
@@ -367,7 +366,14 @@ async fn on_neg_err(
 }
 
 /// `CLOSED` of our session or of a fetch: `auth-required` parks it, anything else ends the job.
-async fn on_closed(st: &mut State, sub: &str, message: String) -> Result<(), SyncError> {
+async fn on_closed(
+    st: &mut State,
+    store: &dyn Store,
+    sub: &str,
+    message: String,
+) -> Result<(), SyncError> {
+    // What the fetch delivered before it was closed counts as delivered.
+    st.transfers.settle(store, &mut st.p).await?;
     if let Some(sess) = st.session.take_if(|s| s.sub == sub) {
         if !Prefix::AuthRequired.starts(&message) {
             return Err(SyncError::Refused(message));

@@ -14,8 +14,16 @@ use tracing::Instrument;
 
 /// Refused uploads remembered to be checked against the store at the end of a sync.
 const REFUSALS_RECHECKED: usize = 100_000;
-/// Fetched events kept before they are saved in one batch.
+/// Fetched events kept before they are saved in one batch (the rest are saved when no fetch
+/// is left in flight, or at the end).
 const SAVE_BATCH: usize = 500;
+/// Received events verified together, on the blocking pool, while the sync goes on.
+const VERIFY_BATCH: usize = 25;
+
+/// Events as received on a subscription, waiting for their signature check.
+type Unverified = Vec<(String, serde_json::Value)>;
+/// Events checked: each valid one, or `None`, by subscription.
+type Verified = Vec<(String, Option<Event>)>;
 
 /// Most events a job may move (fetched + sent), and how many it has moved or has in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +108,10 @@ pub(super) struct Transfers {
     /// `OK`s received for uploads (progress is reported every window's worth).
     upload_answers: u64,
     to_save: Vec<Event>,
+    /// Received events not sent to be verified yet, and the batches being verified (in the
+    /// order received).
+    unverified: Unverified,
+    verifying: VecDeque<tokio::task::JoinHandle<Verified>>,
     /// Ids of refused uploads (up to [`REFUSALS_RECHECKED`]), checked at the end.
     refused: Vec<[u8; 32]>,
     cap: EventCap,
@@ -122,6 +134,8 @@ impl Transfers {
             uploads: HashSet::new(),
             upload_answers: 0,
             to_save: Vec::new(),
+            unverified: Vec::new(),
+            verifying: VecDeque::new(),
             refused: Vec::new(),
             cap: EventCap::new(max_events),
         }
@@ -129,7 +143,9 @@ impl Transfers {
 
     /// Nothing queued or in flight.
     pub(super) fn is_idle(&self) -> bool {
-        self.need.is_empty()
+        self.unverified.is_empty()
+            && self.verifying.is_empty()
+            && self.need.is_empty()
             && self.have.is_empty()
             && self.fetches.is_empty()
             && self.uploads.is_empty()
@@ -230,6 +246,63 @@ impl Transfers {
         self.fetches.is_empty() && self.uploads.is_empty()
     }
 
+    /// An `EVENT` received on subscription `sub`. Its id and signature are checked with
+    /// others on the blocking pool (a BIP-340 check costs ~45 µs, the largest part of
+    /// receiving an event) while the sync goes on; [`Transfers::settle`] takes the results.
+    pub(super) fn receive(&mut self, sub: String, event: serde_json::Value) {
+        self.unverified.push((sub, event));
+        if self.unverified.len() >= VERIFY_BATCH {
+            self.verify_queued();
+        }
+    }
+
+    fn verify_queued(&mut self) {
+        if self.unverified.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.unverified);
+        self.verifying
+            .push_back(tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|(sub, v)| {
+                        let ev = Event::from_value(v).and_then(|e| e.verify().map(|()| e));
+                        (sub, ev.ok())
+                    })
+                    .collect()
+            }));
+    }
+
+    /// Waits for every event received so far to be checked, keeping those our fetches asked
+    /// for and counting the rest as dropped (invalid, or not asked for); then saves them if a
+    /// batch is due. Called before a fetch ends (`EOSE`, `CLOSED`) and at the end.
+    pub(super) async fn settle(
+        &mut self,
+        store: &dyn Store,
+        p: &mut Progress,
+    ) -> Result<(), SyncError> {
+        self.verify_queued();
+        while let Some(batch) = self.verifying.pop_front() {
+            let checked = batch
+                .await
+                .map_err(|e| SyncError::Incomplete(format!("event check failed: {e}")))?;
+            for (sub, ev) in checked {
+                if !ev.is_some_and(|ev| self.take_event(&sub, ev)) {
+                    p.dropped += 1;
+                }
+            }
+        }
+        if self.save_due() {
+            self.flush(store, p).await?;
+        }
+        Ok(())
+    }
+
+    /// No fetch is in flight or queued.
+    pub(super) fn fetching_done(&self) -> bool {
+        self.fetches.is_empty() && self.need.is_empty()
+    }
+
     /// An `EVENT` on subscription `sub`, verified: kept when one of our fetches asked for it
     /// (and had not got it yet), else dropped (`false`).
     pub(super) fn take_event(&mut self, sub: &str, ev: Event) -> bool {
@@ -244,7 +317,7 @@ impl Transfers {
     }
 
     /// Enough fetched events wait to be saved in one batch.
-    pub(super) fn save_due(&self) -> bool {
+    fn save_due(&self) -> bool {
         self.to_save.len() >= SAVE_BATCH
     }
 

@@ -69,10 +69,27 @@ fn relays() -> Vec<RelayMessage> {
 fn every_message_round_trips() {
     for m in clients() {
         assert_eq!(ClientMessage::parse(&m.to_json()).as_ref(), Ok(&m));
+        assert_eq!(
+            m.to_json(),
+            m.to_value().to_string(),
+            "one text for every path"
+        );
     }
     for m in relays() {
         assert_eq!(RelayMessage::parse(&m.to_json()).as_ref(), Ok(&m));
+        assert_eq!(
+            m.to_json(),
+            m.to_value().to_string(),
+            "one text for every path"
+        );
     }
+    // A NEG-MSG is written directly: its subscription id is still escaped.
+    let m = RelayMessage::NegMsg {
+        sub: "a\"b\\c\u{1}".into(),
+        hex: "61".into(),
+    };
+    assert_eq!(m.to_json(), r#"["NEG-MSG","a\"b\\c\u0001","61"]"#);
+    assert_eq!(RelayMessage::parse(&m.to_json()), Ok(m));
 }
 
 #[test]

@@ -36,7 +36,7 @@ impl Conn {
             }
         };
         filter.limit = None;
-        let Ok(bytes) = hex::decode(msg) else {
+        let Ok(bytes) = crate::negentropy::from_hex(msg) else {
             return self
                 .neg_err(sub, Prefix::Invalid.reason("message is not hex"))
                 .await;
@@ -82,7 +82,7 @@ impl Conn {
                 .neg_err(sub, Prefix::Closed.reason("no open session with this id"))
                 .await;
         };
-        let Ok(bytes) = hex::decode(msg) else {
+        let Ok(bytes) = crate::negentropy::from_hex(msg) else {
             return self
                 .neg_err(sub, Prefix::Invalid.reason("message is not hex"))
                 .await;
@@ -101,7 +101,7 @@ impl Conn {
                 self.negs.put(sub.to_string(), session);
                 self.send(RelayMessage::NegMsg {
                     sub: sub.into(),
-                    hex: hex::encode(out),
+                    hex: crate::negentropy::to_hex(&out),
                 })
                 .await;
             }
