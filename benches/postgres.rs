@@ -7,7 +7,7 @@
 //!
 //! - `cargo bench --bench postgres` (harness = false): the above at 100 000 events
 //!   (`ORLY_BENCH_PG_EVENTS` sets the store size; `ORLY_BENCH_PG_REQS` the number of REQs of
-//!   the mix, default 2 000).
+//!   the mix, default 500).
 //! - `cargo bench --bench postgres -- identical-1m` (or `ORLY_BENCH_PG_1M=1`): only the sync of
 //!   two identical stores of 1 000 000 events (`support/identical_1m.rs`); it imports 1M events
 //!   into each engine first, so it takes minutes and is not part of the default run.
@@ -159,7 +159,7 @@ fn main() {
         return;
     }
     let n = env_u64("ORLY_BENCH_PG_EVENTS", 100_000);
-    let reqs = env_u64("ORLY_BENCH_PG_REQS", 2_000) as usize;
+    let reqs = env_u64("ORLY_BENCH_PG_REQS", 500) as usize;
     let work = tempfile::tempdir().expect("tempdir");
     let (shared, threads, a_only, b_only) = (
         work.path().join("shared.jsonl"),
