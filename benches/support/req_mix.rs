@@ -272,9 +272,10 @@ async fn pass(
 ) -> (f64, Vec<Answer>) {
     let mut sockets = Vec::new();
     for _ in 0..conns {
+        // No Nagle: a REQ written right after the previous CLOSE would wait for the relay's
+        // delayed ACK (40 ms), and every REQ would measure that.
         let (ws, _) = tokio::time::timeout(
-            READ_LIMIT, // No Nagle: a REQ written right after the previous CLOSE would wait for the relay's
-            // delayed ACK (40 ms), and every REQ would measure that.
+            READ_LIMIT,
             tokio_tungstenite::connect_async_with_config(url, None, true),
         )
         .await
