@@ -15,6 +15,8 @@ const BUCKETS: usize = 16;
 const ID_LIST_BELOW: usize = 2 * BUCKETS;
 /// Room kept under the frame size limit for the closing fingerprint.
 const FRAME_SLACK: usize = 200;
+/// Even pieces of at least this many items may be cut at the storage's edges instead.
+const EDGE_CUTS_FROM: usize = 4 * ID_LIST_BELOW;
 /// A message with at least this many fingerprints (the peer split at least four of our
 /// ranges) makes this step read items all over the set: half of it is read ahead meanwhile.
 const MANY_FINGERPRINTS: usize = 4 * BUCKETS;
@@ -46,6 +48,14 @@ pub trait NegStorage: Send + Sync {
     /// a storage that reads them from disk may start reading them in the background now. A
     /// set already in memory ignores it.
     fn prefetch(&mut self, _from: usize) {}
+    /// A position in `after + 1..before` near `pos` where a range can be cut without reading
+    /// items, with the bound that cuts there: for an index of time buckets, the start of a
+    /// bucket. Both sides of a reconciliation over such indexes then cut at the same bounds
+    /// and answer each other's fingerprints from bucket sums alone. `None`: no such position
+    /// (the default; a range is then cut between items).
+    fn edge_near(&mut self, _pos: usize, _after: usize, _before: usize) -> Option<(usize, Bound)> {
+        None
+    }
 }
 
 impl NegStorage for Box<dyn NegStorage> {
@@ -71,6 +81,9 @@ impl NegStorage for Box<dyn NegStorage> {
     }
     fn prefetch(&mut self, from: usize) {
         (**self).prefetch(from)
+    }
+    fn edge_near(&mut self, pos: usize, after: usize, before: usize) -> Option<(usize, Bound)> {
+        (**self).edge_near(pos, after, before)
     }
 }
 
@@ -275,8 +288,44 @@ impl<S: NegStorage> Reconciler<S> {
         Ok(out.out)
     }
 
+    /// Cuts of `lower..upper` at the storage's edges (see [`NegStorage::edge_near`]) near the
+    /// even cuts, when they split it about as evenly: no piece more than an eighth larger than
+    /// an even one, so the rounds stay as many as with even cuts (a piece grown past
+    /// [`ID_LIST_BELOW`] × 16 items would be split once more instead of listed). `None` for
+    /// small ranges (cut between items, as the level after is listed), when the storage has
+    /// no edges there, or when they would leave a piece too large (a burst of events in one
+    /// time bucket): the range is then cut between items.
+    fn edge_cuts(
+        &mut self,
+        lower: usize,
+        upper: usize,
+        per: usize,
+        extra: usize,
+    ) -> Option<Vec<(usize, Bound)>> {
+        if per < EDGE_CUTS_FROM {
+            return None;
+        }
+        let largest = per + 1 + per / 8;
+        let mut cuts: Vec<(usize, Bound)> = Vec::with_capacity(BUCKETS - 1);
+        let mut prev = lower;
+        for i in 1..BUCKETS {
+            let even = lower + i * per + i.min(extra);
+            if let Some((at, bound)) = self.storage.edge_near(even, prev, upper)
+                && at > prev
+                && at < upper
+            {
+                if at - prev > largest {
+                    return None;
+                }
+                cuts.push((at, bound));
+                prev = at;
+            }
+        }
+        (!cuts.is_empty() && upper - prev <= largest).then_some(cuts)
+    }
+
     /// Writes the range `lower..upper` ending at `upper_bound`: its ids when small, else 16
-    /// fingerprinted buckets.
+    /// fingerprinted buckets (fewer when cut at the storage's edges).
     fn split(
         &mut self,
         w: &mut Writer,
@@ -296,6 +345,17 @@ impl<S: NegStorage> Reconciler<S> {
             return Ok(());
         }
         let (per, extra) = (n / BUCKETS, n % BUCKETS);
+        if let Some(cuts) = self.edge_cuts(lower, upper, per, extra) {
+            let mut curr = lower;
+            for (end, bound) in cuts.into_iter().chain([(upper, upper_bound)]) {
+                let fp = self.storage.fingerprint(curr, end)?;
+                curr = end;
+                w.bound(&bound);
+                w.varint(MODE_FINGERPRINT);
+                w.out.extend_from_slice(&fp);
+            }
+            return Ok(());
+        }
         let mut curr = lower;
         for i in 0..BUCKETS {
             let size = per + usize::from(i < extra);

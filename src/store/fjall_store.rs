@@ -333,18 +333,23 @@ impl FjallStore {
                 }
                 (Slot::ByAuthorKind, prefixes)
             }
-            (None, Some(k)) => (
-                Slot::ByKind,
-                k.iter().map(|k| keys::kind_prefix(*k)).collect(),
-            ),
-            (None, None) => match f.tags.iter().next() {
-                Some((name, vals)) => (
+            // Without authors a tag value is read before kinds, as strfry plans it: the
+            // filters clients send with both (a thread: `#e` + kinds 1, 7; notifications: `#p`
+            // + kinds) name a few events among every event of those kinds, which the kind
+            // index would walk (870 ms at 100k events, against 1 ms this way). The kinds are
+            // checked on each event, as every tag filter is.
+            (None, kinds) => match (f.tags.iter().next(), kinds) {
+                (Some((name, vals)), _) => (
                     Slot::ByTag,
                     vals.iter()
                         .map(|val| keys::tag_prefix(*name as u8, val))
                         .collect(),
                 ),
-                None => (Slot::ByTime, vec![Vec::new()]),
+                (None, Some(k)) => (
+                    Slot::ByKind,
+                    k.iter().map(|k| keys::kind_prefix(*k)).collect(),
+                ),
+                (None, None) => (Slot::ByTime, vec![Vec::new()]),
             },
         };
         // Author, kind and time indexes hold exactly the events with that key; tag values

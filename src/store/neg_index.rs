@@ -584,7 +584,11 @@ impl NegStorage for IndexedSet {
         let s = self.segs.partition_point(|s| s.hi < bound.t);
         let pos = match self.segs.get(s) {
             None => self.size,
-            Some(seg) if bound.t < seg.lo => seg.start,
+            // Below every item of the segment: its start, read from the index (a bound with
+            // a zero id at the segment's first second is one, as `edge_near` makes them).
+            Some(seg) if bound.t < seg.lo || (bound.t == seg.lo && bound.id == [0; 32]) => {
+                seg.start
+            }
             Some(seg) => {
                 let start = seg.start;
                 start + self.items(s)?.partition_point(|it| bound.is_above(it))
@@ -604,6 +608,27 @@ impl NegStorage for IndexedSet {
         true
     }
 
+    fn edge_near(&mut self, pos: usize, after: usize, before: usize) -> Option<(usize, Bound)> {
+        // The start of the segment holding `pos`, or of the next one, whichever is nearer and
+        // inside the range. A segment's first second (zero id) is below all of its items and
+        // above all of the previous segment's, on both sides of a reconciliation.
+        let s = self.seg_of(pos.min(self.size.checked_sub(1)?));
+        [s, s + 1]
+            .into_iter()
+            .filter_map(|k| self.segs.get(k))
+            .map(|g| (g.start, g.lo))
+            .filter(|&(at, _)| at > after && at < before)
+            .min_by_key(|&(at, _)| at.abs_diff(pos))
+            .map(|(at, t)| {
+                let bound = Bound {
+                    t,
+                    id: [0; 32],
+                    len: 0,
+                };
+                (at, bound)
+            })
+    }
+
     fn prefetch(&mut self, from: usize) {
         // Small enough that everything read stays cached (no piece is read twice), and not
         // already read ahead.
@@ -619,3 +644,7 @@ impl NegStorage for IndexedSet {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "neg_index_tests.rs"]
+mod tests;

@@ -200,6 +200,9 @@ fn queries_use_indexes_and_order() {
             hex::encode(k2.pubkey)
         ),
         r##"{"#t":["x"],"until":110}"##.to_string(),
+        // Tag and kinds, no authors (a thread, notifications): read by tag, kinds checked.
+        r##"{"#t":["x"],"kinds":[7]}"##.to_string(),
+        r##"{"#t":["x","y"],"kinds":[1],"since":104,"until":117}"##.to_string(),
         r#"{"since":103,"until":107}"#.to_string(),
         format!(r#"{{"ids":["{}","{}"]}}"#, evs[3].id_hex(), evs[9].id_hex()),
     ];
