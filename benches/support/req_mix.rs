@@ -391,25 +391,6 @@ pub fn run(fjall: &Side, pg: &Side, corpus: &Corpus, held: u64, reqs: usize) {
             fs / ps
         );
     }
-    // Tags with kinds are what clients send for threads and notifications; fjall plans them on
-    // the kind index and checks the tag on every event of those kinds, so they dominate its
-    // figure. The rest of the mix, from the same pass:
-    let tagged = |s: Shape| matches!(s, Shape::Thread | Shape::Notifications);
-    let rest = |answers: &[Answer]| -> (usize, f64) {
-        let timed = answers
-            .iter()
-            .zip(filters.iter())
-            .filter(|(_, r)| !tagged(r.0));
-        timed.fold((0, 0.0), |(n, secs), (a, _)| (n + 1, secs + a.secs))
-    };
-    let ((rn, fs), (_, ps)) = (rest(&f.sequential.1), rest(&p.sequential.1));
-    println!(
-        "  1 connection, without the #e/#p + kinds REQs ({rn} REQs, summed REQ times): fjall \
-         {:.0} REQ/s, postgres {:.0} REQ/s, rate ratio {:.2}",
-        rn as f64 / fs,
-        rn as f64 / ps,
-        fs / ps
-    );
     println!("  by shape, 1 connection (mean per REQ; share; events per REQ):");
     for (shape, share) in MIX {
         let of = |answers: &[Answer]| -> (usize, f64, usize) {
