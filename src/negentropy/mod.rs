@@ -8,6 +8,9 @@ mod frame_limit;
 mod reconcile;
 mod vec_storage;
 
+#[cfg(test)]
+pub(crate) mod testkit;
+
 pub use codec::{Bound, Fingerprint, Item, Sum, encode_varint};
 pub use frame_limit::{FrameLimit, FrameLimitError};
 pub use reconcile::{NegStorage, Reconciler};
@@ -113,112 +116,18 @@ mod hex_tests {
 
 #[cfg(test)]
 mod tests {
+    use super::testkit::{self, Ids, Pair, expected, sets, theirs};
     use super::*;
-    use ::negentropy as reference;
     use rand::{Rng, SeedableRng, rngs::StdRng};
     use std::collections::HashSet;
-
-    type Theirs = reference::Negentropy<'static, reference::NegentropyStorageVector>;
-
-    fn theirs(items: &[Item], limit: u64) -> Theirs {
-        let mut v = reference::NegentropyStorageVector::with_capacity(items.len());
-        for it in items {
-            v.insert(it.t, reference::Id::from_byte_array(it.id))
-                .unwrap();
-        }
-        v.seal().unwrap();
-        reference::Negentropy::owned(v, limit).unwrap()
-    }
 
     fn ours(items: &[Item], limit: u64) -> Reconciler<VecStorage> {
         Reconciler::new(VecStorage::new(items.to_vec()), limit).unwrap()
     }
 
-    /// Two overlapping sets: `shared` common items, `only` more on each side. Timestamps are
-    /// drawn from `spread` seconds, so small spreads give many equal timestamps (id-prefix
-    /// bounds).
-    fn sets(seed: u64, shared: usize, only: usize, spread: u64) -> (Vec<Item>, Vec<Item>) {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut item = || Item {
-            t: 1_700_000_000 + rng.random_range(0..spread),
-            id: rng.random(),
-        };
-        let common: Vec<Item> = (0..shared).map(|_| item()).collect();
-        let mut a = common.clone();
-        let mut b = common;
-        a.extend((0..only).map(|_| item()));
-        b.extend((0..only * 2 / 3).map(|_| item()));
-        (a, b)
-    }
-
-    fn expected(a: &[Item], b: &[Item]) -> (HashSet<[u8; 32]>, HashSet<[u8; 32]>) {
-        let ia: HashSet<[u8; 32]> = a.iter().map(|i| i.id).collect();
-        let ib: HashSet<[u8; 32]> = b.iter().map(|i| i.id).collect();
-        (&ia - &ib, &ib - &ia)
-    }
-
-    #[derive(Clone, Copy, Debug)]
-    enum Pair {
-        OursBoth,
-        OursInitiates,
-        TheirsInitiates,
-    }
-
-    /// Reconciles `a` (initiator) with `b`, every message checked by [`check_message`];
-    /// returns (have, need, rounds).
-    fn reconcile(
-        pair: Pair,
-        a: &[Item],
-        b: &[Item],
-        limit: u64,
-    ) -> (HashSet<[u8; 32]>, HashSet<[u8; 32]>, usize) {
-        let (mut have, mut need) = (Vec::new(), Vec::new());
-        let mut rounds = 0;
-        match pair {
-            Pair::TheirsInitiates => {
-                let mut client = theirs(a, limit);
-                let mut server = ours(b, limit);
-                let mut msg = client.initiate().unwrap();
-                let (mut h, mut n) = (Vec::new(), Vec::new());
-                loop {
-                    check_message(&msg).unwrap();
-                    let reply = server.respond(&msg).unwrap();
-                    check_message(&reply).unwrap();
-                    rounds += 1;
-                    match client.reconcile_with_ids(&reply, &mut h, &mut n).unwrap() {
-                        Some(m) => msg = m,
-                        None => break,
-                    }
-                }
-                have.extend(h.iter().map(|i| *i.as_bytes()));
-                need.extend(n.iter().map(|i| *i.as_bytes()));
-            }
-            Pair::OursInitiates | Pair::OursBoth => {
-                let mut client = ours(a, limit);
-                let mut server_theirs = theirs(b, limit);
-                let mut server_ours = ours(b, limit);
-                let mut msg = client.initiate().unwrap();
-                loop {
-                    check_message(&msg).unwrap();
-                    let reply = match pair {
-                        Pair::OursBoth => server_ours.respond(&msg).unwrap(),
-                        _ => server_theirs.reconcile(&msg).unwrap(),
-                    };
-                    check_message(&reply).unwrap();
-                    rounds += 1;
-                    match client.next(&reply, &mut have, &mut need).unwrap() {
-                        Some(m) => msg = m,
-                        None => break,
-                    }
-                }
-            }
-        }
-        assert!(rounds < 10_000, "no progress");
-        (
-            have.into_iter().collect(),
-            need.into_iter().collect(),
-            rounds,
-        )
+    /// [`testkit::reconcile`] with our side over an in-memory set.
+    fn reconcile(pair: Pair, a: &[Item], b: &[Item], limit: u64) -> (Ids, Ids, usize) {
+        testkit::reconcile(pair, a, b, limit, |items| VecStorage::new(items.to_vec()))
     }
 
     #[test]

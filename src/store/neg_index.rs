@@ -311,9 +311,7 @@ impl ReadAhead {
             thread: Some(thread),
         })
     }
-}
 
-impl ReadAhead {
     fn receiver(&mut self) -> &mut std::sync::mpsc::Receiver<Piece> {
         self.rx
             .get_mut()
@@ -455,7 +453,6 @@ impl IndexedSet {
 
     /// Takes the background read's pieces until segment `s` has arrived.
     fn take_ahead(&mut self, s: usize) -> Result<(), NegError> {
-        let storage = |e: String| NegError::Storage(e);
         while let Some(ahead) = &mut self.ahead
             && s >= ahead.next
         {
@@ -464,7 +461,7 @@ impl IndexedSet {
                 self.ahead = None;
                 break;
             };
-            let (first, end, items) = piece.map_err(|e| storage(e.to_string()))?;
+            let (first, end, items) = piece.map_err(|e| NegError::Storage(e.to_string()))?;
             ahead.next = end;
             self.keep(first, end, items)?;
         }

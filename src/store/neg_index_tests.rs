@@ -4,11 +4,9 @@
 //! single item on either side.
 
 use super::{IndexedSet, SetSource, bucket_of};
-use crate::negentropy::{Item, Reconciler, Sum};
+use crate::negentropy::testkit::{self, Ids, Pair, expected, sets};
+use crate::negentropy::{Item, Sum};
 use crate::store::StoreError;
-use ::negentropy as reference;
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -55,97 +53,13 @@ fn indexed(items: &[Item], reads: &Arc<AtomicUsize>) -> IndexedSet {
     IndexedSet::from_source(Box::new(src), 0, u64::MAX - 1).unwrap()
 }
 
-fn theirs(
-    items: &[Item],
-    limit: u64,
-) -> reference::Negentropy<'static, reference::NegentropyStorageVector> {
-    let mut v = reference::NegentropyStorageVector::with_capacity(items.len());
-    for it in items {
-        v.insert(it.t, reference::Id::from_byte_array(it.id))
-            .unwrap();
-    }
-    v.seal().unwrap();
-    reference::Negentropy::owned(v, limit).unwrap()
-}
-
-/// `shared` items on both sides and `only` more on each, over `spread` seconds.
-fn sets(seed: u64, shared: usize, only: usize, spread: u64) -> (Vec<Item>, Vec<Item>) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut item = || Item {
-        t: 1_700_000_000 + rng.random_range(0..spread),
-        id: rng.random(),
-    };
-    let common: Vec<Item> = (0..shared).map(|_| item()).collect();
-    let (mut a, mut b) = (common.clone(), common);
-    a.extend((0..only).map(|_| item()));
-    b.extend((0..only / 2).map(|_| item()));
-    (a, b)
-}
-
-type Ids = HashSet<[u8; 32]>;
-
-fn expected(a: &[Item], b: &[Item]) -> (Ids, Ids) {
-    let ia: Ids = a.iter().map(|i| i.id).collect();
-    let ib: Ids = b.iter().map(|i| i.id).collect();
-    (&ia - &ib, &ib - &ia)
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Pair {
-    OursBoth,
-    OursInitiates,
-    TheirsInitiates,
-}
-
-/// Reconciles `a` (initiator) with `b`: (have, need, rounds, item reads on both sides).
+/// [`testkit::reconcile`] with our side over the index: (have, need, rounds, item reads on
+/// both sides).
 fn reconcile(pair: Pair, a: &[Item], b: &[Item], limit: u64) -> (Ids, Ids, usize, usize) {
     let reads = Arc::new(AtomicUsize::new(0));
-    let (mut have, mut need, mut rounds) = (Vec::new(), Vec::new(), 0);
-    match pair {
-        Pair::TheirsInitiates => {
-            let mut client = theirs(a, limit);
-            let mut server = Reconciler::new(indexed(b, &reads), limit).unwrap();
-            let mut msg = client.initiate().unwrap();
-            let (mut h, mut n) = (Vec::new(), Vec::new());
-            loop {
-                let reply = server.respond(&msg).unwrap();
-                rounds += 1;
-                match client.reconcile_with_ids(&reply, &mut h, &mut n).unwrap() {
-                    Some(m) => msg = m,
-                    None => break,
-                }
-                assert!(rounds < 1000, "no progress");
-            }
-            have.extend(h.iter().map(|i| *i.as_bytes()));
-            need.extend(n.iter().map(|i| *i.as_bytes()));
-        }
-        Pair::OursBoth | Pair::OursInitiates => {
-            let mut client = Reconciler::new(indexed(a, &reads), limit).unwrap();
-            let mut ours = Reconciler::new(indexed(b, &reads), limit).unwrap();
-            let mut ref_server = theirs(b, limit);
-            let mut msg = client.initiate().unwrap();
-            loop {
-                crate::negentropy::check_message(&msg).unwrap();
-                let reply = match pair {
-                    Pair::OursBoth => ours.respond(&msg).unwrap(),
-                    _ => ref_server.reconcile(&msg).unwrap(),
-                };
-                rounds += 1;
-                match client.next(&reply, &mut have, &mut need).unwrap() {
-                    Some(m) => msg = m,
-                    None => break,
-                }
-                assert!(rounds < 1000, "no progress");
-            }
-        }
-    }
-    let reads = reads.load(Ordering::Relaxed);
-    (
-        have.into_iter().collect(),
-        need.into_iter().collect(),
-        rounds,
-        reads,
-    )
+    let (have, need, rounds) =
+        testkit::reconcile(pair, a, b, limit, |items| indexed(items, &reads));
+    (have, need, rounds, reads.load(Ordering::Relaxed))
 }
 
 #[test]
