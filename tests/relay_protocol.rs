@@ -326,6 +326,50 @@ async fn event_bursts_are_answered_in_order_one_ok_each() {
     assert_eq!(profiles, vec![profile_new]);
 }
 
+/// A `NEG-OPEN` sent right after a burst, without waiting for its `OK`s, reconciles against a
+/// set that holds the burst: the relay stores (and answers) what came first before it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neg_open_right_after_a_burst_sees_the_burst() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = start(tmp.path(), &[], &[]);
+    let mut c = Client::connect(&relay.addr).await;
+    let burst: Vec<Event> = (0..600)
+        .map(|i| sign_event(&keys(3), T0 + i, 1, vec![], &format!("unsaved {i}")))
+        .collect();
+    for e in &burst {
+        c.send(json!(["EVENT", ev_json(e)])).await;
+    }
+    let (mut neg, init) = neg_initial(&[]);
+    c.send(json!(["NEG-OPEN", "after", {}, init])).await;
+    let mut oks = 0;
+    let mut need: Vec<Id> = Vec::new();
+    loop {
+        let r = c.recv().await;
+        match r[0].as_str() {
+            Some("OK") => {
+                assert_eq!(r[1], json!(burst[oks].id_hex()), "OKs in order: {r}");
+                assert_eq!(r[2], json!(true), "{r}");
+                oks += 1;
+            }
+            Some("NEG-MSG") => {
+                assert_eq!(oks, burst.len(), "every OK before the NEG-MSG");
+                let msg = hex::decode(r[2].as_str().unwrap()).unwrap();
+                let (mut have, mut needed) = (Vec::new(), Vec::new());
+                let next = neg.reconcile_with_ids(&msg, &mut have, &mut needed).unwrap();
+                need.extend(needed);
+                match next {
+                    Some(m) => c.send(json!(["NEG-MSG", "after", hex::encode(m)])).await,
+                    None => break,
+                }
+            }
+            _ => panic!("unexpected: {r}"),
+        }
+    }
+    let want: BTreeSet<String> = ids_set(&burst);
+    let got: BTreeSet<String> = need.iter().map(|id| hex::encode(id.as_bytes())).collect();
+    assert_eq!(got, want, "the relay's set holds the whole burst");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn req_stored_then_eose_then_live_and_close_stops_live() {
     let tmp = tempfile::tempdir().unwrap();
