@@ -355,7 +355,9 @@ async fn a_neg_open_right_after_a_burst_sees_the_burst() {
                 assert_eq!(oks, burst.len(), "every OK before the NEG-MSG");
                 let msg = hex::decode(r[2].as_str().unwrap()).unwrap();
                 let (mut have, mut needed) = (Vec::new(), Vec::new());
-                let next = neg.reconcile_with_ids(&msg, &mut have, &mut needed).unwrap();
+                let next = neg
+                    .reconcile_with_ids(&msg, &mut have, &mut needed)
+                    .unwrap();
                 need.extend(needed);
                 match next {
                     Some(m) => c.send(json!(["NEG-MSG", "after", hex::encode(m)])).await,
