@@ -99,6 +99,11 @@ impl FjallStore {
     pub fn open_with_budget(dir: &Path, loaded_items: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Engine(format!("cannot create {}: {e}", dir.display())))?;
+        // fjall's default worker count (up to 4). With more than one worker, fjall 3.1.13's
+        // worker 0 hands every compaction request back to the queue and takes it again at once,
+        // so it spins a core while such requests wait (after an open over level-0 tables, after
+        // each flush); it shows as `fjall:worker` in a profile. One worker avoids that but can
+        // block on its own full queue under heavy writes (fjall PR #323), which is worse.
         let db = fjall::Database::builder(dir).open().map_err(|e| {
             StoreError::Engine(format!("cannot open store at {}: {e}", dir.display()))
         })?;
