@@ -103,7 +103,7 @@ fn spec(seed: u64, count: u64) -> GenSpec {
 /// The store layout the cached stores were built with: bump it when keyspaces or keys change,
 /// so the bench measures stores as `orly import` writes them today, not upgraded ones (an
 /// upgrade at open leaves its writes in the journal, which every later open replays).
-const LAYOUT: &str = "layout-2";
+const LAYOUT: &str = "layout-3";
 
 /// Builds (once) the two stores of a size: shared events plus `differ` only on each side.
 fn stores(total: u64, differ: u64) -> (PathBuf, PathBuf) {

@@ -103,7 +103,8 @@ pub(super) enum Slot {
     AddrTombstones,
     /// ids seen and dropped because a newer version is stored.
     Superseded,
-    /// 1 024-second bucket → count and id sum of its events (see `neg_index.rs`).
+    /// 16 consecutive 1 024-second buckets → count and id sum of each one's events (see
+    /// `neg_index.rs`).
     NegIndex,
     /// Store-level markers.
     Meta,
@@ -111,8 +112,9 @@ pub(super) enum Slot {
 
 /// The store layout this build writes, kept in `meta` under [`LAYOUT_KEY`] (big-endian u32). A
 /// store marked with a higher one is refused: an older binary would misread it (layout 2 dropped
-/// `by_author`, which layout-1 binaries still read).
-pub(super) const LAYOUT: u32 = 2;
+/// `by_author`, which layout-1 binaries still read; layout 3 keeps 16 buckets of the negentropy
+/// index in each value, which layout-2 binaries would read as one).
+pub(super) const LAYOUT: u32 = 3;
 pub(super) const LAYOUT_KEY: &[u8] = b"layout";
 
 /// Keyspaces of older layouts, dropped at open: `by_author` (pubkey ++ created_at ++ id) was

@@ -3,7 +3,9 @@
 //! right differences in both roles, and two equal sets agree in one round without reading a
 //! single item on either side.
 
-use super::{IndexedSet, SetSource, bucket_of};
+use super::{
+    BUCKET_BYTES, GROUP_SHIFT, Group, IndexedSet, SetSource, bucket_of, decode_group, encode_group,
+};
 use crate::negentropy::testkit::{self, Ids, Pair, expected, sets};
 use crate::negentropy::{Item, Sum};
 use crate::store::StoreError;
@@ -100,4 +102,32 @@ fn equal_indexed_sets_agree_without_reading_an_item() {
     let (_, _, rounds, reads) = reconcile(Pair::TheirsInitiates, &a, &a, 0);
     assert_eq!(rounds, 1);
     assert!(reads > 0, "the reference's bounds fall inside buckets");
+}
+
+/// A value holds the non-empty buckets of one group, ascending; anything else is refused as
+/// damage rather than read.
+#[test]
+fn bucket_groups_round_trip_and_damage_is_refused() {
+    let g = 106_000u64;
+    let first = g << GROUP_SHIFT;
+    let mut group = Group::new();
+    for (i, b) in [first, first + 3, first + 15].into_iter().enumerate() {
+        let mut sum = Sum::default();
+        sum.add_id(&[i as u8 + 1; 32]);
+        group.insert(b, (i as u64 + 1, sum));
+    }
+    let v = encode_group(&group);
+    let mut back = Group::new();
+    decode_group(g, &v, |b, n, s| {
+        back.insert(b, (n, s));
+    })
+    .unwrap();
+    assert_eq!(back, group);
+    let refused = |v: &[u8], key: u64| decode_group(key, v, |_, _, _| {}).is_err();
+    assert!(refused(&v, g + 1), "buckets of another group");
+    assert!(refused(&v[..v.len() - 1], g), "a cut value");
+    assert!(refused(&[], g), "an empty value");
+    let mut swapped = v[BUCKET_BYTES..2 * BUCKET_BYTES].to_vec();
+    swapped.extend_from_slice(&v[..BUCKET_BYTES]);
+    assert!(refused(&swapped, g), "out of order");
 }

@@ -557,6 +557,51 @@ fn index_is_rebuilt_for_old_stores_and_checked() {
     );
 }
 
+/// An index written by layout 2 (one bucket per value) reads as damaged to this layout, and
+/// is rebuilt at the next open, which marks the store layout 3: then every bucket is right and
+/// the set's fingerprints are the time index's.
+#[test]
+fn a_layout_2_negentropy_index_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = Keys::from_seed(b"layout2", 0);
+    // Spread over a month: many groups of buckets, most holding several.
+    let evs: Vec<Event> = (0..400)
+        .map(|i| sign_event(&k, 1_700_000_000 + i * 6_553, 1, vec![], &format!("n{i}")))
+        .collect();
+    {
+        let s = FjallStore::open(dir.path()).unwrap();
+        s.save_blocking(&evs).unwrap();
+        assert!(s.check_integrity().unwrap().problems.is_empty());
+        s.write_layout_2_neg_index();
+        let report = s.check_integrity().unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.starts_with("NegIndex")),
+            "the old format is not read as this one: {:?}",
+            report.problems
+        );
+        s.flush().unwrap();
+    }
+    let s = FjallStore::open(dir.path()).unwrap();
+    assert!(s.check_integrity().unwrap().problems.is_empty());
+    assert_eq!(
+        s.meta(keys::LAYOUT_KEY),
+        Some(keys::LAYOUT.to_be_bytes().to_vec())
+    );
+    assert_eq!(s.meta(neg_index::OLD_BUILT_KEY), None);
+    let mut set = s
+        .neg_storage_blocking(&Filter::default(), usize::MAX)
+        .unwrap();
+    let mut want = vec_set(&s, &Filter::default());
+    assert_eq!(set.size(), 400);
+    for (a, b) in [(0, 400), (0, 1), (17, 233), (399, 400)] {
+        assert_eq!(
+            set.fingerprint(a, b).unwrap(),
+            want.fingerprint(a, b).unwrap(),
+            "{a}..{b}"
+        );
+    }
+}
+
 /// Keyspaces of an older layout are dropped at open, and the store still answers every query.
 #[test]
 fn retired_keyspaces_are_dropped_at_open() {
@@ -600,8 +645,9 @@ fn a_store_of_a_newer_layout_is_refused() {
             .keyspace("meta", fjall::KeyspaceCreateOptions::default)
             .unwrap();
         let marked = meta.get(b"layout").unwrap().expect("layout marker");
-        assert_eq!(marked.as_ref(), 2u32.to_be_bytes());
-        meta.insert(b"layout", 3u32.to_be_bytes()).unwrap();
+        assert_eq!(marked.as_ref(), keys::LAYOUT.to_be_bytes());
+        meta.insert(b"layout", (keys::LAYOUT + 1).to_be_bytes())
+            .unwrap();
         db.persist(fjall::PersistMode::SyncAll).unwrap();
     }
     let err = FjallStore::open(dir.path()).err().expect("refused");

@@ -66,6 +66,41 @@ impl FjallStore {
         Ok(r)
     }
 
+    /// Rewrites the negentropy index in layout 2's format (one bucket per value, its own
+    /// marker), as a store written by an older orly holds it.
+    #[cfg(test)]
+    pub(in crate::store) fn write_layout_2_neg_index(&self) {
+        let ks = &self.inner.ks;
+        let index = &ks[Slot::NegIndex as usize];
+        let buckets = neg_index::recompute(&ks[Slot::ByTime as usize]).expect("recompute");
+        let mut b = self.inner.db.batch();
+        for g in index.iter() {
+            b.remove(index, g.key().expect("key"));
+        }
+        for (bucket, (count, sum)) in buckets {
+            b.insert(index, bucket.to_be_bytes(), neg_index::encode(count, &sum));
+        }
+        b.remove(&ks[Slot::Meta as usize], neg_index::BUILT_KEY);
+        b.insert(
+            &ks[Slot::Meta as usize],
+            neg_index::OLD_BUILT_KEY,
+            b"1".to_vec(),
+        );
+        b.insert(
+            &ks[Slot::Meta as usize],
+            keys::LAYOUT_KEY,
+            2u32.to_be_bytes(),
+        );
+        b.commit().expect("commit");
+    }
+
+    /// A marker of the meta keyspace.
+    #[cfg(test)]
+    pub(in crate::store) fn meta(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let meta = &self.inner.ks[Slot::Meta as usize];
+        meta.get(key).expect("meta").map(|v| v.to_vec())
+    }
+
     /// Drops the negentropy index and its marker, as in a store made before it existed.
     #[cfg(test)]
     pub(in crate::store) fn forget_neg_index(&self) {
