@@ -70,27 +70,17 @@ impl FjallStore {
     /// marker), as a store written by an older orly holds it.
     #[cfg(test)]
     pub(in crate::store) fn write_layout_2_neg_index(&self) {
+        self.forget_neg_index();
         let ks = &self.inner.ks;
-        let index = &ks[Slot::NegIndex as usize];
+        let meta = &ks[Slot::Meta as usize];
         let buckets = neg_index::recompute(&ks[Slot::ByTime as usize]).expect("recompute");
         let mut b = self.inner.db.batch();
-        for g in index.iter() {
-            b.remove(index, g.key().expect("key"));
-        }
         for (bucket, (count, sum)) in buckets {
-            b.insert(index, bucket.to_be_bytes(), neg_index::encode(count, &sum));
+            let value = neg_index::encode(count, &sum);
+            b.insert(&ks[Slot::NegIndex as usize], bucket.to_be_bytes(), value);
         }
-        b.remove(&ks[Slot::Meta as usize], neg_index::BUILT_KEY);
-        b.insert(
-            &ks[Slot::Meta as usize],
-            neg_index::OLD_BUILT_KEY,
-            b"1".to_vec(),
-        );
-        b.insert(
-            &ks[Slot::Meta as usize],
-            keys::LAYOUT_KEY,
-            2u32.to_be_bytes(),
-        );
+        b.insert(meta, neg_index::OLD_BUILT_KEY, b"1".to_vec());
+        b.insert(meta, keys::LAYOUT_KEY, 2u32.to_be_bytes());
         b.commit().expect("commit");
     }
 
