@@ -15,10 +15,13 @@ const BUCKETS: usize = 16;
 const ID_LIST_BELOW: usize = 2 * BUCKETS;
 /// Room kept under the frame size limit for the closing fingerprint.
 const FRAME_SLACK: usize = 200;
-/// Even pieces of at least this many items may be cut at the storage's edges instead.
-const EDGE_CUTS_FROM: usize = 4 * ID_LIST_BELOW;
+/// Even pieces of at least this many items may be cut at the storage's edges instead. Down
+/// to pieces that the next level lists: cutting those between items would read every item of
+/// a set whose differences are spread all over it, at the level before the lists.
+const EDGE_CUTS_FROM: usize = ID_LIST_BELOW / 2;
 /// A message with at least this many fingerprints (the peer split at least four of our
-/// ranges) makes this step read items all over the set: half of it is read ahead meanwhile.
+/// ranges) may make this step read items all over the set: from its first read, half of it is
+/// read ahead meanwhile.
 const MANY_FINGERPRINTS: usize = 4 * BUCKETS;
 /// When at least this many of a message's fingerprints mismatched, and three in four or more
 /// did, the differences are spread over the set: the next step reads most of it, so it is
@@ -48,6 +51,11 @@ pub trait NegStorage: Send + Sync {
     /// a storage that reads them from disk may start reading them in the background now. A
     /// set already in memory ignores it.
     fn prefetch(&mut self, _from: usize) {}
+    /// A weaker hint, for the step under way: it may read items all over the set, from
+    /// position `from` on, or may read none (when the peer's bounds fall on the storage's
+    /// edges). A storage may start reading ahead at the first item the step reads. `None`: the
+    /// step is over.
+    fn expect_reads(&mut self, _from: Option<usize>) {}
     /// A position in `after + 1..before` near `pos` where a range can be cut without reading
     /// items, with the bound that cuts there: for an index of time buckets, the start of a
     /// bucket. Both sides of a reconciliation over such indexes then cut at the same bounds
@@ -81,6 +89,9 @@ impl NegStorage for Box<dyn NegStorage> {
     }
     fn prefetch(&mut self, from: usize) {
         (**self).prefetch(from)
+    }
+    fn expect_reads(&mut self, from: Option<usize>) {
+        (**self).expect_reads(from)
     }
     fn edge_near(&mut self, pos: usize, after: usize, before: usize) -> Option<(usize, Bound)> {
         (**self).edge_near(pos, after, before)
@@ -177,7 +188,7 @@ impl<S: NegStorage> Reconciler<S> {
         }
         let size = self.storage.size();
         if super::fingerprint_ranges(msg).is_ok_and(|n| n >= MANY_FINGERPRINTS) {
-            self.storage.prefetch(size / 2);
+            self.storage.expect_reads(Some(size / 2));
         }
         let (mut fingerprints, mut mismatched) = (0usize, 0usize);
         let mut out = Writer::new(PROTOCOL_VERSION);
@@ -282,6 +293,7 @@ impl<S: NegStorage> Reconciler<S> {
             prev_index = upper;
             prev_bound = bound;
         }
+        self.storage.expect_reads(None);
         if mismatched >= DENSE_MISMATCHES && mismatched * 4 >= fingerprints * 3 {
             self.storage.prefetch(0);
         }
@@ -290,11 +302,11 @@ impl<S: NegStorage> Reconciler<S> {
 
     /// Cuts of `lower..upper` at the storage's edges (see [`NegStorage::edge_near`]) near the
     /// even cuts, when they split it about as evenly: no piece more than an eighth larger than
-    /// an even one, so the rounds stay as many as with even cuts (a piece grown past
-    /// [`ID_LIST_BELOW`] × 16 items would be split once more instead of listed). `None` for
-    /// small ranges (cut between items, as the level after is listed), when the storage has
-    /// no edges there, or when they would leave a piece too large (a burst of events in one
-    /// time bucket): the range is then cut between items.
+    /// an even one, nor too large to list when even pieces would be listed, so the rounds stay
+    /// as many as with even cuts. `None` for small ranges (pieces under [`EDGE_CUTS_FROM`]
+    /// items: cut between items), when the storage has no edges there, or when they would
+    /// leave a piece too large (a burst of events in one time bucket): the range is then cut
+    /// between items.
     fn edge_cuts(
         &mut self,
         lower: usize,
@@ -305,18 +317,22 @@ impl<S: NegStorage> Reconciler<S> {
         if per < EDGE_CUTS_FROM {
             return None;
         }
-        let largest = per + 1 + per / 8;
+        let mut largest = per + 1 + per / 8;
+        if per < ID_LIST_BELOW {
+            largest = largest.min(ID_LIST_BELOW - 1);
+        }
         let mut cuts: Vec<(usize, Bound)> = Vec::with_capacity(BUCKETS - 1);
         let mut prev = lower;
         for i in 1..BUCKETS {
             let even = lower + i * per + i.min(extra);
-            if let Some((at, bound)) = self.storage.edge_near(even, prev, upper)
+            // An edge nearest the even cut among those that keep this piece small enough. Near
+            // the even cut, not at the first edge that fits: the pieces after are as even as
+            // the edges allow. A cut with no edge in reach is left out (its neighbours grow).
+            let before = upper.min(prev + largest + 1);
+            if let Some((at, bound)) = self.storage.edge_near(even.min(before - 1), prev, before)
                 && at > prev
-                && at < upper
+                && at < before
             {
-                if at - prev > largest {
-                    return None;
-                }
                 cuts.push((at, bound));
                 prev = at;
             }

@@ -30,8 +30,12 @@ impl NegSessions {
         self.open.insert(sub, (s, Instant::now()));
     }
 
+    /// Ends the session of `sub`, if any (dropped off the connection's task).
     pub(super) fn close(&mut self, sub: &str) -> bool {
-        self.open.remove(sub).is_some()
+        self.open
+            .remove(sub)
+            .map(|(s, _)| crate::store::retire(s))
+            .is_some()
     }
 
     /// Removes sessions idle for longer than `idle`, returning their subscription ids.
@@ -44,7 +48,7 @@ impl NegSessions {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &dead {
-            self.open.remove(k);
+            self.close(k);
         }
         dead
     }

@@ -25,7 +25,7 @@ pub use fjall_store::{FjallStore, IntegrityReport, StoreStats};
 pub use neg_index::IndexedSet;
 pub use postgres::PgStore;
 pub use remote::RemoteStore;
-pub use session::{LocalSession, NegSession, NegStep};
+pub use session::{LocalSession, NegSession, NegStep, retire};
 
 use crate::event::{Event, EventId, Filter};
 use crate::negentropy::{NegStorage, VecStorage};

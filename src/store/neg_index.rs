@@ -40,6 +40,8 @@ const NEAR: usize = 16;
 /// Largest set a session reads ahead in the background (see [`NegStorage::prefetch`]): about
 /// 10 MB of items, a ~50 ms read, wasted at worst when the differences turn out to be few.
 const PREFETCH_MAX_ITEMS: usize = 1 << 18;
+/// Most background reads a session runs at once (one per core of a small machine).
+const MAX_READS_AHEAD: usize = 2;
 /// Items per piece the background read hands over (a few milliseconds of reading each).
 #[cfg(not(test))]
 const PREFETCH_CHUNK_ITEMS: usize = 8_192;
@@ -323,14 +325,16 @@ pub struct IndexedSet {
     read_end: usize,
     /// Reads the set has needed so far.
     misses: usize,
-    /// The background read, once [`NegStorage::prefetch`] started one.
-    ahead: Option<ReadAhead>,
+    /// The background reads [`NegStorage::prefetch`] started, over disjoint runs of segments.
+    ahead: Vec<ReadAhead>,
+    /// Where to read ahead from at the step's first read (see [`NegStorage::expect_reads`]).
+    expected: Option<usize>,
 }
 
 /// Segments `first..end` and their items, or why they could not be read.
 type Piece = Result<(usize, usize, Vec<Item>), StoreError>;
 
-/// Segments `from..` read in order by a thread of their own, handed over in pieces as
+/// Segments `from..end` read in order by a thread of their own, handed over in pieces as
 /// (first segment, end segment, items). Dropping it stops the thread after its current piece
 /// and waits for it, so no read outlives the session (nor its snapshot the store).
 struct ReadAhead {
@@ -338,18 +342,31 @@ struct ReadAhead {
     rx: std::sync::Mutex<std::sync::mpsc::Receiver<Piece>>,
     /// Segments before this one have been handed over (or were never asked for).
     next: usize,
+    /// The segment after the last one it reads.
+    end: usize,
+    /// The segment after the piece the thread is reading now, and after each of its pieces: a
+    /// segment past the piece after this one is read directly when needed rather than waited
+    /// for.
+    reaching: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ends: Vec<usize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ReadAhead {
-    /// Starts reading `segs[from..]` over `src`, in pieces of about [`PREFETCH_CHUNK_ITEMS`].
-    fn start(src: std::sync::Arc<dyn SetSource>, segs: &[Seg], from: usize) -> Option<Self> {
+    /// Starts reading `segs[from..until]` over `src`, in pieces of about
+    /// [`PREFETCH_CHUNK_ITEMS`].
+    fn start(
+        src: std::sync::Arc<dyn SetSource>,
+        segs: &[Seg],
+        from: usize,
+        until: usize,
+    ) -> Option<Self> {
         let mut pieces = Vec::new();
         let mut s = from;
-        while s < segs.len() {
+        while s < until {
             let (mut end, mut n) = (s + 1, segs[s].count);
-            while let Some(next) = segs.get(end) {
+            while let Some(next) = segs.get(end).filter(|_| end < until) {
                 if n + next.count > PREFETCH_CHUNK_ITEMS {
                     break;
                 }
@@ -359,9 +376,12 @@ impl ReadAhead {
             pieces.push((s, end, segs[s].lo, segs[end - 1].hi));
             s = end;
         }
+        let ends = pieces.iter().map(|p| p.1).collect();
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = stop.clone();
+        let reaching = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(from));
+        let reached = reaching.clone();
         let thread = std::thread::Builder::new()
             .name("orly-neg-read".into())
             .spawn(move || {
@@ -369,6 +389,7 @@ impl ReadAhead {
                     if halt.load(std::sync::atomic::Ordering::Relaxed) {
                         return;
                     }
+                    reached.store(end, std::sync::atomic::Ordering::Relaxed);
                     let r = src.read(lo, hi).map(|items| (s, end, items));
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
@@ -381,6 +402,9 @@ impl ReadAhead {
         Some(Self {
             rx: std::sync::Mutex::new(rx),
             next: from,
+            end: until,
+            reaching,
+            ends,
             stop,
             thread: Some(thread),
         })
@@ -436,7 +460,8 @@ impl IndexedSet {
             window: 1,
             read_end: 0,
             misses: 0,
-            ahead: None,
+            ahead: Vec::new(),
+            expected: None,
         };
         if lo > hi {
             return Ok(set);
@@ -484,7 +509,12 @@ impl IndexedSet {
     /// costs far more to start than to continue, so when misses follow each other in order
     /// (many small ranges differ) one read loads the following buckets too.
     fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
-        if !self.cache.contains_key(&s) && self.ahead.as_ref().is_some_and(|a| s >= a.next) {
+        if !self.cache.contains_key(&s)
+            && let Some(from) = self.expected.take()
+        {
+            self.prefetch(from);
+        }
+        if !self.cache.contains_key(&s) {
             self.take_ahead(s)?;
         }
         if !self.cache.contains_key(&s) {
@@ -525,18 +555,25 @@ impl IndexedSet {
         Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]))
     }
 
-    /// Takes the background read's pieces until segment `s` has arrived.
+    /// Takes pieces from the background read of segment `s` until `s` has arrived, if one
+    /// reads it and reaches it within its next piece. A segment further on is read directly:
+    /// waiting would make a step that needs a few items as slow as reading all before them.
     fn take_ahead(&mut self, s: usize) -> Result<(), NegError> {
-        while let Some(ahead) = &mut self.ahead
-            && s >= ahead.next
-        {
-            let Ok(piece) = ahead.receiver().recv() else {
+        let Some(k) = self.ahead.iter().position(|a| {
+            let at = a.reaching.load(std::sync::atomic::Ordering::Relaxed);
+            let i = a.ends.partition_point(|&e| e <= at);
+            (a.next..a.end).contains(&s) && s < a.ends.get(i).copied().unwrap_or(a.end)
+        }) else {
+            return Ok(());
+        };
+        while self.ahead[k].next <= s {
+            let Ok(piece) = self.ahead[k].receiver().recv() else {
                 // The thread ended early: read the rest as it is needed.
-                self.ahead = None;
+                self.ahead.remove(k);
                 break;
             };
             let (first, end, items) = piece.map_err(|e| NegError::Storage(e.to_string()))?;
-            ahead.next = end;
+            self.ahead[k].next = end;
             self.keep(first, end, items)?;
         }
         Ok(())
@@ -700,18 +737,38 @@ impl NegStorage for IndexedSet {
             })
     }
 
+    fn expect_reads(&mut self, from: Option<usize>) {
+        self.expected = from;
+    }
+
     fn prefetch(&mut self, from: usize) {
-        // Small enough that everything read stays cached (no piece is read twice), and not
-        // already read ahead.
-        if self.ahead.is_some() || self.size > PREFETCH_MAX_ITEMS || from >= self.size {
+        // Small enough that everything read stays cached (no piece is read twice).
+        if self.ahead.len() >= MAX_READS_AHEAD
+            || self.size > PREFETCH_MAX_ITEMS
+            || from >= self.size
+        {
             return;
         }
+        // From the first segment neither cached nor read ahead already, up to the next one
+        // that is read ahead.
         let mut first = self.seg_of(from);
-        while first < self.segs.len() && self.cache.contains_key(&first) {
-            first += 1;
+        while first < self.segs.len() {
+            if let Some(a) = self.ahead.iter().find(|a| (a.next..a.end).contains(&first)) {
+                first = a.end;
+            } else if self.cache.contains_key(&first) {
+                first += 1;
+            } else {
+                break;
+            }
         }
-        if first < self.segs.len() {
-            self.ahead = ReadAhead::start(self.src.clone(), &self.segs, first);
+        let until = (self.ahead.iter())
+            .map(|a| a.next)
+            .filter(|&n| n > first)
+            .min()
+            .unwrap_or(self.segs.len());
+        if first < until {
+            self.ahead
+                .extend(ReadAhead::start(self.src.clone(), &self.segs, first, until));
         }
     }
 }

@@ -31,6 +31,14 @@ pub trait NegSession: Send + Sync {
     async fn next(&mut self, msg: Vec<u8>) -> Result<NegStep, NegError>;
 }
 
+/// Drops `session` on the blocking pool, returning the task. A session's set may hold tens of
+/// thousands of items read into memory, in as many allocations, and its background reads stop
+/// only after their current piece: a drop takes milliseconds that the connection or sync job
+/// ending the session need not spend before its next message.
+pub fn retire<T: Send + 'static>(session: T) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || drop(session))
+}
+
 /// A session over a storage in this process. Steps read the store and hash, so they run on
 /// the blocking pool; a step that fails to come back leaves the session unusable.
 pub struct LocalSession {

@@ -412,16 +412,24 @@ fn indexed_set_answers_like_the_loaded_set() {
             until,
             ..Filter::default()
         };
-        // Read as needed, read ahead from the start, and from the middle (the background
-        // read hands its pieces over as the reconciliation reaches them).
-        for ahead in [None, Some(0), Some(2)] {
+        // Read as needed; read ahead from the start, from the middle, from both (two
+        // background reads), or from the middle once the first item is read. The background
+        // reads hand their pieces over as the reconciliation reaches them; items further on
+        // are read directly, here from the end backwards first.
+        for ahead in 0..5 {
             let mut want = vec_set(&s, &f);
             let mut got = s.neg_storage_blocking(&f, usize::MAX).unwrap();
             assert!(got.is_indexed());
+            let half = got.size() / 2;
             match ahead {
-                Some(0) => got.prefetch(0),
-                Some(d) => got.prefetch(got.size() / d),
-                None => {}
+                1 => got.prefetch(0),
+                2 => got.prefetch(half),
+                3 => {
+                    got.prefetch(half);
+                    got.prefetch(0);
+                }
+                4 => got.expect_reads(Some(half)),
+                _ => {}
             }
             let n = want.size();
             assert_eq!(got.size(), n, "{f:?}");
@@ -431,6 +439,16 @@ fn indexed_set_answers_like_the_loaded_set() {
                 true
             })
             .unwrap();
+            if ahead >= 3 {
+                for i in (0..n).rev().step_by(5) {
+                    got.for_each(i, i + 1, &mut |j, it| {
+                        assert_eq!((j, it), (i, &items[i]), "{f:?}");
+                        true
+                    })
+                    .unwrap();
+                }
+            }
+            got.expect_reads(None);
             let mut seen = Vec::new();
             got.for_each(0, n, &mut |i, it| {
                 seen.push((i, *it));

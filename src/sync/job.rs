@@ -54,6 +54,8 @@ struct State {
     ranges: Ranges,
     session: Option<NegSession>,
     sessions_opened: u64,
+    /// Sessions being dropped off this task (see [`crate::store::retire`]).
+    retired: Vec<tokio::task::JoinHandle<()>>,
     transfers: Transfers,
     auth: Nip42,
 }
@@ -125,12 +127,17 @@ impl SyncJob {
             ranges: Ranges::of(&filter),
             session: None,
             sessions_opened: 0,
+            retired: Vec::new(),
             transfers: Transfers::new(self.req.direction(), self.req.max_events()),
             auth: Nip42::new(self.req.peer_options().auth_keys.clone()),
         };
         let res = self
             .drive(&mut st, &filter, frame_limit, &mut on_progress)
             .await;
+        // The sessions' snapshots are released before the caller closes the store.
+        for t in st.retired.drain(..) {
+            let _ = t.await;
+        }
         // Keep what arrived even when the job fails part way.
         let settled = st.transfers.settle(&*self.store, &mut st.p).await;
         let flushed = match settled {
@@ -306,7 +313,9 @@ impl SyncJob {
             Some(m) => st.conn.neg_msg(&sub, &m).await.map_err(disconnected)?,
             None => {
                 st.conn.neg_close(&sub).await.map_err(disconnected)?;
-                st.session = None;
+                if let Some(done) = st.session.take() {
+                    st.retired.push(crate::store::retire(done));
+                }
             }
         }
         st.report(on_progress);
