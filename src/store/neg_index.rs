@@ -342,11 +342,9 @@ struct ReadAhead {
     rx: std::sync::Mutex<std::sync::mpsc::Receiver<Piece>>,
     /// Segments before this one have been handed over (or were never asked for).
     next: usize,
-    /// The segment after the last one it reads.
-    end: usize,
-    /// The segment after the piece the thread is reading now, and after each of its pieces: a
-    /// segment past the piece after this one is read directly when needed rather than waited
-    /// for.
+    /// The segment after the piece the thread is reading now, and after each of its pieces
+    /// (never empty: it reads at least one segment): a segment past the piece after this one
+    /// is read directly when needed rather than waited for.
     reaching: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     ends: Vec<usize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -402,12 +400,16 @@ impl ReadAhead {
         Some(Self {
             rx: std::sync::Mutex::new(rx),
             next: from,
-            end: until,
             reaching,
             ends,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// The segment after the last one it reads.
+    fn end(&self) -> usize {
+        self.ends.last().copied().unwrap_or(self.next)
     }
 
     fn receiver(&mut self) -> &mut std::sync::mpsc::Receiver<Piece> {
@@ -562,7 +564,7 @@ impl IndexedSet {
         let Some(k) = self.ahead.iter().position(|a| {
             let at = a.reaching.load(std::sync::atomic::Ordering::Relaxed);
             let i = a.ends.partition_point(|&e| e <= at);
-            (a.next..a.end).contains(&s) && s < a.ends.get(i).copied().unwrap_or(a.end)
+            (a.next..a.end()).contains(&s) && s < a.ends.get(i).copied().unwrap_or(a.end())
         }) else {
             return Ok(());
         };
@@ -753,8 +755,12 @@ impl NegStorage for IndexedSet {
         // that is read ahead.
         let mut first = self.seg_of(from);
         while first < self.segs.len() {
-            if let Some(a) = self.ahead.iter().find(|a| (a.next..a.end).contains(&first)) {
-                first = a.end;
+            if let Some(a) = self
+                .ahead
+                .iter()
+                .find(|a| (a.next..a.end()).contains(&first))
+            {
+                first = a.end();
             } else if self.cache.contains_key(&first) {
                 first += 1;
             } else {
