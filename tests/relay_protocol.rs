@@ -228,9 +228,10 @@ async fn event_ok_duplicate_and_invalid() {
 /// An `OK` a frame must get: (id, accepted, message prefix).
 type Expected = (String, bool, &'static str);
 
-/// A burst of frames (as a sync uploading sends them) is stored in batches by the relay: every
-/// EVENT still gets its own OK, in order; a REQ in the middle sees exactly the events sent
-/// before it; refusals and replaceable rules inside one burst are per event.
+/// A burst of frames (as a sync uploading sends them) is stored in batches by the relay, their
+/// signatures checked in pieces side by side: every EVENT still gets its own OK, in order; a
+/// REQ in the middle sees exactly the events sent before it; refusals (a bad signature, a
+/// malformed event) and replaceable rules inside one burst are per event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_bursts_are_answered_in_order_one_ok_each() {
     let tmp = tempfile::tempdir().unwrap();
@@ -255,6 +256,13 @@ async fn event_bursts_are_answered_in_order_one_ok_each() {
                 json!(["EVENT", ev_json(&bad)]),
                 Some((e.id_hex(), false, "invalid:")),
             ));
+            continue;
+        }
+        if i % 50 == 21 {
+            // Malformed, not only badly signed: refused under the id it was sent with.
+            let mut bad = ev_json(e);
+            bad["kind"] = json!("one");
+            frames.push((json!(["EVENT", bad]), Some((e.id_hex(), false, "invalid:"))));
             continue;
         }
         frames.push((json!(["EVENT", ev_json(e)]), Some((e.id_hex(), true, ""))));
@@ -318,7 +326,7 @@ async fn event_bursts_are_answered_in_order_one_ok_each() {
     let want: Vec<&Event> = notes
         .iter()
         .enumerate()
-        .filter(|(i, _)| i % 50 != 7)
+        .filter(|(i, _)| i % 50 != 7 && i % 50 != 21)
         .map(|(_, e)| e)
         .collect();
     assert_eq!(ids_set(&stored), want.iter().map(|e| e.id_hex()).collect());

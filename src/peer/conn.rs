@@ -2,9 +2,9 @@
 //! (NIP-77 `NEG-*`, `REQ` by ids, `EVENT`, NIP-42 `AUTH`). Callers never build a message.
 
 use super::{ByteCounters, Incoming, PeerError, PeerOptions, PeerUrl, RelayMsg, tls_config};
-use crate::event::wire::{ClientMessage, kind};
+use crate::event::wire::{ClientMessage, kind, write_frames};
 use crate::event::{Event, Filter, Keys, sign_event};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -33,21 +33,15 @@ impl RelayConn {
             .await
             .map_err(|_| PeerError::ConnectTimeout(url.into()))?
             .map_err(|e| PeerError::Connect(url.into(), e.to_string()))?;
-        let (mut sink, mut stream) = ws.split();
-        let (out_tx, mut out_rx) = mpsc::channel::<Message>(1024);
+        let (sink, mut stream) = ws.split();
+        let (out_tx, out_rx) = mpsc::channel::<Message>(1024);
         let (in_tx, in_rx) = mpsc::channel::<Incoming>(4096);
         let bytes = Arc::new(ByteCounters::default());
         let sent = bytes.clone();
-        tokio::spawn(async move {
-            while let Some(m) = out_rx.recv().await {
-                sent.sent
-                    .fetch_add(m.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                if sink.send(m).await.is_err() {
-                    break;
-                }
-            }
-            let _ = sink.close().await;
-        });
+        tokio::spawn(write_frames(out_rx, sink, move |m| {
+            sent.sent
+                .fetch_add(m.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }));
         let recv = bytes.clone();
         let pong = out_tx.clone();
         tokio::spawn(async move {

@@ -13,8 +13,8 @@ use super::neg::NegSessions;
 use super::server::Shared;
 use crate::event::Filter;
 use crate::event::wire::{ClientMessage, Prefix, RelayMessage};
-use events::Pending;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use events::Arrived;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,16 +47,9 @@ pub(super) async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(1024);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = out_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = ws.split();
+    let (out, out_rx) = mpsc::channel::<Message>(1024);
+    let writer = tokio::spawn(crate::event::wire::write_frames(out_rx, sink, |_| ()));
     let mut live = shared.live.subscribe();
     let idle = shared.cfg.neg_idle_timeout;
     let (ping_every, idle_limit) = (shared.cfg.ping_interval, shared.cfg.idle_timeout);
@@ -240,24 +233,36 @@ impl Conn {
         }
     }
 
-    /// Handles frames in order; runs of `EVENT`s are checked one by one and stored in one
+    /// Handles frames in order; runs of `EVENT`s are checked together and stored in one
     /// batch, their `OK`s sent in order.
     async fn handle_all(&mut self, texts: &[tokio_tungstenite::tungstenite::Utf8Bytes]) {
-        let mut batch: Vec<Pending> = Vec::new();
+        let mut run: Vec<Arrived> = Vec::new();
         for text in texts {
             match ClientMessage::parse(text.as_str()) {
-                Ok(ClientMessage::Event(raw)) => batch.push(self.check_event(&raw, text.len())),
+                Ok(ClientMessage::Event(raw)) => run.push(Arrived::Event {
+                    raw,
+                    len: text.len(),
+                }),
                 Ok(msg) => {
-                    self.save_events(std::mem::take(&mut batch)).await;
+                    self.store_run(std::mem::take(&mut run)).await;
                     self.handle(msg).await;
                 }
                 Err(e) => {
                     // An EVENT without its event is answered in order with the batch.
-                    batch.push(Pending::Notice(e.to_string()));
+                    run.push(Arrived::Notice(e.to_string()));
                 }
             }
         }
-        self.save_events(batch).await;
+        self.store_run(run).await;
+    }
+
+    /// Checks a run of `EVENT`s, stores the accepted ones in one write and answers each.
+    async fn store_run(&mut self, run: Vec<Arrived>) {
+        if run.is_empty() {
+            return;
+        }
+        let checked = self.check_events(run).await;
+        self.save_events(checked).await;
     }
 
     /// One message other than `EVENT` (those are batched by `handle_all`).
@@ -271,7 +276,7 @@ impl Conn {
             }
             ClientMessage::NegMsg { sub, hex } => self.on_neg_msg(&sub, &hex).await,
             ClientMessage::NegClose { sub } => self.on_neg_close(&sub),
-            ClientMessage::Event(raw) => self.on_event(&raw).await,
+            ClientMessage::Event(raw) => self.on_event(raw).await,
         }
     }
 }
