@@ -317,8 +317,7 @@ pub struct IndexedSet {
     segs: Vec<Seg>,
     size: usize,
     total: Sum,
-    cache: HashMap<usize, Vec<Item>>,
-    cached: usize,
+    cache: SegCache,
     /// Buckets the next read loads (doubles while misses follow each other), and where the
     /// previous read ended.
     window: usize,
@@ -329,6 +328,51 @@ pub struct IndexedSet {
     ahead: Vec<ReadAhead>,
     /// Where to read ahead from at the step's first read (see [`NegStorage::expect_reads`]).
     expected: Option<usize>,
+}
+
+/// The items of the segments read so far, one after the other in one vector: a segment's
+/// items are one slice of it, found by the segment's number. A set with differences spread all
+/// over reads most of its segments, of a few items each; one small vector per segment cost a
+/// heap allocation and a hashed lookup each, and as much again to free them.
+#[derive(Default)]
+struct SegCache {
+    /// Where each segment's items are in `items` (segments not read: empty or past the end).
+    at: Vec<Option<std::ops::Range<usize>>>,
+    items: Vec<Item>,
+}
+
+impl SegCache {
+    fn has(&self, s: usize) -> bool {
+        self.at.get(s).is_some_and(Option::is_some)
+    }
+
+    /// Segment `s`'s items (none if it is not read).
+    fn get(&self, s: usize) -> &[Item] {
+        match self.at.get(s) {
+            Some(Some(r)) => &self.items[r.clone()],
+            _ => &[],
+        }
+    }
+
+    /// Keeps `items` as segment `s`'s.
+    fn put(&mut self, s: usize, items: &[Item]) {
+        if self.at.len() <= s {
+            self.at.resize(s + 1, None);
+        }
+        let start = self.items.len();
+        self.items.extend_from_slice(items);
+        self.at[s] = Some(start..self.items.len());
+    }
+
+    /// Items kept.
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn clear(&mut self) {
+        self.at.clear();
+        self.items.clear();
+    }
 }
 
 /// Segments `first..end` and their items, or why they could not be read.
@@ -457,8 +501,7 @@ impl IndexedSet {
             segs: Vec::new(),
             size: 0,
             total: Sum::default(),
-            cache: HashMap::new(),
-            cached: 0,
+            cache: SegCache::default(),
             window: 1,
             read_end: 0,
             misses: 0,
@@ -487,8 +530,7 @@ impl IndexedSet {
             let count = usize::try_from(count)
                 .map_err(|_| StoreError::Corrupt(format!("bucket {b}: count {count}")))?;
             if let Some(items) = items {
-                set.cached += items.len();
-                set.cache.insert(set.segs.len(), items);
+                set.cache.put(set.segs.len(), &items);
             }
             set.segs.push(Seg {
                 lo: s_lo,
@@ -511,15 +553,15 @@ impl IndexedSet {
     /// costs far more to start than to continue, so when misses follow each other in order
     /// (many small ranges differ) one read loads the following buckets too.
     fn items(&mut self, s: usize) -> Result<&[Item], NegError> {
-        if !self.cache.contains_key(&s)
+        if !self.cache.has(s)
             && let Some(from) = self.expected.take()
         {
             self.prefetch(from);
         }
-        if !self.cache.contains_key(&s) {
+        if !self.cache.has(s) {
             self.take_ahead(s)?;
         }
-        if !self.cache.contains_key(&s) {
+        if !self.cache.has(s) {
             // Over a database server a read is a round trip, worth far more than the items it
             // brings. A reconciliation of equal sets misses only at the few range bounds of
             // its first message; one with differences spread over the set goes on to touch
@@ -531,7 +573,7 @@ impl IndexedSet {
                 && self.size <= CACHE_ITEMS
             {
                 self.load_all()?;
-                return Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]));
+                return Ok(self.cache.get(s));
             }
             let near = s >= self.read_end && s - self.read_end <= NEAR;
             self.window = if near {
@@ -544,7 +586,7 @@ impl IndexedSet {
             while let Some(next) = self.segs.get(end) {
                 if end - s >= self.window
                     || n + next.count > READ_AHEAD_ITEMS
-                    || self.cache.contains_key(&end)
+                    || self.cache.has(end)
                 {
                     break;
                 }
@@ -554,7 +596,7 @@ impl IndexedSet {
             self.read_end = end;
             self.load(s, end, n)?;
         }
-        Ok(self.cache.get(&s).map(Vec::as_slice).unwrap_or(&[]))
+        Ok(self.cache.get(s))
     }
 
     /// Takes pieces from the background read of segment `s` until `s` has arrived, if one
@@ -587,9 +629,8 @@ impl IndexedSet {
         let items = self
             .read(lo, hi)
             .map_err(|e| NegError::Storage(e.to_string()))?;
-        if self.cached + n > CACHE_ITEMS {
+        if self.cache.len() + n > CACHE_ITEMS {
             self.cache.clear();
-            self.cached = 0;
         }
         self.keep(s, end, items)
     }
@@ -610,9 +651,8 @@ impl IndexedSet {
         for k in s..end {
             let (mine, more) = rest.split_at(self.segs[k].count.min(rest.len()));
             rest = more;
-            if let std::collections::hash_map::Entry::Vacant(v) = self.cache.entry(k) {
-                self.cached += mine.len();
-                v.insert(mine.to_vec());
+            if !self.cache.has(k) {
+                self.cache.put(k, mine);
             }
         }
         Ok(())
@@ -622,13 +662,13 @@ impl IndexedSet {
     fn load_all(&mut self) -> Result<(), NegError> {
         let mut s = 0;
         while s < self.segs.len() {
-            if self.cache.contains_key(&s) {
+            if self.cache.has(s) {
                 s += 1;
                 continue;
             }
             let (mut end, mut n) = (s + 1, self.segs[s].count);
             while let Some(next) = self.segs.get(end) {
-                if n + next.count > BULK_READ_ITEMS || self.cache.contains_key(&end) {
+                if n + next.count > BULK_READ_ITEMS || self.cache.has(end) {
                     break;
                 }
                 n += next.count;
@@ -761,7 +801,7 @@ impl NegStorage for IndexedSet {
                 .find(|a| (a.next..a.end()).contains(&first))
             {
                 first = a.end();
-            } else if self.cache.contains_key(&first) {
+            } else if self.cache.has(first) {
                 first += 1;
             } else {
                 break;
