@@ -223,6 +223,15 @@ async fn filters_give_what_matches_in_order(s: &dyn Store) {
             evs[3].id_hex(),
             evs[40].id_hex()
         ),
+        // Ids with other conditions, one of them not stored (read once each, then sorted).
+        format!(
+            r#"{{"ids":["{}","{}","{}","{}","{}"],"since":1008}}"#,
+            evs[33].id_hex(),
+            evs[1].id_hex(),
+            evs[20].id_hex(),
+            "ab".repeat(32),
+            evs[7].id_hex()
+        ),
         r#"{"since":1029}"#.into(),
         r#"{"kinds":[]}"#.into(),
         r#"{"since":20,"until":10}"#.into(),

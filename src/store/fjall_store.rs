@@ -35,6 +35,10 @@ enum Want {
 }
 
 /// Candidates of a filter, in the order asked for.
+/// An `ids` filter naming at most this many events has them all read and sorted in memory (a
+/// sync's fetch names 50); a longer one is sorted by time first and read one at a time.
+const IDS_READ_ONCE: usize = 1024;
+
 type Candidates = Box<dyn Iterator<Item = Result<NegItem, StoreError>>>;
 
 /// `items` sorted into `order`, without repeats.
@@ -467,6 +471,31 @@ impl FjallStore {
             return Ok(());
         }
         let limit = filter.limit.unwrap_or(u64::MAX);
+        if let Some(ids) = &filter.ids
+            && ids.len() <= IDS_READ_ONCE
+        {
+            // Each event is read and decoded once, where the general path reads it for its
+            // time to sort by, then again to send it.
+            let mut evs = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(ev) = self.get_blocking(id)?
+                    && filter.matches(&ev)
+                {
+                    evs.push(ev);
+                }
+            }
+            evs.sort_unstable_by_key(|e| (e.created_at, e.id));
+            if order == Order::NewestFirst {
+                evs.reverse();
+            }
+            let first = usize::try_from(limit).unwrap_or(usize::MAX);
+            for ev in evs.into_iter().take(first) {
+                if !emit(ev) {
+                    break;
+                }
+            }
+            return Ok(());
+        }
         let mut sent = 0u64;
         let mut visit = |id: &EventId| -> Result<bool, StoreError> {
             if let Some(ev) = self.get_blocking(id)?
