@@ -27,8 +27,14 @@ pub(super) enum Arrived {
 /// worker for ~12 ms, and use one core where the machine may have more.
 const CHECKED_APART_FROM: usize = 16;
 
-/// An event parsed, its signature not checked yet; or its refusal.
-type Parsed = Result<Event, Pending>;
+/// An `EVENT` answered without being stored.
+enum Answer {
+    Refused { id: String, message: String },
+    Notice(String),
+}
+
+/// An event parsed, its signature not checked yet; or its answer.
+type Parsed = Result<Event, Answer>;
 
 impl Conn {
     /// One `EVENT` outside a batch.
@@ -46,7 +52,7 @@ impl Conn {
             .into_iter()
             .map(|a| match a {
                 Arrived::Event { raw, len } => self.parse_event(raw, len),
-                Arrived::Notice(m) => Err(Pending::Notice(m)),
+                Arrived::Notice(m) => Err(Answer::Notice(m)),
             })
             .collect();
         let to_check = parsed.iter().filter(|p| p.is_ok()).count();
@@ -77,16 +83,17 @@ impl Conn {
     fn admit(&self, p: Parsed) -> Pending {
         let ev = match p {
             Ok(ev) => ev,
-            Err(p) => return p,
+            Err(a) => return a.into(),
         };
         if ev.kind == kind::CLIENT_AUTH {
             return refused_event(
                 &ev,
                 Prefix::Invalid.reason("AUTH events go in an AUTH message"),
-            );
+            )
+            .into();
         }
         if !self.auth_ok(self.shared.cfg.auth_write) {
-            return refused_event(&ev, self.auth_reason());
+            return refused_event(&ev, self.auth_reason()).into();
         }
         Pending::Store(ev)
     }
@@ -184,11 +191,10 @@ async fn verify_apart(parsed: Vec<Parsed>, to_check: usize) -> Vec<Parsed> {
             Err(e) => {
                 tracing::error!("event check failed: {e}");
                 out.extend(ids.into_iter().map(|id| {
-                    Err(Pending::Refused(RelayMessage::Ok {
+                    Err(Answer::Refused {
                         id,
-                        accepted: false,
                         message: Prefix::Error.reason("could not check the event"),
-                    }))
+                    })
                 }));
             }
         }
@@ -197,20 +203,28 @@ async fn verify_apart(parsed: Vec<Parsed>, to_check: usize) -> Vec<Parsed> {
 }
 
 /// `OK false` for an event that did not parse, under its `id` as sent (or "").
-fn refused(id: Option<&Value>, message: String) -> Pending {
+fn refused(id: Option<&Value>, message: String) -> Answer {
     let id = id.and_then(Value::as_str).unwrap_or("").to_string();
-    Pending::Refused(RelayMessage::Ok {
-        id,
-        accepted: false,
-        message,
-    })
+    Answer::Refused { id, message }
 }
 
 /// `OK false` for a parsed event.
-fn refused_event(ev: &Event, message: String) -> Pending {
-    Pending::Refused(RelayMessage::Ok {
+fn refused_event(ev: &Event, message: String) -> Answer {
+    Answer::Refused {
         id: ev.id_hex(),
-        accepted: false,
         message,
-    })
+    }
+}
+
+impl From<Answer> for Pending {
+    fn from(a: Answer) -> Self {
+        match a {
+            Answer::Notice(m) => Pending::Notice(m),
+            Answer::Refused { id, message } => Pending::Refused(RelayMessage::Ok {
+                id,
+                accepted: false,
+                message,
+            }),
+        }
+    }
 }
