@@ -6,9 +6,6 @@
 //! or a filter, and whether an id or a subscription is acceptable, is for the receiver to judge.
 //! Events and filters therefore travel as JSON values.
 
-mod frames;
-
-pub use frames::write_frames;
 use serde_json::{Value, json};
 use std::fmt;
 

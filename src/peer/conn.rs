@@ -1,8 +1,9 @@
 //! One open relay connection: the WebSocket tasks, and the typed calls a sync makes on it
 //! (NIP-77 `NEG-*`, `REQ` by ids, `EVENT`, NIP-42 `AUTH`). Callers never build a message.
 
+use super::write_frames;
 use super::{ByteCounters, Incoming, PeerError, PeerOptions, PeerUrl, RelayMsg, tls_config};
-use crate::event::wire::{ClientMessage, kind, write_frames};
+use crate::event::wire::{ClientMessage, kind};
 use crate::event::{Event, Filter, Keys, sign_event};
 use futures_util::StreamExt;
 use serde_json::{Value, json};

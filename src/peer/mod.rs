@@ -2,12 +2,14 @@
 //! codec, NIP-42 AUTH and timeouts. It moves messages; deciding what to do with them is `sync`'s.
 
 mod conn;
+mod frames;
 mod nip11;
 mod peer_url;
 mod redact;
 
 pub use crate::event::wire::{MalformedMsg, RelayMessage as RelayMsg};
 pub use conn::RelayConn;
+pub use frames::write_frames;
 pub use nip11::{frame_limit_for, max_message_length};
 pub use peer_url::PeerUrl;
 pub(crate) use redact::{redact_quoting, redact_url, redact_urls_in};

@@ -49,7 +49,7 @@ pub(super) async fn run<S>(
 {
     let (sink, mut stream) = ws.split();
     let (out, out_rx) = mpsc::channel::<Message>(1024);
-    let writer = tokio::spawn(crate::event::wire::write_frames(out_rx, sink, |_| ()));
+    let writer = tokio::spawn(crate::peer::write_frames(out_rx, sink, |_| ()));
     let mut live = shared.live.subscribe();
     let idle = shared.cfg.neg_idle_timeout;
     let (ping_every, idle_limit) = (shared.cfg.ping_interval, shared.cfg.idle_timeout);

@@ -34,11 +34,11 @@ enum Want {
     All { cap: usize },
 }
 
-/// Candidates of a filter, in the order asked for.
 /// An `ids` filter naming at most this many events has them all read and sorted in memory (a
 /// sync's fetch names 50); a longer one is sorted by time first and read one at a time.
 const IDS_READ_ONCE: usize = 1024;
 
+/// Candidates of a filter, in the order asked for.
 type Candidates = Box<dyn Iterator<Item = Result<NegItem, StoreError>>>;
 
 /// `items` sorted into `order`, without repeats.

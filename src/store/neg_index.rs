@@ -336,7 +336,7 @@ pub struct IndexedSet {
 /// heap allocation and a hashed lookup each, and as much again to free them.
 #[derive(Default)]
 struct SegCache {
-    /// Where each segment's items are in `items` (segments not read: empty or past the end).
+    /// Where each segment's items are in `items` (`None`, or past the end, if not read).
     at: Vec<Option<std::ops::Range<usize>>>,
     items: Vec<Item>,
 }

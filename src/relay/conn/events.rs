@@ -177,9 +177,9 @@ async fn verify_apart(parsed: Vec<Parsed>, to_check: usize) -> Vec<Parsed> {
         if piece.is_empty() {
             break;
         }
-        let ids: Vec<String> = piece
+        let ids: Vec<Option<[u8; 32]>> = piece
             .iter()
-            .map(|p| p.as_ref().map_or_else(|_| String::new(), Event::id_hex))
+            .map(|p| p.as_ref().ok().map(|e| e.id))
             .collect();
         let task = tokio::task::spawn_blocking(move || piece.into_iter().map(verify).collect());
         tasks.push((task, ids));
@@ -192,7 +192,7 @@ async fn verify_apart(parsed: Vec<Parsed>, to_check: usize) -> Vec<Parsed> {
                 tracing::error!("event check failed: {e}");
                 out.extend(ids.into_iter().map(|id| {
                     Err(Answer::Refused {
-                        id,
+                        id: id.map(hex::encode).unwrap_or_default(),
                         message: Prefix::Error.reason("could not check the event"),
                     })
                 }));

@@ -1,4 +1,5 @@
-//! Writing frames to a WebSocket: whatever is queued goes out in one write.
+//! Writing frames to a WebSocket (the relay's and this client's): whatever is queued goes out in
+//! one write.
 
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;
