@@ -6,6 +6,7 @@
 //! or a filter, and whether an id or a subscription is acceptable, is for the receiver to judge.
 //! Events and filters therefore travel as JSON values.
 
+use super::Event;
 use serde_json::{Value, json};
 use std::fmt;
 
@@ -149,25 +150,49 @@ pub struct BadClientMessage(pub String);
 #[error("malformed message from relay: {0}")]
 pub struct MalformedMsg(pub String);
 
-/// The elements of a message array, with typed access by position.
-struct Elements<'a>(&'a [Value]);
+/// `["NEG-MSG", sub, hex]` with negentropy message `msg` hex-encoded into the frame in place:
+/// a message can be megabytes, which `NegMsg`'s `to_json` would copy into a `String` of hex and
+/// then scan again for characters to escape (hex has none).
+fn neg_msg_frame(sub: &str, msg: &[u8]) -> String {
+    // A string always serializes.
+    let sub = serde_json::to_string(sub).unwrap_or_default();
+    let mut out = Vec::with_capacity(msg.len() * 2 + sub.len() + 16);
+    out.extend_from_slice(b"[\"NEG-MSG\",");
+    out.extend_from_slice(sub.as_bytes());
+    out.extend_from_slice(b",\"");
+    let at = out.len();
+    out.resize(at + msg.len() * 2, 0);
+    // The slice is exactly twice as long as `msg`: encoding cannot fail.
+    let _ = const_hex::encode_to_slice(msg, &mut out[at..]);
+    out.extend_from_slice(b"\"]");
+    String::from_utf8(out).unwrap_or_default()
+}
 
-impl<'a> Elements<'a> {
-    fn of(v: &'a Value) -> Option<Self> {
-        v.as_array().map(|a| Elements(a.as_slice()))
+/// The elements of a message array, taken by position: an element's value moves out rather
+/// than being copied (an event's tree of strings, megabytes of negentropy hex).
+struct Elements(Vec<Value>);
+
+impl Elements {
+    fn of(v: Value) -> Option<Self> {
+        match v {
+            Value::Array(a) => Some(Elements(a)),
+            _ => None,
+        }
     }
-    fn str(&self, i: usize) -> Option<&'a str> {
-        self.0.get(i).and_then(Value::as_str)
-    }
-    fn string(&self, i: usize) -> Option<String> {
-        self.str(i).map(str::to_string)
+    /// The string at `i`, moved out (`None` when absent or not a string).
+    fn string(&mut self, i: usize) -> Option<String> {
+        match self.0.get_mut(i) {
+            Some(Value::String(s)) => Some(std::mem::take(s)),
+            _ => None,
+        }
     }
     /// The text at `i`, "" when absent or not a string (optional reasons).
-    fn text(&self, i: usize) -> String {
-        self.str(i).unwrap_or_default().to_string()
+    fn text(&mut self, i: usize) -> String {
+        self.string(i).unwrap_or_default()
     }
-    fn value(&self, i: usize) -> Option<Value> {
-        self.0.get(i).cloned()
+    /// The value at `i`, moved out.
+    fn value(&mut self, i: usize) -> Option<Value> {
+        self.0.get_mut(i).map(Value::take)
     }
 }
 
@@ -176,17 +201,17 @@ impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, BadClientMessage> {
         let v: Value = serde_json::from_str(text)
             .map_err(|e| BadClientMessage(format!("message is not JSON: {e}")))?;
-        Self::from_value(&v)
+        Self::from_value(v)
     }
 
     /// Reads a parsed frame.
-    pub fn from_value(v: &Value) -> Result<Self, BadClientMessage> {
+    pub fn from_value(v: Value) -> Result<Self, BadClientMessage> {
         let bad = |m: &str| BadClientMessage(m.to_string());
-        let e = Elements::of(v).ok_or_else(|| bad("message must be a JSON array"))?;
-        let Some(verb) = e.str(0) else {
+        let mut e = Elements::of(v).ok_or_else(|| bad("message must be a JSON array"))?;
+        let Some(verb) = e.string(0) else {
             return Err(bad("first element must be the message type"));
         };
-        Ok(match verb {
+        Ok(match verb.as_str() {
             "EVENT" => {
                 ClientMessage::Event(e.value(1).ok_or_else(|| bad("EVENT without an event"))?)
             }
@@ -194,7 +219,7 @@ impl ClientMessage {
                 sub: e
                     .string(1)
                     .ok_or_else(|| bad("REQ needs a subscription id of 1 to 64 characters"))?,
-                filters: e.0[2.min(e.0.len())..].to_vec(),
+                filters: e.0.split_off(2.min(e.0.len())),
             },
             "CLOSE" => ClientMessage::Close {
                 sub: e
@@ -221,6 +246,20 @@ impl ClientMessage {
             },
             other => return Err(BadClientMessage(format!("unknown message type {other:?}"))),
         })
+    }
+
+    /// `["NEG-MSG", sub, hex]` of negentropy message `msg` (the text of
+    /// [`ClientMessage::NegMsg`], without the intermediate `String` of hex).
+    pub fn neg_msg_frame(sub: &str, msg: &[u8]) -> String {
+        neg_msg_frame(sub, msg)
+    }
+
+    /// `["EVENT", event]` for an event of ours, written in one pass: the frame of every
+    /// uploaded event, where building the [`ClientMessage::Event`] tree first and copying it
+    /// into the message cost more than writing the text.
+    pub fn event_frame(ev: &Event) -> String {
+        // Strings and integers always serialize.
+        serde_json::to_string(&("EVENT", ev)).unwrap_or_default()
     }
 
     /// The message as JSON.
@@ -318,21 +357,21 @@ impl RelayMessage {
     pub fn parse(text: &str) -> Result<Self, MalformedMsg> {
         let v: Value =
             serde_json::from_str(text).map_err(|e| MalformedMsg(format!("not JSON: {e}")))?;
-        let e = Elements::of(&v).ok_or_else(|| MalformedMsg("not a JSON array".into()))?;
-        let s = |i: usize| {
+        let mut e = Elements::of(v).ok_or_else(|| MalformedMsg("not a JSON array".into()))?;
+        let s = |e: &mut Elements, i: usize| {
             e.string(i)
                 .ok_or_else(|| MalformedMsg(format!("element {i} must be a string")))
         };
-        Ok(match s(0)?.as_str() {
+        Ok(match s(&mut e, 0)?.as_str() {
             "EVENT" => RelayMessage::Event {
-                sub: s(1)?,
+                sub: s(&mut e, 1)?,
                 event: e
                     .value(2)
                     .ok_or_else(|| MalformedMsg("EVENT without event".into()))?,
             },
-            "EOSE" => RelayMessage::Eose { sub: s(1)? },
+            "EOSE" => RelayMessage::Eose { sub: s(&mut e, 1)? },
             "OK" => RelayMessage::Ok {
-                id: s(1)?,
+                id: s(&mut e, 1)?,
                 accepted: e
                     .0
                     .get(2)
@@ -341,22 +380,36 @@ impl RelayMessage {
                 message: e.text(3),
             },
             "CLOSED" => RelayMessage::Closed {
-                sub: s(1)?,
+                sub: s(&mut e, 1)?,
                 message: e.text(2),
             },
             "NOTICE" => RelayMessage::Notice { message: e.text(1) },
-            "AUTH" => RelayMessage::Auth { challenge: s(1)? },
+            "AUTH" => RelayMessage::Auth {
+                challenge: s(&mut e, 1)?,
+            },
             "NEG-MSG" => RelayMessage::NegMsg {
-                sub: s(1)?,
-                hex: s(2)?,
+                sub: s(&mut e, 1)?,
+                hex: s(&mut e, 2)?,
             },
             "NEG-ERR" => RelayMessage::NegErr {
-                sub: s(1)?,
+                sub: s(&mut e, 1)?,
                 reason: e.text(2),
                 max: e.0.get(3).and_then(Value::as_u64),
             },
             other => return Err(MalformedMsg(format!("unknown message type {other:?}"))),
         })
+    }
+
+    /// `["NEG-MSG", sub, hex]` of negentropy message `msg` (the text of
+    /// [`RelayMessage::NegMsg`], without the intermediate `String` of hex).
+    pub fn neg_msg_frame(sub: &str, msg: &[u8]) -> String {
+        neg_msg_frame(sub, msg)
+    }
+
+    /// `["EVENT", sub, event]` for an event of ours, written in one pass (every served
+    /// event's frame; see [`ClientMessage::event_frame`]).
+    pub fn event_frame(sub: &str, ev: &Event) -> String {
+        serde_json::to_string(&("EVENT", sub, ev)).unwrap_or_default()
     }
 
     /// The message as JSON.

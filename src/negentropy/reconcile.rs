@@ -21,11 +21,13 @@ const FRAME_SLACK: usize = 200;
 const EDGE_CUTS_FROM: usize = ID_LIST_BELOW / 2;
 /// A message with at least this many fingerprints (the peer split at least four of our
 /// ranges) may make this step read items all over the set: from its first read, half of it is
-/// read ahead meanwhile.
+/// read ahead meanwhile (when the storage does not plan its reads, or we started).
 const MANY_FINGERPRINTS: usize = 4 * BUCKETS;
 /// When at least this many of a message's fingerprints mismatched, and three in four or more
 /// did, the differences are spread over the set: the next step reads most of it, so it is
-/// read ahead while the peer works on this reply.
+/// read ahead while the peer works on this reply. A responder over a storage that plans its
+/// reads does not: it reads what its next reply lists when it gets the message, a third of
+/// such a set, where reading all of it ahead competed with the peer for the cores.
 const DENSE_MISMATCHES: usize = 12;
 
 /// The sorted set one side reconciles, addressed by position.
@@ -56,6 +58,17 @@ pub trait NegStorage: Send + Sync {
     /// edges). A storage may start reading ahead at the first item the step reads. `None`: the
     /// step is over.
     fn expect_reads(&mut self, _from: Option<usize>) {}
+    /// True when the storage reads items in batches given ahead ([`NegStorage::read_planned`]):
+    /// a step then lists the items it will read before it starts, instead of giving hints.
+    fn plans_reads(&self) -> bool {
+        false
+    }
+    /// Reads the items of these position ranges now, together (in parallel where it can), so
+    /// that the step that follows finds them loaded. A storage may read fewer (none, when
+    /// they would not fit its memory): the step then reads the rest as it goes.
+    fn read_planned(&mut self, _ranges: &[(usize, usize)]) -> Result<(), NegError> {
+        Ok(())
+    }
     /// A position in `after + 1..before` near `pos` where a range can be cut without reading
     /// items, with the bound that cuts there: for an index of time buckets, the start of a
     /// bucket. Both sides of a reconciliation over such indexes then cut at the same bounds
@@ -92,6 +105,12 @@ impl NegStorage for Box<dyn NegStorage> {
     }
     fn expect_reads(&mut self, from: Option<usize>) {
         (**self).expect_reads(from)
+    }
+    fn plans_reads(&self) -> bool {
+        (**self).plans_reads()
+    }
+    fn read_planned(&mut self, ranges: &[(usize, usize)]) -> Result<(), NegError> {
+        (**self).read_planned(ranges)
     }
     fn edge_near(&mut self, pos: usize, after: usize, before: usize) -> Option<(usize, Bound)> {
         (**self).edge_near(pos, after, before)
@@ -187,7 +206,13 @@ impl<S: NegStorage> Reconciler<S> {
             return Ok(vec![PROTOCOL_VERSION]);
         }
         let size = self.storage.size();
-        if super::fingerprint_ranges(msg).is_ok_and(|n| n >= MANY_FINGERPRINTS) {
+        // The initiator waits for the peer between its steps: it reads ahead in that time
+        // instead (see `DENSE_MISMATCHES`).
+        let plans = !self.initiator && self.storage.plans_reads();
+        if plans {
+            let ranges = self.planned_reads(msg, size)?;
+            self.storage.read_planned(&ranges)?;
+        } else if super::fingerprint_ranges(msg).is_ok_and(|n| n >= MANY_FINGERPRINTS) {
             self.storage.expect_reads(Some(size / 2));
         }
         let (mut fingerprints, mut mismatched) = (0usize, 0usize);
@@ -294,10 +319,51 @@ impl<S: NegStorage> Reconciler<S> {
             prev_bound = bound;
         }
         self.storage.expect_reads(None);
-        if mismatched >= DENSE_MISMATCHES && mismatched * 4 >= fingerprints * 3 {
+        if !plans && mismatched >= DENSE_MISMATCHES && mismatched * 4 >= fingerprints * 3 {
             self.storage.prefetch(0);
         }
         Ok(out.out)
+    }
+
+    /// The position ranges whose items a step over `msg` reads: those the peer listed ids
+    /// for, and the ranges that mismatch and are small enough to be answered with ours. Bounds
+    /// and fingerprints on the storage's edges come from its index; the few that are not are
+    /// read here already. A malformed message ends the list where it stops making sense (the
+    /// step then refuses it).
+    fn planned_reads(&mut self, msg: &[u8], size: usize) -> Result<Vec<(usize, usize)>, NegError> {
+        let mut ranges = Vec::new();
+        let mut r = Reader::new(msg);
+        if r.byte().ok() != Some(PROTOCOL_VERSION) {
+            return Ok(ranges);
+        }
+        let mut lower = 0usize;
+        while !r.is_empty() {
+            let (Ok(bound), Ok(mode)) = (r.bound(), r.varint()) else {
+                break;
+            };
+            let upper = self.storage.lower_bound(lower, size, &bound)?;
+            match mode {
+                MODE_SKIP => {}
+                MODE_FINGERPRINT => {
+                    let Ok(theirs) = r.bytes(16) else { break };
+                    if upper - lower < ID_LIST_BELOW
+                        && self.storage.fingerprint(lower, upper)?[..] != theirs[..]
+                    {
+                        ranges.push((lower, upper));
+                    }
+                }
+                MODE_ID_LIST => {
+                    let Ok(n) = r.varint() else { break };
+                    if r.ids(n).is_err() {
+                        break;
+                    }
+                    ranges.push((lower, upper));
+                }
+                _ => break,
+            }
+            lower = upper;
+        }
+        Ok(ranges)
     }
 
     /// Cuts of `lower..upper` at the storage's edges (see [`NegStorage::edge_near`]) near the

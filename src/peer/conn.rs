@@ -77,8 +77,12 @@ impl RelayConn {
     }
 
     async fn send(&self, msg: ClientMessage) -> Result<(), PeerError> {
+        self.send_text(msg.to_json()).await
+    }
+
+    async fn send_text(&self, frame: String) -> Result<(), PeerError> {
         self.out
-            .send(Message::Text(msg.to_json().into()))
+            .send(Message::Text(frame.into()))
             .await
             .map_err(|_| PeerError::Disconnected("send failed".into()))
     }
@@ -100,11 +104,7 @@ impl RelayConn {
 
     /// `NEG-MSG`: our next negentropy message in session `sub`.
     pub async fn neg_msg(&self, sub: &str, msg: &[u8]) -> Result<(), PeerError> {
-        self.send(ClientMessage::NegMsg {
-            sub: sub.into(),
-            hex: crate::negentropy::to_hex(msg),
-        })
-        .await
+        self.send_text(ClientMessage::neg_msg_frame(sub, msg)).await
     }
 
     /// `NEG-CLOSE`: ends negentropy session `sub`.
@@ -142,8 +142,7 @@ impl RelayConn {
 
     /// `EVENT`: offers `ev` to the relay, which answers `OK` with its id.
     pub async fn publish(&self, ev: &Event) -> Result<(), PeerError> {
-        let v = serde_json::to_value(ev).map_err(|e| PeerError::Disconnected(e.to_string()))?;
-        self.send(ClientMessage::Event(v)).await
+        self.send_text(ClientMessage::event_frame(ev)).await
     }
 
     /// The next message, `None` once the connection is closed.

@@ -181,7 +181,12 @@ pub(super) async fn run<S>(
 
 impl Conn {
     async fn send(&self, m: RelayMessage) {
-        let _ = self.out.send(Message::Text(m.to_json().into())).await;
+        self.send_text(m.to_json()).await;
+    }
+
+    /// Queues a frame already written.
+    async fn send_text(&self, frame: String) {
+        let _ = self.out.send(Message::Text(frame.into())).await;
     }
 
     async fn notice(&self, msg: &str) {

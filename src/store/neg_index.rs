@@ -40,6 +40,9 @@ const NEAR: usize = 16;
 /// Largest set a session reads ahead in the background (see [`NegStorage::prefetch`]): about
 /// 10 MB of items, a ~50 ms read, wasted at worst when the differences turn out to be few.
 const PREFETCH_MAX_ITEMS: usize = 1 << 18;
+/// Segments apart that a planned read still reads in one scan (about as many items as a scan
+/// costs to start).
+const PLANNED_GAP: usize = 2;
 /// Most background reads a session runs at once (one per core of a small machine).
 const MAX_READS_AHEAD: usize = 2;
 /// Items per piece the background read hands over (a few milliseconds of reading each).
@@ -781,6 +784,74 @@ impl NegStorage for IndexedSet {
 
     fn expect_reads(&mut self, from: Option<usize>) {
         self.expected = from;
+    }
+
+    fn plans_reads(&self) -> bool {
+        // Over a database server, reads are round trips: its sessions load the whole set
+        // after a few misses instead (see `items`).
+        !self.src.reads_are_round_trips()
+    }
+
+    fn read_planned(&mut self, ranges: &[(usize, usize)]) -> Result<(), NegError> {
+        let mut wanted: Vec<usize> = Vec::new();
+        for &(begin, end) in ranges.iter().filter(|r| r.0 < r.1 && r.1 <= self.size) {
+            let (first, last) = (self.seg_of(begin), self.seg_of(end - 1));
+            wanted.extend((first..=last).filter(|&s| !self.cache.has(s)));
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        // Runs of segments read by one scan each: neighbours, and segments a few apart (a scan
+        // costs more to start than the few items between).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for s in wanted {
+            match runs.last_mut() {
+                Some((_, end)) if s <= *end + PLANNED_GAP => *end = s + 1,
+                _ => runs.push((s, s + 1)),
+            }
+        }
+        let count = |&(a, b): &(usize, usize)| self.segs[a..b].iter().map(|g| g.count).sum();
+        let counts: Vec<usize> = runs.iter().map(count).collect();
+        let total: usize = counts.iter().sum();
+        if total == 0 || self.cache.len() + total > CACHE_ITEMS {
+            return Ok(());
+        }
+        // Two threads, each reading about half of the items.
+        let mut half = 0;
+        let mut acc = 0;
+        while half < runs.len() && 2 * acc < total {
+            acc += counts[half];
+            half += 1;
+        }
+        let (src, segs) = (&self.src, &self.segs);
+        let read = |runs: &[(usize, usize)]| -> Result<Vec<(usize, usize, Vec<Item>)>, StoreError> {
+            runs.iter()
+                .map(|&(a, b)| Ok((a, b, src.read(segs[a].lo, segs[b - 1].hi)?)))
+                .collect()
+        };
+        let (first, second) = runs.split_at(half);
+        let (got, more) = std::thread::scope(|scope| {
+            let other = std::thread::Builder::new()
+                .name("orly-neg-read".into())
+                .spawn_scoped(scope, || read(second));
+            let got = read(first);
+            let more = match other {
+                Ok(t) => t
+                    .join()
+                    .unwrap_or_else(|_| Err(StoreError::Engine("a read thread failed".into()))),
+                // No thread: read the second half here too.
+                Err(_) => read(second),
+            };
+            (got, more)
+        });
+        let storage = |e: StoreError| NegError::Storage(e.to_string());
+        for (a, b, items) in got
+            .map_err(storage)?
+            .into_iter()
+            .chain(more.map_err(storage)?)
+        {
+            self.keep(a, b, items)?;
+        }
+        Ok(())
     }
 
     fn prefetch(&mut self, from: usize) {

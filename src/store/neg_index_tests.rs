@@ -18,6 +18,10 @@ struct VecSource {
     items: Vec<Item>,
     reads: Arc<AtomicUsize>,
     owner: std::thread::ThreadId,
+    /// Items read by any thread.
+    all_reads: Arc<AtomicUsize>,
+    /// Reads as a database server's would be (round trips): the set then never plans reads.
+    round_trips: bool,
 }
 
 impl SetSource for VecSource {
@@ -45,17 +49,33 @@ impl SetSource for VecSource {
         if std::thread::current().id() == self.owner {
             self.reads.fetch_add(to - from, Ordering::Relaxed);
         }
+        self.all_reads.fetch_add(to - from, Ordering::Relaxed);
         Ok(self.items[from..to].to_vec())
+    }
+
+    fn reads_are_round_trips(&self) -> bool {
+        self.round_trips
     }
 }
 
 fn indexed(items: &[Item], reads: &Arc<AtomicUsize>) -> IndexedSet {
+    indexed_with(items, reads, &Arc::default(), false)
+}
+
+fn indexed_with(
+    items: &[Item],
+    reads: &Arc<AtomicUsize>,
+    all_reads: &Arc<AtomicUsize>,
+    round_trips: bool,
+) -> IndexedSet {
     let mut items = items.to_vec();
     items.sort_by_key(|i| (i.t, i.id));
     let src = VecSource {
         items,
         reads: reads.clone(),
         owner: std::thread::current().id(),
+        all_reads: all_reads.clone(),
+        round_trips,
     };
     IndexedSet::from_source(Box::new(src), 0, u64::MAX - 1).unwrap()
 }
@@ -152,6 +172,49 @@ fn the_level_before_the_id_lists_is_cut_at_bucket_edges() {
         client_reads[0],
         a.len()
     );
+}
+
+/// The responder's step that answers with id lists reads, before it starts, the items of the
+/// ranges it will list (two threads), and nothing else: about a third of a set with 2 % of it
+/// differing, where reading the whole set ahead cost as much again on the critical path. Its
+/// reply is the same as when it reads as it goes.
+#[test]
+fn a_responder_reads_only_what_its_reply_lists() {
+    let (a, b) = sets(21, 100_000, 1_200, 30_000_000);
+    let none = Arc::new(AtomicUsize::new(0));
+    let mut client = crate::negentropy::Reconciler::new(indexed(&a, &none), 0).unwrap();
+    let (planned, unplanned) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut server =
+        crate::negentropy::Reconciler::new(indexed_with(&b, &none, &planned, false), 0).unwrap();
+    let mut reference =
+        crate::negentropy::Reconciler::new(indexed_with(&b, &none, &unplanned, true), 0).unwrap();
+    let (mut have, mut need) = (Vec::new(), Vec::new());
+    let first = client.initiate().unwrap();
+    assert_eq!(
+        server.respond(&first).unwrap(),
+        reference.respond(&first).unwrap()
+    );
+    let reply = server.respond(&first).unwrap();
+    let second = client.next(&reply, &mut have, &mut need).unwrap().unwrap();
+    let before = planned.load(Ordering::Relaxed);
+    let answer = server.respond(&second).unwrap();
+    let read = planned.load(Ordering::Relaxed) - before;
+    assert_eq!(answer, reference.respond(&second).unwrap());
+    // Its id lists: 32 bytes an id, in a message of a few bytes besides per range.
+    let listed = answer.len() / 32;
+    assert!(
+        read >= listed * 9 / 10 && read <= listed * 3 / 2 && read < b.len() / 2,
+        "read {read} items to list about {listed} of {}",
+        b.len()
+    );
+    assert!(
+        client
+            .next(&answer, &mut have, &mut need)
+            .unwrap()
+            .is_none()
+    );
+    let got: (Ids, Ids) = (have.into_iter().collect(), need.into_iter().collect());
+    assert_eq!(got, expected(&a, &b));
 }
 
 /// Sets whose pieces reach the edge-cut levels at every density, from many items to a bucket

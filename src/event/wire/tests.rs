@@ -204,3 +204,57 @@ fn messages_agree_with_rust_nostr() {
         }
     }
 }
+
+#[test]
+fn frames_written_in_one_pass_read_back_as_their_messages() {
+    use crate::event::{Event, Keys, sign_event};
+    let keys = Keys::from_seed(b"wire-frames", 0);
+    let ev = sign_event(
+        &keys,
+        1_700_000_000,
+        1,
+        vec![vec!["t".into(), "a\"b\\c\u{1}\u{7f}".into()]],
+        "line\nquote\" tab\t ünï \u{0}",
+    );
+    // A subscription id that needs escaping (a peer chose it).
+    let sub = "s \"x\" \\ ünï\u{2}";
+
+    let text = RelayMessage::event_frame(sub, &ev);
+    let Ok(RelayMessage::Event { sub: got, event }) = RelayMessage::parse(&text) else {
+        panic!("{text}");
+    };
+    assert_eq!(got, sub);
+    assert_eq!(Event::from_value(event), Ok(ev.clone()));
+    // rust-nostr reads it, and checks the event inside.
+    assert!(
+        nostr_sdk::prelude::RelayMessage::from_json(&text).is_ok(),
+        "{text}"
+    );
+
+    let text = ClientMessage::event_frame(&ev);
+    let Ok(ClientMessage::Event(event)) = ClientMessage::parse(&text) else {
+        panic!("{text}");
+    };
+    assert_eq!(Event::from_value(event), Ok(ev));
+    assert!(
+        nostr_sdk::prelude::ClientMessage::from_json(&text).is_ok(),
+        "{text}"
+    );
+
+    // Every byte value, and the empty message; the same text as the message's own.
+    for msg in [(0..=255u8).collect::<Vec<u8>>(), Vec::new()] {
+        let hex = crate::negentropy::to_hex(&msg);
+        let relay = RelayMessage::NegMsg {
+            sub: sub.into(),
+            hex: hex.clone(),
+        };
+        assert_eq!(RelayMessage::neg_msg_frame(sub, &msg), relay.to_json());
+        assert_eq!(RelayMessage::parse(&relay.to_json()), Ok(relay));
+        let client = ClientMessage::NegMsg {
+            sub: sub.into(),
+            hex,
+        };
+        assert_eq!(ClientMessage::neg_msg_frame(sub, &msg), client.to_json());
+        assert_eq!(ClientMessage::parse(&client.to_json()), Ok(client));
+    }
+}

@@ -99,11 +99,7 @@ impl Conn {
         match neg::reconcile(session, bytes).await {
             Ok((session, out)) => {
                 self.negs.put(sub.to_string(), session);
-                self.send(RelayMessage::NegMsg {
-                    sub: sub.into(),
-                    hex: crate::negentropy::to_hex(&out),
-                })
-                .await;
+                self.send_text(RelayMessage::neg_msg_frame(sub, &out)).await;
             }
             Err(NegError::Storage(e)) => {
                 tracing::error!("negentropy step failed: {e}");

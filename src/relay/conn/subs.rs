@@ -75,13 +75,7 @@ impl Conn {
     }
 
     pub(super) async fn send_event(&self, sub: &str, ev: &Event) {
-        // Serializing our own struct of strings and integers cannot fail.
-        let event = serde_json::to_value(ev).unwrap_or_default();
-        self.send(RelayMessage::Event {
-            sub: sub.into(),
-            event,
-        })
-        .await;
+        self.send_text(RelayMessage::event_frame(sub, ev)).await;
     }
 
     pub(super) async fn push_live(&self, seq: u64, ev: &Event) {
