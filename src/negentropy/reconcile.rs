@@ -328,8 +328,9 @@ impl<S: NegStorage> Reconciler<S> {
     /// The position ranges whose items a step over `msg` reads: those the peer listed ids
     /// for, and the ranges that mismatch and are small enough to be answered with ours. Bounds
     /// and fingerprints on the storage's edges come from its index; the few that are not are
-    /// read here already. A malformed message ends the list where it stops making sense (the
-    /// step then refuses it).
+    /// read here already. Only ranges holding items are listed, so the list is never longer
+    /// than the set, whatever the peer sends. A malformed message ends the list where it stops
+    /// making sense (the step then refuses it).
     fn planned_reads(&mut self, msg: &[u8], size: usize) -> Result<Vec<(usize, usize)>, NegError> {
         let mut ranges = Vec::new();
         let mut r = Reader::new(msg);
@@ -346,7 +347,8 @@ impl<S: NegStorage> Reconciler<S> {
                 MODE_SKIP => {}
                 MODE_FINGERPRINT => {
                     let Ok(theirs) = r.bytes(16) else { break };
-                    if upper - lower < ID_LIST_BELOW
+                    if upper > lower
+                        && upper - lower < ID_LIST_BELOW
                         && self.storage.fingerprint(lower, upper)?[..] != theirs[..]
                     {
                         ranges.push((lower, upper));
@@ -357,7 +359,9 @@ impl<S: NegStorage> Reconciler<S> {
                     if r.ids(n).is_err() {
                         break;
                     }
-                    ranges.push((lower, upper));
+                    if upper > lower {
+                        ranges.push((lower, upper));
+                    }
                 }
                 _ => break,
             }
